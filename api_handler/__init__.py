@@ -1,0 +1,1 @@
+"""The REST API's Lambda handler (API Gateway REST proxy events)."""

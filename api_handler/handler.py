@@ -1,0 +1,42 @@
+"""Lambda entry point for API Gateway REST proxy events."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from api_handler.routes import route_for
+from api_handler.service import ApiServices
+from api_handler.web import error_response, parse_event
+from shared import aws
+from shared.errors import PijobsError
+from shared.logs import configure_logging, get_logger
+from shared.queue import JobQueue
+from shared.settings import ApiSettings
+from shared.store import JobStore
+
+log = get_logger(__name__)
+
+
+@lru_cache(maxsize=1)
+def services() -> ApiServices:
+    settings = ApiSettings.from_env()
+    return ApiServices(
+        settings=settings,
+        store=JobStore(aws.client("dynamodb"), settings.table_name),
+        queue=JobQueue(aws.client("sqs"), settings.queue_url),
+        s3=aws.client("s3"),
+    )
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    configure_logging()
+    request_id = str((event.get("requestContext") or {}).get("requestId", ""))
+    try:
+        request = parse_event(event)
+        return route_for(request)(services(), request)
+    except PijobsError as exc:
+        return error_response(exc, request_id)
+    except Exception:
+        log.exception("api_request_failed", request_id=request_id)
+        return error_response(RuntimeError(), request_id)

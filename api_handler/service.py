@@ -1,0 +1,187 @@
+"""What the API does, independent of HTTP: submit, read, list and cancel jobs."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from api_handler.web import validation_error
+from shared import errors
+from shared.functions import get_function
+from shared.logs import get_logger
+from shared.models import JobMessage, JobRecord, PiRequest, isoformat, new_job_id, utcnow
+from shared.queue import JobQueue
+from shared.settings import ApiSettings
+from shared.status import JobStatus
+from shared.store import JobStore
+
+log = get_logger(__name__)
+
+IDEMPOTENCY_KEY_MAX = 128
+
+
+@dataclass(frozen=True)
+class ApiServices:
+    settings: ApiSettings
+    store: JobStore
+    queue: JobQueue
+    s3: Any
+
+
+def parse_pi_request(body: dict[str, Any], max_digits: int) -> PiRequest:
+    try:
+        request = PiRequest.model_validate(body)
+    except PydanticValidationError as exc:
+        raise validation_error(exc) from exc
+    if request.digits > max_digits:
+        raise errors.ValidationError(
+            f"digits must be at most {max_digits}",
+            details=[{"field": "digits", "problem": f"must be between 1 and {max_digits}"}],
+        )
+    return request
+
+
+def parse_per_run_execute(body: dict[str, Any], max_digits: int) -> PiRequest:
+    """The original service's call: ``{"StackName", "CostCenter", "DigitsToCalculate"}``."""
+    allowed = {"StackName", "CostCenter", "DigitsToCalculate"}
+    unknown = sorted(set(body) - allowed)
+    details = [{"field": name, "problem": "unknown field"} for name in unknown]
+    digits: Any = body.get("DigitsToCalculate")
+    if digits is None:
+        details.append({"field": "DigitsToCalculate", "problem": "required"})
+    elif isinstance(digits, str) and digits.strip().isdigit():
+        digits = int(digits.strip())
+    elif isinstance(digits, bool) or not isinstance(digits, int):
+        details.append({"field": "DigitsToCalculate", "problem": "must be a whole number"})
+    for name in ("StackName", "CostCenter"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+            details.append({"field": name, "problem": "must be a string"})
+    if details:
+        raise errors.ValidationError("invalid request", details=details)
+    mapped: dict[str, Any] = {"digits": digits}
+    if body.get("CostCenter") not in (None, ""):
+        mapped["cost_center"] = str(body["CostCenter"])
+    if body.get("StackName") not in (None, ""):
+        mapped["name"] = str(body["StackName"])
+    try:
+        return parse_pi_request(mapped, max_digits)
+    except errors.ValidationError as exc:
+        renamed = {"digits": "DigitsToCalculate", "cost_center": "CostCenter", "name": "StackName"}
+        for detail in exc.details:
+            detail["field"] = renamed.get(detail["field"], detail["field"])
+        raise
+
+
+def submit_job(
+    services: ApiServices, owner: str, request: PiRequest, idempotency_key: str | None = None
+) -> tuple[JobRecord, bool]:
+    """Record the job QUEUED and enqueue it. Returns the job and whether it was created by this call."""
+    if idempotency_key is not None and not (0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX):
+        raise errors.ValidationError(
+            "Idempotency-Key must be 1 to 128 characters",
+            details=[{"field": "Idempotency-Key", "problem": "must be 1 to 128 characters"}],
+        )
+    function = get_function("pi")
+    now = utcnow()
+    params = function.params(request)
+    job = JobRecord(
+        job_id=new_job_id(),
+        owner=owner,
+        function=function.name,
+        params=params,
+        cost_center=request.cost_center,
+        name=request.name,
+        status=JobStatus.QUEUED,
+        created_at=isoformat(now),
+        updated_at=isoformat(now),
+        deadline_seconds=function.deadline_seconds(params),
+        expires_at=int((now + timedelta(days=services.settings.job_ttl_days)).timestamp()),
+    )
+    fingerprint = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+    stored = services.store.create(job, idempotency_key=idempotency_key, fingerprint=fingerprint)
+    if stored.job_id != job.job_id:
+        log.info("job_submit_repeated", job_id=stored.job_id, owner=owner)
+        return stored, False
+    try:
+        services.queue.send(JobMessage(job_id=job.job_id, function=function.name))
+    except Exception as exc:
+        log.error("job_enqueue_failed", job_id=job.job_id, error=str(exc))
+        services.store.transition(
+            job.job_id,
+            JobStatus.QUEUED,
+            JobStatus.FAILED,
+            error={"code": "enqueue_failed", "message": "the job could not be queued; submit it again"},
+        )
+        if idempotency_key is not None:
+            services.store.forget_idempotency_key(owner, idempotency_key)
+        raise errors.ServiceUnavailableError("the job queue is unavailable; try again") from exc
+    log.info("job_submitted", job_id=job.job_id, owner=owner, digits=request.digits)
+    return job, True
+
+
+def get_job(services: ApiServices, owner: str, job_id: str) -> JobRecord:
+    return services.store.get_for_owner(_checked_id(job_id), owner)
+
+
+def list_jobs(
+    services: ApiServices, owner: str, *, limit: str | None, token: str | None
+) -> tuple[list[JobRecord], str | None]:
+    page_size = services.settings.page_size
+    if limit is not None:
+        if not limit.isdigit() or not 1 <= int(limit) <= 100:
+            raise errors.ValidationError(
+                "limit must be a whole number from 1 to 100",
+                details=[{"field": "limit", "problem": "must be between 1 and 100"}],
+            )
+        page_size = int(limit)
+    return services.store.list_for_owner(owner, limit=page_size, token=token)
+
+
+def cancel_job(services: ApiServices, owner: str, job_id: str) -> JobRecord:
+    """QUEUED jobs are never provisioned; live ones are stopped by their worker or the reaper."""
+    job = services.store.get_for_owner(_checked_id(job_id), owner)
+    for _ in range(3):
+        if job.status.is_terminal:
+            raise errors.JobNotCancellableError(
+                f"job {job.job_id} has already finished ({job.status.value})",
+                details=[{"field": "status", "problem": f"job is {job.status.value}"}],
+            )
+        try:
+            cancelled = services.store.transition(
+                job.job_id,
+                job.status,
+                JobStatus.CANCELLED,
+                error={"code": "cancelled", "message": "cancelled by the customer"},
+            )
+        except errors.StaleStatusError:
+            job = services.store.get(job.job_id)
+            continue
+        log.info("job_cancelled", job_id=job.job_id, previous=job.status.value)
+        return cancelled
+    raise errors.StaleStatusError(f"job {job.job_id} kept changing; try again")
+
+
+def result_url(services: ApiServices, job: JobRecord) -> str:
+    if job.result is None:
+        raise errors.ResultNotReadyError(
+            f"job {job.job_id} has no result ({job.status.value})",
+            details=[{"field": "status", "problem": f"job is {job.status.value}"}],
+        )
+    return str(
+        services.s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": job.result.bucket, "Key": job.result.key},
+            ExpiresIn=services.settings.result_url_seconds,
+        )
+    )
+
+
+def _checked_id(job_id: str) -> str:
+    if len(job_id) != 32 or any(c not in "0123456789abcdef" for c in job_id):
+        raise errors.NoSuchJobError(f"no job {job_id}")
+    return job_id

@@ -1,0 +1,53 @@
+"""What a customer sees of a job: no stacks, instances or methods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.models import JobRecord
+
+
+def job_links(base_url: str, job_id: str) -> dict[str, str]:
+    self_url = f"{base_url}/jobs/{job_id}"
+    return {"self": self_url, "result": f"{self_url}/result"}
+
+
+def job_view(job: JobRecord, *, base_url: str, result_url: str | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "job_id": job.job_id,
+        "status": job.status.value,
+        "digits": job.digits,
+        "cost_center": job.cost_center,
+        "name": job.name,
+        "attempts": job.attempts,
+        "progress": job.progress,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "dispatched_at": job.dispatched_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "heartbeat_at": job.heartbeat_at,
+        "error": job.error.model_dump() if job.error else None,
+        "result": None,
+        "links": job_links(base_url, job.job_id),
+    }
+    if job.result is not None:
+        view["result"] = {
+            "key": job.result.key,
+            "bytes": job.result.bytes,
+            "sha256": job.result.sha256,
+            "url": result_url,
+        }
+    return view
+
+
+def job_summary(job: JobRecord, *, base_url: str) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "status": job.status.value,
+        "digits": job.digits,
+        "name": job.name,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+        "links": job_links(base_url, job.job_id),
+    }

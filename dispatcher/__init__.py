@@ -1,0 +1,1 @@
+"""The dispatcher: turns queued jobs into stacks, within the capacity the operator allows."""

@@ -1,0 +1,71 @@
+"""Lambda entry point for the SQS event source mapping (partial batch responses)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, TypedDict
+
+from pydantic import ValidationError
+
+from dispatcher.service import DispatchServices, dispatch
+from shared import aws
+from shared.capacity import CapacityCounter
+from shared.logs import configure_logging, get_logger
+from shared.models import JobMessage
+from shared.queue import JobQueue
+from shared.settings import DispatcherSettings
+from shared.stacks import StackLauncher
+from shared.store import JobStore
+
+log = get_logger(__name__)
+
+
+class BatchItemFailure(TypedDict):
+    itemIdentifier: str
+
+
+class PartialBatchResponse(TypedDict):
+    batchItemFailures: list[BatchItemFailure]
+
+
+@lru_cache(maxsize=1)
+def services() -> DispatchServices:
+    settings = DispatcherSettings.from_env()
+    ddb = aws.client("dynamodb")
+    return DispatchServices(
+        settings=settings,
+        store=JobStore(ddb, settings.table_name),
+        queue=JobQueue(aws.client("sqs"), settings.queue_url),
+        capacity=CapacityCounter(ddb, settings.table_name, default_limit=settings.max_active_stacks),
+        stacks=StackLauncher(
+            aws.client("cloudformation"),
+            template_url=settings.template_url,
+            role_arn=settings.cfn_role_arn,
+            fixed_parameters=settings.stack_parameters,
+        ),
+    )
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> PartialBatchResponse:
+    configure_logging()
+    failures = [
+        BatchItemFailure(itemIdentifier=record["messageId"])
+        for record in event.get("Records", [])
+        if not process_record(record)
+    ]
+    return {"batchItemFailures": failures}
+
+
+def process_record(record: dict[str, Any]) -> bool:
+    """True when the record is done with (dispatched, skipped or deferred); False to retry it."""
+    try:
+        message = JobMessage.model_validate_json(record.get("body", ""))
+    except ValidationError as exc:
+        log.error("message_invalid", message_id=record.get("messageId"), errors=exc.errors(include_url=False))
+        return False  # left to reach the DLQ after maxReceiveCount
+    try:
+        dispatch(services(), message)
+    except Exception:
+        log.exception("dispatch_failed", message_id=record.get("messageId"), job_id=message.job_id)
+        return False
+    return True

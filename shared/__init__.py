@@ -1,0 +1,1 @@
+"""pijobs' own shared package: models, states, settings, AWS adapters and logging."""

@@ -1,0 +1,39 @@
+"""The one place that creates boto3 clients.
+
+boto3 itself honours ``AWS_ENDPOINT_URL``, so the same code talks to AWS or to the local moto server.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+_lock = threading.Lock()
+
+
+def client(service: str) -> Any:
+    """A client for ``service`` bound to the current endpoint and region (cached per pair)."""
+    endpoint = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return _cached_client(service, endpoint, region)
+
+
+@lru_cache(maxsize=64)
+def _cached_client(service: str, endpoint: str | None, region: str) -> Any:
+    with _lock:  # boto3's default session is not thread-safe while it creates clients
+        session = boto3.session.Session(region_name=region)
+        return session.client(service, endpoint_url=endpoint, config=_CONFIG)
+
+
+def error_code(exc: Exception) -> str:
+    """The AWS error code of a botocore ClientError, or '' for anything else."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""

@@ -1,0 +1,79 @@
+"""Every pijobs error derives from PijobsError; the API maps classes to HTTP codes in one table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PijobsError(Exception):
+    """Base of all domain errors. ``code`` is stable and machine-readable."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class ValidationError(PijobsError):
+    code = "validation_error"
+
+
+class MalformedRequestError(PijobsError):
+    code = "malformed_request"
+
+
+class NoSuchJobError(PijobsError):
+    code = "not_found"
+
+
+class RouteNotFoundError(PijobsError):
+    code = "not_found"
+
+
+class MethodNotAllowedError(PijobsError):
+    code = "method_not_allowed"
+
+
+class UnauthorizedError(PijobsError):
+    code = "forbidden"
+
+
+class IdempotencyConflictError(PijobsError):
+    code = "idempotency_conflict"
+
+
+class InvalidTransitionError(PijobsError):
+    code = "invalid_transition"
+
+    def __init__(self, current: str, target: str) -> None:
+        super().__init__(f"a job cannot go from {current} to {target}")
+        self.current = current
+        self.target = target
+
+
+class StaleStatusError(PijobsError):
+    """A conditional status write lost: the record is no longer in the expected status."""
+
+    code = "conflict"
+
+
+class JobNotCancellableError(PijobsError):
+    code = "job_finished"
+
+
+class CapacityFullError(PijobsError):
+    code = "capacity_full"
+
+
+class ResultNotReadyError(PijobsError):
+    code = "result_not_ready"
+
+
+class ServiceUnavailableError(PijobsError):
+    code = "service_unavailable"
+
+
+class JobCancelledError(PijobsError):
+    code = "cancelled"

@@ -1,0 +1,130 @@
+"""Pydantic models at the boundaries: requests, the job record, the queue message."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from shared.status import JobStatus
+
+COST_CENTER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+NAME_PATTERN = r"^[^\x00-\x1f]{1,128}$"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def isoformat(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class PiRequest(BaseModel):
+    """The body of ``POST /jobs`` for the pi business function."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    digits: StrictInt = Field(ge=1, description="decimals after '3.'")
+    cost_center: str | None = Field(default=None, pattern=COST_CENTER_PATTERN)
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)
+
+
+class ResultInfo(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    bucket: str
+    key: str
+    bytes: int
+    sha256: str
+
+
+class ErrorInfo(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    code: str
+    message: str
+
+
+class JobRecord(BaseModel):
+    """The job item in DynamoDB (key ``pk = job#<job_id>``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    owner: str
+    function: str = "pi"
+    params: dict[str, Any]
+    cost_center: str | None = None
+    name: str | None = None
+    status: JobStatus
+    attempts: int = 0
+    created_at: str
+    updated_at: str
+    dispatched_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    heartbeat_at: str | None = None
+    progress: float | None = None
+    deadline_seconds: int | None = None
+    stack_name: str | None = None
+    stack_id: str | None = None
+    instance_id: str | None = None
+    result: ResultInfo | None = None
+    error: ErrorInfo | None = None
+    expires_at: int | None = None
+
+    @property
+    def digits(self) -> int:
+        return int(self.params["digits"])
+
+    def to_item(self) -> dict[str, Any]:
+        item = to_dynamo(self.model_dump(mode="json", exclude_none=True))
+        item["pk"] = job_key(self.job_id)
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> JobRecord:
+        return cls.model_validate(from_dynamo(item))
+
+
+class JobMessage(BaseModel):
+    """What travels through SQS: a pointer to the record, never the record itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(pattern=r"^[a-f0-9]{32}$")
+    function: str = "pi"
+    deferrals: int = Field(default=0, ge=0)
+
+
+def job_key(job_id: str) -> str:
+    return f"job#{job_id}"
+
+
+def to_dynamo(value: Any) -> Any:
+    """Floats become Decimals (DynamoDB's number type); containers are converted recursively."""
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: to_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_dynamo(v) for v in value]
+    return value
+
+
+def from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, (list, set)):
+        return [from_dynamo(v) for v in value]
+    return value

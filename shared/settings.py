@@ -1,0 +1,64 @@
+"""Settings read from the environment, one pydantic model per process kind."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class _EnvSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> _EnvSettings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            key = field.alias or f"PIJOBS_{name.upper()}"
+            if key in env and env[key] != "":
+                values[name] = env[key]
+        return cls.model_validate(values)
+
+
+class StoreSettings(_EnvSettings):
+    table_name: NonEmpty
+    max_active_stacks: int = Field(default=10, ge=1)
+
+
+class ApiSettings(StoreSettings):
+    queue_url: NonEmpty
+    results_bucket: NonEmpty
+    max_digits: int = Field(default=10_000_000, ge=1)
+    result_url_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    page_size: int = Field(default=20, ge=1, le=100)
+    job_ttl_days: int = Field(default=90, ge=1)
+
+
+class DispatcherSettings(StoreSettings):
+    queue_url: NonEmpty
+    template_url: NonEmpty
+    cfn_role_arn: str | None = None
+    stack_parameters: dict[str, str] = Field(default_factory=dict)
+    defer_base_seconds: int = Field(default=2, ge=0, le=900)
+    defer_max_seconds: int = Field(default=60, ge=0, le=900)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+    @field_validator("stack_parameters", mode="before")
+    @classmethod
+    def _parse_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value)
+        return value
+
+
+class WorkerSettings(StoreSettings):
+    results_bucket: NonEmpty
+    stack_name: NonEmpty
+    instance_id: str | None = None
+    heartbeat_seconds: float = Field(default=10.0, gt=0)

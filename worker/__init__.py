@@ -1,0 +1,1 @@
+"""The worker that runs on a job's instance: compute, upload, record, release, delete own stack."""
