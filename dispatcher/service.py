@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass
+from typing import Protocol
 
 from shared import errors
 from shared.capacity import CapacityCounter
@@ -12,12 +13,27 @@ from shared.functions import get_function
 from shared.logs import bind_job, get_logger
 from shared.models import JobMessage, JobRecord, isoformat, utcnow
 from shared.queue import JobQueue
-from shared.settings import DispatcherSettings
+from shared.settings import DispatcherSettings, RetrySettings
 from shared.stacks import StackLauncher, stack_name_for
 from shared.status import JobStatus
 from shared.store import JobStore
 
 log = get_logger(__name__)
+
+
+class RetryServices(Protocol):
+    """What a retry decision touches (the dispatcher's and the reaper's services both fit)."""
+
+    @property
+    def settings(self) -> RetrySettings: ...
+    @property
+    def store(self) -> JobStore: ...
+    @property
+    def queue(self) -> JobQueue: ...
+    @property
+    def capacity(self) -> CapacityCounter: ...
+    @property
+    def stacks(self) -> StackLauncher: ...
 
 
 @dataclass(frozen=True)
@@ -84,17 +100,17 @@ def _start_provisioning(services: DispatchServices, job: JobRecord) -> JobRecord
 
 def _create_stack(services: DispatchServices, job: JobRecord) -> str:
     function = get_function(job.function)
-    name = stack_name_for(job.job_id)
+    name = stack_name_for(job.job_id, job.attempts)
     try:
         stack_id = services.stacks.create(
-            job.job_id,
+            name,
             function.stack_parameters(job.job_id, job.params),
             {"JobId": job.job_id, "Owner": job.owner, "CostCenter": job.cost_center or ""},
         )
     except Exception as exc:
         log.exception("stack_create_failed", stack_name=name)
-        _fail_provisioning(services, job, str(exc))
-        return "failed"
+        retry_or_fail(services, job, code="stack_create_failed", reason=f"creating the stack failed: {exc}")
+        return "retried"
     # A lost write: the worker already moved the job on, or it was cancelled; the name identifies the stack.
     with contextlib.suppress(errors.StaleStatusError):
         services.store.update_fields(job.job_id, JobStatus.PROVISIONING, stack_name=name, stack_id=stack_id)
@@ -102,13 +118,28 @@ def _create_stack(services: DispatchServices, job: JobRecord) -> str:
     return "dispatched"
 
 
-def _fail_provisioning(services: DispatchServices, job: JobRecord, reason: str) -> None:
-    with contextlib.suppress(errors.StaleStatusError):
+def retry_or_fail(services: RetryServices, job: JobRecord, *, code: str, reason: str) -> JobStatus:
+    """An infrastructure failure: clean up, then queue the job again while attempts remain, else FAILED.
+
+    A failure of the request itself (the worker's) is never retried; this is only for stacks and instances.
+    """
+    if job.stack_name or job.status is JobStatus.PROVISIONING:
+        services.stacks.delete(job.stack_name or stack_name_for(job.job_id, job.attempts))
+    error = {"code": code, "message": reason[:500]}
+    target = JobStatus.QUEUED if job.attempts < services.settings.max_attempts else JobStatus.FAILED
+    try:
         services.store.transition(
-            job.job_id,
-            JobStatus.PROVISIONING,
-            JobStatus.FAILED,
-            error={"code": "provisioning_failed", "message": f"the job's infrastructure failed: {reason}"},
+            job.job_id, job.status, target, error=error, stack_name=None, stack_id=None, instance_id=None
         )
-    services.capacity.release(job.job_id)
-    services.stacks.delete(stack_name_for(job.job_id))
+    except errors.StaleStatusError:
+        log.info("job_retry_lost", status=services.store.get(job.job_id).status.value)
+        return services.store.get(job.job_id).status
+    finally:
+        services.capacity.release(job.job_id)
+    if target is JobStatus.QUEUED:
+        delay = services.settings.retry_base_seconds * 2 ** max(0, job.attempts - 1)
+        services.queue.send(JobMessage(job_id=job.job_id, function=job.function), delay_seconds=delay)
+        log.warning("job_retrying", code=code, attempts=job.attempts, delay_seconds=delay, reason=reason)
+    else:
+        log.error("job_failed_for_good", code=code, attempts=job.attempts, reason=reason)
+    return target

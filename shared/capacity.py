@@ -94,8 +94,11 @@ class CapacityCounter:
             ExpressionAttributeValues={":limit": {"N": str(limit)}, ":zero": {"N": "0"}},
         )
 
-    def recount(self, live_job_ids: set[str]) -> None:
-        """Make the counter agree with the live records, so a lost release never shrinks capacity for good."""
+    def recount(self, live_job_ids: set[str], *, expected_active: int | None = None) -> bool:
+        """Make the counter agree with the live records, so a lost release never shrinks capacity for good.
+
+        With ``expected_active``, only if the count is still that (False when it moved meanwhile).
+        """
         names = {"#active": "active", "#holders": "holders", "#limit": "limit"}
         values: dict[str, Any] = {
             ":n": {"N": str(len(live_job_ids))},
@@ -107,13 +110,24 @@ class CapacityCounter:
             expression += ", #holders = :holders"
         else:
             expression += " REMOVE #holders"
-        self._ddb.update_item(
-            TableName=self._table,
-            Key=CAPACITY_KEY,
-            UpdateExpression=expression,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        request: dict[str, Any] = {}
+        if expected_active is not None:
+            request["ConditionExpression"] = "#active = :expected"
+            values[":expected"] = {"N": str(expected_active)}
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=CAPACITY_KEY,
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                **request,
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def _create(self, limit: int) -> None:
         try:

@@ -40,14 +40,20 @@ class ApiSettings(StoreSettings):
     job_ttl_days: int = Field(default=90, ge=1)
 
 
-class DispatcherSettings(StoreSettings):
+class RetrySettings(StoreSettings):
+    """What deciding a retry needs: the queue to send the job back to, attempts and backoff."""
+
     queue_url: NonEmpty
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    retry_base_seconds: int = Field(default=30, ge=0, le=900)
+
+
+class DispatcherSettings(RetrySettings):
     template_url: NonEmpty
     cfn_role_arn: str | None = None
     stack_parameters: dict[str, str] = Field(default_factory=dict)
     defer_base_seconds: int = Field(default=2, ge=0, le=900)
     defer_max_seconds: int = Field(default=60, ge=0, le=900)
-    max_attempts: int = Field(default=3, ge=1, le=10)
 
     @field_validator("stack_parameters", mode="before")
     @classmethod
@@ -55,6 +61,13 @@ class DispatcherSettings(StoreSettings):
         if isinstance(value, str):
             return json.loads(value)
         return value
+
+
+class ReaperSettings(RetrySettings):
+    heartbeat_timeout_seconds: int = Field(default=180, ge=1)
+    provisioning_timeout_seconds: int = Field(default=900, ge=1)
+    vanished_grace_seconds: int = Field(default=60, ge=0)
+    requeue_after_seconds: int = Field(default=900, ge=1)
 
 
 class WorkerSettings(StoreSettings):

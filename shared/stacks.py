@@ -19,8 +19,35 @@ FAILED_STACK_STATES = frozenset(
 )
 
 
-def stack_name_for(job_id: str) -> str:
-    return f"{STACK_PREFIX}{job_id}"
+_STACK_STATUSES = (
+    "CREATE_IN_PROGRESS",
+    "CREATE_FAILED",
+    "CREATE_COMPLETE",
+    "ROLLBACK_IN_PROGRESS",
+    "ROLLBACK_FAILED",
+    "ROLLBACK_COMPLETE",
+    "DELETE_IN_PROGRESS",
+    "DELETE_FAILED",
+    "DELETE_COMPLETE",
+    "UPDATE_IN_PROGRESS",
+    "UPDATE_COMPLETE",
+    "UPDATE_ROLLBACK_FAILED",
+    "UPDATE_ROLLBACK_COMPLETE",
+)
+
+
+def stack_name_for(job_id: str, attempt: int) -> str:
+    """One stack per job and attempt: a retry never collides with the previous attempt's stack while it is
+    still being deleted."""
+    return f"{STACK_PREFIX}{job_id}-{attempt}"
+
+
+def job_id_of(stack_name: str) -> str | None:
+    """The job id in a pijobs stack name, or None for any other stack."""
+    if not stack_name.startswith(STACK_PREFIX):
+        return None
+    job_id = stack_name[len(STACK_PREFIX) :].split("-", 1)[0]
+    return job_id if len(job_id) == 32 else None
 
 
 class StackLauncher:
@@ -37,9 +64,8 @@ class StackLauncher:
         self._role_arn = role_arn
         self._fixed = dict(fixed_parameters or {})
 
-    def create(self, job_id: str, parameters: dict[str, str], tags: dict[str, str]) -> str:
-        """Create the job's stack and return its id; a stack that exists already is the same stack."""
-        name = stack_name_for(job_id)
+    def create(self, name: str, parameters: dict[str, str], tags: dict[str, str]) -> str:
+        """Create the stack and return its id; a stack of that name that exists already is the same stack."""
         request: dict[str, Any] = {
             "StackName": name,
             "TemplateURL": self._template_url,
@@ -47,7 +73,7 @@ class StackLauncher:
                 {"ParameterKey": k, "ParameterValue": v} for k, v in {**self._fixed, **parameters}.items()
             ],
             "Tags": [{"Key": k, "Value": v} for k, v in tags.items() if v],
-            "ClientRequestToken": job_id,
+            "ClientRequestToken": name,
             "OnFailure": "DELETE",
         }
         if self._role_arn:
@@ -62,6 +88,14 @@ class StackLauncher:
     def stack_id(self, name: str) -> str | None:
         stack = self.describe(name)
         return None if stack is None else str(stack["StackId"])
+
+    def list_job_stacks(self) -> list[dict[str, Any]]:
+        """Every pijobs stack that is not deleted yet (name, id, status)."""
+        live = [s for s in _STACK_STATUSES if s != "DELETE_COMPLETE"]
+        stacks: list[dict[str, Any]] = []
+        for page in self._cfn.get_paginator("list_stacks").paginate(StackStatusFilter=live):
+            stacks.extend(s for s in page.get("StackSummaries", []) if job_id_of(s["StackName"]))
+        return stacks
 
     def describe(self, name: str) -> dict[str, Any] | None:
         try:

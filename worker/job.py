@@ -63,7 +63,10 @@ def run_job(job_id: str, services: WorkerServices | None = None) -> int:
         try:
             result = compute_and_upload(services, job)
         except errors.JobCancelledError:
-            log.info("job_cancelled_while_running")
+            log.info("job_stopped", reason="the job is no longer RUNNING (cancelled or reaped)")
+            return 1
+        except WorkerTerminatedError:
+            log.warning("worker_terminated", reason="the instance is going away; the reaper decides")
             return 1
         except Exception as exc:
             log.exception("job_failed")

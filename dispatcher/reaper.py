@@ -1,0 +1,186 @@
+"""The reaper (a scheduled Lambda; a periodic task locally): nothing stuck, nothing lost.
+
+Every live job is checked against its deadline, its heartbeat and its stack. A dead worker, a failed or
+vanished stack or a provisioning that never finished is an infrastructure failure (retried while attempts
+remain); a job past its deadline is TIMED_OUT. Stacks that belong to no live job are deleted, and the capacity
+counter is recounted from the records so a lost release can never shrink capacity for good.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from dispatcher.service import retry_or_fail
+from shared import aws, errors
+from shared.capacity import CapacityCounter
+from shared.logs import bind_job, configure_logging, get_logger
+from shared.models import JobMessage, JobRecord, utcnow
+from shared.queue import JobQueue
+from shared.settings import ReaperSettings
+from shared.stacks import FAILED_STACK_STATES, StackLauncher, job_id_of, stack_name_for
+from shared.status import JobStatus
+from shared.store import JobStore
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ReaperServices:
+    settings: ReaperSettings
+    store: JobStore
+    queue: JobQueue
+    capacity: CapacityCounter
+    stacks: StackLauncher
+
+
+@lru_cache(maxsize=1)
+def services() -> ReaperServices:
+    settings = ReaperSettings.from_env()
+    ddb = aws.client("dynamodb")
+    return ReaperServices(
+        settings=settings,
+        store=JobStore(ddb, settings.table_name),
+        queue=JobQueue(aws.client("sqs"), settings.queue_url),
+        capacity=CapacityCounter(ddb, settings.table_name, default_limit=settings.max_active_stacks),
+        stacks=StackLauncher(aws.client("cloudformation"), template_url="-"),  # it never creates
+    )
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    configure_logging()
+    return reap(services())
+
+
+def reap(services: ReaperServices, now: datetime | None = None) -> dict[str, Any]:
+    """One sweep. Returns what it did, by job id, for logs and tests."""
+    now = now or utcnow()
+    stacks = {s["StackName"]: s for s in services.stacks.list_job_stacks()}
+    actions: dict[str, str] = {}
+    live: list[JobRecord] = []
+    for job in services.store.live_jobs():
+        bind_job(job.job_id)
+        try:
+            action = check_job(services, job, stacks.get(job.stack_name or ""), now)
+        except Exception:
+            log.exception("reap_job_failed")
+            action = "error"
+        if action:
+            actions[job.job_id] = action
+        else:
+            live.append(job)
+    unhandled = {name: s for name, s in stacks.items() if job_id_of(name) not in actions}
+    actions.update(delete_orphan_stacks(services, unhandled, {j.job_id: j for j in live}))
+    recount(services)
+    log.info("reaper_swept", live_jobs=len(live), actions=len(actions))
+    return {"actions": actions, "live": len(live)}
+
+
+def check_job(
+    services: ReaperServices, job: JobRecord, stack: dict[str, Any] | None, now: datetime
+) -> str | None:
+    """What to do with one live job: None when it is healthy."""
+    settings = services.settings
+    if job.status is JobStatus.QUEUED:
+        if _age(job.updated_at, now) > settings.requeue_after_seconds:
+            services.queue.send(JobMessage(job_id=job.job_id, function=job.function))
+            log.warning("job_requeued", reason="queued too long without being dispatched")
+            return "requeued"
+        return None
+    if _past_deadline(job, now):
+        return _time_out(services, job)
+    reason = _infrastructure_problem(settings, job, stack, now)
+    if reason is None:
+        return None
+    status = retry_or_fail(services, job, code=reason[0], reason=reason[1])
+    return "retried" if status is JobStatus.QUEUED else status.value.lower()
+
+
+def _past_deadline(job: JobRecord, now: datetime) -> bool:
+    if job.status is not JobStatus.RUNNING or not job.started_at or not job.deadline_seconds:
+        return False
+    return _age(job.started_at, now) > job.deadline_seconds
+
+
+def _infrastructure_problem(
+    settings: ReaperSettings, job: JobRecord, stack: dict[str, Any] | None, now: datetime
+) -> tuple[str, str] | None:
+    since_dispatch = _age(job.dispatched_at or job.updated_at, now)
+    if stack is None and since_dispatch > settings.vanished_grace_seconds:
+        return "stack_vanished", "the job's stack disappeared"
+    if stack is not None and stack["StackStatus"] in FAILED_STACK_STATES:
+        reason = stack.get("StackStatusReason", "")
+        return "stack_failed", f"the job's stack is {stack['StackStatus']} {reason}".strip()
+    if job.status is JobStatus.PROVISIONING and since_dispatch > settings.provisioning_timeout_seconds:
+        limit = settings.provisioning_timeout_seconds
+        return "provisioning_timeout", f"the instance did not start within {limit} s"
+    if job.status is JobStatus.RUNNING:
+        silent = _age(job.heartbeat_at or job.started_at or job.updated_at, now)
+        if silent > settings.heartbeat_timeout_seconds:
+            return "worker_lost", f"no heartbeat for {int(silent)} s: the worker or its instance died"
+    return None
+
+
+def _time_out(services: ReaperServices, job: JobRecord) -> str:
+    message = f"the job ran past its deadline of {job.deadline_seconds} s"
+    error = {"code": "deadline_exceeded", "message": message}
+    try:
+        services.store.transition(job.job_id, JobStatus.RUNNING, JobStatus.TIMED_OUT, error=error)
+    except errors.StaleStatusError:
+        return "lost_race"
+    services.capacity.release(job.job_id)
+    if job.stack_name:
+        services.stacks.delete(job.stack_name)
+    log.warning("job_timed_out", deadline_seconds=job.deadline_seconds)
+    return "timed_out"
+
+
+def delete_orphan_stacks(
+    services: ReaperServices, stacks: dict[str, dict[str, Any]], live: dict[str, JobRecord]
+) -> dict[str, str]:
+    """Delete pijobs stacks whose job is finished, unknown, or on another attempt; give back their slots."""
+    actions: dict[str, str] = {}
+    for name, stack in stacks.items():
+        job_id = job_id_of(name)
+        job = live.get(job_id or "")
+        if _belongs_to(job, name) or stack["StackStatus"] == "DELETE_IN_PROGRESS":
+            continue
+        bind_job(job_id or "")
+        services.stacks.delete(name)
+        if job is None and job_id:
+            services.capacity.release(job_id)
+        log.info("orphan_stack_deleted", stack_name=name)
+        actions[name] = "orphan_deleted"
+    return actions
+
+
+def _belongs_to(job: JobRecord | None, stack_name: str) -> bool:
+    """True when ``stack_name`` is the current stack of a provisioning or running job."""
+    if job is None or not job.status.is_live:
+        return False
+    return stack_name == (job.stack_name or stack_name_for(job.job_id, job.attempts))
+
+
+def recount(services: ReaperServices) -> None:
+    """Holders are the provisioning and running jobs, plus QUEUED ones a dispatcher is admitting right now.
+
+    The write is conditional on the count not having moved since it was read; if it moved, the next sweep
+    recounts.
+    """
+    state = services.capacity.state()
+    if state is None:
+        return
+    jobs = services.store.live_jobs()
+    holding = {j.job_id for j in jobs if j.status.is_live}
+    admitting = {j.job_id for j in jobs if j.status is JobStatus.QUEUED and j.job_id in state["holders"]}
+    holders = holding | admitting
+    recounted = services.capacity.recount(holders, expected_active=state["active"])
+    if recounted and state["active"] != len(holders):
+        log.warning("capacity_recounted", was=state["active"], now=len(holders))
+
+
+def _age(stamp: str, now: datetime) -> float:
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (now - moment) / timedelta(seconds=1)

@@ -1,0 +1,261 @@
+"""Integration fixtures: the real adapters and handlers against moto's in-process AWS."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+import api_handler.handler
+import dispatcher.handler
+from shared import aws
+from shared.capacity import CapacityCounter
+from shared.models import JobRecord
+from shared.settings import WorkerSettings
+from shared.stacks import stack_name_for
+from shared.store import JobStore
+from worker.job import build_services, run_job
+
+ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+
+
+@dataclass
+class Cloud:
+    """Names of the primary resources made in moto, and clients to look at them."""
+
+    table: str
+    queue_url: str
+    dlq_url: str
+    bucket: str
+    env: dict[str, str]
+    ddb: Any = field(repr=False)
+    sqs: Any = field(repr=False)
+    s3: Any = field(repr=False)
+    cfn: Any = field(repr=False)
+    ec2: Any = field(repr=False)
+
+    @property
+    def store(self) -> JobStore:
+        return JobStore(self.ddb, self.table)
+
+    def capacity(self, limit: int = 2) -> CapacityCounter:
+        return CapacityCounter(self.ddb, self.table, default_limit=limit)
+
+    def live_stacks(self) -> list[dict[str, Any]]:
+        stacks = self.cfn.describe_stacks()["Stacks"]
+        return [s for s in stacks if s["StackName"].startswith("pijob-") and "DELETE" not in s["StackStatus"]]
+
+    def running_instances(self) -> list[dict[str, Any]]:
+        reservations = self.ec2.describe_instances(
+            Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+        )["Reservations"]
+        return [i for r in reservations for i in r["Instances"]]
+
+    # ---- the pipeline, driven in-process -------------------------------------------------------------
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        key_id: str = "key-a",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        resource, params = _resource_of(path)
+        event = {
+            "resource": resource,
+            "path": path.split("?")[0],
+            "httpMethod": method,
+            "headers": {"Host": "api.test", **(headers or {})},
+            "queryStringParameters": _query_of(path),
+            "pathParameters": params,
+            "body": body if isinstance(body, str) or body is None else json.dumps(body),
+            "isBase64Encoded": False,
+            "requestContext": {
+                "requestId": str(uuid.uuid4()),
+                "stage": "test",
+                "identity": {"apiKeyId": key_id},
+            },
+        }
+        response = api_handler.handler.lambda_handler(event, None)
+        return response["statusCode"], json.loads(response["body"]), response["headers"]
+
+    def submit(self, digits: int = 50, **extra: Any) -> str:
+        status, body, _ = self.api("POST", "/jobs", {"digits": digits, **extra})
+        assert status == 202, body
+        return str(body["job_id"])
+
+    def receive(self, max_messages: int = 10) -> list[dict[str, Any]]:
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=max_messages,
+            AttributeNames=["All"],
+            WaitTimeSeconds=0,
+        )
+        return [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "eventSource": "aws:sqs",
+            }
+            for m in response.get("Messages", [])
+        ]
+
+    def dispatch(self, records: list[dict[str, Any]]) -> list[str]:
+        """Call the dispatcher like the event source mapping: delete what succeeded, return failures."""
+        result = dispatcher.handler.lambda_handler({"Records": records}, None)
+        failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
+        for record in records:
+            if record["messageId"] not in failed:
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=record["receiptHandle"])
+        return sorted(failed)
+
+    def run_worker(self, job_id: str) -> int:
+        """What the instance does: the real worker, with the instance id its stack launched."""
+        instance_id = next(
+            (
+                i["InstanceId"]
+                for i in self.running_instances()
+                if {"Key": "JobId", "Value": job_id} in i.get("Tags", [])
+            ),
+            None,
+        )
+        settings = WorkerSettings(
+            table_name=self.table,
+            results_bucket=self.bucket,
+            stack_name=self.job(job_id).stack_name or stack_name_for(job_id, self.job(job_id).attempts),
+            instance_id=instance_id,
+            heartbeat_seconds=0.05,
+        )
+        return run_job(job_id, build_services(settings))
+
+    def job(self, job_id: str) -> JobRecord:
+        return self.store.get(job_id)
+
+
+def _resource_of(path: str) -> tuple[str, dict[str, str] | None]:
+    parts = path.split("?")[0].strip("/").split("/")
+    if parts[0] == "jobs" and len(parts) == 2:
+        return "/jobs/{id}", {"id": parts[1]}
+    if parts[0] == "jobs" and len(parts) == 3:
+        return "/jobs/{id}/" + parts[2], {"id": parts[1]}
+    return "/" + "/".join(parts), None
+
+
+def _query_of(path: str) -> dict[str, str] | None:
+    if "?" not in path:
+        return None
+    pairs = [p.split("=", 1) for p in path.split("?", 1)[1].split("&") if p]
+    return {k: v for k, v in pairs}
+
+
+def _make_primary(env_overrides: dict[str, str]) -> Cloud:
+    ddb = boto3.client("dynamodb", region_name=REGION)
+    sqs = boto3.client("sqs", region_name=REGION)
+    s3 = boto3.client("s3", region_name=REGION)
+    cfn = boto3.client("cloudformation", region_name=REGION)
+    ec2 = boto3.client("ec2", region_name=REGION)
+    iam = boto3.client("iam", region_name=REGION)
+
+    table = "pijobs-jobs"
+    ddb.create_table(
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "owner", "AttributeType": "S"},
+            {"AttributeName": "created_at", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "owner-created-index",
+                "KeySchema": [
+                    {"AttributeName": "owner", "KeyType": "HASH"},
+                    {"AttributeName": "created_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
+    dlq_url = sqs.create_queue(QueueName="pijobs-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    queue_url = sqs.create_queue(
+        QueueName="pijobs-jobs",
+        Attributes={
+            "VisibilityTimeout": "1",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+        },
+    )["QueueUrl"]
+    bucket = "pijobs-results"
+    s3.create_bucket(Bucket=bucket)
+    s3.create_bucket(Bucket="pijobs-artifacts")
+    s3.put_object(
+        Bucket="pijobs-artifacts",
+        Key="business_function.yaml",
+        Body=(ROOT / "infra" / "business_function.yaml").read_bytes(),
+    )
+    iam.create_role(RoleName="pijobs-instance", AssumeRolePolicyDocument="{}")
+    iam.create_instance_profile(InstanceProfileName="pijobs-instance")
+    iam.add_role_to_instance_profile(InstanceProfileName="pijobs-instance", RoleName="pijobs-instance")
+    vpc_id = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    subnet_id = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"][0][
+        "SubnetId"
+    ]
+    fixed = {
+        "TableName": table,
+        "ResultsBucket": bucket,
+        "InstanceProfileName": "pijobs-instance",
+        "SubnetId": subnet_id,
+        "VpcId": vpc_id,
+        "WorkerArtifactUrl": "s3://pijobs-artifacts/worker.zip",
+    }
+    env = {
+        "PIJOBS_TABLE_NAME": table,
+        "PIJOBS_QUEUE_URL": queue_url,
+        "PIJOBS_DLQ_URL": dlq_url,
+        "PIJOBS_RESULTS_BUCKET": bucket,
+        "PIJOBS_TEMPLATE_URL": "https://pijobs-artifacts.s3.amazonaws.com/business_function.yaml",
+        "PIJOBS_STACK_PARAMETERS": json.dumps(fixed),
+        "PIJOBS_MAX_ACTIVE_STACKS": "2",
+        "PIJOBS_DEFER_BASE_SECONDS": "0",
+        "PIJOBS_DEFER_MAX_SECONDS": "0",
+        **env_overrides,
+    }
+    return Cloud(table, queue_url, dlq_url, bucket, env, ddb, sqs, s3, cfn, ec2)
+
+
+def _clear_caches() -> None:
+    api_handler.handler.services.cache_clear()
+    dispatcher.handler.services.cache_clear()
+    aws._cached_client.cache_clear()
+
+
+@pytest.fixture
+def cloud(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Cloud]:
+    """A fresh moto account with the primary resources and the handlers' environment pointing at them."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    overrides: dict[str, str] = getattr(request, "param", {}) or {}
+    with mock_aws():
+        made = _make_primary(overrides)
+        for key, value in made.env.items():
+            monkeypatch.setenv(key, value)
+        _clear_caches()
+        yield made
+        _clear_caches()

@@ -1,0 +1,124 @@
+"""The reaper under moto: every stuck or orphaned case ends terminal or retried, and nothing is left behind."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+import dispatcher.reaper
+from shared.models import utcnow
+from shared.status import JobStatus
+from tests.integration.conftest import Cloud
+
+
+@pytest.fixture(autouse=True)
+def _fresh_reaper(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIJOBS_RETRY_BASE_SECONDS", "0")
+    dispatcher.reaper.services.cache_clear()
+
+
+def reap(minutes_later: float = 0) -> dict[str, object]:
+    return dispatcher.reaper.reap(dispatcher.reaper.services(), utcnow() + timedelta(minutes=minutes_later))
+
+
+def _running(cloud: Cloud, digits: int = 40) -> str:
+    """A job whose worker started (RUNNING) and then went silent, as a SIGKILLed worker does."""
+    job_id = cloud.submit(digits=digits)
+    assert cloud.dispatch(cloud.receive()) == []
+    cloud.store.transition(job_id, JobStatus.PROVISIONING, JobStatus.RUNNING, started_at=utcnow().isoformat())
+    return job_id
+
+
+def test_a_dead_worker_is_retried_and_the_retry_succeeds(cloud: Cloud) -> None:
+    job_id = _running(cloud)
+    first_stack = cloud.job(job_id).stack_name
+
+    assert reap(minutes_later=1)["actions"] == {}  # within the heartbeat timeout: healthy
+    assert reap(minutes_later=4)["actions"] == {job_id: "retried"}
+
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.QUEUED and job.error is not None and job.error.code == "worker_lost"
+    assert cloud.live_stacks() == [] and cloud.running_instances() == []
+    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
+    assert cloud.dispatch(cloud.receive()) == []
+    job = cloud.job(job_id)
+    assert job.attempts == 2 and job.stack_name != first_stack
+    assert cloud.run_worker(job_id) == 0
+    assert cloud.job(job_id).status is JobStatus.SUCCEEDED
+    assert cloud.live_stacks() == []
+
+
+def test_a_worker_that_keeps_dying_fails_after_the_last_attempt(cloud: Cloud) -> None:
+    job_id = _running(cloud)
+    for attempt in (1, 2):
+        assert reap(minutes_later=4)["actions"] == {job_id: "retried"}, attempt
+        assert cloud.dispatch(cloud.receive()) == []
+        cloud.store.transition(job_id, JobStatus.PROVISIONING, JobStatus.RUNNING)
+
+    assert reap(minutes_later=4)["actions"] == {job_id: "failed"}
+
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.FAILED and job.attempts == 3
+    assert cloud.live_stacks() == [] and cloud.receive() == []
+    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_a_vanished_stack_is_noticed(cloud: Cloud) -> None:
+    job_id = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    cloud.cfn.delete_stack(StackName=cloud.job(job_id).stack_name)
+
+    assert reap(minutes_later=0.5)["actions"] == {}  # the grace period covers a create in flight
+    assert reap(minutes_later=2)["actions"] == {job_id: "retried"}
+    assert cloud.job(job_id).error.code == "stack_vanished"  # type: ignore[union-attr]
+
+
+def test_a_job_past_its_deadline_times_out(cloud: Cloud) -> None:
+    job_id = _running(cloud)
+    deadline = cloud.job(job_id).deadline_seconds
+    assert deadline is not None
+
+    assert reap(minutes_later=deadline / 60 + 1)["actions"] == {job_id: "timed_out"}
+
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.TIMED_OUT and job.error.code == "deadline_exceeded"  # type: ignore[union-attr]
+    assert cloud.live_stacks() == [] and cloud.running_instances() == []
+    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_the_stack_of_a_cancelled_job_is_deleted_and_its_slot_returned(cloud: Cloud) -> None:
+    job_id = _running(cloud)
+    assert cloud.api("DELETE", f"/jobs/{job_id}")[0] == 202
+    assert len(cloud.live_stacks()) == 1
+
+    actions = reap()["actions"]
+
+    assert list(actions.values()) == ["orphan_deleted"]
+    assert cloud.live_stacks() == [] and cloud.running_instances() == []
+    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_the_capacity_counter_is_recounted_from_the_records(cloud: Cloud) -> None:
+    live = _running(cloud)
+    counter = cloud.capacity()
+    counter.set_limit(5)
+    counter.acquire("f" * 32)  # a slot whose release was lost
+    counter.acquire("e" * 32)
+    assert counter.state()["active"] == 3  # type: ignore[index]
+
+    reap()
+
+    state = counter.state()
+    assert state is not None and state["active"] == 1 and state["holders"] == {live}
+
+
+def test_a_job_queued_too_long_is_sent_again(cloud: Cloud) -> None:
+    job_id = cloud.submit()
+    for lost in cloud.receive():  # the message is lost with its consumer
+        cloud.sqs.delete_message(QueueUrl=cloud.queue_url, ReceiptHandle=lost["receiptHandle"])
+
+    assert reap(minutes_later=20)["actions"] == {job_id: "requeued"}
+    (record,) = cloud.receive()
+    assert json.loads(record["body"])["job_id"] == job_id

@@ -1,0 +1,114 @@
+"""The worker on its instance: result in S3, record SUCCEEDED or FAILED, slot released, stack deleted."""
+
+from __future__ import annotations
+
+import hashlib
+
+import mpmath
+import pytest
+
+import worker.job
+from tests.integration.conftest import Cloud
+
+
+def _provisioned(cloud: Cloud, digits: int) -> str:
+    job_id = cloud.submit(digits=digits)
+    assert cloud.dispatch(cloud.receive()) == []
+    return job_id
+
+
+def test_worker_computes_uploads_records_and_deletes_its_stack(cloud: Cloud) -> None:
+    job_id = _provisioned(cloud, 1000)
+    instance_id = cloud.running_instances()[0]["InstanceId"]
+
+    assert cloud.run_worker(job_id) == 0
+
+    job = cloud.job(job_id)
+    assert job.status.value == "SUCCEEDED" and job.progress == 1.0
+    assert job.instance_id == instance_id and job.started_at and job.finished_at
+    assert job.result is not None
+    assert job.result.key == f"results/key-a/{job_id}/pi-1000.txt"
+    body = cloud.s3.get_object(Bucket=cloud.bucket, Key=job.result.key)["Body"].read()
+    assert (len(body), hashlib.sha256(body).hexdigest()) == (job.result.bytes, job.result.sha256)
+    header, digits = body.decode().rsplit("\n", 2)[0], body.decode().splitlines()[-1]
+    assert f"InstanceId: {instance_id}" in header and "Timestamp: " in header
+    mpmath.mp.dps = 1010
+    assert digits == mpmath.nstr(mpmath.pi, 1010, strip_zeros=False)[:1002]
+    assert cloud.live_stacks() == [] and cloud.running_instances() == []
+    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_worker_failure_ends_failed_with_stack_deleted_and_slot_released(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = _provisioned(cloud, 500)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise MemoryError("out of memory while summing the series")
+
+    monkeypatch.setattr(worker.job, "compute_pi", broken)
+
+    assert cloud.run_worker(job_id) == 1
+
+    job = cloud.job(job_id)
+    assert job.status.value == "FAILED"
+    assert job.error is not None and "out of memory" in job.error.message
+    assert cloud.live_stacks() == [] and cloud.running_instances() == []
+    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_worker_of_a_cancelled_job_cleans_up_without_computing(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = _provisioned(cloud, 500)
+    assert cloud.api("DELETE", f"/jobs/{job_id}")[0] == 202
+    monkeypatch.setattr(worker.job, "compute_pi", lambda *a, **k: pytest.fail("computed a cancelled job"))
+
+    assert cloud.run_worker(job_id) == 1
+
+    assert cloud.job(job_id).status.value == "CANCELLED"
+    assert cloud.live_stacks() == []
+    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_cancel_while_running_stops_the_computation(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = _provisioned(cloud, 500)
+
+    def slow(digits: int, out: object, *, progress: object, **kwargs: object) -> None:
+        assert cloud.api("DELETE", f"/jobs/{job_id}")[0] == 202
+        for step in range(200):
+            import time
+
+            time.sleep(0.01)
+            progress(step / 200)  # type: ignore[operator]
+        pytest.fail("the worker kept computing a cancelled job")
+
+    monkeypatch.setattr(worker.job, "compute_pi", slow)
+
+    assert cloud.run_worker(job_id) == 1
+
+    assert cloud.job(job_id).status.value == "CANCELLED"
+    assert cloud.live_stacks() == []
+    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_finished_job_cannot_be_cancelled(cloud: Cloud) -> None:
+    job_id = _provisioned(cloud, 10)
+    assert cloud.run_worker(job_id) == 0
+
+    status, body, _ = cloud.api("DELETE", f"/jobs/{job_id}")
+
+    assert status == 409 and body["error"]["code"] == "job_finished"
+
+
+def test_get_of_a_finished_job_has_a_working_result_link(cloud: Cloud) -> None:
+    job_id = _provisioned(cloud, 10)
+    assert cloud.run_worker(job_id) == 0
+
+    status, body, _ = cloud.api("GET", f"/jobs/{job_id}")
+    redirect, _, headers = cloud.api("GET", f"/jobs/{job_id}/result")
+
+    assert status == 200 and body["status"] == "SUCCEEDED"
+    assert body["result"]["bytes"] > 12 and len(body["result"]["sha256"]) == 64
+    assert body["result"]["url"].startswith("https://") or body["result"]["url"].startswith("http")
+    assert redirect == 302 and headers["Location"]
