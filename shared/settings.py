@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+SettingsT = TypeVar("SettingsT", bound="_EnvSettings")
 
 
 class _EnvSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> _EnvSettings:
+    def from_env(cls: type[SettingsT], environ: Mapping[str, str] | None = None) -> SettingsT:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for name, field in cls.model_fields.items():

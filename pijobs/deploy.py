@@ -1,0 +1,551 @@
+"""Packaging and deployment of the pijobs CloudFormation stacks (``infra/``), on AWS and into moto.
+
+Public API
+----------
+``deploy_primary_local(cfn, s3, ec2, *, stack_name="pijobs", params=None, artifacts_bucket=None)``
+``-> dict[str, str]``
+    For the embedded stack (moto): upload placeholder Lambda zips, a placeholder worker artifact and both
+    templates to an artifacts bucket (created if missing; default ``<stack_name>-artifacts``), create the
+    primary stack from ``infra/primary.yaml`` in the default VPC's first subnet, wait, and return its outputs
+    (``OutputKey -> OutputValue``). ``params`` override template parameters (``{"MaxActiveStacks": "4"}``).
+    An existing stack of that name is reused as it is. moto skips API Gateway Stage/UsagePlan/ApiKey, alarms,
+    bucket policy, request validator and gateway responses, so ``UsagePlanId`` is absent from the outputs.
+
+``package(s3, *, bucket, arch="x86_64", python_version="3.12", with_deps=True, ...) -> Artifacts``
+    Build the Lambda zip (``shared api_handler dispatcher`` + pydantic, structlog for the Lambda platform) and
+    the worker artifact (``shared worker`` + gmpy2, pydantic, structlog, boto3 for Amazon Linux 2023's
+    python3.11, x86_64), upload them with both templates under content-addressed keys, and write
+    ``pijobs/manifest.json`` in the bucket (the keys, the architecture and the runtime).
+
+``deploy(cfn, s3, ec2, *, stack_name="pijobs", bucket=None, params=None, poll_seconds=10) -> Deployment``
+    Create or update the primary stack from the packaged artifacts (the manifest gives the parameters
+    ``pijobs package`` decided; ``params`` win), wait until it is complete, return its outputs.
+
+``register(subparsers) -> None``
+    Add ``pijobs package`` and ``pijobs deploy`` to the command line.
+
+Clients are plain boto3 clients, so ``AWS_ENDPOINT_URL`` points all of this at a moto server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PRIMARY_TEMPLATE = "primary.yaml"
+BUSINESS_FUNCTION_TEMPLATE = "business_function.yaml"
+TEMPLATE_PREFIX = "templates/"
+CAPABILITIES = ["CAPABILITY_IAM"]
+MANIFEST_KEY = "pijobs/manifest.json"
+LAMBDA_PACKAGES = ("shared", "api_handler", "dispatcher")
+LAMBDA_REQUIREMENTS = ("pydantic>=2.6", "structlog>=24.1")  # boto3 comes with the Lambda runtime
+WORKER_PACKAGES = ("shared", "worker")
+WORKER_REQUIREMENTS = ("gmpy2>=2.2", "pydantic>=2.6", "structlog>=24.1", "boto3>=1.34")
+WORKER_PYTHON = "3.11"  # Amazon Linux 2023's python3.11 package, what the business-function UserData runs
+PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
+PYTHON_VERSIONS = ("3.12", "3.13")
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+_PLACEHOLDER_HANDLER = "def lambda_handler(event, context):\n    raise RuntimeError('placeholder code')\n"
+
+
+# ---- templates ----------------------------------------------------------------------------------------
+def template_path(name: str) -> Path:
+    """The path of one of the CloudFormation templates (``infra/`` in a checkout, package data otherwise)."""
+    for folder in (ROOT / "infra", Path(__file__).resolve().parent / "templates"):
+        candidate = folder / name
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"CloudFormation template {name} not found")
+
+
+def template_url(s3: Any, bucket: str, key: str) -> str:
+    """The https URL CloudFormation reads a template from (virtual-hosted style, regional endpoint)."""
+    region = s3.meta.region_name or "us-east-1"
+    return f"https://{bucket}.s3.{region}.amazonaws.com/{key}"
+
+
+# ---- S3 -----------------------------------------------------------------------------------------------
+def ensure_bucket(s3: Any, bucket: str) -> None:
+    """Create ``bucket`` unless it exists and is ours."""
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return
+    except Exception as exc:
+        if _error_code(exc) not in {"404", "NoSuchBucket", "NotFound"}:
+            raise
+    region = s3.meta.region_name or "us-east-1"
+    request: dict[str, Any] = {"Bucket": bucket}
+    if region != "us-east-1":
+        request["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    s3.create_bucket(**request)
+
+
+def placeholder_zip(module: str = "placeholder") -> bytes:
+    """A tiny valid zip: moto's Lambda needs code to exist; locally the handlers run in-process instead."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(f"{module}.py", _PLACEHOLDER_HANDLER)
+    return buffer.getvalue()
+
+
+def upload_templates(s3: Any, bucket: str) -> dict[str, str]:
+    """Upload both templates; returns ``{template file name: key}``."""
+    keys = {}
+    for name in (PRIMARY_TEMPLATE, BUSINESS_FUNCTION_TEMPLATE):
+        key = f"{TEMPLATE_PREFIX}{name}"
+        s3.put_object(Bucket=bucket, Key=key, Body=template_path(name).read_bytes())
+        keys[name] = key
+    return keys
+
+
+# ---- CloudFormation -------------------------------------------------------------------------------------
+def stack_outputs(cfn: Any, stack_name: str) -> dict[str, str]:
+    stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
+    return {o["OutputKey"]: str(o["OutputValue"]) for o in stack.get("Outputs", []) if "OutputValue" in o}
+
+
+def find_stack(cfn: Any, stack_name: str) -> dict[str, Any] | None:
+    try:
+        stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
+    except Exception as exc:
+        if _error_code(exc) == "ValidationError":
+            return None
+        raise
+    return stacks[0] if stacks else None
+
+
+def as_parameters(values: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"ParameterKey": key, "ParameterValue": str(value)} for key, value in values.items()]
+
+
+def default_network(ec2: Any) -> tuple[str, str]:
+    """(VpcId, SubnetId) of the default VPC and its first default-for-AZ subnet."""
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+    if not vpcs:
+        raise RuntimeError("no default VPC: pass VpcId and SubnetId parameters")
+    vpc_id = vpcs[0]["VpcId"]
+    subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
+    if not subnets:
+        raise RuntimeError(f"default VPC {vpc_id} has no subnet: pass SubnetId")
+    subnets.sort(key=lambda s: (not s.get("DefaultForAz", False), s.get("AvailabilityZone", "")))
+    return str(vpc_id), str(subnets[0]["SubnetId"])
+
+
+def deploy_primary_local(
+    cfn: Any,
+    s3: Any,
+    ec2: Any,
+    *,
+    stack_name: str = "pijobs",
+    params: Mapping[str, str] | None = None,
+    artifacts_bucket: str | None = None,
+) -> dict[str, str]:
+    """Deploy ``infra/primary.yaml`` into moto with placeholder code; return the stack outputs."""
+    # moto warns once per resource type its CloudFormation skips (Stage, UsagePlan, alarms...): expected here.
+    warnings.filterwarnings("ignore", message="Tried to parse AWS::", category=UserWarning)
+    if find_stack(cfn, stack_name) is not None:
+        return stack_outputs(cfn, stack_name)
+    given = dict(params or {})
+    bucket = artifacts_bucket or given.get("ArtifactsBucket") or f"{stack_name}-artifacts"
+    ensure_bucket(s3, bucket)
+    lambda_key, worker_key = "lambda/placeholder.zip", "worker/placeholder.zip"
+    s3.put_object(Bucket=bucket, Key=lambda_key, Body=placeholder_zip())
+    s3.put_object(Bucket=bucket, Key=worker_key, Body=placeholder_zip("worker_placeholder"))
+    keys = upload_templates(s3, bucket)
+    defaults: dict[str, str] = {
+        "ArtifactsBucket": bucket,
+        "ApiHandlerKey": lambda_key,
+        "DispatcherKey": lambda_key,
+        "ReaperKey": lambda_key,
+        "WorkerArtifactKey": worker_key,
+        "BusinessFunctionTemplateKey": keys[BUSINESS_FUNCTION_TEMPLATE],
+    }
+    if "VpcId" not in given or "SubnetId" not in given:
+        defaults["VpcId"], defaults["SubnetId"] = default_network(ec2)
+    cfn.create_stack(
+        StackName=stack_name,
+        TemplateURL=template_url(s3, bucket, keys[PRIMARY_TEMPLATE]),
+        Parameters=as_parameters({**defaults, **given}),
+        Capabilities=CAPABILITIES,
+        Tags=[{"Key": "Application", "Value": "pijobs"}],
+    )
+    cfn.get_waiter("stack_create_complete").wait(
+        StackName=stack_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+    )
+    return stack_outputs(cfn, stack_name)
+
+
+# ---- packaging ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Artifacts:
+    """What ``pijobs package`` uploaded: the keys in ``bucket`` and what the Lambda zip was built for."""
+
+    bucket: str
+    lambda_key: str
+    worker_key: str
+    business_function_template_key: str
+    primary_template_key: str
+    arch: str = "x86_64"
+    runtime: str = "python3.12"
+    with_deps: bool = True
+
+    def stack_parameters(self) -> dict[str, str]:
+        return {
+            "ArtifactsBucket": self.bucket,
+            "ApiHandlerKey": self.lambda_key,
+            "DispatcherKey": self.lambda_key,
+            "ReaperKey": self.lambda_key,
+            "WorkerArtifactKey": self.worker_key,
+            "BusinessFunctionTemplateKey": self.business_function_template_key,
+            "LambdaArchitecture": self.arch,
+            "LambdaRuntime": self.runtime,
+        }
+
+
+def copy_packages(packages: Iterable[str], target: Path, root: Path = ROOT) -> None:
+    """Copy the project's packages (sources only, no caches) into ``target``."""
+    for package in packages:
+        source = root / package
+        if not (source / "__init__.py").is_file():
+            raise FileNotFoundError(f"package {package} not found under {root}")
+        shutil.copytree(source, target / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def pip_install(
+    requirements: Sequence[str],
+    target: Path,
+    *,
+    platform: str,
+    python_version: str,
+    extra_args: Sequence[str] = (),
+) -> None:
+    """Install binary wheels for another platform/interpreter into ``target`` (what the zip will import)."""
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        "--no-warn-conflicts",
+        "--target",
+        str(target),
+        "--platform",
+        platform,
+        "--python-version",
+        python_version,
+        "--implementation",
+        "cp",
+        "--only-binary=:all:",
+        "--upgrade",
+        *extra_args,
+        *requirements,
+    ]
+    subprocess.run(command, check=True)
+
+
+def zip_tree(folder: Path) -> bytes:
+    """A deterministic zip of ``folder`` (sorted entries, fixed timestamps): same content, same bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), date_time=_ZIP_DATE)
+            info.external_attr = (0o755 if path.stat().st_mode & 0o111 else 0o644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+    return buffer.getvalue()
+
+
+def build_zip(
+    packages: Sequence[str],
+    requirements: Sequence[str],
+    *,
+    platform: str,
+    python_version: str,
+    with_deps: bool = True,
+    pip_args: Sequence[str] = (),
+) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="pijobs-build-") as folder:
+        target = Path(folder)
+        if with_deps and requirements:
+            pip_install(
+                requirements, target, platform=platform, python_version=python_version, extra_args=pip_args
+            )
+        copy_packages(packages, target)
+        return zip_tree(target)
+
+
+def content_key(prefix: str, stem: str, body: bytes, suffix: str) -> str:
+    return f"{prefix}{stem}-{hashlib.sha256(body).hexdigest()[:16]}{suffix}"
+
+
+def package(
+    s3: Any,
+    *,
+    bucket: str,
+    arch: str = "x86_64",
+    python_version: str = "3.12",
+    with_deps: bool = True,
+    pip_args: Sequence[str] = (),
+) -> Artifacts:
+    """Build and upload everything the primary stack needs; returns where it went (also in the manifest)."""
+    if arch not in PLATFORMS:
+        raise ValueError(f"arch must be one of {sorted(PLATFORMS)}")
+    if python_version not in PYTHON_VERSIONS:
+        raise ValueError(f"python_version must be one of {PYTHON_VERSIONS}")
+    lambda_zip = build_zip(
+        LAMBDA_PACKAGES,
+        LAMBDA_REQUIREMENTS,
+        platform=PLATFORMS[arch],
+        python_version=python_version,
+        with_deps=with_deps,
+        pip_args=pip_args,
+    )
+    worker_zip = build_zip(
+        WORKER_PACKAGES,
+        WORKER_REQUIREMENTS,
+        platform=PLATFORMS["x86_64"],
+        python_version=WORKER_PYTHON,
+        with_deps=with_deps,
+        pip_args=pip_args,
+    )
+    business = template_path(BUSINESS_FUNCTION_TEMPLATE).read_bytes()
+    primary = template_path(PRIMARY_TEMPLATE).read_bytes()
+    uploads = {
+        content_key("lambda/", f"pijobs-lambda-{arch}-py{python_version}", lambda_zip, ".zip"): lambda_zip,
+        content_key("worker/", "pijobs-worker", worker_zip, ".zip"): worker_zip,
+        content_key(TEMPLATE_PREFIX, "business_function", business, ".yaml"): business,
+        content_key(TEMPLATE_PREFIX, "primary", primary, ".yaml"): primary,
+    }
+    ensure_bucket(s3, bucket)
+    for key, body in uploads.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    lambda_key, worker_key, business_key, primary_key = uploads
+    artifacts = Artifacts(
+        bucket=bucket,
+        lambda_key=lambda_key,
+        worker_key=worker_key,
+        business_function_template_key=business_key,
+        primary_template_key=primary_key,
+        arch=arch,
+        runtime=f"python{python_version}",
+        with_deps=with_deps,
+    )
+    s3.put_object(
+        Bucket=bucket,
+        Key=MANIFEST_KEY,
+        Body=json.dumps(asdict(artifacts), indent=2).encode(),
+        ContentType="application/json",
+    )
+    return artifacts
+
+
+def read_manifest(s3: Any, bucket: str) -> Artifacts:
+    body = s3.get_object(Bucket=bucket, Key=MANIFEST_KEY)["Body"].read()
+    return Artifacts(**json.loads(body))
+
+
+# ---- deploying ------------------------------------------------------------------------------------------
+@dataclass
+class Deployment:
+    stack_name: str
+    action: str  # "created", "updated" or "unchanged"
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+def template_parameter_names(cfn: Any, url: str) -> set[str]:
+    summary = cfn.get_template_summary(TemplateURL=url)
+    return {p["ParameterKey"] for p in summary.get("Parameters", [])}
+
+
+def deploy(
+    cfn: Any,
+    s3: Any,
+    ec2: Any,
+    *,
+    stack_name: str = "pijobs",
+    bucket: str | None = None,
+    params: Mapping[str, str] | None = None,
+    poll_seconds: int = 10,
+) -> Deployment:
+    """Create or update the primary stack from what ``package`` uploaded; wait; return the outputs."""
+    given = dict(params or {})
+    existing = find_stack(cfn, stack_name)
+    bucket = bucket or given.get("ArtifactsBucket") or _previous(existing, "ArtifactsBucket")
+    if not bucket:
+        raise ValueError("no artifacts bucket: pass --bucket (the one given to pijobs package)")
+    artifacts = read_manifest(s3, bucket)
+    values = {**artifacts.stack_parameters(), **given}
+    if existing is None and ("VpcId" not in values or "SubnetId" not in values):
+        vpc_id, subnet_id = default_network(ec2)
+        values.setdefault("VpcId", vpc_id)
+        values.setdefault("SubnetId", subnet_id)
+    url = template_url(s3, bucket, artifacts.primary_template_key)
+    waiter_config = {"Delay": max(1, poll_seconds), "MaxAttempts": max(60, 3600 // max(1, poll_seconds))}
+    if existing is None or existing["StackStatus"] == "REVIEW_IN_PROGRESS":
+        cfn.create_stack(
+            StackName=stack_name,
+            TemplateURL=url,
+            Parameters=as_parameters(values),
+            Capabilities=CAPABILITIES,
+            Tags=[{"Key": "Application", "Value": "pijobs"}],
+        )
+        cfn.get_waiter("stack_create_complete").wait(StackName=stack_name, WaiterConfig=waiter_config)
+        return Deployment(stack_name, "created", stack_outputs(cfn, stack_name))
+    if existing["StackStatus"] in {"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED"}:
+        raise RuntimeError(f"stack {stack_name} is {existing['StackStatus']}: delete it, then deploy again")
+    # Parameters not given keep their current value (spelled out: moto rejects UsePreviousValue for
+    # parameters that were left at their default); parameters the new template dropped are left out.
+    names = template_parameter_names(cfn, url)
+    current = {p["ParameterKey"]: p.get("ParameterValue", "") for p in existing.get("Parameters", [])}
+    parameters = as_parameters({k: v for k, v in {**current, **values}.items() if k in names})
+    try:
+        cfn.update_stack(
+            StackName=stack_name, TemplateURL=url, Parameters=parameters, Capabilities=CAPABILITIES
+        )
+    except Exception as exc:
+        if _error_code(exc) == "ValidationError" and "No updates are to be performed" in str(exc):
+            return Deployment(stack_name, "unchanged", stack_outputs(cfn, stack_name))
+        raise
+    cfn.get_waiter("stack_update_complete").wait(StackName=stack_name, WaiterConfig=waiter_config)
+    return Deployment(stack_name, "updated", stack_outputs(cfn, stack_name))
+
+
+def redeploy_api(apigw: Any, outputs: Mapping[str, str]) -> None:
+    """CloudFormation does not redeploy a REST API whose methods changed: push the stage forward."""
+    if "RestApiId" in outputs and "ApiStageName" in outputs:
+        apigw.create_deployment(
+            restApiId=outputs["RestApiId"], stageName=outputs["ApiStageName"], description="pijobs deploy"
+        )
+
+
+def _previous(stack: Mapping[str, Any] | None, key: str) -> str | None:
+    for parameter in (stack or {}).get("Parameters", []):
+        if parameter["ParameterKey"] == key:
+            return str(parameter["ParameterValue"])
+    return None
+
+
+# ---- command line ---------------------------------------------------------------------------------------
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``pijobs package`` and ``pijobs deploy``."""
+    pack = subparsers.add_parser("package", help="build the Lambda zip and worker artifact, upload them")
+    pack.add_argument("--bucket", required=True, help="artifacts bucket (created if missing)")
+    pack.add_argument("--arch", choices=sorted(PLATFORMS), default="x86_64", help="Lambda architecture")
+    pack.add_argument(
+        "--python",
+        dest="python_version",
+        choices=PYTHON_VERSIONS,
+        default="3.12",
+        help="Lambda Python version (LambdaRuntime pythonX.Y)",
+    )
+    pack.add_argument(
+        "--no-deps",
+        dest="with_deps",
+        action="store_false",
+        help="skip the third-party dependencies (tests only: the zips will not run)",
+    )
+    pack.add_argument(
+        "--pip-arg",
+        dest="pip_args",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for pip, e.g. --pip-arg=--find-links=wheels (repeatable)",
+    )
+    pack.set_defaults(run=cmd_package)
+
+    dep = subparsers.add_parser("deploy", help="create or update the primary stack on AWS")
+    dep.add_argument("--stack-name", default="pijobs", help="primary stack name (default pijobs)")
+    dep.add_argument("--bucket", help="artifacts bucket of pijobs package (default: the stack's current one)")
+    dep.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="template parameter, e.g. --param MaxActiveStacks=20 (repeatable)",
+    )
+    dep.add_argument("--poll-seconds", type=int, default=10, help="stack status polling interval")
+    dep.set_defaults(run=cmd_deploy)
+
+
+def parse_params(pairs: Iterable[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"pijobs: --param takes KEY=VALUE, not {pair!r}")
+        params[key.strip()] = value
+    return params
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    import boto3
+
+    artifacts = package(
+        boto3.client("s3"),
+        bucket=args.bucket,
+        arch=args.arch,
+        python_version=args.python_version,
+        with_deps=args.with_deps,
+        pip_args=args.pip_args,
+    )
+    print(f"Uploaded to s3://{artifacts.bucket}:")
+    for key in (
+        artifacts.lambda_key,
+        artifacts.worker_key,
+        artifacts.business_function_template_key,
+        artifacts.primary_template_key,
+    ):
+        print(f"  {key}")
+    print(f"Next: pijobs deploy --stack-name pijobs --bucket {artifacts.bucket}")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    import boto3
+
+    cfn = boto3.client("cloudformation")
+    result = deploy(
+        cfn,
+        boto3.client("s3"),
+        boto3.client("ec2"),
+        stack_name=args.stack_name,
+        bucket=args.bucket,
+        params=parse_params(args.params),
+        poll_seconds=args.poll_seconds,
+    )
+    if result.action == "updated":
+        redeploy_api(boto3.client("apigateway"), result.outputs)
+    outputs = result.outputs
+    print(f"Stack {result.stack_name}: {result.action}")
+    print(f"API: {outputs.get('ApiUrl', '?')}")
+    plan = outputs.get("UsagePlanId")
+    plan_arg = f" --usage-plan-id {plan}" if plan else ""
+    print(f"Create an API key: pijobs keys create NAME{plan_arg}")
+    print(f"Then: curl -H 'x-api-key: <key>' -d '{{\"digits\": 1000}}' {outputs.get('ApiUrl', '')}/jobs")
+    return 0
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""

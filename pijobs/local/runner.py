@@ -1,0 +1,273 @@
+"""Runs the worker of each EC2 instance that a business-function stack launched, as its UserData would.
+
+moto creates instances but runs nothing on them. The runner watches moto's EC2 for live instances tagged
+``JobId`` and starts, once per instance, ``python -m worker --job-id <JobId>`` with the stack's table and
+bucket in its environment. When the instance is terminated (or stopped, or vanishes) while its worker still
+runs, the worker's whole process group gets SIGTERM, then SIGKILL, as a machine going away would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import structlog
+from botocore.exceptions import ClientError
+
+log = structlog.get_logger(__name__)
+
+JOB_TAG = "JobId"
+STACK_NAME_TAG = "aws:cloudformation:stack-name"
+STACK_PREFIX = "pijob-"
+KILL_GRACE_S = 3.0
+_LIVE_STATES = ["pending", "running"]
+_STOP_JOIN_TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Worker:
+    instance_id: str
+    job_id: str
+    process: subprocess.Popen[bytes]
+    kill_at: float | None = None  # SIGKILL deadline once SIGTERM was sent
+
+
+def _tags(instance: dict[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the worker's process group (it may have spawned a pool); gone already is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+class InstanceRunner:
+    """Watches EC2 every ``poll_interval`` seconds and runs one worker per live ``JobId`` instance."""
+
+    def __init__(
+        self,
+        ec2_client: Any,
+        cfn_client: Any,
+        *,
+        env: dict[str, str],
+        poll_interval: float = 0.5,
+        python: str = sys.executable,
+        log_dir: Path | None = None,
+    ) -> None:
+        self._ec2 = ec2_client
+        self._cfn = cfn_client
+        self._env = dict(env)
+        self._poll_interval = poll_interval
+        self._python = python
+        self._log_dir = log_dir
+        self._workers: dict[str, _Worker] = {}
+        self._started: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def running(self) -> dict[str, int]:
+        """Instance id -> pid of every worker still running."""
+        with self._lock:
+            workers = list(self._workers.values())
+        return {w.instance_id: w.process.pid for w in workers if w.process.poll() is None}
+
+    def started(self) -> set[str]:
+        """Instance ids whose worker was started (each at most once)."""
+        with self._lock:
+            return set(self._started)
+
+    def start(self) -> InstanceRunner:
+        if self._thread is not None:
+            return self
+        if self._log_dir is not None:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, name="instance-runner", daemon=True)
+        self._thread.start()
+        log.info("runner_started", python=self._python, poll_interval=self._poll_interval)
+        return self
+
+    def stop(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        self._stop.set()
+        thread.join(timeout=_STOP_JOIN_TIMEOUT_S)
+        self._thread = None
+        with self._lock:
+            workers = list(self._workers.values())
+        self._kill_all(workers)
+        self._reap()
+        log.info("runner_stopped", workers_killed=len(workers))
+
+    def __enter__(self) -> InstanceRunner:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def poll_once(self) -> None:
+        """One round: reap exited workers, start new instances' workers, kill the gone ones'."""
+        self._reap()
+        with self._lock:
+            workers = list(self._workers.values())
+        self._escalate(workers)
+        try:
+            live = self._live_instances()
+        except Exception as exc:  # moto restarting or slow: never kill workers on a failed read
+            log.warning("runner_describe_failed", error=repr(exc))
+            return
+        for instance_id, instance in live.items():
+            if instance_id not in self._started:
+                self._launch(instance)
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            if worker.instance_id not in live and worker.kill_at is None:
+                self._terminate(worker)
+
+    # --- watching -------------------------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except Exception:
+                log.exception("runner_poll_failed")
+            self._stop.wait(self._poll_interval)
+
+    def _live_instances(self) -> dict[str, dict[str, Any]]:
+        filters = [
+            {"Name": "instance-state-name", "Values": _LIVE_STATES},
+            {"Name": "tag-key", "Values": [JOB_TAG]},
+        ]
+        live: dict[str, dict[str, Any]] = {}
+        for page in self._ec2.get_paginator("describe_instances").paginate(Filters=filters):
+            for reservation in page.get("Reservations", []):
+                for instance in reservation.get("Instances", []):
+                    live[instance["InstanceId"]] = instance
+        return live
+
+    # --- starting -------------------------------------------------------------------------------------------
+
+    def _launch(self, instance: dict[str, Any]) -> None:
+        instance_id = instance["InstanceId"]
+        job_id = _tags(instance)[JOB_TAG]
+        try:
+            stack_name, parameters = self._find_stack(instance, job_id)
+        except Exception as exc:  # not "no such stack" but a failed read: try again next round
+            log.warning("runner_stack_read_failed", instance_id=instance_id, error=repr(exc))
+            return
+        with self._lock:
+            self._started.add(instance_id)  # one run per instance, even when starting fails
+        env = {**self._env, "PIJOBS_STACK_NAME": stack_name, "PIJOBS_INSTANCE_ID": instance_id}
+        if "TableName" in parameters:
+            env["PIJOBS_TABLE_NAME"] = parameters["TableName"]
+        if "ResultsBucket" in parameters:
+            env["PIJOBS_RESULTS_BUCKET"] = parameters["ResultsBucket"]
+        try:
+            process = self._spawn(instance_id, job_id, env)
+        except OSError as exc:
+            log.error("worker_start_failed", instance_id=instance_id, job_id=job_id, error=repr(exc))
+            return
+        with self._lock:
+            self._workers[instance_id] = _Worker(instance_id, job_id, process)
+        log.info("worker_started", instance_id=instance_id, job_id=job_id, pid=process.pid, stack=stack_name)
+
+    def _spawn(self, instance_id: str, job_id: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        command = [self._python, "-m", "worker", "--job-id", job_id]
+        output: IO[bytes] | int = subprocess.DEVNULL
+        if self._log_dir is not None:
+            output = (self._log_dir / f"{instance_id}.log").open("ab")
+        try:
+            return subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: a pool it spawns dies with it
+            )
+        finally:
+            if not isinstance(output, int):
+                output.close()  # the child holds its own descriptor
+
+    def _find_stack(self, instance: dict[str, Any], job_id: str) -> tuple[str, dict[str, str]]:
+        """The instance's stack and its parameters: the CloudFormation tag first, then ``pijob-<JobId>``."""
+        names = list(
+            dict.fromkeys(filter(None, [_tags(instance).get(STACK_NAME_TAG), STACK_PREFIX + job_id]))
+        )
+        for name in names:
+            parameters = self._stack_parameters(name)
+            if parameters is not None:
+                return name, parameters
+        log.warning("worker_stack_not_found", instance_id=instance["InstanceId"], candidates=names)
+        return names[0], {}
+
+    def _stack_parameters(self, stack_name: str) -> dict[str, str] | None:
+        try:
+            stacks = self._cfn.describe_stacks(StackName=stack_name).get("Stacks", [])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ValidationError":  # no such stack
+                return None
+            raise
+        if not stacks:
+            return None
+        return {p["ParameterKey"]: p.get("ParameterValue", "") for p in stacks[0].get("Parameters", [])}
+
+    # --- stopping -------------------------------------------------------------------------------------------
+
+    def _terminate(self, worker: _Worker) -> None:
+        if worker.process.poll() is not None:
+            return
+        log.info(
+            "worker_killed", instance_id=worker.instance_id, job_id=worker.job_id, reason="instance_gone"
+        )
+        worker.kill_at = time.monotonic() + KILL_GRACE_S
+        _signal_group(worker.process.pid, signal.SIGTERM)
+
+    def _escalate(self, workers: Iterable[_Worker]) -> None:
+        now = time.monotonic()
+        for worker in workers:
+            if worker.kill_at is not None and now >= worker.kill_at and worker.process.poll() is None:
+                log.warning("worker_sigkill", instance_id=worker.instance_id, pid=worker.process.pid)
+                _signal_group(worker.process.pid, signal.SIGKILL)
+
+    def _kill_all(self, workers: list[_Worker]) -> None:
+        alive = [w for w in workers if w.process.poll() is None]
+        for worker in alive:
+            _signal_group(worker.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE_S
+        for worker in alive:
+            try:
+                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(worker.process.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.process.wait(timeout=KILL_GRACE_S)
+
+    def _reap(self) -> None:
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            code = worker.process.poll()
+            if code is None:
+                continue
+            _signal_group(worker.process.pid, signal.SIGKILL)  # leftovers of the group, e.g. a pool
+            with self._lock:
+                self._workers.pop(worker.instance_id, None)
+            log.info("worker_exited", instance_id=worker.instance_id, job_id=worker.job_id, returncode=code)

@@ -1,0 +1,287 @@
+"""The embedded default: moto's server as the local AWS, the primary stack deployed into it from
+``infra/primary.yaml``, and the stand-ins for what moto cannot execute (gateway, event source mapping,
+instance runner). The handlers are the same functions Lambda runs; only ``AWS_ENDPOINT_URL`` differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import boto3
+
+from shared.logs import configure_logging, get_logger
+
+log = get_logger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+PRIMARY_STACK = "pijobs"
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+# A laptop's time scale: seconds where AWS needs minutes (instances boot in moto at once).
+LOCAL_TIMINGS = {
+    "PIJOBS_DEFER_BASE_SECONDS": "1",
+    "PIJOBS_DEFER_MAX_SECONDS": "5",
+    "PIJOBS_RETRY_BASE_SECONDS": "1",
+    "PIJOBS_HEARTBEAT_SECONDS": "1",
+    "PIJOBS_HEARTBEAT_TIMEOUT_SECONDS": "10",
+    "PIJOBS_PROVISIONING_TIMEOUT_SECONDS": "30",
+    "PIJOBS_VANISHED_GRACE_SECONDS": "5",
+    "PIJOBS_REQUEUE_AFTER_SECONDS": "120",
+}
+
+
+def _quiet_moto() -> None:
+    """moto warns about every resource type its CloudFormation skips and about Docker it need not use."""
+    warnings.filterwarnings("ignore", module=r"moto(\..*)?$")
+    warnings.filterwarnings("ignore", message="No Moto CloudFormation support")
+    for name in ("moto", "docker", "werkzeug"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+@dataclass
+class LocalConfig:
+    api_port: int = 0
+    max_active_stacks: int = 4
+    batch_size: int = 5
+    maximum_concurrency: int = 2
+    throttle_rate: float = 50.0
+    throttle_burst: int = 100
+    log_dir: Path | None = None
+    log_level: str | None = None
+    reaper_interval: float = 2.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class LocalStack:
+    """Start everything with ``start()`` (or ``with LocalStack() as stack``); ``stop()`` ends it all."""
+
+    def __init__(self, config: LocalConfig | None = None) -> None:
+        self.config = config or LocalConfig()
+        self.outputs: dict[str, str] = {}
+        self.api_key: str = ""
+        self.api_key_id: str = ""
+        self._moto: Any = None
+        self._gateway: Any = None
+        self._esm: Any = None
+        self._runner: Any = None
+        self._reaper: Any = None
+        self._saved_env: dict[str, str | None] = {}
+
+    # ---- what a user needs --------------------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return str(self._gateway.url)
+
+    @property
+    def aws_endpoint(self) -> str:
+        return str(self._moto.url)
+
+    @property
+    def runner(self) -> Any:
+        return self._runner
+
+    @property
+    def esm(self) -> Any:
+        return self._esm
+
+    @property
+    def reaper(self) -> Any:
+        return self._reaper
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.aws_endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def create_api_key(self, name: str) -> tuple[str, str]:
+        """A new API key on the usage plan: (id, value)."""
+        from pijobs.keys import create_api_key
+
+        return create_api_key(self.client("apigateway"), self.outputs["UsagePlanId"], name)
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> LocalStack:
+        from pijobs.local.moto_server import LocalMotoServer
+
+        _quiet_moto()
+        configure_logging(self.config.log_level)
+        try:
+            self._moto = LocalMotoServer().start()
+            self._set_env({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self._moto.url})
+            self.outputs = self._deploy_primary()
+            self._disable_moto_event_source_mapping()
+            self._set_env(self._handler_env())
+            self._reset_handler_caches()
+            self._set_capacity()
+            self.api_key_id, self.api_key = self.create_api_key("local-default")
+            self._start_standins()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("local_stack_started", api=self.api_url, aws=self.aws_endpoint)
+        return self
+
+    def stop(self) -> None:
+        for part in (self._gateway, self._esm, self._reaper, self._runner, self._moto):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception as exc:
+                    log.warning("local_stack_stop_failed", part=type(part).__name__, error=str(exc))
+        self._gateway = self._esm = self._reaper = self._runner = self._moto = None
+        self._restore_env()
+        self._reset_handler_caches()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ---- steps --------------------------------------------------------------------------------------
+    def _deploy_primary(self) -> dict[str, str]:
+        from pijobs.deploy import deploy_primary_local
+
+        params = {
+            "MaxActiveStacks": str(self.config.max_active_stacks),
+            "BatchSize": str(self.config.batch_size),
+            "MaximumConcurrency": str(self.config.maximum_concurrency),
+        }
+        outputs = deploy_primary_local(
+            self.client("cloudformation"),
+            self.client("s3"),
+            self.client("ec2"),
+            stack_name=PRIMARY_STACK,
+            params=params,
+        )
+        outputs["UsagePlanId"] = self._usage_plan(outputs)
+        return outputs
+
+    def _usage_plan(self, outputs: dict[str, str]) -> str:
+        """moto's CloudFormation skips usage plans: make the primary stack's one with a direct call."""
+        apigw = self.client("apigateway")
+        plans = apigw.get_usage_plans().get("items", [])
+        if any(plan["id"] == outputs.get("UsagePlanId") for plan in plans):
+            return outputs["UsagePlanId"]
+        plan = apigw.create_usage_plan(
+            name=f"{PRIMARY_STACK}-usage-plan",
+            throttle={"rateLimit": self.config.throttle_rate, "burstLimit": self.config.throttle_burst},
+        )
+        return str(plan["id"])
+
+    def _disable_moto_event_source_mapping(self) -> None:
+        """moto's own mapping would receive every message on send and, unable to run the Lambda without
+        Docker, put it back with its receive count raised. The local stand-in must be the only consumer."""
+        mapping_id = self.outputs.get("EventSourceMappingId")
+        if mapping_id:
+            self.client("lambda").update_event_source_mapping(UUID=mapping_id, Enabled=False)
+
+    def _handler_env(self) -> dict[str, str]:
+        """Exactly the environment the template gives the Lambdas, read back from moto's Lambda service."""
+        cfn, lam = self.client("cloudformation"), self.client("lambda")
+        resources = cfn.describe_stack_resources(StackName=PRIMARY_STACK)["StackResources"]
+        env: dict[str, str] = {}
+        for resource in resources:
+            if resource.get("ResourceType") == "AWS::Lambda::Function":
+                config = lam.get_function_configuration(FunctionName=resource["PhysicalResourceId"])
+                variables = config.get("Environment", {}).get("Variables", {})
+                env.update({key: str(value) for key, value in variables.items()})
+        env.update(LOCAL_TIMINGS)
+        env["PIJOBS_MAX_ACTIVE_STACKS"] = str(self.config.max_active_stacks)
+        return {**env, **self.config.extra_env}
+
+    def _set_capacity(self) -> None:
+        from shared.capacity import CapacityCounter
+
+        counter = CapacityCounter(
+            self.client("dynamodb"), self.outputs["TableName"], default_limit=self.config.max_active_stacks
+        )
+        counter.set_limit(self.config.max_active_stacks)
+
+    def _start_standins(self) -> None:
+        import api_handler.handler
+        import dispatcher.handler
+        import dispatcher.reaper
+        from pijobs.local.esm import LocalEventSourceMapping
+        from pijobs.local.gateway import LocalGateway
+        from pijobs.local.runner import InstanceRunner
+        from pijobs.local.schedule import LocalSchedule
+
+        self._gateway = LocalGateway(
+            api_handler.handler.lambda_handler,
+            self.client("apigateway"),
+            self.outputs["UsagePlanId"],
+            port=self.config.api_port,
+        ).start()
+        self._esm = LocalEventSourceMapping(
+            lambda: self.client("sqs"),
+            self.outputs["QueueUrl"],
+            dispatcher.handler.lambda_handler,
+            batch_size=self.config.batch_size,
+            maximum_concurrency=self.config.maximum_concurrency,
+        ).start()
+        self._reaper = LocalSchedule(
+            dispatcher.reaper.lambda_handler, interval=self.config.reaper_interval, name="reaper"
+        ).start()
+        worker_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("PIJOBS_")},
+            **LOCAL_CREDENTIALS,
+            "AWS_ENDPOINT_URL": self.aws_endpoint,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "PIJOBS_HEARTBEAT_SECONDS": self._env_value("PIJOBS_HEARTBEAT_SECONDS"),
+        }
+        self._runner = InstanceRunner(
+            self.client("ec2"),
+            self.client("cloudformation"),
+            env=worker_env,
+            python=sys.executable,
+            log_dir=self.config.log_dir,
+        ).start()
+
+    def _env_value(self, key: str) -> str:
+        return self.config.extra_env.get(key, LOCAL_TIMINGS[key])
+
+    # ---- process environment: the handlers run in this process and read it ------------------------------
+    def _set_env(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def _restore_env(self) -> None:
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+
+    @staticmethod
+    def _reset_handler_caches() -> None:
+        import api_handler.handler
+        import dispatcher.handler
+        import dispatcher.reaper
+        from shared import aws
+
+        api_handler.handler.services.cache_clear()
+        dispatcher.handler.services.cache_clear()
+        dispatcher.reaper.services.cache_clear()
+        aws._cached_client.cache_clear()

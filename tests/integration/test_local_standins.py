@@ -1,0 +1,739 @@
+"""The local stand-ins against a real in-process moto server: gateway, event source mapping, instance runner,
+and the server's serialisation of DynamoDB and CloudFormation requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from pijobs.local.esm import EsmSettings, LocalEventSourceMapping, failed_ids, settings_from
+from pijobs.local.gateway import LocalGateway
+from pijobs.local.moto_server import LocalMotoServer, SerialisingMiddleware
+from pijobs.local.runner import InstanceRunner
+
+REGION = "us-east-1"
+ClientFactory = Callable[[str], Any]
+
+
+# --- helpers (kept in this file: the lead owns the conftest files) ------------------------------------------
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = 5.0, interval_s: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+def is_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie or a missing process is not alive."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class Concurrency:
+    """Counts how many calls are inside ``track()`` at once, and the most there ever were."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.current = 0
+        self.peak = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self.current += 1
+            self.peak = max(self.peak, self.current)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.current -= 1
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[LocalMotoServer]:
+    with LocalMotoServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def aws(moto_server: LocalMotoServer) -> ClientFactory:
+    config = Config(retries={"mode": "standard", "max_attempts": 1}, read_timeout=30)
+    session = boto3.session.Session()
+    lock = threading.Lock()  # a session is not thread-safe while it creates clients
+
+    def client(service: str) -> Any:
+        with lock:
+            return session.client(
+                service,
+                endpoint_url=moto_server.url,
+                region_name=REGION,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                config=config,
+            )
+
+    return client
+
+
+def test_server_serves_on_loopback_and_stops(aws: ClientFactory) -> None:
+    with LocalMotoServer() as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        assert requests.get(server.url + "/moto-api/data.json", timeout=5).status_code == 200
+        url = server.url
+    server.stop()  # idempotent
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url + "/moto-api/data.json", timeout=2)
+
+
+# --- gateway ------------------------------------------------------------------------------------------------
+
+
+def echo_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if event["path"] == "/PerRunExecute":
+        raise RuntimeError("boom")
+    return {
+        "statusCode": 201,
+        "headers": {"X-Echo": "yes"},
+        "multiValueHeaders": {"Set-Cookie": ["a=1", "b=2"]},
+        "body": json.dumps({"event": event, "remaining_ms": context.get_remaining_time_in_millis()}),
+    }
+
+
+def make_key(apigw: Any, plan_id: str | None, *, enabled: bool = True) -> tuple[str, str]:
+    key = apigw.create_api_key(name=f"k-{uuid.uuid4().hex[:8]}", enabled=enabled)
+    if plan_id:
+        apigw.create_usage_plan_key(usagePlanId=plan_id, keyId=key["id"], keyType="API_KEY")
+    return key["id"], key["value"]
+
+
+@pytest.fixture(scope="module")
+def plan(aws: ClientFactory) -> str:
+    return str(aws("apigateway").create_usage_plan(name=f"plan-{uuid.uuid4().hex[:8]}")["id"])
+
+
+@pytest.fixture(scope="module")
+def gateway(aws: ClientFactory, plan: str) -> Iterator[LocalGateway]:
+    with LocalGateway(echo_handler, aws("apigateway"), plan) as gw:
+        yield gw
+
+
+def test_gateway_rejects_missing_wrong_disabled_and_foreign_keys(
+    aws: ClientFactory, plan: str, gateway: LocalGateway
+) -> None:
+    apigw = aws("apigateway")
+    _, disabled = make_key(apigw, plan, enabled=False)
+    _, foreign = make_key(apigw, None)  # enabled, but on no plan
+    for headers in ({}, {"x-api-key": "wrong"}, {"x-api-key": disabled}, {"x-api-key": foreign}):
+        response = requests.get(f"{gateway.url}/jobs", headers=headers, timeout=5)
+        assert response.status_code == 403
+        assert response.json() == {"message": "Forbidden"}
+
+
+def test_gateway_builds_the_rest_proxy_event(aws: ClientFactory, plan: str, gateway: LocalGateway) -> None:
+    key_id, key = make_key(aws("apigateway"), plan)
+
+    response = requests.post(
+        f"{gateway.url}/jobs/abc-123/result?x=1&y=2&y=3",
+        headers={"X-Api-Key": key, "Idempotency-Key": "idem"},
+        json={"digits": 10},
+        timeout=5,
+    )
+
+    assert response.status_code == 201
+    assert response.headers["X-Echo"] == "yes"
+    assert response.headers["Content-Type"] == "application/json"
+    assert "a=1" in response.headers["Set-Cookie"]
+    event = response.json()["event"]
+    assert response.json()["remaining_ms"] > 0
+    assert event["resource"] == "/jobs/{id}/result"
+    assert event["path"] == "/jobs/abc-123/result"
+    assert event["httpMethod"] == "POST"
+    assert event["pathParameters"] == {"id": "abc-123"}
+    assert event["queryStringParameters"] == {"x": "1", "y": "3"}
+    assert event["multiValueQueryStringParameters"] == {"x": ["1"], "y": ["2", "3"]}
+    assert json.loads(event["body"]) == {"digits": 10}
+    assert event["isBase64Encoded"] is False
+    assert event["headers"]["Idempotency-Key"] == "idem"
+    assert event["multiValueHeaders"]["Idempotency-Key"] == ["idem"]
+    context = event["requestContext"]
+    assert context["resourcePath"] == "/jobs/{id}/result"
+    assert context["path"] == "/local/jobs/abc-123/result"
+    assert context["stage"] == "local"
+    assert context["identity"]["apiKeyId"] == key_id
+    assert context["identity"]["apiKey"] == key
+    assert context["identity"]["sourceIp"] == "127.0.0.1"
+    assert response.headers["x-amzn-RequestId"] == context["requestId"]
+
+
+def test_gateway_event_without_query_body_or_parameters(
+    aws: ClientFactory, plan: str, gateway: LocalGateway
+) -> None:
+    _, key = make_key(aws("apigateway"), plan)
+
+    event = requests.get(f"{gateway.url}/jobs", headers={"x-api-key": key}, timeout=5).json()["event"]
+
+    assert event["resource"] == "/jobs"
+    assert event["queryStringParameters"] is None
+    assert event["pathParameters"] is None
+    assert event["body"] is None
+
+
+def test_gateway_reads_chunked_bodies(aws: ClientFactory, plan: str, gateway: LocalGateway) -> None:
+    _, key = make_key(aws("apigateway"), plan)
+
+    response = requests.post(
+        f"{gateway.url}/jobs", headers={"x-api-key": key}, data=iter([b'{"digits":', b" 5}"]), timeout=5
+    )
+
+    assert json.loads(response.json()["event"]["body"]) == {"digits": 5}
+
+
+def test_gateway_head_and_options_reach_the_handler(
+    aws: ClientFactory, plan: str, gateway: LocalGateway
+) -> None:
+    _, key = make_key(aws("apigateway"), plan)
+
+    head = requests.head(f"{gateway.url}/jobs/x", headers={"x-api-key": key}, timeout=5)
+    options = requests.options(f"{gateway.url}/jobs/x", headers={"x-api-key": key}, timeout=5)
+
+    assert head.status_code == 201
+    assert head.content == b""
+    assert options.json()["event"]["httpMethod"] == "OPTIONS"
+
+
+def test_gateway_unknown_route_is_missing_authentication_token(
+    aws: ClientFactory, plan: str, gateway: LocalGateway
+) -> None:
+    _, key = make_key(aws("apigateway"), plan)
+    for path in ("/nope", "/jobs/a/b/c", "/"):
+        response = requests.get(gateway.url + path, headers={"x-api-key": key}, timeout=5)
+        assert response.status_code == 403
+        assert response.json() == {"message": "Missing Authentication Token"}
+
+
+def test_gateway_handler_error_is_502(aws: ClientFactory, plan: str, gateway: LocalGateway) -> None:
+    _, key = make_key(aws("apigateway"), plan)
+
+    response = requests.post(f"{gateway.url}/PerRunExecute", headers={"x-api-key": key}, json={}, timeout=5)
+
+    assert response.status_code == 502
+    assert response.json() == {"message": "Internal server error"}
+
+
+def test_gateway_accepts_a_new_key_within_seconds(
+    aws: ClientFactory, plan: str, gateway: LocalGateway
+) -> None:
+    requests.get(f"{gateway.url}/jobs", headers={"x-api-key": "warm-the-cache"}, timeout=5)
+    _, key = make_key(aws("apigateway"), plan)
+
+    wait_for(
+        lambda: requests.get(f"{gateway.url}/jobs", headers={"x-api-key": key}, timeout=5).status_code == 201,
+        timeout_s=5,
+        interval_s=0.3,
+    )
+
+
+def test_gateway_throttles_per_key_with_the_usage_plan(aws: ClientFactory) -> None:
+    apigw = aws("apigateway")
+    plan_id = apigw.create_usage_plan(name="throttled", throttle={"rateLimit": 1.0, "burstLimit": 2})["id"]
+    _, key = make_key(apigw, plan_id)
+
+    with LocalGateway(echo_handler, apigw, plan_id) as gw, requests.Session() as session:
+        responses = [session.get(f"{gw.url}/jobs", headers={"x-api-key": key}, timeout=5) for _ in range(6)]
+
+    codes = [response.status_code for response in responses]
+    assert codes[:2] == [201, 201]
+    assert 429 in codes
+    assert next(r for r in responses if r.status_code == 429).json() == {"message": "Too Many Requests"}
+
+
+# --- event source mapping -----------------------------------------------------------------------------------
+
+
+def make_queue(aws: ClientFactory, visibility_timeout_s: int) -> str:
+    sqs = aws("sqs")
+    name = f"q-{uuid.uuid4().hex[:8]}"
+    return str(
+        sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_timeout_s)})[
+            "QueueUrl"
+        ]
+    )
+
+
+def send(aws: ClientFactory, queue_url: str, bodies: list[str]) -> dict[str, str]:
+    """Send ``bodies``; returns body -> message id."""
+    sqs = aws("sqs")
+    ids: dict[str, str] = {}
+    for body in bodies:
+        ids[body] = sqs.send_message(
+            QueueUrl=queue_url,
+            MessageBody=body,
+            MessageAttributes={
+                "kind": {"DataType": "String", "StringValue": "job"},
+                "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01"},
+            },
+        )["MessageId"]
+    return ids
+
+
+def queue_depth(aws: ClientFactory, queue_url: str) -> int:
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attrs = aws("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+    return sum(int(attrs[name]) for name in names)
+
+
+def test_esm_batches_deletes_successes_and_redelivers_reported_failures(aws: ClientFactory) -> None:
+    queue_url = make_queue(aws, visibility_timeout_s=1)
+    ids = send(aws, queue_url, [f"m{i}" for i in range(12)])
+    failing = ids["m3"]
+    batches: list[list[dict[str, Any]]] = []
+    concurrency = Concurrency()
+    lock = threading.Lock()
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        concurrency.enter()
+        try:
+            time.sleep(0.05)
+            with lock:
+                batches.append(event["Records"])
+            first_try = any(
+                r["messageId"] == failing and r["attributes"]["ApproximateReceiveCount"] == "1"
+                for r in event["Records"]
+            )
+            return {"batchItemFailures": [{"itemIdentifier": failing}] if first_try else []}
+        finally:
+            concurrency.leave()
+
+    esm = LocalEventSourceMapping(lambda: aws("sqs"), queue_url, handler, batch_size=4, maximum_concurrency=2)
+    with esm:
+        wait_for(lambda: queue_depth(aws, queue_url) == 0, timeout_s=15, interval_s=0.2)
+        stats = esm.stats
+    esm.stop()  # idempotent
+
+    records = [r for batch in batches for r in batch]
+    assert all(len(batch) <= 4 for batch in batches)
+    assert concurrency.peak <= 2
+    assert stats.max_in_flight <= 2
+    assert stats.in_flight == 0
+    assert sorted(r["body"] for r in records) == sorted([*(f"m{i}" for i in range(12)), "m3"])
+    redelivered = [r for r in records if r["messageId"] == failing][-1]
+    assert int(redelivered["attributes"]["ApproximateReceiveCount"]) >= 2
+    assert stats.records_deleted == 12
+    assert stats.records_failed == 1
+    record = records[0]
+    assert record["eventSource"] == "aws:sqs"
+    assert record["eventSourceARN"].endswith(":" + queue_url.rsplit("/", 1)[1])
+    assert record["awsRegion"] == REGION
+    assert record["md5OfBody"]
+    assert record["messageAttributes"]["kind"]["stringValue"] == "job"
+    assert record["messageAttributes"]["kind"]["dataType"] == "String"
+    assert record["messageAttributes"]["blob"]["binaryValue"] == "AAE="
+    assert {"SentTimestamp", "ApproximateReceiveCount"} <= set(record["attributes"])
+
+
+def test_esm_reads_failures_like_lambda() -> None:
+    batch = {"a", "b"}
+    assert failed_ids({"batchItemFailures": [{"itemIdentifier": "a"}]}, batch) == {"a"}
+    assert failed_ids({"batchItemFailures": []}, batch) == set()
+    assert failed_ids(None, batch) == set()
+    assert failed_ids({}, batch) == set()
+    assert failed_ids({"batchItemFailures": [{"itemIdentifier": "zzz"}]}, batch) is None
+    assert failed_ids({"batchItemFailures": [{"itemIdentifier": ""}]}, batch) is None
+    assert failed_ids("ok", batch) is None
+
+
+def test_esm_settings_accept_snake_case_and_aws_names() -> None:
+    current = EsmSettings(batch_size=10, maximum_concurrency=2, batching_window_s=0)
+    assert settings_from({"MaximumConcurrency": 5, "BatchSize": "3"}, current) == EsmSettings(3, 5, 0)
+    assert settings_from({"maximum_concurrency": 0, "unknown": 1}, current) == EsmSettings(10, 1, 0)
+
+
+def test_esm_deletes_nothing_when_the_handler_raises(aws: ClientFactory) -> None:
+    queue_url = make_queue(aws, visibility_timeout_s=1)
+    send(aws, queue_url, ["a", "b"])
+    receive_counts: list[int] = []
+
+    def handler(event: dict[str, Any], context: Any) -> None:
+        receive_counts.extend(int(r["attributes"]["ApproximateReceiveCount"]) for r in event["Records"])
+        if len(receive_counts) <= 2:
+            raise RuntimeError("the first batch fails")
+
+    with LocalEventSourceMapping(lambda: aws("sqs"), queue_url, handler, batch_size=10) as esm:
+        wait_for(lambda: queue_depth(aws, queue_url) == 0, timeout_s=10, interval_s=0.2)
+        stats = esm.stats
+
+    assert stats.handler_errors >= 1
+    assert max(receive_counts) >= 2
+
+
+def test_esm_concurrency_follows_the_settings_at_run_time(aws: ClientFactory) -> None:
+    queue_url = make_queue(aws, visibility_timeout_s=30)
+    send(aws, queue_url, [f"m{i}" for i in range(14)])
+    settings: dict[str, Any] = {"batch_size": 1, "maximum_concurrency": 1}
+    concurrency = Concurrency()
+    peaks_before_change: list[int] = []
+
+    def handler(event: dict[str, Any], context: Any) -> None:
+        assert len(event["Records"]) <= settings["batch_size"]
+        concurrency.enter()
+        time.sleep(0.3)
+        concurrency.leave()
+
+    esm = LocalEventSourceMapping(
+        lambda: aws("sqs"),
+        queue_url,
+        handler,
+        batch_size=1,
+        maximum_concurrency=1,
+        settings_provider=lambda: settings,
+    )
+    with esm:
+        wait_for(lambda: esm.stats.invocations >= 3, timeout_s=10)
+        peaks_before_change.append(concurrency.peak)
+        settings["maximum_concurrency"] = 3
+        wait_for(lambda: queue_depth(aws, queue_url) == 0, timeout_s=15, interval_s=0.2)
+
+    assert peaks_before_change == [1]
+    assert concurrency.peak == 3
+    assert esm.settings.maximum_concurrency == 3
+
+
+# --- moto's server: atomic DynamoDB and CloudFormation requests ---------------------------------------------
+
+
+@pytest.fixture
+def frequent_thread_switches() -> Iterator[None]:
+    """Switch threads far more often than usual: without the server's lock the races below then show."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(previous)
+
+
+def test_middleware_serialises_dynamodb_and_cloudformation_but_not_sqs() -> None:
+    concurrency = Concurrency()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        concurrency.enter()
+        time.sleep(0.05)
+        concurrency.leave()
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    middleware = SerialisingMiddleware(app)
+    scope = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{}/aws4_request, SignedHeaders=host"
+    requests_by_kind = {
+        "dynamodb": {"HTTP_X_AMZ_TARGET": "DynamoDB_20120810.UpdateItem"},
+        "cloudformation": {"HTTP_AUTHORIZATION": scope.format("cloudformation")},
+        "sqs": {"HTTP_X_AMZ_TARGET": "AmazonSQS.ReceiveMessage", "HTTP_AUTHORIZATION": scope.format("sqs")},
+    }
+    peaks = {}
+    for kind, environ in requests_by_kind.items():
+        concurrency.peak = 0
+        run_together(5, lambda _, environ=environ: middleware(environ, lambda *a: None) == [b"ok"])
+        peaks[kind] = concurrency.peak
+
+    assert peaks == {"dynamodb": 1, "cloudformation": 1, "sqs": 5}
+
+
+def run_together(count: int, action: Callable[[int], bool]) -> list[bool]:
+    """Run ``action(i)`` in ``count`` threads released at the same moment."""
+    barrier = threading.Barrier(count)
+    results: list[bool] = [False] * count
+
+    def run(index: int) -> None:
+        barrier.wait()
+        results[index] = action(index)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_conditional_updates_are_atomic(aws: ClientFactory, frequent_thread_switches: None) -> None:
+    ddb = aws("dynamodb")
+    table = f"t-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb.put_item(TableName=table, Item={"pk": {"S": "counter"}, "n": {"N": "0"}})
+    clients = [aws("dynamodb") for _ in range(20)]
+
+    def increment(index: int) -> bool:
+        try:
+            clients[index].update_item(
+                TableName=table,
+                Key={"pk": {"S": "counter"}},
+                UpdateExpression="SET n = n + :one",
+                ConditionExpression="n < :max",
+                ExpressionAttributeValues={":one": {"N": "1"}, ":max": {"N": "5"}},
+            )
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "ConditionalCheckFailedException"
+            return False
+        return True
+
+    results = run_together(20, increment)
+
+    item = ddb.get_item(TableName=table, Key={"pk": {"S": "counter"}}, ConsistentRead=True)["Item"]
+    assert item["n"] == {"N": "5"}
+    assert results.count(True) == 5
+
+
+def test_create_stack_with_one_name_creates_one_stack(
+    aws: ClientFactory, frequent_thread_switches: None
+) -> None:
+    name = f"pijob-{uuid.uuid4().hex[:8]}"
+    template = json.dumps({"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}})
+    clients = [aws("cloudformation") for _ in range(10)]
+
+    def create(index: int) -> bool:
+        try:
+            clients[index].create_stack(StackName=name, TemplateBody=template)
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "AlreadyExistsException"
+            return False
+        return True
+
+    results = run_together(10, create)
+
+    summaries = aws("cloudformation").list_stacks()["StackSummaries"]
+    assert results.count(True) == 1
+    assert [s["StackName"] for s in summaries].count(name) == 1
+    resources = aws("cloudformation").describe_stack_resources(StackName=name)["StackResources"]
+    assert len(resources) == 1
+
+
+def test_sqs_long_polls_do_not_block_dynamodb(aws: ClientFactory) -> None:
+    queue_url = make_queue(aws, visibility_timeout_s=30)
+    sqs = aws("sqs")
+    poll = threading.Thread(target=lambda: sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2))
+    poll.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    aws("dynamodb").list_tables()
+    elapsed = time.monotonic() - started
+    poll.join()
+    assert elapsed < 1.0
+
+
+# --- instance runner ----------------------------------------------------------------------------------------
+
+FAKE_WORKER = """\
+import json, os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+record = {
+    "argv": sys.argv[1:],
+    "env": {k: v for k, v in os.environ.items() if k.startswith(("PIJOBS_", "AWS_", "FAKE_"))},
+    "pid": os.getpid(),
+    "child": child.pid,
+}
+out = os.path.join(os.environ["FAKE_RECORD_DIR"], f"{os.getpid()}.json")
+with open(out + ".tmp", "w") as f:
+    json.dump(record, f)
+os.replace(out + ".tmp", out)
+print("fake worker started", flush=True)
+if os.environ.get("FAKE_EXIT_AT_ONCE"):
+    child.kill()
+    sys.exit(0)
+time.sleep(60)
+"""
+
+WORKER_STACK = {
+    "Parameters": {
+        "JobId": {"Type": "String"},
+        "TableName": {"Type": "String"},
+        "ResultsBucket": {"Type": "String"},
+    },
+    "Resources": {
+        "Instance": {
+            "Type": "AWS::EC2::Instance",
+            "Properties": {
+                "ImageId": "ami-12c6146b",
+                "InstanceType": "t3.micro",
+                "Tags": [{"Key": "JobId", "Value": {"Ref": "JobId"}}],
+            },
+        }
+    },
+}
+
+
+@pytest.fixture
+def fake_python(tmp_path: Path) -> Path:
+    """An executable standing in for ``python``: it records how it was started, then sleeps."""
+    script = tmp_path / "fake_worker.py"
+    script.write_text(FAKE_WORKER)
+    fake = tmp_path / "fake-python"
+    fake.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{script}" "$@"\n')
+    fake.chmod(0o755)
+    return fake
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> Path:
+    directory = tmp_path / "records"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def instances(aws: ClientFactory) -> Iterator[list[str]]:
+    """Instance ids a test launched; terminated afterwards so later runners do not see them."""
+    launched: list[str] = []
+    yield launched
+    if launched:
+        aws("ec2").terminate_instances(InstanceIds=launched)
+
+
+def read_records(directory: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
+
+
+def make_runner(
+    aws: ClientFactory, moto_server: LocalMotoServer, fake_python: Path, records: Path, **env: str
+) -> InstanceRunner:
+    worker_env = {"AWS_ENDPOINT_URL": moto_server.url, "FAKE_RECORD_DIR": str(records), **env}
+    return InstanceRunner(
+        aws("ec2"),
+        aws("cloudformation"),
+        env=worker_env,
+        poll_interval=0.2,
+        python=str(fake_python),
+        log_dir=records.parent / "logs",
+    )
+
+
+def launch_job_stack(aws: ClientFactory, job_id: str) -> str:
+    cfn = aws("cloudformation")
+    parameters = {"JobId": job_id, "TableName": "jobs-table", "ResultsBucket": "results-bucket"}
+    cfn.create_stack(
+        StackName=f"pijob-{job_id}",
+        TemplateBody=json.dumps(WORKER_STACK),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+    )
+    resources = cfn.describe_stack_resources(StackName=f"pijob-{job_id}")["StackResources"]
+    return str(resources[0]["PhysicalResourceId"])
+
+
+def test_runner_runs_the_worker_of_a_stack_instance_once_and_kills_it_on_termination(
+    aws: ClientFactory, moto_server: LocalMotoServer, fake_python: Path, records: Path, instances: list[str]
+) -> None:
+    job_id = uuid.uuid4().hex[:12]
+    instance_id = launch_job_stack(aws, job_id)
+    instances.append(instance_id)
+
+    with make_runner(aws, moto_server, fake_python, records) as runner:
+        (record,) = wait_for(lambda: read_records(records))
+        assert runner.running() == {instance_id: record["pid"]}
+        assert record["argv"] == ["--job-id", job_id]
+        assert record["env"]["PIJOBS_TABLE_NAME"] == "jobs-table"
+        assert record["env"]["PIJOBS_RESULTS_BUCKET"] == "results-bucket"
+        assert record["env"]["PIJOBS_STACK_NAME"] == f"pijob-{job_id}"
+        assert record["env"]["PIJOBS_INSTANCE_ID"] == instance_id
+        assert record["env"]["AWS_ENDPOINT_URL"] == moto_server.url
+
+        aws("ec2").terminate_instances(InstanceIds=[instance_id])
+
+        wait_for(lambda: not runner.running(), timeout_s=5)
+        wait_for(lambda: not is_alive(record["child"]), timeout_s=5)
+        time.sleep(0.6)  # a few more polls: nothing restarts
+        assert len(read_records(records)) == 1
+        assert runner.started() == {instance_id}
+    log_file = records.parent / "logs" / f"{instance_id}.log"
+    assert "fake worker started" in log_file.read_text()
+
+
+def test_runner_passes_the_worker_argv(
+    aws: ClientFactory, moto_server: LocalMotoServer, tmp_path: Path, records: Path, instances: list[str]
+) -> None:
+    argv_file = tmp_path / "argv.txt"
+    fake = tmp_path / "argv-python"
+    fake.write_text(f'#!/bin/sh\necho "$@" > "{argv_file}"\n')
+    fake.chmod(0o755)
+    job_id = uuid.uuid4().hex[:12]
+    instances.append(launch_job_stack(aws, job_id))
+
+    with make_runner(aws, moto_server, fake, records):
+        wait_for(argv_file.exists)
+
+    assert wait_for(lambda: argv_file.read_text().strip()) == f"-m worker --job-id {job_id}"
+
+
+def test_runner_falls_back_without_a_stack_and_does_not_restart_exited_workers(
+    aws: ClientFactory, moto_server: LocalMotoServer, fake_python: Path, records: Path, instances: list[str]
+) -> None:
+    job_id = uuid.uuid4().hex[:12]
+    reservation = aws("ec2").run_instances(
+        ImageId="ami-12c6146b",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "JobId", "Value": job_id}]}],
+    )
+    instance_id = reservation["Instances"][0]["InstanceId"]
+    instances.append(instance_id)
+
+    with make_runner(aws, moto_server, fake_python, records, FAKE_EXIT_AT_ONCE="1") as runner:
+        (record,) = wait_for(lambda: read_records(records))
+        wait_for(lambda: not runner.running())
+        time.sleep(0.6)
+        assert len(read_records(records)) == 1
+
+    assert record["env"]["PIJOBS_STACK_NAME"] == f"pijob-{job_id}"
+    assert "PIJOBS_TABLE_NAME" not in record["env"]
+
+
+def test_runner_reaps_a_killed_worker_and_stop_kills_the_rest(
+    aws: ClientFactory, moto_server: LocalMotoServer, fake_python: Path, records: Path, instances: list[str]
+) -> None:
+    first, second = (launch_job_stack(aws, uuid.uuid4().hex[:12]) for _ in range(2))
+    instances.extend([first, second])
+    runner = make_runner(aws, moto_server, fake_python, records).start()
+    try:
+        started = wait_for(lambda: len(read_records(records)) == 2 and read_records(records))
+        pids = runner.running()
+        assert set(pids) == {first, second}
+
+        os.kill(pids[first], signal.SIGKILL)  # as a test of the reaper would
+        wait_for(lambda: set(runner.running()) == {second})
+        time.sleep(0.6)
+        assert len(read_records(records)) == 2
+    finally:
+        runner.stop()
+    runner.stop()  # idempotent
+
+    assert runner.running() == {}
+    for record in started:
+        assert not is_alive(record["pid"])
+        assert wait_for(lambda record=record: not is_alive(record["child"]), timeout_s=5)

@@ -1,0 +1,162 @@
+"""`pijobs package` and `pijobs deploy` against a moto server reached through AWS_ENDPOINT_URL."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import urllib.request
+import warnings
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from pijobs import deploy
+
+BUCKET = "pijobs-artifacts-test"
+
+
+@pytest.fixture
+def moto_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    try:
+        reset(endpoint)  # the server shares moto's in-process state: start from nothing
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield endpoint
+    finally:
+        reset(endpoint)
+        server.stop()
+
+
+def reset(endpoint: str) -> None:
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="pijobs")
+    deploy.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+def zip_names(body: bytes) -> set[str]:
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        return set(archive.namelist())
+
+
+def test_package_uploads_code_templates_and_manifest(moto_endpoint: str) -> None:
+    assert run(["package", "--bucket", BUCKET, "--no-deps", "--arch", "arm64"]) == 0
+
+    s3 = boto3.client("s3")
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=deploy.MANIFEST_KEY)["Body"].read())
+    assert manifest["arch"] == "arm64"
+    assert manifest["runtime"] == "python3.12"
+    lambda_zip = s3.get_object(Bucket=BUCKET, Key=manifest["lambda_key"])["Body"].read()
+    names = zip_names(lambda_zip)
+    assert {"api_handler/handler.py", "dispatcher/handler.py", "shared/__init__.py"} <= names
+    assert not any(n.startswith("worker/") or "__pycache__" in n for n in names)
+    worker_zip = s3.get_object(Bucket=BUCKET, Key=manifest["worker_key"])["Body"].read()
+    assert {"worker/__main__.py", "shared/__init__.py"} <= zip_names(worker_zip)
+    template = s3.get_object(Bucket=BUCKET, Key=manifest["business_function_template_key"])["Body"].read()
+    assert template == deploy.template_path("business_function.yaml").read_bytes()
+
+
+def test_packaging_twice_gives_the_same_keys(moto_endpoint: str) -> None:
+    s3 = boto3.client("s3")
+
+    first = deploy.package(s3, bucket=BUCKET, with_deps=False)
+    second = deploy.package(s3, bucket=BUCKET, with_deps=False)
+
+    assert first == second
+
+
+def test_deploy_creates_then_updates_the_primary_stack(
+    moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(["package", "--bucket", BUCKET, "--no-deps"])
+
+    assert run(["deploy", "--bucket", BUCKET, "--param", "MaxActiveStacks=3", "--poll-seconds", "1"]) == 0
+
+    printed = capsys.readouterr().out
+    cfn = boto3.client("cloudformation")
+    (stack,) = cfn.describe_stacks(StackName="pijobs")["Stacks"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    assert f"API: {outputs['ApiUrl']}" in printed
+    assert "pijobs keys create NAME" in printed
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    assert parameters["MaxActiveStacks"] == "3"
+    assert parameters["LambdaRuntime"] == "python3.12"
+    dispatcher = boto3.client("lambda").get_function_configuration(
+        FunctionName=outputs["DispatcherFunctionName"]
+    )
+    assert dispatcher["Handler"] == "dispatcher.handler.lambda_handler"
+
+    assert run(["deploy", "--param", "MaxActiveStacks=5", "--poll-seconds", "1"]) == 0
+
+    assert "Stack pijobs: updated" in capsys.readouterr().out
+    (stack,) = cfn.describe_stacks(StackName="pijobs")["Stacks"]
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    assert parameters["MaxActiveStacks"] == "5"
+    assert parameters["ArtifactsBucket"] == BUCKET
+
+
+def test_deploy_without_a_bucket_explains_what_is_missing(moto_endpoint: str) -> None:
+    with pytest.raises(ValueError, match="--bucket"):
+        run(["deploy", "--poll-seconds", "1"])
+
+
+def test_param_must_be_key_equals_value() -> None:
+    with pytest.raises(SystemExit):
+        deploy.parse_params(["MaxActiveStacks"])
+
+
+def test_pip_targets_the_lambda_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "run", lambda command, check: calls.append(command))
+
+    deploy.build_zip(
+        ("shared",), deploy.LAMBDA_REQUIREMENTS, platform=deploy.PLATFORMS["arm64"], python_version="3.13"
+    )
+
+    (command,) = calls
+    assert command[command.index("--platform") + 1] == "manylinux2014_aarch64"
+    assert command[command.index("--python-version") + 1] == "3.13"
+    assert "--only-binary=:all:" in command
+    assert command[-2:] == ["pydantic>=2.6", "structlog>=24.1"]
+
+
+@pytest.mark.skipif(
+    os.environ.get("PIJOBS_TEST_PIP") != "1",
+    reason="downloads wheels from the package index; PIJOBS_TEST_PIP=1",
+)
+def test_lambda_zip_with_dependencies_imports_pydantic_core_for_the_platform(tmp_path: Path) -> None:
+    body = deploy.build_zip(
+        deploy.LAMBDA_PACKAGES,
+        deploy.LAMBDA_REQUIREMENTS,
+        platform=deploy.PLATFORMS["x86_64"],
+        python_version="3.12",
+    )
+
+    names = zip_names(body)
+    assert any(n.startswith("pydantic_core/_pydantic_core.cpython-312-x86_64-linux-gnu") for n in names)
+    assert any(n.startswith("structlog/") for n in names)
+    assert not any(n.startswith("boto3/") for n in names)

@@ -1,0 +1,215 @@
+"""Both templates deploy into moto's CloudFormation the way the embedded stack and the dispatcher use them."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from pijobs.deploy import deploy_primary_local
+
+JOB_ID = "0123456789abcdef0123456789abcdef"
+STACK_NAME = f"pijob-{JOB_ID}-1"  # the dispatcher names stacks pijob-<job id>-<attempt>
+LOCAL_STACK_OUTPUTS = {
+    "ApiUrl",
+    "RestApiId",
+    "TableName",
+    "QueueUrl",
+    "DeadLetterQueueUrl",
+    "ResultsBucket",
+    "DispatcherFunctionName",
+    "EventSourceMappingId",
+    "CfnServiceRoleArn",
+    "InstanceProfileName",
+    "BusinessFunctionTemplateUrl",
+}
+
+
+def function_env(aws: dict[str, Any], name: str) -> dict[str, str]:
+    config = aws["lambda"].get_function_configuration(FunctionName=name)
+    return {k: str(v) for k, v in config["Environment"]["Variables"].items()}
+
+
+def create_job_stack(aws: dict[str, Any], outputs: dict[str, str], job_id: str = JOB_ID) -> str:
+    """CreateStack exactly as the dispatcher does it: template URL, role, fixed + per-job parameters, tags."""
+    env = function_env(aws, outputs["DispatcherFunctionName"])
+    parameters = {
+        **json.loads(env["PIJOBS_STACK_PARAMETERS"]),
+        "JobId": job_id,
+        "Digits": "1000",
+        "InstanceType": "c7i.large",
+        "DeadlineSeconds": "900",
+    }
+    response = aws["cloudformation"].create_stack(
+        StackName=f"pijob-{job_id}-1",
+        TemplateURL=env["PIJOBS_TEMPLATE_URL"],
+        RoleARN=env["PIJOBS_CFN_ROLE_ARN"],
+        ClientRequestToken=f"pijob-{job_id}-1",
+        OnFailure="DELETE",
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        Tags=[
+            {"Key": "JobId", "Value": job_id},
+            {"Key": "Owner", "Value": "key1"},
+            {"Key": "CostCenter", "Value": "42"},
+        ],
+    )
+    return str(response["StackId"])
+
+
+def job_instances(aws: dict[str, Any], job_id: str = JOB_ID) -> list[dict[str, Any]]:
+    reservations = aws["ec2"].describe_instances(Filters=[{"Name": "tag:JobId", "Values": [job_id]}])
+    return [i for r in reservations["Reservations"] for i in r["Instances"]]
+
+
+@pytest.fixture
+def outputs(aws: dict[str, Any]) -> dict[str, str]:
+    return deploy_primary_local(aws["cloudformation"], aws["s3"], aws["ec2"], stack_name="pijobs", params={})
+
+
+def test_primary_stack_is_complete_with_the_outputs_the_local_stack_needs(
+    aws: dict[str, Any], outputs: dict[str, str]
+) -> None:
+    status = aws["cloudformation"].describe_stacks(StackName="pijobs")["Stacks"][0]["StackStatus"]
+
+    assert status == "CREATE_COMPLETE"
+    assert outputs.keys() >= LOCAL_STACK_OUTPUTS
+    assert outputs["ApiUrl"] == f"https://{outputs['RestApiId']}.execute-api.us-east-1.amazonaws.com/v1"
+    assert outputs["BusinessFunctionTemplateUrl"].startswith("https://pijobs-artifacts.s3.us-east-1.")
+
+
+def test_deploying_again_returns_the_same_stack(aws: dict[str, Any], outputs: dict[str, str]) -> None:
+    again = deploy_primary_local(aws["cloudformation"], aws["s3"], aws["ec2"], stack_name="pijobs")
+
+    assert again == outputs
+
+
+def test_queue_table_and_mapping_follow_the_parameters(aws: dict[str, Any]) -> None:
+    params = {"MaxActiveStacks": "4", "BatchSize": "3", "MaximumConcurrency": "2", "MaxReceiveCount": "7"}
+    outputs = deploy_primary_local(
+        aws["cloudformation"], aws["s3"], aws["ec2"], stack_name="p", params=params
+    )
+
+    queue = aws["sqs"].get_queue_attributes(QueueUrl=outputs["QueueUrl"], AttributeNames=["All"])[
+        "Attributes"
+    ]
+    redrive = json.loads(queue["RedrivePolicy"])
+    assert redrive["maxReceiveCount"] == 7
+    assert redrive["deadLetterTargetArn"].endswith(outputs["DeadLetterQueueUrl"].rsplit("/", 1)[1])
+    assert queue["VisibilityTimeout"] == "180"
+    table = aws["dynamodb"].describe_table(TableName=outputs["TableName"])["Table"]
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "owner-created-index"
+    assert index["KeySchema"] == [
+        {"AttributeName": "owner", "KeyType": "HASH"},
+        {"AttributeName": "created_at", "KeyType": "RANGE"},
+    ]
+    mapping = aws["lambda"].get_event_source_mapping(UUID=outputs["EventSourceMappingId"])
+    assert mapping["BatchSize"] == 3
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["FunctionArn"].endswith(outputs["DispatcherFunctionName"])
+    assert function_env(aws, outputs["DispatcherFunctionName"])["PIJOBS_MAX_ACTIVE_STACKS"] == "4"
+
+
+def test_lambdas_get_their_handlers_and_environment(aws: dict[str, Any], outputs: dict[str, str]) -> None:
+    functions = {f["Handler"]: f for f in aws["lambda"].list_functions()["Functions"]}
+
+    assert set(functions) == {
+        "api_handler.handler.lambda_handler",
+        "dispatcher.handler.lambda_handler",
+        "dispatcher.reaper.lambda_handler",
+    }
+    dispatcher = function_env(aws, outputs["DispatcherFunctionName"])
+    assert dispatcher["PIJOBS_TABLE_NAME"] == outputs["TableName"]
+    assert dispatcher["PIJOBS_QUEUE_URL"] == outputs["QueueUrl"]
+    assert dispatcher["PIJOBS_DLQ_URL"] == outputs["DeadLetterQueueUrl"]
+    assert dispatcher["PIJOBS_TEMPLATE_URL"] == outputs["BusinessFunctionTemplateUrl"]
+    assert dispatcher["PIJOBS_CFN_ROLE_ARN"] == outputs["CfnServiceRoleArn"]
+    assert dispatcher["PIJOBS_MAX_DIGITS"] == "10000000"
+    fixed = json.loads(dispatcher["PIJOBS_STACK_PARAMETERS"])
+    assert set(fixed) == {
+        "TableName",
+        "ResultsBucket",
+        "InstanceProfileName",
+        "SubnetId",
+        "VpcId",
+        "WorkerArtifactUrl",
+    }
+    assert fixed["TableName"] == outputs["TableName"]
+    assert fixed["InstanceProfileName"] == outputs["InstanceProfileName"]
+    assert fixed["WorkerArtifactUrl"] == "s3://pijobs-artifacts/worker/placeholder.zip"
+    reaper = function_env(aws, functions["dispatcher.reaper.lambda_handler"]["FunctionName"])
+    assert reaper["PIJOBS_EVENT_SOURCE_MAPPING_ID"] == outputs["EventSourceMappingId"]
+
+
+def test_api_has_every_route_with_an_api_key(aws: dict[str, Any], outputs: dict[str, str]) -> None:
+    resources = aws["apigateway"].get_resources(restApiId=outputs["RestApiId"])["items"]
+
+    routes = {
+        (method, r["path"]): spec for r in resources for method, spec in r.get("resourceMethods", {}).items()
+    }
+    assert set(routes) == {
+        ("POST", "/jobs"),
+        ("GET", "/jobs"),
+        ("GET", "/jobs/{id}"),
+        ("DELETE", "/jobs/{id}"),
+        ("GET", "/jobs/{id}/result"),
+        ("POST", "/PerRunExecute"),
+    }
+    assert all(spec["apiKeyRequired"] for spec in routes.values())
+
+
+def test_job_stack_launches_one_locked_down_instance_and_deleting_it_terminates_it(
+    aws: dict[str, Any], outputs: dict[str, str]
+) -> None:
+    stack_id = create_job_stack(aws, outputs)
+
+    cfn, ec2 = aws["cloudformation"], aws["ec2"]
+    stack = cfn.describe_stacks(StackName=stack_id)["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    (instance,) = job_instances(aws)
+    assert instance["State"]["Name"] == "running"
+    assert {"Key": "JobId", "Value": JOB_ID} in instance["Tags"]
+    assert {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}["InstanceId"] == instance[
+        "InstanceId"
+    ]
+    assert "KeyName" not in instance
+    assert instance["InstanceType"] == "c7i.large"
+    assert instance["IamInstanceProfile"]["Arn"].endswith("/" + outputs["InstanceProfileName"])
+    volume_ids = [m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"]]
+    assert all(v["Encrypted"] for v in ec2.describe_volumes(VolumeIds=volume_ids)["Volumes"])
+    user_data = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
+    script = base64.b64decode(user_data["UserData"]["Value"]).decode()
+    assert f'timeout --kill-after=30 "$deadline_seconds" python3.11 -m worker --job-id "{JOB_ID}"' in script
+    assert f'PIJOBS_TABLE_NAME="{outputs["TableName"]}"' in script
+    assert f'PIJOBS_STACK_NAME="{STACK_NAME}"' in script
+    assert "deadline_seconds=900" in script
+    assert "${" not in script
+
+    # moto applies no launch template to an instance CloudFormation creates: check the template itself.
+    template_id = cfn.describe_stack_resource(StackName=stack_id, LogicalResourceId="WorkerLaunchTemplate")
+    versions = ec2.describe_launch_template_versions(
+        LaunchTemplateId=template_id["StackResourceDetail"]["PhysicalResourceId"]
+    )["LaunchTemplateVersions"]
+    options = versions[0]["LaunchTemplateData"]["MetadataOptions"]
+    assert options["HttpTokens"] == "required"
+    assert options["HttpPutResponseHopLimit"] == 1
+    group_id = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}["SecurityGroupId"]
+    (group,) = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+    assert group["IpPermissions"] == []
+
+    cfn.delete_stack(StackName=STACK_NAME)
+
+    assert cfn.describe_stacks(StackName=stack_id)["Stacks"][0]["StackStatus"] == "DELETE_COMPLETE"
+    assert [i["State"]["Name"] for i in job_instances(aws)] == ["terminated"]
+
+
+def test_a_second_create_for_the_same_job_is_refused(aws: dict[str, Any], outputs: dict[str, str]) -> None:
+    create_job_stack(aws, outputs)
+
+    with pytest.raises(aws["cloudformation"].exceptions.AlreadyExistsException):
+        create_job_stack(aws, outputs)
+    assert len(job_instances(aws)) == 1

@@ -1,0 +1,370 @@
+"""Every IAM role of the templates grants exactly the intended actions on exactly the intended resources.
+
+Resources are compared as text: ``!Ref X`` -> ``${X}``, ``!GetAtt A.B`` -> ``${A.B}``, ``!Sub s`` -> s.
+``*`` resources are allowed only where the action supports no resource-level permission (listed below).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("cfnlint", reason="cfn-lint is in the templates dependency group")
+
+from cfnlint.decode.decode import decode_str
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+ARN = "arn:${AWS::Partition}"
+EC2 = f"{ARN}:ec2:${{AWS::Region}}:${{AWS::AccountId}}"
+JOB_STACKS = f"{ARN}:cloudformation:${{AWS::Region}}:${{AWS::AccountId}}:stack/pijob-*/*"
+AMI_PARAMETERS = f"{ARN}:ssm:${{AWS::Region}}::parameter/aws/service/ami-amazon-linux-latest/*"
+TEMPLATE_OBJECT = f"{ARN}:s3:::${{ArtifactsBucket}}/${{BusinessFunctionTemplateKey}}"
+INSTANCE_TYPES = ["c7i.large", "c7i.xlarge", "c7i.2xlarge", "r7i.large", "r7i.xlarge"]
+
+# (role, Sid) -> (actions, resources)
+EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
+    "ApiHandlerRole": {
+        "Logs": ({"logs:CreateLogStream", "logs:PutLogEvents"}, {"${ApiHandlerLogGroup.Arn}"}),
+        "JobAndIdempotencyRecords": (
+            {"dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+            {"${JobsTable.Arn}"},
+        ),
+        "ListOwnJobs": ({"dynamodb:Query"}, {"${JobsTable.Arn}/index/owner-created-index"}),
+        "Enqueue": ({"sqs:SendMessage"}, {"${JobsQueue.Arn}"}),
+        "PresignResults": ({"s3:GetObject"}, {"${ResultsBucket.Arn}/results/*"}),
+    },
+    "DispatcherRole": {
+        "Logs": ({"logs:CreateLogStream", "logs:PutLogEvents"}, {"${DispatcherLogGroup.Arn}"}),
+        "ConsumeAndDefer": (
+            {
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ReceiveMessage",
+                "sqs:SendMessage",
+            },
+            {"${JobsQueue.Arn}"},
+        ),
+        "JobRecordsAndCapacity": (
+            {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+            {"${JobsTable.Arn}"},
+        ),
+        "CreateJobStacksFromOurTemplateWithOurRole": ({"cloudformation:CreateStack"}, {JOB_STACKS}),
+        "DescribeAndDeleteJobStacks": (
+            {"cloudformation:DeleteStack", "cloudformation:DescribeStacks"},
+            {JOB_STACKS},
+        ),
+        "PassOnlyTheServiceRole": ({"iam:PassRole"}, {"${CfnServiceRole.Arn}"}),
+        "ReadTheTemplate": ({"s3:GetObject"}, {TEMPLATE_OBJECT}),
+        "ResolveTheImageParameter": ({"ssm:GetParameters"}, {AMI_PARAMETERS}),
+    },
+    "ReaperRole": {
+        "Logs": ({"logs:CreateLogStream", "logs:PutLogEvents"}, {"${ReaperLogGroup.Arn}"}),
+        "JobRecordsAndCapacity": (
+            {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"},
+            {"${JobsTable.Arn}"},
+        ),
+        "InspectAndDeleteJobStacks": (
+            {
+                "cloudformation:DeleteStack",
+                "cloudformation:DescribeStackEvents",
+                "cloudformation:DescribeStacks",
+            },
+            {JOB_STACKS},
+        ),
+        "FindOrphanStacks": ({"cloudformation:ListStacks"}, {"*"}),
+        "ReadTheMapping": (
+            {"lambda:GetEventSourceMapping"},
+            {
+                f"{ARN}:lambda:${{AWS::Region}}:${{AWS::AccountId}}:"
+                "event-source-mapping:${DispatcherEventSourceMapping}"
+            },
+        ),
+    },
+    "CfnServiceRole": {
+        "Describe": (
+            {
+                "ec2:DescribeImages",
+                "ec2:DescribeInstances",
+                "ec2:DescribeInstanceStatus",
+                "ec2:DescribeLaunchTemplates",
+                "ec2:DescribeLaunchTemplateVersions",
+                "ec2:DescribeSecurityGroupRules",
+                "ec2:DescribeSecurityGroups",
+                "ec2:DescribeSubnets",
+                "ec2:DescribeVpcs",
+            },
+            {"*"},
+        ),
+        "CreateSecurityGroupInTheJobVpc": (
+            {"ec2:CreateSecurityGroup"},
+            {f"{EC2}:security-group/*", f"{EC2}:vpc/${{VpcId}}"},
+        ),
+        "SetEgressRules": (
+            {"ec2:AuthorizeSecurityGroupEgress", "ec2:RevokeSecurityGroupEgress"},
+            {f"{EC2}:security-group/*", f"{EC2}:security-group-rule/*"},
+        ),
+        "CreateLaunchTemplate": ({"ec2:CreateLaunchTemplate"}, {f"{EC2}:launch-template/*"}),
+        "DeleteOnlyJobResources": (
+            {"ec2:DeleteLaunchTemplate", "ec2:DeleteSecurityGroup", "ec2:TerminateInstances"},
+            {f"{EC2}:instance/*", f"{EC2}:launch-template/*", f"{EC2}:security-group/*"},
+        ),
+        "RunOnlyAllowedInstanceTypes": ({"ec2:RunInstances"}, {f"{EC2}:instance/*"}),
+        "RunInstancesUsing": (
+            {"ec2:RunInstances"},
+            {
+                f"{ARN}:ec2:${{AWS::Region}}::image/*",
+                f"{EC2}:launch-template/*",
+                f"{EC2}:network-interface/*",
+                f"{EC2}:security-group/*",
+                f"{EC2}:subnet/${{SubnetId}}",
+                f"{EC2}:volume/*",
+            },
+        ),
+        "TagOnCreate": (
+            {"ec2:CreateTags"},
+            {
+                f"{EC2}:instance/*",
+                f"{EC2}:launch-template/*",
+                f"{EC2}:network-interface/*",
+                f"{EC2}:security-group/*",
+                f"{EC2}:security-group-rule/*",
+                f"{EC2}:volume/*",
+            },
+        ),
+        "PassOnlyTheInstanceRole": ({"iam:PassRole"}, {"${InstanceRole.Arn}"}),
+        "ResolveTheImageParameter": ({"ssm:GetParameters"}, {AMI_PARAMETERS}),
+    },
+    "InstanceRole": {
+        "WriteResults": ({"s3:AbortMultipartUpload", "s3:PutObject"}, {"${ResultsBucket.Arn}/results/*"}),
+        "InstallWorker": ({"s3:GetObject"}, {f"{ARN}:s3:::${{ArtifactsBucket}}/${{WorkerArtifactKey}}"}),
+        "JobRecordsAndCapacity": ({"dynamodb:GetItem", "dynamodb:UpdateItem"}, {"${JobsTable.Arn}"}),
+        "DeleteOwnJobStack": ({"cloudformation:DeleteStack"}, {JOB_STACKS}),
+    },
+}
+TRUSTED_SERVICE = {
+    "ApiHandlerRole": "lambda.amazonaws.com",
+    "DispatcherRole": "lambda.amazonaws.com",
+    "ReaperRole": "lambda.amazonaws.com",
+    "CfnServiceRole": "cloudformation.amazonaws.com",
+    "InstanceRole": "ec2.amazonaws.com",
+    "ApiGatewayCloudWatchRole": "apigateway.amazonaws.com",
+}
+WILDCARD_RESOURCE_ALLOWED = {("ReaperRole", "FindOrphanStacks"), ("CfnServiceRole", "Describe")}
+
+
+def load(name: str) -> dict[str, Any]:
+    template, errors = decode_str((INFRA / name).read_text())
+    assert not errors
+    assert template is not None
+    return dict(template)
+
+
+def render(value: Any) -> str:
+    """One resource expression as text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((function, argument),) = value.items()
+        if function == "Ref":
+            return f"${{{argument}}}"
+        if function == "Fn::GetAtt":
+            return "${" + ".".join(argument) + "}"
+        if function == "Fn::Sub" and isinstance(argument, str):
+            return argument
+    raise AssertionError(f"unexpected resource expression {value!r}")
+
+
+def as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def statements(role: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for policy in role["Properties"].get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            assert statement["Sid"] not in found, f"duplicate Sid {statement['Sid']}"
+            found[statement["Sid"]] = statement
+    return found
+
+
+@pytest.fixture(scope="module")
+def primary() -> dict[str, Any]:
+    return load("primary.yaml")
+
+
+@pytest.fixture(scope="module")
+def roles(primary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in primary["Resources"].items() if v["Type"] == "AWS::IAM::Role"}
+
+
+def test_every_role_is_known_and_trusts_one_service(roles: dict[str, dict[str, Any]]) -> None:
+    assert set(roles) == set(TRUSTED_SERVICE)
+    for name, role in roles.items():
+        (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert trust == trust | {"Effect": "Allow", "Action": "sts:AssumeRole"}
+        assert trust["Principal"] == {"Service": TRUSTED_SERVICE[name]}, name
+
+
+@pytest.mark.parametrize("role_name", sorted(EXPECTED))
+def test_role_grants_exactly_the_intended_actions_and_resources(
+    roles: dict[str, dict[str, Any]], role_name: str
+) -> None:
+    found = statements(roles[role_name])
+
+    assert set(found) == set(EXPECTED[role_name])
+    for sid, (actions, resources) in EXPECTED[role_name].items():
+        statement = found[sid]
+        assert statement["Effect"] == "Allow"
+        assert set(as_list(statement["Action"])) == actions, sid
+        assert {render(r) for r in as_list(statement["Resource"])} == resources, sid
+    assert "ManagedPolicyArns" not in roles[role_name]["Properties"]
+
+
+@pytest.mark.parametrize("role_name", sorted(EXPECTED))
+def test_no_wildcard_actions_and_wildcard_resources_only_where_iam_has_no_other(
+    roles: dict[str, dict[str, Any]], role_name: str
+) -> None:
+    for sid, statement in statements(roles[role_name]).items():
+        assert all("*" not in action for action in as_list(statement["Action"])), sid
+        assert "NotAction" not in statement
+        assert "NotResource" not in statement
+        if "*" in as_list(statement["Resource"]):
+            assert (role_name, sid) in WILDCARD_RESOURCE_ALLOWED
+
+
+def test_dispatcher_creates_stacks_only_from_our_template_with_our_role(
+    roles: dict[str, dict[str, Any]],
+) -> None:
+    found = statements(roles["DispatcherRole"])
+
+    condition = found["CreateJobStacksFromOurTemplateWithOurRole"]["Condition"]["StringEquals"]
+    assert render(condition["cloudformation:RoleArn"]) == "${CfnServiceRole.Arn}"
+    assert render(condition["cloudformation:TemplateUrl"]) == (
+        "https://${ArtifactsBucket}.s3.${AWS::Region}.${AWS::URLSuffix}/${BusinessFunctionTemplateKey}"
+    )
+    pass_role = found["PassOnlyTheServiceRole"]["Condition"]["StringEquals"]
+    assert pass_role == {"iam:PassedToService": "cloudformation.amazonaws.com"}
+
+
+def test_service_role_launches_only_allowed_types_and_deletes_only_job_resources(
+    roles: dict[str, dict[str, Any]],
+) -> None:
+    found = statements(roles["CfnServiceRole"])
+
+    run = found["RunOnlyAllowedInstanceTypes"]["Condition"]["StringEquals"]["ec2:InstanceType"]
+    assert run == INSTANCE_TYPES
+    assert found["DeleteOnlyJobResources"]["Condition"] == {"Null": {"aws:ResourceTag/JobId": "false"}}
+    assert found["PassOnlyTheInstanceRole"]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}
+    }
+    assert set(found["TagOnCreate"]["Condition"]["StringEquals"]["ec2:CreateAction"]) == {
+        "AuthorizeSecurityGroupEgress",
+        "CreateLaunchTemplate",
+        "CreateSecurityGroup",
+        "RunInstances",
+    }
+
+
+def test_instance_role_has_no_iam_or_ec2_and_only_job_and_capacity_items(
+    roles: dict[str, dict[str, Any]],
+) -> None:
+    found = statements(roles["InstanceRole"])
+
+    actions = {a for s in found.values() for a in as_list(s["Action"])}
+    assert not {a for a in actions if a.startswith(("iam:", "ec2:", "sts:"))}
+    leading_keys = found["JobRecordsAndCapacity"]["Condition"]["ForAllValues:StringLike"][
+        "dynamodb:LeadingKeys"
+    ]
+    assert leading_keys == ["job#*", "capacity#global"]
+    assert found["DeleteOwnJobStack"]["Condition"] == {"Null": {"aws:ResourceTag/JobId": "false"}}
+
+
+def test_business_function_instance_types_match_the_service_role(primary: dict[str, Any]) -> None:
+    business = load("business_function.yaml")
+
+    assert business["Parameters"]["InstanceType"]["AllowedValues"] == INSTANCE_TYPES
+
+
+def test_results_bucket_denies_plain_http(primary: dict[str, Any]) -> None:
+    (statement,) = primary["Resources"]["ResultsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+
+    assert statement["Effect"] == "Deny"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    block = primary["Resources"]["ResultsBucket"]["Properties"]["PublicAccessBlockConfiguration"]
+    assert all(block.values())
+
+
+def test_every_api_method_needs_a_key_and_proxies_to_the_api_handler(primary: dict[str, Any]) -> None:
+    methods = [r for r in primary["Resources"].values() if r["Type"] == "AWS::ApiGateway::Method"]
+
+    assert len(methods) == 6
+    for method in methods:
+        properties = method["Properties"]
+        assert properties["ApiKeyRequired"] is True
+        assert properties["Integration"]["Type"] == "AWS_PROXY"
+        assert "${ApiHandlerFunction.Arn}" in render(properties["Integration"]["Uri"])
+
+
+def test_business_function_parameters_are_the_dispatcher_contract() -> None:
+    parameters = load("business_function.yaml")["Parameters"]
+
+    assert set(parameters) == {
+        "JobId",
+        "Digits",
+        "TableName",
+        "ResultsBucket",
+        "InstanceProfileName",
+        "SubnetId",
+        "VpcId",
+        "WorkerArtifactUrl",
+        "InstanceType",
+        "DeadlineSeconds",
+        "ImageId",
+    }
+    assert parameters["JobId"]["AllowedPattern"] == "[a-f0-9]{32}"
+    assert parameters["ImageId"]["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+    assert parameters["DeadlineSeconds"]["MinValue"] == 60
+
+
+def test_business_function_instance_is_locked_down() -> None:
+    resources = load("business_function.yaml")["Resources"]
+
+    group = resources["WorkerSecurityGroup"]["Properties"]
+    assert "SecurityGroupIngress" not in group
+    assert [(r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in group["SecurityGroupEgress"]] == [
+        ("tcp", 443, 443)
+    ]
+    options = resources["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]["MetadataOptions"]
+    assert options["HttpTokens"] == "required"
+    assert options["HttpPutResponseHopLimit"] == 1
+    instance = resources["WorkerInstance"]["Properties"]
+    assert "KeyName" not in instance
+    assert instance["InstanceInitiatedShutdownBehavior"] == "terminate"
+    assert all(m["Ebs"]["Encrypted"] for m in instance["BlockDeviceMappings"])
+    assert {"Key": "JobId", "Value": {"Ref": "JobId"}} in instance["Tags"]
+    assert render(instance["IamInstanceProfile"]) == "${InstanceProfileName}"
+
+
+def test_rules_allow_exactly_the_visibility_timeouts_of_at_least_six_dispatcher_timeouts(
+    primary: dict[str, Any],
+) -> None:
+    dispatcher_timeouts = [int(v) for v in primary["Parameters"]["DispatcherTimeout"]["AllowedValues"]]
+    visibility_timeouts = [int(v) for v in primary["Parameters"]["QueueVisibilityTimeout"]["AllowedValues"]]
+    rules = {
+        int(rule["RuleCondition"]["Fn::Equals"][1]): rule["Assertions"][0]["Assert"]["Fn::Contains"][0]
+        for rule in primary["Rules"].values()
+    }
+
+    for timeout in dispatcher_timeouts:
+        allowed = [v for v in visibility_timeouts if v >= 6 * timeout]
+        if allowed == visibility_timeouts:
+            assert timeout not in rules  # every choice is long enough: no rule needed
+        else:
+            assert sorted(int(v) for v in rules[timeout]) == allowed, timeout
+    defaults = primary["Parameters"]
+    assert int(defaults["QueueVisibilityTimeout"]["Default"]) >= 6 * int(
+        defaults["DispatcherTimeout"]["Default"]
+    )
