@@ -16,7 +16,7 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -28,7 +28,7 @@ from pijobs.local.lambda_context import LambdaContext
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[dict[str, Any], Any], Any]
-SettingsProvider = Callable[[], dict[str, Any]]
+SettingsProvider = Callable[[], Mapping[str, Any]]
 
 MAX_CONCURRENCY = 1000
 _WAIT_TIME_S = 2  # long polls stay short so stop() is quick
@@ -64,7 +64,7 @@ _SETTING_NAMES = {
 }
 
 
-def settings_from(given: dict[str, Any], current: EsmSettings) -> EsmSettings:
+def settings_from(given: Mapping[str, Any], current: EsmSettings) -> EsmSettings:
     """``current`` updated with what ``given`` holds (snake_case or the mapping's AWS names)."""
     values: dict[str, Any] = dict(current.__dict__)
     for name, value in given.items():

@@ -62,6 +62,7 @@ class LocalConfig:
     log_dir: Path | None = None
     log_level: str | None = None
     reaper_interval: float = 2.0
+    visibility_timeout: int = 2
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -127,6 +128,7 @@ class LocalStack:
             self._set_env({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self._moto.url})
             self.outputs = self._deploy_primary()
             self._disable_moto_event_source_mapping()
+            self._shorten_visibility_timeout()
             self._set_env(self._handler_env())
             self._reset_handler_caches()
             self._set_capacity()
@@ -195,6 +197,14 @@ class LocalStack:
         if mapping_id:
             self.client("lambda").update_event_source_mapping(UUID=mapping_id, Enabled=False)
 
+    def _shorten_visibility_timeout(self) -> None:
+        """On AWS the visibility timeout is >= 6x the dispatcher's timeout (minutes); locally a dispatcher
+        call takes milliseconds, so a failed message comes back in seconds, on the laptop's time scale."""
+        self.client("sqs").set_queue_attributes(
+            QueueUrl=self.outputs["QueueUrl"],
+            Attributes={"VisibilityTimeout": str(self.config.visibility_timeout)},
+        )
+
     def _handler_env(self) -> dict[str, str]:
         """Exactly the environment the template gives the Lambdas, read back from moto's Lambda service."""
         cfn, lam = self.client("cloudformation"), self.client("lambda")
@@ -225,6 +235,7 @@ class LocalStack:
         from pijobs.local.gateway import LocalGateway
         from pijobs.local.runner import InstanceRunner
         from pijobs.local.schedule import LocalSchedule
+        from pijobs.ops import esm_settings
 
         self._gateway = LocalGateway(
             api_handler.handler.lambda_handler,
@@ -232,12 +243,14 @@ class LocalStack:
             self.outputs["UsagePlanId"],
             port=self.config.api_port,
         ).start()
+        lam, mapping_id = self.client("lambda"), self.outputs["EventSourceMappingId"]
         self._esm = LocalEventSourceMapping(
             lambda: self.client("sqs"),
             self.outputs["QueueUrl"],
             dispatcher.handler.lambda_handler,
             batch_size=self.config.batch_size,
             maximum_concurrency=self.config.maximum_concurrency,
+            settings_provider=lambda: esm_settings(lam, mapping_id),  # `pijobs ops set` applies live
         ).start()
         self._reaper = LocalSchedule(
             dispatcher.reaper.lambda_handler, interval=self.config.reaper_interval, name="reaper"

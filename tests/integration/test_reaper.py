@@ -1,4 +1,4 @@
-"""The reaper under moto: every stuck or orphaned case ends terminal or retried, and nothing is left behind."""
+"""The reaper under moto: every stuck or orphaned job ends terminal or retried; nothing is left behind."""
 
 from __future__ import annotations
 

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
-INFRA = Path(__file__).resolve().parents[2] / "infra"
 REGION = "us-east-1"
-
-
-@pytest.fixture(scope="session")
-def infra_dir() -> Path:
-    return INFRA
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import base64
 import json
 from typing import Any
 
+import boto3
 import pytest
 
 from pijobs.deploy import deploy_primary_local
@@ -213,3 +214,12 @@ def test_a_second_create_for_the_same_job_is_refused(aws: dict[str, Any], output
     with pytest.raises(aws["cloudformation"].exceptions.AlreadyExistsException):
         create_job_stack(aws, outputs)
     assert len(job_instances(aws)) == 1
+
+
+def test_reaper_runs_every_minute(aws: dict[str, Any], outputs: dict[str, str]) -> None:
+    events = boto3.client("events", region_name="us-east-1")
+
+    (rule,) = events.list_rules()["Rules"]
+    assert rule["ScheduleExpression"] == "rate(1 minute)"
+    (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert target["Arn"].endswith(":function:" + outputs["ReaperFunctionName"])

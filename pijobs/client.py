@@ -1,0 +1,275 @@
+"""A small HTTP client for the pijobs API (standard library only, so a customer install needs nothing more).
+
+Every call returns the API's JSON as a dict; a non-2xx answer raises :class:`ApiError` carrying the API's
+error body (``{"error": {"code", "message", "details"}}``, or API Gateway's own ``{"message"}``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED"})
+RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+USER_AGENT = "pijobs-cli"
+_CHUNK = 1 << 16
+
+
+class PijobsClientError(Exception):
+    """Base of the client's errors."""
+
+
+class TransportError(PijobsClientError):
+    """The API could not be reached or answered with something that is not HTTP."""
+
+
+class ApiError(PijobsClientError):
+    """A non-2xx answer. ``body`` is the API's JSON (or ``{}`` when the answer was not JSON)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or []
+        self.body = body or {}
+
+
+class WaitTimeoutError(PijobsClientError):
+    def __init__(self, job: dict[str, Any], timeout: float) -> None:
+        super().__init__(f"job {job.get('job_id')} is still {job.get('status')} after {timeout:g} s")
+        self.job = job
+
+
+class IntegrityError(PijobsClientError):
+    """A downloaded result does not match the byte count or sha256 the job recorded."""
+
+
+@dataclass(frozen=True)
+class Download:
+    path: Path
+    bytes: int
+    sha256: str
+
+
+def api_error(status: int, raw: bytes, headers: Any = None) -> ApiError:
+    """Turn an error answer into an ApiError: the API's envelope, API Gateway's, or plain text."""
+    try:
+        body = json.loads(raw.decode("utf-8")) if raw else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    envelope = body.get("error")
+    if isinstance(envelope, dict):
+        details = envelope.get("details")
+        return ApiError(
+            status=status,
+            code=str(envelope.get("code") or f"http_{status}"),
+            message=str(envelope.get("message") or ""),
+            details=details if isinstance(details, list) else [],
+            body=body,
+        )
+    gateway_type = headers.get("x-amzn-ErrorType") if headers is not None else None
+    message = body.get("message") or raw.decode("utf-8", errors="replace").strip()[:200] or "no message"
+    code = str(gateway_type).split(":")[0] if gateway_type else f"http_{status}"
+    return ApiError(status=status, code=code, message=str(message), body=body)
+
+
+def is_terminal(job: dict[str, Any]) -> bool:
+    return job.get("status") in TERMINAL_STATES
+
+
+class PijobsClient:
+    """``PijobsClient(base_url, api_key)``; methods mirror the API's routes."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._timeout = timeout
+        self._retries = retries
+        self._sleep = sleep
+
+    # ---- the API -----------------------------------------------------------------------------------------
+    def submit(
+        self,
+        digits: int,
+        *,
+        cost_center: str | None = None,
+        name: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"digits": digits}
+        if cost_center is not None:
+            body["cost_center"] = cost_center
+        if name is not None:
+            body["name"] = name
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        # A POST is retried only when it carries an idempotency key: a repeat then returns the same job.
+        return self._call("POST", "/jobs", body, headers=headers, retry=bool(idempotency_key))
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{_quote(job_id)}")
+
+    def list_jobs(self, *, limit: int | None = None, next_token: str | None = None) -> dict[str, Any]:
+        query = {k: str(v) for k, v in (("limit", limit), ("next", next_token)) if v is not None}
+        suffix = f"?{urllib.parse.urlencode(query)}" if query else ""
+        return self._call("GET", f"/jobs{suffix}")
+
+    def iter_jobs(self, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every job, newest first, following ``next`` page by page (``limit`` is the page size)."""
+        token: str | None = None
+        while True:
+            page = self.list_jobs(limit=limit, next_token=token)
+            yield from page.get("jobs", [])
+            token = page.get("next")
+            if not token:
+                return
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/jobs/{_quote(job_id)}")
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        interval: float = 1.0,
+        timeout: float | None = None,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job is terminal (``on_update`` sees each reading); WaitTimeoutError on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if on_update is not None:
+                on_update(job)
+            if is_terminal(job):
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeoutError(job, timeout or 0.0)
+            self._sleep(interval)
+
+    def download_result(self, job: dict[str, Any], destination: Path) -> Download:
+        """Fetch the job's result through its presigned URL into ``destination``, checked against the record.
+
+        The bytes go to ``<destination>.part`` first and are renamed only when byte count and sha256 match;
+        on a mismatch the partial file is removed and IntegrityError raised.
+        """
+        result = job.get("result") or {}
+        url = result.get("url")
+        if not url:
+            raise IntegrityError(f"job {job.get('job_id')} has no result URL (status {job.get('status')})")
+        partial = destination.with_name(destination.name + ".part")
+        try:
+            size, digest = self._fetch_to(url, partial)
+            problem = integrity_problem(size, digest, result)
+            if problem:
+                raise IntegrityError(problem)
+            partial.replace(destination)
+        finally:
+            partial.unlink(missing_ok=True)
+        return Download(destination, size, digest)
+
+    # ---- plumbing ----------------------------------------------------------------------------------------
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        retry: bool | None = None,
+    ) -> dict[str, Any]:
+        retry = method in ("GET", "DELETE") if retry is None else retry
+        attempts = self._retries if retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._send(method, path, body, headers or {})
+            except ApiError as exc:
+                if exc.status not in RETRYABLE_STATUS or attempt == attempts:
+                    raise
+            except TransportError:
+                if attempt == attempts:
+                    raise
+            self._sleep(0.5 * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(
+        self, method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str]
+    ) -> dict[str, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header("x-api-key", self._api_key)
+        request.add_header("Accept", "application/json")
+        request.add_header("User-Agent", USER_AGENT)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        for name, value in headers.items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            raise api_error(exc.code, exc.read(), exc.headers) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TransportError(f"cannot reach {self.base_url}: {reason}") from None
+        try:
+            answer = json.loads(raw.decode("utf-8")) if raw else {}
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise TransportError(f"{method} {path}: the answer is not JSON") from exc
+        return answer if isinstance(answer, dict) else {"value": answer}
+
+    def _fetch_to(self, url: str, path: Path) -> tuple[int, str]:
+        """Stream ``url`` (a presigned URL: no API key) into ``path``; return (bytes, sha256)."""
+        digest = hashlib.sha256()
+        size = 0
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response, path.open("wb") as out:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+        except urllib.error.HTTPError as exc:
+            raise api_error(exc.code, exc.read(), exc.headers) from None
+        except urllib.error.URLError as exc:
+            raise TransportError(f"cannot download the result: {exc.reason}") from None
+        return size, digest.hexdigest()
+
+
+def integrity_problem(size: int, sha256: str, expected: dict[str, Any]) -> str | None:
+    """None when ``size`` and ``sha256`` match the job's result record, else what differs."""
+    problems = []
+    if expected.get("bytes") is not None and int(expected["bytes"]) != size:
+        problems.append(f"{size} bytes, expected {expected['bytes']}")
+    if expected.get("sha256") and str(expected["sha256"]).lower() != sha256:
+        problems.append(f"sha256 {sha256}, expected {expected['sha256']}")
+    return "download does not match the job's result: " + "; ".join(problems) if problems else None
+
+
+def _quote(job_id: str) -> str:
+    return urllib.parse.quote(job_id, safe="")

@@ -1,0 +1,363 @@
+"""The customer's commands: submit, status, list, result, cancel — the REST API from a terminal.
+
+Each takes ``--api-url`` / ``--api-key`` (default ``$PIJOBS_API_URL`` / ``$PIJOBS_API_KEY``) and ``--json``
+(stdout carries the API's JSON and nothing else; progress and messages go to stderr). Exit codes: 0 done,
+1 the API refused or the job did not succeed, 2 a usage problem (missing URL or key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pijobs.client import (
+    ApiError,
+    IntegrityError,
+    PijobsClient,
+    PijobsClientError,
+    WaitTimeoutError,
+)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+URL_ENV = "PIJOBS_API_URL"
+KEY_ENV = "PIJOBS_API_KEY"
+
+Command = Callable[[argparse.Namespace, PijobsClient, "Output"], int]
+
+
+class UsageError(Exception):
+    """A problem with how the command was called (exit 2)."""
+
+
+# ---- registration ------------------------------------------------------------------------------------------
+def register(subparsers: Any) -> None:
+    common = _common_options()
+
+    submit = subparsers.add_parser("submit", parents=[common], help="submit a job (N digits of pi)")
+    submit.add_argument("--digits", type=int, required=True, help="digits after '3.'")
+    submit.add_argument("--cost-center", help="cost center to charge")
+    submit.add_argument("--name", help="a name for the job")
+    submit.add_argument("--idempotency-key", help="a repeat with the same key returns the same job")
+    submit.add_argument("--wait", action="store_true", help="show progress until the job finishes")
+    submit.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
+    submit.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    submit.set_defaults(run=_runner(cmd_submit))
+
+    status = subparsers.add_parser("status", parents=[common], help="show one job")
+    status.add_argument("job_id", metavar="ID")
+    status.set_defaults(run=_runner(cmd_status))
+
+    listing = subparsers.add_parser("list", parents=[common], help="your jobs, newest first")
+    listing.add_argument("--limit", type=int, default=None, help="jobs per page")
+    listing.add_argument("--next", dest="next_token", default=None, help="page token from a previous list")
+    listing.add_argument("--all", action="store_true", help="follow every page")
+    listing.set_defaults(run=_runner(cmd_list))
+
+    result = subparsers.add_parser("result", parents=[common], help="download a job's result, verified")
+    result.add_argument("job_id", metavar="ID")
+    result.add_argument("-o", "--output", type=Path, default=None, help="file (default: the result's name)")
+    result.set_defaults(run=_runner(cmd_result))
+
+    cancel = subparsers.add_parser("cancel", parents=[common], help="cancel a job that has not finished")
+    cancel.add_argument("job_id", metavar="ID")
+    cancel.set_defaults(run=_runner(cmd_cancel))
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("API")
+    group.add_argument("--api-url", default=None, help=f"base URL of the API (default: ${URL_ENV})")
+    group.add_argument(
+        "--api-key", default=None, help=f"API key (default: ${KEY_ENV}; the variable keeps it out of ps)"
+    )
+    group.add_argument("--json", dest="json_output", action="store_true", help="print the API's JSON only")
+    return common
+
+
+def _runner(command: Command) -> Callable[[argparse.Namespace], int]:
+    """Wrap a command: build the client, turn client errors into a message and an exit code."""
+
+    def run(args: argparse.Namespace) -> int:
+        out = Output(json_mode=args.json_output)
+        try:
+            client = client_from(args.api_url, args.api_key, os.environ)
+            return command(args, client, out)
+        except UsageError as exc:
+            out.error(str(exc))
+            return EXIT_USAGE
+        except ApiError as exc:
+            out.api_error(exc)
+            return EXIT_FAILED
+        except WaitTimeoutError as exc:
+            out.error(f"{exc}; it goes on: pijobs status {exc.job.get('job_id')}")
+            return EXIT_FAILED
+        except PijobsClientError as exc:
+            out.error(str(exc))
+            return EXIT_FAILED
+
+    return run
+
+
+def client_from(api_url: str | None, api_key: str | None, env: Any) -> PijobsClient:
+    url = api_url or env.get(URL_ENV)
+    key = api_key or env.get(KEY_ENV)
+    if not url:
+        raise UsageError(f"no API URL: pass --api-url or set {URL_ENV}")
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"the API URL must start with http:// or https://, not {url!r}")
+    if not key:
+        raise UsageError(f"no API key: pass --api-key or set {KEY_ENV}")
+    return PijobsClient(url, key)
+
+
+# ---- commands ----------------------------------------------------------------------------------------------
+def cmd_submit(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
+    accepted = client.submit(
+        args.digits, cost_center=args.cost_center, name=args.name, idempotency_key=args.idempotency_key
+    )
+    job_id = str(accepted["job_id"])
+    if not args.wait:
+        if out.json_mode:
+            out.json(accepted)
+        else:
+            out.line(f"job {job_id} {accepted.get('status', '')}")
+            out.note(f"follow it with: pijobs status {job_id}")
+        return EXIT_OK
+    job = wait_with_progress(client, job_id, interval=args.interval, timeout=args.timeout)
+    if out.json_mode:
+        out.json(job)
+    else:
+        out.job(job)
+    return EXIT_OK if job.get("status") == "SUCCEEDED" else EXIT_FAILED
+
+
+def cmd_status(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
+    job = client.get(args.job_id)
+    if out.json_mode:
+        out.json(job)
+    else:
+        out.job(job)
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    if args.all:
+        page: dict[str, Any] = {"jobs": list(client.iter_jobs(limit=args.limit)), "next": None}
+    else:
+        page = client.list_jobs(limit=args.limit, next_token=args.next_token)
+    if out.json_mode:
+        out.json(page)
+        return EXIT_OK
+    out.jobs_table(page.get("jobs", []))
+    if page.get("next"):
+        out.note(f"more: pijobs list --all, or --next {page['next']}")
+    return EXIT_OK
+
+
+def cmd_result(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
+    job = client.get(args.job_id)
+    if job.get("status") != "SUCCEEDED" or not job.get("result"):
+        out.error(f"job {args.job_id} is {job.get('status')}: it has no result")
+        return EXIT_FAILED
+    destination = args.output or default_result_path(job)
+    try:
+        download = client.download_result(job, destination)
+    except IntegrityError as exc:
+        out.error(f"{exc}; nothing written to {destination}")
+        return EXIT_FAILED
+    except OSError as exc:  # the destination cannot be written, or the download broke off
+        out.error(f"cannot write {destination}: {exc}")
+        return EXIT_FAILED
+    if out.json_mode:
+        out.json(job)
+    else:
+        out.line(f"wrote {download.path} ({download.bytes} bytes, sha256 {download.sha256}): verified")
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
+    job = client.cancel(args.job_id)
+    if out.json_mode:
+        out.json(job)
+    else:
+        out.line(f"job {job.get('job_id', args.job_id)} {job.get('status', '')}")
+    return EXIT_OK
+
+
+# ---- helpers -----------------------------------------------------------------------------------------------
+def default_result_path(job: dict[str, Any]) -> Path:
+    """The last part of the result's key (``pi-15000.txt``), in the current directory."""
+    name = PurePosixPath(str((job.get("result") or {}).get("key") or "")).name
+    return Path(name or f"{job.get('job_id', 'result')}.txt")
+
+
+def progress_state(job: dict[str, Any]) -> tuple[str, float | None, float]:
+    """(description, total, completed) of a progress bar for ``job``; total None while progress is unknown."""
+    status = str(job.get("status", "?"))
+    progress = job.get("progress")
+    if progress is None:
+        return status, None, 0.0
+    return status, 1.0, max(0.0, min(1.0, float(progress)))
+
+
+def wait_with_progress(
+    client: PijobsClient, job_id: str, *, interval: float, timeout: float | None
+) -> dict[str, Any]:
+    """Poll until the job is terminal: a rich progress bar on a terminal's stderr, status lines otherwise."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(stderr=True, highlight=False)
+    try:
+        if not console.is_terminal:
+            return client.wait(
+                job_id, interval=interval, timeout=timeout, on_update=_status_lines(console, job_id)
+            )
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
+        with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task(f"{job_id[:8]} QUEUED", total=None)
+
+            def update(job: dict[str, Any]) -> None:
+                status, total, completed = progress_state(job)
+                bar.update(task, description=f"{job_id[:8]} {status}", total=total, completed=completed)
+
+            return client.wait(job_id, interval=interval, timeout=timeout, on_update=update)
+    except KeyboardInterrupt:
+        console.print(f"stopped waiting; the job goes on: pijobs status {job_id}", markup=False)
+        raise
+
+
+def _status_lines(console: Any, job_id: str) -> Callable[[dict[str, Any]], None]:
+    seen: list[str] = []
+
+    def update(job: dict[str, Any]) -> None:
+        status = str(job.get("status"))
+        if not seen or seen[-1] != status:
+            seen.append(status)
+            console.print(f"job {job_id} {status}", markup=False)
+
+    return update
+
+
+def error_lines(exc: ApiError) -> list[str]:
+    """``422 validation_error: message`` and one ``  field: problem`` line per detail."""
+    lines = [f"{exc.status} {exc.code}: {exc.message}"]
+    for detail in exc.details:
+        if isinstance(detail, dict):
+            lines.append(f"  {detail.get('field', '?')}: {detail.get('problem', '')}")
+    return lines
+
+
+JOB_FIELDS = (
+    "job_id",
+    "status",
+    "digits",
+    "name",
+    "cost_center",
+    "attempts",
+    "progress",
+    "created_at",
+    "dispatched_at",
+    "started_at",
+    "finished_at",
+)
+
+
+def job_rows(job: dict[str, Any]) -> list[tuple[str, str]]:
+    """The job as (field, text) rows for a human; the result's URL is printed apart, unbroken."""
+    rows = [(name, _text(job.get(name))) for name in JOB_FIELDS if job.get(name) is not None]
+    rows = [(n, f"{float(job['progress']):.0%}" if n == "progress" else v) for n, v in rows]
+    error = job.get("error")
+    if error:
+        rows.append(("error", f"{error.get('code')}: {error.get('message')}"))
+    result = job.get("result")
+    if result:
+        rows += [("result", str(result.get("key"))), ("bytes", _text(result.get("bytes")))]
+        rows.append(("sha256", str(result.get("sha256"))))
+    return rows
+
+
+LIST_COLUMNS = ("job_id", "status", "digits", "name", "created_at", "finished_at")
+PIPE_WIDTH = 200  # rich assumes 80 columns off a terminal; piped tables stay one line per row
+
+
+def stdout_console() -> Any:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=PIPE_WIDTH)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+@dataclass
+class Output:
+    """Where things go: JSON and results to stdout, messages to stderr; rich only for humans."""
+
+    json_mode: bool = False
+
+    def json(self, data: Any) -> None:
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        sys.stdout.flush()
+
+    def line(self, text: str) -> None:
+        print(text, flush=True)
+
+    def note(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def error(self, text: str) -> None:
+        print(f"pijobs: {text}", file=sys.stderr, flush=True)
+
+    def api_error(self, exc: ApiError) -> None:
+        if self.json_mode and exc.body:
+            self.json(exc.body)
+        self.error("\n".join(error_lines(exc)))
+
+    def job(self, job: dict[str, Any]) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        for name, value in job_rows(job):
+            table.add_row(name, Text(value))
+        stdout_console().print(table)
+        url = (job.get("result") or {}).get("url")
+        if url:
+            self.line(f"url {url}")
+
+    def jobs_table(self, jobs: list[dict[str, Any]]) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        if not jobs:
+            self.note("no jobs")
+            return
+        table = Table(box=None)
+        for column in LIST_COLUMNS:
+            table.add_column(column, no_wrap=column != "name", overflow="ellipsis")
+        for job in jobs:
+            table.add_row(*(Text(_text(job.get(column))) for column in LIST_COLUMNS))
+        stdout_console().print(table)

@@ -1,0 +1,313 @@
+"""The ``pijobs`` customer and operator commands, run in-process against the embedded local stack."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pijobs import cli
+from pijobs.local.stack import LocalConfig, LocalStack
+from pijobs.ops import esm_settings
+
+pytestmark = [
+    pytest.mark.e2e,
+    # moto re-parses the primary template on DescribeStacks and warns about the resources it skips
+    pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning"),
+]
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    config = LocalConfig(max_active_stacks=2, log_dir=tmp_path_factory.mktemp("workers"))
+    with LocalStack(config) as local:
+        yield local
+
+
+@pytest.fixture
+def pijobs(stack: LocalStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``pijobs(*argv)`` runs the command as a customer of the local stack would, and returns what it said."""
+    monkeypatch.setenv("PIJOBS_API_URL", stack.api_url)
+    monkeypatch.setenv("PIJOBS_API_KEY", stack.api_key)
+    monkeypatch.delenv("PIJOBS_STACK_NAME", raising=False)
+
+    def run(*argv: str) -> Run:
+        capsys.readouterr()
+        code = cli.main(list(argv))
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+@contextmanager
+def dispatch_paused(stack: LocalStack) -> Iterator[None]:
+    """Stop the local event source mapping so queued messages stay put; start it again after."""
+    stack.esm.stop()
+    try:
+        yield
+    finally:
+        stack.esm.start()
+
+
+def drain_queue(stack: LocalStack, queue_url: str) -> int:
+    sqs = stack.client("sqs")
+    drained = 0
+    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        drained += len(messages)
+    return drained
+
+
+# ---- customer commands ------------------------------------------------------------------------------------
+def test_submit_json_prints_only_the_accepted_job(pijobs: Any, stack: LocalStack) -> None:
+    with dispatch_paused(stack):
+        run = pijobs("submit", "--digits", "50", "--name", "cli", "--json")
+        assert run.code == 0, run.err
+        accepted = run.json()
+        assert accepted["status"] == "QUEUED" and accepted["job_id"]
+        assert accepted["links"]["self"].endswith(f"/jobs/{accepted['job_id']}")
+        assert pijobs("cancel", accepted["job_id"], "--json").code == 0
+
+
+def test_status_list_and_cancel_a_queued_job(pijobs: Any, stack: LocalStack) -> None:
+    with dispatch_paused(stack):
+        ids = [pijobs("submit", "--digits", "60", "--json").json()["job_id"] for _ in range(3)]
+
+        status = pijobs("status", ids[0], "--json")
+        one_page = pijobs("list", "--limit", "1", "--json")
+        every_page = pijobs("list", "--limit", "1", "--all", "--json")
+        human = pijobs("list", "--limit", "2")
+        cancelled = pijobs("cancel", ids[0], "--json")
+        again = pijobs("cancel", ids[0])
+        for job_id in ids[1:]:
+            assert pijobs("cancel", job_id).code == 0
+
+    assert status.code == 0 and status.json()["status"] == "QUEUED" and status.json()["digits"] == 60
+    assert len(one_page.json()["jobs"]) == 1 and one_page.json()["next"]
+    listed = [job["job_id"] for job in every_page.json()["jobs"]]
+    assert set(ids) <= set(listed) and every_page.json()["next"] is None
+    assert listed.index(ids[2]) < listed.index(ids[0])  # newest first
+    assert human.code == 0 and ids[2] in human.out and "QUEUED" in human.out and "--next" in human.err
+    assert cancelled.code == 0 and cancelled.json()["status"] == "CANCELLED"
+    assert again.code == 1 and "409" in again.err and "job_finished" in again.err
+    assert pijobs("status", ids[0], "--json").json()["status"] == "CANCELLED"
+
+
+def test_submit_wait_then_download_a_verified_result(pijobs: Any, stack: LocalStack, tmp_path: Path) -> None:
+    waited = pijobs("submit", "--digits", "1000", "--wait", "--interval", "0.2", "--timeout", "120")
+    assert waited.code == 0, waited.out + waited.err
+    assert "SUCCEEDED" in waited.out and "url http" in waited.out
+    job_id = waited.out.split()[waited.out.split().index("job_id") + 1]
+    job = pijobs("status", job_id, "--json").json()
+    target = tmp_path / "pi.txt"
+
+    fetched = pijobs("result", job_id, "-o", str(target))
+
+    assert fetched.code == 0, fetched.err
+    data = target.read_bytes()
+    assert len(data) == job["result"]["bytes"]
+    assert hashlib.sha256(data).hexdigest() == job["result"]["sha256"]
+    digits = data.decode().splitlines()[-1]
+    assert digits.startswith("3.14159265358979") and len(digits) == 2 + 1000
+
+    # Given the stored object no longer matches the record, the download is refused and nothing is written.
+    stack.client("s3").put_object(Bucket=stack.outputs["ResultsBucket"], Key=job["result"]["key"], Body=b"x")
+    tampered = tmp_path / "tampered.txt"
+    refused = pijobs("result", job_id, "-o", str(tampered))
+    assert refused.code == 1 and "does not match" in refused.err
+    assert not tampered.exists() and not list(tmp_path.glob("*.part"))
+
+
+def test_result_of_a_job_without_one_exits_one(pijobs: Any, stack: LocalStack) -> None:
+    with dispatch_paused(stack):
+        job_id = pijobs("submit", "--digits", "70", "--json").json()["job_id"]
+        pijobs("cancel", job_id)
+    run = pijobs("result", job_id)
+    assert run.code == 1 and "CANCELLED" in run.err and "no result" in run.err
+
+
+def test_api_errors_exit_one_with_code_and_fields(pijobs: Any) -> None:
+    invalid = pijobs("submit", "--digits", "0")
+    missing = pijobs("status", "no-such-job", "--json")
+    wrong_key = pijobs("status", "x", "--api-key", "not-a-key")
+
+    assert invalid.code == 1 and "422 validation_error" in invalid.err and "digits:" in invalid.err
+    assert missing.code == 1 and "404" in missing.err
+    assert missing.json()["error"]["code"] == "not_found"  # --json: the API's error body on stdout
+    assert wrong_key.code == 1 and "403" in wrong_key.err
+
+
+def test_missing_api_key_is_a_usage_error(pijobs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PIJOBS_API_KEY")
+    run = pijobs("submit", "--digits", "10", "--json")
+    assert run.code == 2 and "no API key" in run.err and "PIJOBS_API_KEY" in run.err
+    assert run.out == ""
+
+
+# ---- operator commands ------------------------------------------------------------------------------------
+def test_ops_status_shows_queue_jobs_capacity_and_mapping(pijobs: Any, stack: LocalStack) -> None:
+    with dispatch_paused(stack):
+        ids = [pijobs("submit", "--digits", "80", "--json").json()["job_id"] for _ in range(2)]
+        status = pijobs("ops", "status", "--json")
+        human = pijobs("ops", "status")
+        for job_id in ids:
+            pijobs("cancel", job_id)
+
+    assert status.code == 0, status.err
+    report = status.json()
+    assert report["queue"]["visible"] + report["queue"]["in_flight"] >= 2
+    assert report["live_jobs"]["QUEUED"] >= 2
+    assert report["capacity"]["max_active_stacks"] == 2
+    assert report["event_source_mapping"]["batch_size"] == stack.config.batch_size
+    assert report["event_source_mapping"]["maximum_concurrency"] == stack.config.maximum_concurrency
+    assert report["dead_letter_queue"]["url"] == stack.outputs["DeadLetterQueueUrl"]
+    assert human.code == 0 and "MaxActiveStacks 2" in human.out and "MaximumConcurrency" in human.out
+
+
+def test_ops_set_changes_capacity_and_the_mapping(pijobs: Any, stack: LocalStack) -> None:
+    mapping_id = stack.outputs["EventSourceMappingId"]
+    try:
+        changed = pijobs(
+            "ops",
+            "set",
+            "--max-active-stacks",
+            "3",
+            "--maximum-concurrency",
+            "4",
+            "--batch-size",
+            "7",
+            "--json",
+        )
+        after = pijobs("ops", "status", "--json").json()
+        settings = esm_settings(stack.client("lambda"), mapping_id)
+    finally:
+        pijobs(
+            "ops",
+            "set",
+            "--max-active-stacks",
+            "2",
+            "--maximum-concurrency",
+            str(stack.config.maximum_concurrency),
+            "--batch-size",
+            str(stack.config.batch_size),
+        )
+
+    assert changed.code == 0, changed.err
+    assert after["capacity"]["max_active_stacks"] == 3
+    assert after["event_source_mapping"]["batch_size"] == 7
+    assert after["event_source_mapping"]["maximum_concurrency"] == 4
+    assert settings == {"batch_size": 7, "maximum_concurrency": 4}
+    mapping = stack.client("lambda").get_event_source_mapping(UUID=mapping_id)
+    assert mapping["State"] == "Disabled"  # the change must not wake moto's own consumer
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--maximum-concurrency", "1"],
+        ["--maximum-concurrency", "1001"],
+        ["--batch-size", "0"],
+        ["--batch-size", "10001"],
+        ["--max-active-stacks", "0"],
+    ],
+)
+def test_ops_set_refuses_out_of_range_values(pijobs: Any, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        pijobs("ops", "set", *argv)
+    assert exit_info.value.code == 2
+
+
+def test_ops_set_needs_something_to_change_and_a_window_for_big_batches(pijobs: Any) -> None:
+    nothing = pijobs("ops", "set")
+    big = pijobs("ops", "set", "--batch-size", "20")
+    assert nothing.code == 2 and "nothing to change" in nothing.err
+    assert big.code == 2 and "MaximumBatchingWindowInSeconds" in big.err
+    assert pijobs("ops", "status", "--json").json()["event_source_mapping"]["batch_size"] != 20
+
+
+def test_dlq_list_redrive_and_purge(pijobs: Any, stack: LocalStack) -> None:
+    sqs = stack.client("sqs")
+    queue_url, dlq_url = stack.outputs["QueueUrl"], stack.outputs["DeadLetterQueueUrl"]
+    with dispatch_paused(stack):
+        drain_queue(stack, queue_url)
+        sent = sqs.send_message(
+            QueueUrl=dlq_url,
+            MessageBody="{not a job",
+            MessageAttributes={"job_id": {"DataType": "String", "StringValue": "broken-1"}},
+        )["MessageId"]
+
+        listed = pijobs("dlq", "list", "--json")
+        listed_again = pijobs("dlq", "list")
+        redriven = pijobs("dlq", "redrive", "--json")
+        after_redrive = pijobs("ops", "status", "--json").json()
+        moved = sqs.receive_message(QueueUrl=queue_url, MessageAttributeNames=["All"])["Messages"]
+        drain_queue(stack, queue_url)
+
+    assert listed.code == 0, listed.err
+    [message] = listed.json()["messages"]
+    assert message["message_id"] == sent and message["body"] == "{not a job"
+    assert message["job_id"] == "broken-1" and message["receive_count"] >= 1 and message["sent_at"]
+    assert listed_again.code == 0 and sent in listed_again.out  # peeking leaves the message in place
+    assert redriven.code == 0 and redriven.json() == {"moved": 1, "failed": 0}
+    assert after_redrive["dead_letter_queue"]["visible"] == 0
+    assert after_redrive["queue"]["visible"] + after_redrive["queue"]["in_flight"] == 1
+    assert moved[0]["Body"] == "{not a job"
+    assert moved[0]["MessageAttributes"]["job_id"]["StringValue"] == "broken-1"
+
+    for body in ("one", "two"):
+        sqs.send_message(QueueUrl=dlq_url, MessageBody=body)
+    refused = pijobs("dlq", "purge")  # stdin is not a terminal under pytest
+    assert refused.code == 2 and "--yes" in refused.err
+    assert pijobs("ops", "status", "--json").json()["dead_letter_queue"]["visible"] == 2
+    purged = pijobs("dlq", "purge", "--yes", "--json")
+    assert purged.code == 0 and purged.json() == {"purged": 2}
+    assert pijobs("dlq", "list", "--json").json()["messages"] == []
+
+
+# ---- exit codes of --wait, with a stand-in client (no stack needed) ----------------------------------------
+class FinishingClient:
+    """Accepts a job and reports it finished as ``final`` after one RUNNING reading."""
+
+    def __init__(self, final: str) -> None:
+        self.final = final
+
+    def submit(self, digits: int, **_: Any) -> dict[str, Any]:
+        return {"job_id": "j-1", "status": "QUEUED", "links": {}}
+
+    def wait(self, job_id: str, *, on_update: Any = None, **_: Any) -> dict[str, Any]:
+        on_update({"job_id": job_id, "status": "RUNNING", "progress": 0.5})
+        job = {"job_id": job_id, "status": self.final, "progress": 1.0, "error": None, "result": None}
+        on_update(job)
+        return job
+
+
+@pytest.mark.parametrize(("final", "code"), [("SUCCEEDED", 0), ("FAILED", 1), ("CANCELLED", 1)])
+def test_submit_wait_exits_zero_only_on_success_and_keeps_stdout_json(
+    final: str, code: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("pijobs.customer.client_from", lambda *_: FinishingClient(final))
+
+    exit_code = cli.main(["submit", "--digits", "5", "--wait", "--json"])
+
+    captured = capsys.readouterr()
+    assert exit_code == code
+    assert json.loads(captured.out)["status"] == final  # stdout: the job's JSON and nothing else
+    assert "RUNNING" in captured.err  # progress went to stderr
