@@ -160,3 +160,48 @@ def test_lambda_zip_with_dependencies_imports_pydantic_core_for_the_platform(tmp
     assert any(n.startswith("pydantic_core/_pydantic_core.cpython-312-x86_64-linux-gnu") for n in names)
     assert any(n.startswith("structlog/") for n in names)
     assert not any(n.startswith("boto3/") for n in names)
+
+
+@pytest.mark.skipif(
+    os.environ.get("PIJOBS_TEST_PIP") != "1",
+    reason="downloads wheels from the package index; PIJOBS_TEST_PIP=1",
+)
+def test_package_then_deploy_then_the_dispatchers_config_launches_a_job_stack(moto_endpoint: str) -> None:
+    """The real artifacts (with manylinux wheels) deployed with `pijobs deploy`; the dispatcher's environment
+    as deployed creates a business-function stack from the uploaded template."""
+    from shared.stacks import StackLauncher
+
+    assert run(["package", "--bucket", BUCKET]) == 0
+    assert run(["deploy", "--bucket", BUCKET, "--poll-seconds", "1"]) == 0
+
+    cfn = boto3.client("cloudformation")
+    outputs = {
+        o["OutputKey"]: o["OutputValue"]
+        for o in cfn.describe_stacks(StackName="pijobs")["Stacks"][0]["Outputs"]
+    }
+    env = boto3.client("lambda").get_function_configuration(FunctionName=outputs["DispatcherFunctionName"])[
+        "Environment"
+    ]["Variables"]
+    launcher = StackLauncher(
+        cfn,
+        template_url=env["PIJOBS_TEMPLATE_URL"],
+        role_arn=env["PIJOBS_CFN_ROLE_ARN"],
+        fixed_parameters=json.loads(env["PIJOBS_STACK_PARAMETERS"]),
+    )
+    job_id = "0123456789abcdef0123456789abcdef"
+    name = f"pijob-{job_id}-1"
+    launcher.create(
+        name,
+        {"JobId": job_id, "Digits": "1000", "InstanceType": "c7i.large", "DeadlineSeconds": "600"},
+        {"JobId": job_id, "Owner": "key", "CostCenter": "1"},
+    )
+
+    (stack,) = cfn.describe_stacks(StackName=name)["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    instances = [
+        i
+        for r in boto3.client("ec2").describe_instances()["Reservations"]
+        for i in r["Instances"]
+        if {"Key": "JobId", "Value": job_id} in i.get("Tags", [])
+    ]
+    assert len(instances) == 1 and instances[0]["State"]["Name"] == "running"
