@@ -23,7 +23,7 @@ from shared.settings import WorkerSettings
 from shared.stacks import StackLauncher
 from shared.status import JobStatus
 from shared.store import JobStore
-from worker.pi import compute_pi
+from worker.pi import PiTooLargeError, compute_pi
 
 log = get_logger(__name__)
 
@@ -68,6 +68,10 @@ def run_job(job_id: str, services: WorkerServices | None = None) -> int:
         except WorkerTerminatedError:
             log.warning("worker_terminated", reason="the instance is going away; the reaper decides")
             return 1
+        except PiTooLargeError as exc:
+            log.error("job_too_large", error=str(exc))
+            _finish(services, job, JobStatus.FAILED, error={"code": "too_large", "message": str(exc)})
+            return 1
         except Exception as exc:
             log.exception("job_failed")
             _finish(services, job, JobStatus.FAILED, error={"code": "worker_failed", "message": _reason(exc)})
@@ -105,9 +109,14 @@ def compute_and_upload(services: WorkerServices, job: JobRecord) -> ResultInfo:
     with tempfile.TemporaryDirectory(prefix="pijobs-") as tmp, heartbeat:
         path = Path(tmp) / "result.txt"
         with path.open("wb") as raw:
-            out = HashingWriter(raw)  # a BinaryIO in all that compute_pi uses: write and flush
+            out = HashingWriter(raw)
             out.write(_header(job).encode())
-            compute_pi(job.digits, out, progress=heartbeat.report)  # type: ignore[arg-type]
+            compute_pi(  # HashingWriter is a BinaryIO in all that compute_pi uses: write and flush
+                job.digits,
+                out,  # type: ignore[arg-type]
+                progress=heartbeat.report,
+                memory_limit_bytes=available_memory(),
+            )
             out.write(b"\n")
         heartbeat.check()
         services.s3.upload_file(
@@ -143,6 +152,18 @@ def _clean_up(services: WorkerServices, job_id: str) -> None:
 
 class WorkerTerminatedError(Exception):
     """The instance is shutting down under the worker (deadline or termination)."""
+
+
+def available_memory() -> int | None:
+    """What the instance can still give the computation (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -112,3 +112,17 @@ def test_get_of_a_finished_job_has_a_working_result_link(cloud: Cloud) -> None:
     assert body["result"]["bytes"] > 12 and len(body["result"]["sha256"]) == 64
     assert body["result"]["url"].startswith("https://") or body["result"]["url"].startswith("http")
     assert redirect == 302 and headers["Location"]
+
+
+def test_a_job_that_cannot_fit_in_memory_fails_with_a_clear_reason(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = _provisioned(cloud, 50_000)
+    monkeypatch.setattr(worker.job, "available_memory", lambda: 10 * 2**20)
+
+    assert cloud.run_worker(job_id) == 1
+
+    job = cloud.job(job_id)
+    assert job.status.value == "FAILED" and job.error is not None and job.error.code == "too_large"
+    assert "50000" in job.error.message or "50,000" in job.error.message
+    assert cloud.live_stacks() == [] and cloud.capacity().state()["active"] == 0  # type: ignore[index]
