@@ -88,6 +88,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"API: {stack.api_url}")
         print(f"API key: {stack.api_key}")
         print(f"AWS endpoint: {stack.aws_endpoint}")
+        print("For the command line in another shell:")
+        print(f"  export PIJOBS_API_URL={stack.api_url} PIJOBS_API_KEY={stack.api_key}")
+        print(
+            f"  export AWS_ENDPOINT_URL={stack.aws_endpoint} AWS_ACCESS_KEY_ID=testing"
+            " AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1"
+        )
         print("Running; Ctrl-C stops everything.", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             stopped.wait()
