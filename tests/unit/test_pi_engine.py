@@ -1,0 +1,248 @@
+"""The pi engine: digits against mpmath and known values, streaming, progress, workers, limits, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mpmath
+import pytest
+from gmpy2 import mpz
+
+from worker.pi import Estimate, PiStats, PiTooLargeError, compute_pi, convert, engine, estimate, fixed
+from worker.pi.verify import VerificationError, verify_bytes
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE_DIGITS = 100_050
+PI_50 = b"3.14159265358979323846264338327950288419716939937510"
+
+
+@pytest.fixture(scope="module")
+def reference() -> bytes:
+    """b"3." and the first REFERENCE_DIGITS decimals of pi from mpmath (truncated)."""
+    with mpmath.workdps(REFERENCE_DIGITS + 30):
+        text = mpmath.nstr(mpmath.mp.pi, REFERENCE_DIGITS + 20, strip_zeros=False)
+    return text[: REFERENCE_DIGITS + 2].encode("ascii")
+
+
+def run(digits: int, **kwargs: object) -> tuple[bytes, PiStats]:
+    out = io.BytesIO()
+    stats = compute_pi(digits, out, **kwargs)  # type: ignore[arg-type]
+    return out.getvalue(), stats
+
+
+EDGE_SIZES = [1, 2, 9, 10, 11, 100, 1000, 12345]
+LEAF_SIZES = [convert.LEAF_DIGITS + d for d in (-1, 0, 1)] + [2 * convert.LEAF_DIGITS + 1, 100_000]
+
+
+@pytest.mark.parametrize("digits", EDGE_SIZES + LEAF_SIZES)
+def test_digits_match_mpmath(reference: bytes, digits: int) -> None:
+    data, stats = run(digits)
+    assert data == reference[: digits + 2]
+    assert stats.digits == digits
+    assert stats.bytes_written == digits + 2
+
+
+def test_known_prefix() -> None:
+    assert run(50)[0] == PI_50
+
+
+def test_last_ten_digits_of_a_million() -> None:
+    data, stats = run(1_000_000)
+    assert len(data) == 1_000_002
+    assert data[-10:] == b"5779458151"
+    assert stats.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_sha256_covers_only_the_bytes_written_after_a_header() -> None:
+    out = io.BytesIO()
+    out.write(b"header\n")
+    stats = compute_pi(1000, out)
+    body = out.getvalue()[len(b"header\n") :]
+    assert out.getvalue().startswith(b"header\n")
+    assert stats.sha256 == hashlib.sha256(body).hexdigest()
+    assert stats.bytes_written == len(body) == 1002
+
+
+def test_small_write_chunks_give_the_same_bytes(reference: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "WRITE_CHUNK", 7)
+    data, stats = run(5000)
+    assert data == reference[:5002]
+    assert stats.sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_is_monotonic_and_ends_at_one(workers: int) -> None:
+    seen: list[float] = []
+    run(200_000, workers=workers, progress=seen.append)
+    assert seen
+    assert seen == sorted(seen)
+    assert all(0.0 <= f <= 1.0 for f in seen)
+    assert seen[-1] == 1.0
+    assert len(seen) <= 200
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_exceptions_propagate(workers: int) -> None:
+    class Cancelled(Exception):
+        pass
+
+    def cancel(fraction: float) -> None:
+        if fraction > 0.3:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        run(300_000, workers=workers, progress=cancel)
+
+
+def test_two_workers_equal_one(reference: bytes) -> None:
+    one, stats_one = run(100_000, workers=1)
+    two, stats_two = run(100_000, workers=2)
+    assert one == two == reference[:100_002]
+    assert (stats_one.workers, stats_two.workers) == (1, 2)
+    assert stats_one.sha256 == stats_two.sha256
+
+
+def test_stats_fields() -> None:
+    _, stats = run(20_000)
+    assert stats.workers == 1
+    assert stats.seconds >= stats.series + stats.final
+    assert min(stats.series, stats.final, stats.convert, stats.write) >= 0
+    assert stats.peak_rss_bytes is None or stats.peak_rss_bytes > 0
+
+
+def test_default_workers_use_one_process_for_small_sizes() -> None:
+    assert engine.resolve_workers(100_000, None) == 1
+    assert engine.resolve_workers(10**8, None) >= 1
+    assert engine.resolve_workers(10, 3) == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, 10**8 + 1, 1.5, "10", True])
+def test_bad_digits_raise_value_error(bad: object) -> None:
+    with pytest.raises(ValueError):
+        compute_pi(bad, io.BytesIO())  # type: ignore[arg-type]
+
+
+def test_bad_workers_raise_value_error() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        compute_pi(10, io.BytesIO(), workers=0)
+
+
+def test_memory_refusal_names_digits_estimate_and_limit() -> None:
+    out = io.BytesIO()
+    need = estimate(10**8).peak_memory_bytes
+    with pytest.raises(PiTooLargeError) as info:
+        compute_pi(10**8, out, memory_limit_bytes=need - 1)
+    message = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert "100,000,000 digits" in message
+    assert f"{need / 2**20:,.0f} MiB" in message
+    assert "limit" in message
+    assert out.getvalue() == b""
+
+
+def test_memory_limit_that_fits_is_accepted() -> None:
+    data, _ = run(100, memory_limit_bytes=estimate(100).peak_memory_bytes)
+    assert data == PI_50 + b"58209749445923078164062862089986280348253421170679"
+
+
+def test_estimate_grows_with_digits() -> None:
+    small, large = estimate(10**4), estimate(10**8)
+    assert isinstance(small, Estimate)
+    assert 0 < small.seconds < large.seconds
+    assert 0 < small.peak_memory_bytes < large.peak_memory_bytes < 4 * 2**30
+
+
+def test_conversion_refuses_a_value_on_a_digit_boundary() -> None:
+    bits = fixed.precision_bits(5)
+    exactly_half = convert.Fraction(mpz(1) << (bits - 1), bits, 3, 5)  # 0.5000000... then a digit edge
+    with pytest.raises(fixed.AmbiguousDigitsError):
+        convert.fraction_bytes(exactly_half)
+
+
+def test_verify_rejects_a_wrong_digit() -> None:
+    verify_bytes(PI_50, 50)
+    with pytest.raises(VerificationError, match="decimal 50"):
+        verify_bytes(PI_50[:-1] + b"1", 50)
+    with pytest.raises(VerificationError, match="bytes"):
+        verify_bytes(PI_50[:-1], 50)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "worker.pi", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_writes_file_and_verifies(tmp_path: Path, reference: bytes) -> None:
+    target = tmp_path / "pi.txt"
+    result = _cli("1000", "--out", str(target), "--verify", "--progress")
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == reference[:1002]
+    assert "verified" in result.stderr
+    assert "100.0%" in result.stderr
+
+
+def test_cli_writes_stdout() -> None:
+    result = _cli("50", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.encode() == PI_50
+
+
+@pytest.mark.parametrize("args", [["0"], ["abc"], ["-5"], ["10", "--workers", "0"], [], ["10", "--verify"]])
+def test_cli_rejects_bad_input(args: list[str]) -> None:
+    result = _cli(*args)
+    assert result.returncode != 0
+    assert "error" in result.stderr
+
+
+def test_engine_does_not_import_flint() -> None:
+    code = "import io, sys, worker.pi as p; p.compute_pi(10, io.BytesIO()); assert 'flint' not in sys.modules"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=60)
+
+
+def test_spawned_workers_give_the_same_digits(reference: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "_start_method", lambda: "spawn")
+    data, stats = run(50_000, workers=2)
+    assert data == reference[:50_002]
+    assert stats.workers == 2
+
+
+def _die(*args: object) -> None:
+    os._exit(1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on fork inheriting the patch")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the pool refills
+def test_a_dead_worker_fails_the_call_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "_start_method", lambda: "fork")
+    monkeypatch.setattr(engine, "_series_task", _die)
+    with pytest.raises(RuntimeError, match="worker process died"):
+        run(50_000, workers=2)
+
+
+def test_cli_reports_a_failed_verification(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.pi import __main__ as cli
+
+    def wrong(path: str, digits: int) -> None:
+        raise VerificationError("first difference at byte 7 (decimal 6)")
+
+    monkeypatch.setattr(cli, "verify_file", wrong)
+    assert cli.main(["20", "--out", str(tmp_path / "pi.txt"), "--verify"]) == 1
+
+
+def test_cli_reports_an_unwritable_file(tmp_path: Path) -> None:
+    result = _cli("10", "--out", str(tmp_path / "missing" / "pi.txt"))
+    assert result.returncode == 1
+    assert "cannot write" in result.stderr

@@ -1,0 +1,427 @@
+"""compute_pi: N decimals of pi, streamed to a binary file, with timings, a checksum and a memory guard."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.pool import AsyncResult
+from typing import Any, BinaryIO, TypeVar
+
+from gmpy2 import mpz
+
+from worker.pi import chudnovsky, convert, fixed
+
+MAX_DIGITS = 100_000_000
+#: Below this many digits one process is faster than starting a pool.
+POOL_MIN_DIGITS = 400_000
+#: Output is written in slices of this size.
+WRITE_CHUNK = 1 << 20
+#: Share of the progress bar per phase (series, final step, conversion and writing).
+SERIES_SHARE, FINAL_SHARE = 0.6, 0.15
+
+ProgressFn = Callable[[float], None]
+T = TypeVar("T")
+
+
+class PiTooLargeError(ValueError):
+    """The request would need more memory than the caller allows."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Expected wall time (2 cores) and peak resident memory of all processes together."""
+
+    seconds: float
+    peak_memory_bytes: int
+
+
+@dataclass(frozen=True)
+class PiStats:
+    """What one compute_pi call did; ``sha256`` covers exactly the bytes it wrote."""
+
+    digits: int
+    bytes_written: int
+    sha256: str
+    seconds: float
+    series: float
+    final: float
+    convert: float
+    write: float
+    workers: int
+    peak_rss_bytes: int | None
+
+
+def estimate(digits: int) -> Estimate:
+    """Wall time on 2 otherwise idle cores and peak memory of all processes, fitted on measurements.
+
+    Time ~ 4.0e-8 s * digits**1.195 (within about 25 % from 10^4 to 10^8 digits on the development machine);
+    memory ~ 80 MiB + 25 bytes per digit, a little above every measured peak (docs/pi.md).
+    """
+    _check_digits(digits)
+    return Estimate(seconds=4.0e-8 * digits**1.195, peak_memory_bytes=80 * 2**20 + 25 * digits)
+
+
+def compute_pi(
+    digits: int,
+    out: BinaryIO,
+    *,
+    workers: int | None = None,
+    progress: ProgressFn | None = None,
+    memory_limit_bytes: int | None = None,
+) -> PiStats:
+    """Write b"3." and ``digits`` decimals of pi to ``out`` (truncated, not rounded)."""
+    _check_digits(digits)
+    _check_memory(digits, memory_limit_bytes)
+    count = resolve_workers(digits, workers)
+    run = _Run(digits, out, _Progress(progress))
+    with _workers(count) as pool, _Threads(count, run.progress, pool) as threads:
+        run.compute(pool, threads)
+    return run.stats(count)
+
+
+def resolve_workers(digits: int, workers: int | None) -> int:
+    """Processes to use: all cores by default, one below the size where a pool pays off."""
+    if workers is not None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        return workers
+    if digits < POOL_MIN_DIGITS:
+        return 1
+    return _cpu_count()
+
+
+def _cpu_count() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _check_digits(digits: int) -> None:
+    if isinstance(digits, bool) or not isinstance(digits, int):
+        raise ValueError(f"digits must be an integer, got {digits!r}")
+    if not 1 <= digits <= MAX_DIGITS:
+        raise ValueError(f"digits must be between 1 and {MAX_DIGITS:,}, got {digits:,}")
+
+
+def _check_memory(digits: int, limit: int | None) -> None:
+    if limit is None:
+        return
+    need = estimate(digits).peak_memory_bytes
+    if need > limit:
+        raise PiTooLargeError(
+            f"{digits:,} digits of pi need about {need / 2**20:,.0f} MiB of memory, "
+            f"more than the limit of {limit / 2**20:,.0f} MiB"
+        )
+
+
+class _Progress:
+    """Rate-limited, monotonic progress reporting; the callback's exceptions propagate."""
+
+    def __init__(self, callback: ProgressFn | None) -> None:
+        self._callback = callback
+        self._sent = -1.0
+        self._sent_at = 0.0
+        self.value = 0.0
+
+    def set(self, fraction: float) -> None:
+        self.value = min(1.0, max(self.value, fraction))
+        self.poll()
+
+    def poll(self) -> None:
+        """Report the current value if enough progress or time has passed since the last report."""
+        if self._callback is None:
+            return
+        now = time.monotonic()
+        if self.value >= 1.0 > self._sent or self.value - self._sent >= 0.01 or now - self._sent_at >= 0.2:
+            self._sent, self._sent_at = self.value, now
+            self._callback(self.value)
+
+
+class _Threads:
+    """Helper threads for GIL-free big arithmetic; the calling thread keeps reporting progress meanwhile."""
+
+    def __init__(self, count: int, progress: _Progress, pool: _Processes | None) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=count) if count > 1 else None
+        self._progress = progress
+        self._pool = pool
+
+    def __enter__(self) -> _Threads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=exc[0] is None, cancel_futures=True)
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) in a helper thread (inline with one worker), polling progress while it runs."""
+        if self.executor is None:
+            return fn(*args)
+        return self.wait(self.executor.submit(_released, fn, *args))
+
+    def wait(self, future: Future[T] | AsyncResult[T]) -> T:
+        while not _ready(future):
+            self._progress.poll()
+            if self._pool is not None:
+                self._pool.check()
+            _wait(future, 0.1)
+        self._progress.poll()
+        return future.result() if isinstance(future, Future) else future.get()
+
+
+def _released(fn: Callable[..., T], *args: Any) -> T:
+    fixed.release_gil()
+    return fn(*args)
+
+
+def _ready(future: Future[Any] | AsyncResult[Any]) -> bool:
+    return future.done() if isinstance(future, Future) else future.ready()
+
+
+def _wait(future: Future[Any] | AsyncResult[Any], timeout: float) -> None:
+    if isinstance(future, Future):
+        futures_wait([future], timeout=timeout)
+    else:
+        future.wait(timeout)
+
+
+class _Processes:
+    """A process pool, always terminated on exit, that notices a worker that died (e.g. out of memory)."""
+
+    def __init__(self, count: int) -> None:
+        ctx = get_context(_start_method())
+        self.count = count
+        self.terms_done = ctx.Value("q", 0)
+        self._pool = ctx.Pool(count, initializer=_init_worker, initargs=(self.terms_done,))
+        self._pids = self._worker_pids()
+
+    def __enter__(self) -> _Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.terminate()
+        self._pool.join()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> AsyncResult[T]:
+        return self._pool.apply_async(fn, args)
+
+    def check(self) -> None:
+        """Raise if a worker process has gone (its task would otherwise never finish)."""
+        if self._worker_pids() != self._pids:
+            raise RuntimeError("a pi worker process died (killed, or out of memory?)")
+
+    def _worker_pids(self) -> set[int | None]:
+        return {p.pid for p in self._pool._pool if p.exitcode is None}  # type: ignore[attr-defined]
+
+
+@contextmanager
+def _workers(count: int) -> Iterator[_Processes | None]:
+    """A process pool, or None for one process."""
+    if count <= 1:
+        yield None
+        return
+    with _Processes(count) as processes:
+        yield processes
+
+
+def _start_method() -> str:
+    """fork is cheap but only safe while this process runs a single thread; spawn otherwise."""
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
+
+
+_terms_done: Any = None
+
+
+def _init_worker(counter: Any) -> None:
+    global _terms_done
+    _terms_done = counter
+
+
+class _TermCounter:
+    """Adds summed terms to the shared counter in batches (cheap enough to call at every leaf)."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+
+    def __call__(self, n: int) -> None:
+        self.pending += n
+        if self.pending >= 4096:
+            self.flush()
+
+    def flush(self) -> None:
+        if _terms_done is not None and self.pending:
+            with _terms_done.get_lock():
+                _terms_done.value += self.pending
+        self.pending = 0
+
+
+def _series_task(a: int, b: int, need_p: bool) -> chudnovsky.Sums:
+    ticks = _TermCounter()
+    try:
+        return chudnovsky.split(a, b, need_p, ticks)
+    finally:
+        ticks.flush()
+
+
+def _sqrt_task(bits: int) -> mpz:
+    return fixed.sqrt_10005(bits)
+
+
+def _digits_task(x: convert.Fraction) -> bytes:
+    try:
+        return convert.fraction_bytes(x)
+    finally:
+        convert.pow10.cache_clear()
+
+
+class _Run:
+    """One computation: the phases, their timings and the output stream."""
+
+    def __init__(self, digits: int, out: BinaryIO, progress: _Progress) -> None:
+        self.digits = digits
+        self.out = out
+        self.progress = progress
+        self.sha = hashlib.sha256()
+        self.written = 0
+        self.start = time.perf_counter()
+        self.times = {"series": 0.0, "final": 0.0, "convert": 0.0, "write": 0.0}
+
+    def compute(self, pool: _Processes | None, threads: _Threads) -> None:
+        bits = fixed.precision_bits(self.digits)
+        n = chudnovsky.terms_for(self.digits + fixed.GUARD_BITS)
+        t0 = time.perf_counter()
+        if pool is None:
+            q, t = self._series_serial(n, bits)
+        else:
+            q, t = self._series_parallel(pool, threads, n, bits)
+        t1 = time.perf_counter()
+        self.times["series"] = t1 - t0
+        # The root (which never releases the GIL) goes to a worker while the parent divides.
+        sqrt_job = pool.submit(_sqrt_task, bits) if pool is not None else None
+        ratio = threads.run(fixed.quotient, q, t, bits)
+        del q, t
+        sqrt_part = fixed.sqrt_10005(bits) if sqrt_job is None else threads.wait(sqrt_job)
+        value = threads.run(fixed.pi_fixed, ratio, sqrt_part, bits, threads.executor)
+        del ratio, sqrt_part
+        self.times["final"] = time.perf_counter() - t1
+        self.progress.set(SERIES_SHARE + FINAL_SHARE)
+        frac = convert.Fraction(value - (3 << bits), bits, 3, self.digits)
+        del value
+        self._emit_all(pool, threads, frac)
+
+    def _series_serial(self, n: int, bits: int) -> tuple[mpz, mpz]:
+        done = 0
+
+        def tick(k: int) -> None:
+            nonlocal done
+            done += k
+            self.progress.set(SERIES_SHARE * done / n)
+
+        m = n // 2
+        left = chudnovsky.split(0, m, True, tick)
+        right = chudnovsky.split(m, n, False, tick)
+        return fixed.top_merge(left, right, bits, None)
+
+    def _series_parallel(self, pool: _Processes, threads: _Threads, n: int, bits: int) -> tuple[mpz, mpz]:
+        """The series: one range per process, merged here."""
+        cuts = chudnovsky.balanced_cuts(n, pool.count)
+        jobs = [pool.submit(_series_task, a, b, b < n) for a, b in itertools.pairwise(cuts)]
+        parts = []
+        for job in jobs:
+            while not job.ready():
+                self.progress.set(SERIES_SHARE * 0.9 * pool.terms_done.value / n)
+                pool.check()
+                job.wait(0.1)
+            parts.append(job.get())
+        self.progress.set(SERIES_SHARE * 0.9)
+        while len(parts) > 2:
+            merged = [
+                threads.run(_merge, parts[i], parts[i + 1], threads.executor)
+                for i in range(0, len(parts) - 1, 2)
+            ]
+            parts = merged + parts[len(parts) - len(parts) % 2 :]
+        if len(parts) == 1:
+            _, q, t, twos = parts[0]
+            q <<= twos
+        else:
+            q, t = threads.run(fixed.top_merge, parts[0], parts[1], bits, threads.executor)
+        self.progress.set(SERIES_SHARE)
+        return q, t
+
+    def _emit_all(self, pool: _Processes | None, threads: _Threads, frac: convert.Fraction) -> None:
+        """Convert and write the digits; with processes, one piece each, written in order as they arrive."""
+        t0 = time.perf_counter()
+        self._write(b"3.")
+        if pool is None:
+            convert.emit_digits(frac, self._write)
+        else:
+            jobs: list[AsyncResult[bytes]] = []
+            for i in range(pool.count - 1, 0, -1):
+                # The first piece starts while the parent still cuts the rest, so it gets a little more.
+                size = frac.digits // (i + 1) * (11 if not jobs else 10) // 10
+                if size < convert.LEAF_DIGITS:
+                    break
+                jobs.append(pool.submit(_digits_task, frac.narrowed(size)))
+                frac = threads.run(frac.split, size)
+            jobs.append(pool.submit(_digits_task, frac))
+            del frac
+            for job in jobs:
+                self._write(threads.wait(job))
+        convert.pow10.cache_clear()
+        self.times["convert"] = time.perf_counter() - t0 - self.times["write"]
+
+    def _write(self, data: bytes) -> None:
+        t0 = time.perf_counter()
+        view = memoryview(data)
+        for i in range(0, len(view), WRITE_CHUNK):
+            chunk = view[i : i + WRITE_CHUNK]
+            self.out.write(chunk)
+            self.sha.update(chunk)
+            self.written += len(chunk)
+            share = SERIES_SHARE + FINAL_SHARE
+            self.progress.set(share + (1 - share) * min(1.0, self.written / (self.digits + 2)) * 0.999)
+        self.times["write"] += time.perf_counter() - t0
+
+    def stats(self, workers: int) -> PiStats:
+        self.progress.set(1.0)
+        return PiStats(
+            digits=self.digits,
+            bytes_written=self.written,
+            sha256=self.sha.hexdigest(),
+            seconds=time.perf_counter() - self.start,
+            series=self.times["series"],
+            final=self.times["final"],
+            convert=self.times["convert"],
+            write=self.times["write"],
+            workers=workers,
+            peak_rss_bytes=_peak_rss(),
+        )
+
+
+def _merge(
+    left: chudnovsky.Sums, right: chudnovsky.Sums, executor: ThreadPoolExecutor | None
+) -> chudnovsky.Sums:
+    p1, q1, t1, e1 = left
+    p2, q2, t2, e2 = right
+    t = (fixed.mul(t1, q2, executor) << e2) + fixed.mul(p1, t2, executor)
+    return fixed.mul(p1, p2, executor), fixed.mul(q1, q2, executor), t, e1 + e2
+
+
+def _peak_rss() -> int | None:
+    """High-water resident memory of this process plus the largest finished child, in bytes."""
+    unit = 1 if sys.platform == "darwin" else 1024
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) * unit
