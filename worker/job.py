@@ -6,11 +6,13 @@ reason), then always: release the capacity slot and delete the job's own stack.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import signal
 import tempfile
 import threading
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -55,31 +57,35 @@ def run_job(job_id: str, services: WorkerServices | None = None) -> int:
     configure_logging()
     bind_job(job_id)
     services = services or build_services(WorkerSettings.from_env())
-    _install_sigterm()
-    try:
-        job = _start(services, job_id)
-        if job is None:
-            return 1
+    with _sigterm_raises():
         try:
-            result = compute_and_upload(services, job)
-        except errors.JobCancelledError:
-            log.info("job_stopped", reason="the job is no longer RUNNING (cancelled or reaped)")
-            return 1
-        except WorkerTerminatedError:
-            log.warning("worker_terminated", reason="the instance is going away; the reaper decides")
-            return 1
-        except PiTooLargeError as exc:
-            log.error("job_too_large", error=str(exc))
-            _finish(services, job, JobStatus.FAILED, error={"code": "too_large", "message": str(exc)})
-            return 1
-        except Exception as exc:
-            log.exception("job_failed")
-            _finish(services, job, JobStatus.FAILED, error={"code": "worker_failed", "message": _reason(exc)})
-            return 1
-        _finish(services, job, JobStatus.SUCCEEDED, result=result, progress=1.0)
-        return 0
-    finally:
-        _clean_up(services, job_id)
+            return _run(services, job_id)
+        finally:
+            _clean_up(services, job_id)
+
+
+def _run(services: WorkerServices, job_id: str) -> int:
+    job = _start(services, job_id)
+    if job is None:
+        return 1
+    try:
+        result = compute_and_upload(services, job)
+    except errors.JobCancelledError:
+        log.info("job_stopped", reason="the job is no longer RUNNING (cancelled or reaped)")
+        return 1
+    except WorkerTerminatedError:
+        log.warning("worker_terminated", reason="the instance is going away; the reaper decides")
+        return 1
+    except PiTooLargeError as exc:
+        log.error("job_too_large", error=str(exc))
+        _finish(services, job, JobStatus.FAILED, error={"code": "too_large", "message": str(exc)})
+        return 1
+    except Exception as exc:
+        log.exception("job_failed")
+        _finish(services, job, JobStatus.FAILED, error={"code": "worker_failed", "message": _reason(exc)})
+        return 1
+    _finish(services, job, JobStatus.SUCCEEDED, result=result, progress=1.0)
+    return 0
 
 
 def _start(services: WorkerServices, job_id: str) -> JobRecord | None:
@@ -170,15 +176,21 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _install_sigterm() -> None:
-    """Shutdown sends SIGTERM: turn it into an exception so the job is recorded and cleaned up."""
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Shutdown sends SIGTERM: while the job runs, turn it into an exception so it is cleaned up."""
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
 
     def _raise(signum: int, frame: Any) -> None:
         raise WorkerTerminatedError(f"the instance stopped the worker (signal {signum})")
 
-    signal.signal(signal.SIGTERM, _raise)
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _instance_id_from_imds() -> str | None:

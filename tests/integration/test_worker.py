@@ -126,3 +126,14 @@ def test_a_job_that_cannot_fit_in_memory_fails_with_a_clear_reason(
     assert job.status.value == "FAILED" and job.error is not None and job.error.code == "too_large"
     assert "50000" in job.error.message or "50,000" in job.error.message
     assert cloud.live_stacks() == [] and cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_the_worker_leaves_the_process_signal_handlers_as_it_found_them(cloud: Cloud) -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    job_id = _provisioned(cloud, 10)
+
+    assert cloud.run_worker(job_id) == 0
+
+    assert signal.getsignal(signal.SIGTERM) is before

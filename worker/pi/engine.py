@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import os
 import resource
+import signal
 import sys
 import threading
 import time
@@ -247,6 +248,10 @@ _terms_done: Any = None
 def _init_worker(counter: Any) -> None:
     global _terms_done
     _terms_done = counter
+    # A forked worker inherits the parent's Python signal handlers (the job worker turns SIGTERM into an
+    # exception): Pool.terminate() must be able to end it with the default action.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _TermCounter:
