@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,8 +75,6 @@ def parse_event(event: dict[str, Any]) -> Request:
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     body = event.get("body")
     if body is not None and event.get("isBase64Encoded"):
-        import base64
-
         try:
             body = base64.b64decode(body).decode("utf-8")
         except (ValueError, UnicodeDecodeError) as exc:

@@ -6,25 +6,26 @@ import base64
 import json
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
 from shared.aws import error_code
-from shared.errors import IdempotencyConflictError, NoSuchJobError, StaleStatusError
+from shared.errors import IdempotencyConflictError, NoSuchJobError, StaleStatusError, ValidationError
 from shared.models import JobRecord, from_dynamo, isoformat, job_key, to_dynamo, utcnow
 from shared.status import JobStatus, ensure_transition
 
 OWNER_INDEX = "owner-created-index"
 
 
-def _ddb_value(value: Any) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeSerializer
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
 
-    return TypeSerializer().serialize(to_dynamo(value))  # type: ignore[no-any-return]
+
+def _ddb_value(value: Any) -> dict[str, Any]:
+    return _SERIALIZER.serialize(to_dynamo(value))  # type: ignore[no-any-return]
 
 
 def _python_item(item: dict[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeDeserializer
-
-    deserializer = TypeDeserializer()
-    return {k: deserializer.deserialize(v) for k, v in item.items()}
+    return {k: _DESERIALIZER.deserialize(v) for k, v in item.items()}
 
 
 class JobStore:
@@ -202,8 +203,6 @@ def encode_token(last_key: dict[str, Any]) -> str:
 
 
 def decode_token(token: str, owner: str) -> dict[str, Any]:
-    from shared.errors import ValidationError
-
     problem = [{"field": "next", "problem": "not a token this API issued"}]
     try:
         padded = token + "=" * (-len(token) % 4)
