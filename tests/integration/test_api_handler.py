@@ -31,16 +31,19 @@ def test_get_returns_own_job_and_hides_the_infrastructure(cloud: Cloud) -> None:
     assert not {"stack_name", "stack_id", "instance_id", "owner"} & set(body)
 
 
-@pytest.mark.parametrize("path", ["/jobs/{id}", "/jobs/{id}/result"])
-def test_another_owner_and_unknown_ids_are_404(cloud: Cloud, path: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/jobs/{id}"), ("GET", "/jobs/{id}/result"), ("DELETE", "/jobs/{id}")]
+)
+def test_another_owner_and_unknown_ids_are_404(cloud: Cloud, method: str, path: str) -> None:
     job_id = cloud.submit()
 
-    other, body, _ = cloud.api("GET", path.format(id=job_id), key_id="key-b")
-    unknown, _, _ = cloud.api("GET", path.format(id="f" * 32))
-    garbage, _, _ = cloud.api("GET", path.format(id="..%2f"))
+    other, body, _ = cloud.api(method, path.format(id=job_id), key_id="key-b")
+    unknown, _, _ = cloud.api(method, path.format(id="f" * 32))
+    garbage, _, _ = cloud.api(method, path.format(id="..%2f"))
 
     assert (other, unknown, garbage) == (404, 404, 404)
     assert body["error"]["code"] == "not_found"
+    assert cloud.job(job_id).status.value == "QUEUED"  # another owner's DELETE changed nothing
 
 
 def test_idempotency_key_returns_the_same_job(cloud: Cloud) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -198,6 +199,10 @@ def test_ops_set_changes_capacity_and_the_mapping(pijobs: Any, stack: LocalStack
         )
         after = pijobs("ops", "status", "--json").json()
         settings = esm_settings(stack.client("lambda"), mapping_id)
+        deadline = time.monotonic() + 10  # the running local mapping picks the change up, no restart
+        while time.monotonic() < deadline and stack.esm.settings.batch_size != 7:
+            time.sleep(0.2)
+        live = stack.esm.settings
     finally:
         pijobs(
             "ops",
@@ -211,6 +216,7 @@ def test_ops_set_changes_capacity_and_the_mapping(pijobs: Any, stack: LocalStack
         )
 
     assert changed.code == 0, changed.err
+    assert (live.batch_size, live.maximum_concurrency) == (7, 4)
     assert after["capacity"]["max_active_stacks"] == 3
     assert after["event_source_mapping"]["batch_size"] == 7
     assert after["event_source_mapping"]["maximum_concurrency"] == 4
