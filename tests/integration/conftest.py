@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -237,6 +239,40 @@ def _make_primary(env_overrides: dict[str, str]) -> Cloud:
     return Cloud(table, queue_url, dlq_url, bucket, env, ddb, sqs, s3, cfn, ec2)
 
 
+# AWS executes each of these calls atomically; moto's backends do not (two racing conditional writes can both
+# pass, two CreateStack calls with one name can both launch). The local server serialises them in a WSGI
+# middleware (pijobs/local/moto_server.py); in-process, the same guarantee is a lock around the backend.
+_ATOMIC_CALLS = {
+    "moto.cloudformation.models:CloudFormationBackend": ("create_stack", "update_stack", "delete_stack"),
+    "moto.dynamodb.models:DynamoDBBackend": (
+        "put_item",
+        "update_item",
+        "delete_item",
+        "transact_write_items",
+    ),
+}
+
+
+def _make_moto_atomic(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    lock = threading.RLock()
+    for target, names in _ATOMIC_CALLS.items():
+        module_name, class_name = target.split(":")
+        backend = getattr(importlib.import_module(module_name), class_name)
+        for name in names:
+            monkeypatch.setattr(backend, name, _locked(getattr(backend, name), lock))
+
+
+def _locked(method: Any, lock: threading.RLock) -> Any:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return method(*args, **kwargs)
+
+    return call
+
+
 def _clear_caches() -> None:
     api_handler.handler.services.cache_clear()
     dispatcher.handler.services.cache_clear()
@@ -252,6 +288,7 @@ def cloud(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> It
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     overrides: dict[str, str] = getattr(request, "param", {}) or {}
+    _make_moto_atomic(monkeypatch)
     with mock_aws():
         made = _make_primary(overrides)
         for key, value in made.env.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 
 import pytest
@@ -54,10 +55,15 @@ def test_concurrent_duplicate_delivery_creates_exactly_one_stack(cloud: Cloud) -
         )
 
     threads = [threading.Thread(target=deliver, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show as they do under load
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
 
     assert all(r == {"batchItemFailures": []} for r in results)
     assert [s["StackName"] for s in cloud.live_stacks()] == [f"pijob-{job_id}-1"]
