@@ -144,10 +144,7 @@ def _runner(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 def cmd_ops_status(args: argparse.Namespace) -> int:
     resources = stack_resources(aws.client("cloudformation"), _stack_name(args))
     status = gather_status(resources)
-    if args.json_output:
-        _json(status)
-    else:
-        _print_status(status)
+    _show_status(args, status)
     return EXIT_OK
 
 
@@ -166,11 +163,15 @@ def cmd_ops_set(args: argparse.Namespace) -> int:
     if update:
         lam.update_event_source_mapping(UUID=resources.mapping_id, **update)
     status = gather_status(resources)
+    _show_status(args, status)
+    return EXIT_OK
+
+
+def _show_status(args: argparse.Namespace, status: Any) -> None:
     if args.json_output:
         _json(status)
     else:
         _print_status(status)
-    return EXIT_OK
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
