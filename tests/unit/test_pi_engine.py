@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import subprocess
 import sys
@@ -13,7 +14,17 @@ import mpmath
 import pytest
 from gmpy2 import mpz
 
-from worker.pi import Estimate, PiStats, PiTooLargeError, compute_pi, convert, engine, estimate, fixed
+from worker.pi import (
+    Estimate,
+    PiStats,
+    PiTooLargeError,
+    compute_pi,
+    convert,
+    engine,
+    estimate,
+    fixed,
+    scratch,
+)
 from worker.pi.verify import VerificationError, verify_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,6 +116,58 @@ def test_two_workers_equal_one(reference: bytes) -> None:
     assert one == two == reference[:100_002]
     assert (stats_one.workers, stats_two.workers) == (1, 2)
     assert stats_one.sha256 == stats_two.sha256
+
+
+@pytest.mark.parametrize("workers", [3, 4])
+def test_more_pieces_than_two_give_the_same_digits(reference: bytes, workers: int) -> None:
+    data, stats = run(100_000, workers=workers)
+    assert data == reference[:100_002]
+    assert stats.workers == workers
+
+
+@pytest.mark.parametrize("digits", [2 * convert.LEAF_DIGITS, 400_000, 10_000_000, 100_000_000])
+@pytest.mark.parametrize("parts", [1, 2, 3, 8])
+def test_conversion_pieces_cover_the_digits_in_order(digits: int, parts: int) -> None:
+    plan = convert.piece_plan(digits, parts)
+    assert 1 <= len(plan) <= parts
+    assert plan[0][0] == 0
+    assert all(offset + length == following for (offset, length), (following, _) in itertools.pairwise(plan))
+    assert sum(length for _, length in plan) == digits
+    assert all(length >= convert.LEAF_DIGITS for _, length in plan)
+    # Later pieces first cut off the digits before them, so they get fewer digits to convert.
+    assert [length for _, length in plan] == sorted((length for _, length in plan), reverse=True)
+
+
+def test_conversion_pieces_for_two_processes_lean_to_the_first() -> None:
+    (_, first), (_, second) = convert.piece_plan(10_000_000, 2)
+    assert 0.52 < first / 10_000_000 < 0.68
+    assert first + second == 10_000_000
+
+
+def test_small_conversions_are_one_piece() -> None:
+    assert convert.piece_plan(2 * convert.LEAF_DIGITS - 1, 4) == [(0, 2 * convert.LEAF_DIGITS - 1)]
+
+
+@pytest.fixture
+def scratch_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the worker processes' scratch directory goes (instead of /dev/shm)."""
+    monkeypatch.setattr(scratch, "_SHM", str(tmp_path))
+    return tmp_path
+
+
+def test_scratch_files_are_removed_after_a_run(reference: bytes, scratch_root: Path) -> None:
+    assert run(60_000, workers=2)[0] == reference[:60_002]
+    assert list(scratch_root.iterdir()) == []
+
+
+def test_scratch_files_are_removed_when_the_run_is_cancelled(scratch_root: Path) -> None:
+    def cancel(fraction: float) -> None:
+        if fraction > 0.61:  # after the series: the sums have travelled through scratch files
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(400_000, workers=2, progress=cancel)
+    assert list(scratch_root.iterdir()) == []
 
 
 def test_stats_fields() -> None:
@@ -225,11 +288,15 @@ def _die(*args: object) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on fork inheriting the patch")
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the pool refills
-def test_a_dead_worker_fails_the_call_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dead_worker_fails_the_call_instead_of_hanging(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(engine, "_start_method", lambda: "fork")
     monkeypatch.setattr(engine, "_series_task", _die)
+    monkeypatch.setattr(scratch, "_SHM", str(tmp_path))
     with pytest.raises(RuntimeError, match="worker process died"):
         run(50_000, workers=2)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_reports_a_failed_verification(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

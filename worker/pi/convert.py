@@ -36,11 +36,15 @@ class Fraction:
         """The same number to the precision its first ``digits`` decimals need."""
         return _cut(self.frac, self.bits, mpz(self.err), digits)
 
-    def split(self, digits: int) -> Fraction:
-        """The fraction left after the first ``digits`` decimals, to the precision the rest needs."""
-        y = self.frac * pow10(digits)
+    def split(self, digits: int, power: mpz | None = None) -> Fraction:
+        """The fraction left after the first ``digits`` decimals, to the precision the rest needs.
+
+        ``power`` is 10**digits when the caller already has it.
+        """
+        power = pow10(digits) if power is None else power
+        y = self.frac * power
         rest = y & ((mpz(1) << self.bits) - 1)
-        err = self.err * pow10(digits)
+        err = self.err * power
         _check(rest, self.bits, err)
         return _cut(rest, self.bits, err, self.digits - digits)
 
@@ -72,6 +76,66 @@ def emit_digits(x: Fraction, emit: Emit) -> None:
     half = x.digits // 2
     emit_digits(x.narrowed(half), emit)
     emit_digits(x.split(half), emit)
+
+
+#: Model of the conversion's cost, fitted on measurements: converting n digits costs about n**1.18, and
+#: cutting a fraction at its middle (one multiplication by 10**(D/2)) about 0.4 of converting one half.
+_CONVERT_EXPONENT = 1.18
+_CUT_SHARE = 0.4
+
+
+def piece_plan(digits: int, parts: int) -> list[tuple[int, int]]:
+    """Cut ``digits`` into up to ``parts`` (offset, length) pieces that take about equally long to convert.
+
+    Piece 0 converts its digits directly; every later piece first multiplies by 10**offset to reach its
+    digits, so it gets fewer digits to convert. Pieces shorter than a leaf are not worth a process of their
+    own.
+    """
+    if parts <= 1 or digits < 2 * LEAF_DIGITS:
+        return [(0, digits)]
+
+    def convert_cost(n: int) -> float:
+        return float(n) ** _CONVERT_EXPONENT
+
+    def cut_cost(offset: int, length: int) -> float:
+        # Multiplying a fraction of (offset + length) digits by 10**offset, relative to a cut in the middle.
+        middle = _CUT_SHARE * convert_cost(digits // 2)
+        return middle * (2 * offset + length) / (1.5 * digits) if offset else 0.0
+
+    def plan(budget: float) -> list[tuple[int, int]]:
+        pieces: list[tuple[int, int]] = []
+        offset = 0
+        while offset < digits and len(pieces) < parts - 1:
+            lo, hi = 0, digits - offset
+            while lo < hi:  # the longest piece within the budget
+                mid = (lo + hi + 1) // 2
+                if cut_cost(offset, mid) + convert_cost(mid) <= budget:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            if lo == 0:
+                break
+            pieces.append((offset, lo))
+            offset += lo
+        if offset < digits:
+            pieces.append((offset, digits - offset))
+        return pieces
+
+    def last_cost(pieces: list[tuple[int, int]]) -> float:
+        offset, length = pieces[-1]
+        return cut_cost(offset, length) + convert_cost(length)
+
+    lo_budget, hi_budget = 0.0, convert_cost(digits)
+    for _ in range(60):  # the smallest budget whose last piece fits in it too
+        budget = (lo_budget + hi_budget) / 2
+        if last_cost(plan(budget)) <= budget:
+            hi_budget = budget
+        else:
+            lo_budget = budget
+    pieces = plan(hi_budget)
+    if any(length < LEAF_DIGITS for _, length in pieces):
+        return piece_plan(digits, parts - 1)
+    return pieces
 
 
 def fraction_bytes(x: Fraction) -> bytes:

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, TypeVar
 from gmpy2 import mpz
 
 from worker.pi import chudnovsky, convert, fixed
+from worker.pi.scratch import Scratch
 
 MAX_DIGITS = 100_000_000
 #: Below this many digits one process is faster than starting a pool.
@@ -197,13 +198,17 @@ def _wait(future: Future[Any] | AsyncResult[Any], timeout: float) -> None:
 
 
 class _Processes:
-    """A process pool, always terminated on exit, that notices a worker that died (e.g. out of memory)."""
+    """A process pool, always terminated on exit, that notices a worker that died (e.g. out of memory).
+
+    Big results travel through files in ``scratch`` (see worker.pi.scratch), removed on exit.
+    """
 
     def __init__(self, count: int) -> None:
         ctx = get_context(_start_method())
         self.count = count
         self.terms_done = ctx.Value("q", 0)
-        self._pool = ctx.Pool(count, initializer=_init_worker, initargs=(self.terms_done,))
+        self.scratch = Scratch.create()
+        self._pool = ctx.Pool(count, initializer=_init_worker, initargs=(self.terms_done, self.scratch))
         self._pids = self._worker_pids()
 
     def __enter__(self) -> _Processes:
@@ -212,6 +217,7 @@ class _Processes:
     def __exit__(self, *exc: object) -> None:
         self._pool.terminate()
         self._pool.join()
+        self.scratch.remove()
 
     def submit(self, fn: Callable[..., T], *args: Any) -> AsyncResult[T]:
         return self._pool.apply_async(fn, args)
@@ -243,11 +249,12 @@ def _start_method() -> str:
 
 
 _terms_done: Any = None
+_scratch: Scratch | None = None
 
 
-def _init_worker(counter: Any) -> None:
-    global _terms_done
-    _terms_done = counter
+def _init_worker(counter: Any, scratch: Scratch) -> None:
+    global _terms_done, _scratch
+    _terms_done, _scratch = counter, scratch
     # A forked worker inherits the parent's Python signal handlers (the job worker turns SIGTERM into an
     # exception): Pool.terminate() must be able to end it with the default action.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -272,23 +279,47 @@ class _TermCounter:
         self.pending = 0
 
 
-def _series_task(a: int, b: int, need_p: bool) -> chudnovsky.Sums:
+def _worker_scratch() -> Scratch:
+    assert _scratch is not None, "not in a pi worker process"
+    return _scratch
+
+
+def _series_task(a: int, b: int, need_p: bool) -> tuple[str, str, str, int]:
+    """The sums of the terms [a, b), stored in scratch files."""
     ticks = _TermCounter()
     try:
-        return chudnovsky.split(a, b, need_p, ticks)
+        p, q, t, twos = chudnovsky.split(a, b, need_p, ticks)
     finally:
         ticks.flush()
+    scratch = _worker_scratch()
+    return scratch.put_mpz(p), scratch.put_mpz(q), scratch.put_mpz(t), twos
 
 
-def _sqrt_task(bits: int) -> mpz:
-    return fixed.sqrt_10005(bits)
+def _sqrt_task(bits: int, power_digits: int) -> tuple[str, str | None]:
+    """floor(sqrt(10005) 2**bits) and, with the time left while the parent still divides, 10**power_digits."""
+    scratch = _worker_scratch()
+    root = scratch.put_mpz(fixed.sqrt_10005(bits))
+    return root, scratch.put_mpz(mpz(10) ** power_digits) if power_digits else None
 
 
-def _digits_task(x: convert.Fraction) -> bytes:
+def _piece_task(frac: str, bits: int, err: int, digits: int, offset: int, power: str | None) -> str:
+    """The decimals after the first ``offset`` of the fraction in the scratch file ``frac``.
+
+    This process cuts off the first ``offset`` decimals itself, with 10**offset from the scratch file
+    ``power`` if given; returns the scratch file that holds the digits.
+    """
+    x = convert.Fraction(Scratch.take_mpz(frac), bits, err, digits)
     try:
-        return convert.fraction_bytes(x)
+        if offset:
+            x = x.split(offset, None if power is None else Scratch.take_mpz(power))
+        return _worker_scratch().put(convert.fraction_bytes(x))
     finally:
         convert.pow10.cache_clear()
+
+
+def _take_sums(paths: tuple[str, str, str, int]) -> chudnovsky.Sums:
+    p, q, t, twos = paths
+    return Scratch.take_mpz(p), Scratch.take_mpz(q), Scratch.take_mpz(t), twos
 
 
 class _Run:
@@ -313,18 +344,26 @@ class _Run:
             q, t = self._series_parallel(pool, threads, n, bits)
         t1 = time.perf_counter()
         self.times["series"] = t1 - t0
-        # The root (which never releases the GIL) goes to a worker while the parent divides.
-        sqrt_job = pool.submit(_sqrt_task, bits) if pool is not None else None
-        ratio = threads.run(fixed.quotient, q, t, bits)
+        # The root (which never releases the GIL) goes to a worker while the parent divides; the root takes
+        # less time, so that worker then also computes the power of ten the last conversion piece starts with.
+        plan = convert.piece_plan(self.digits, pool.count if pool is not None else 1)
+        power: str | None = None
+        if pool is None:
+            ratio = threads.run(fixed.quotient, q, t, bits)
+            sqrt_part = fixed.sqrt_10005(bits)
+        else:
+            sqrt_job = pool.submit(_sqrt_task, bits, plan[-1][0])
+            ratio = threads.run(fixed.quotient, q, t, bits)
+            root, power = threads.wait(sqrt_job)
+            sqrt_part = Scratch.take_mpz(root)
         del q, t
-        sqrt_part = fixed.sqrt_10005(bits) if sqrt_job is None else threads.wait(sqrt_job)
         value = threads.run(fixed.pi_fixed, ratio, sqrt_part, bits, threads.executor)
         del ratio, sqrt_part
         self.times["final"] = time.perf_counter() - t1
         self.progress.set(SERIES_SHARE + FINAL_SHARE)
         frac = convert.Fraction(value - (3 << bits), bits, 3, self.digits)
         del value
-        self._emit_all(pool, threads, frac)
+        self._emit_all(pool, threads, frac, plan, power)
 
     def _series_serial(self, n: int, bits: int) -> tuple[mpz, mpz]:
         done = 0
@@ -349,7 +388,7 @@ class _Run:
                 self.progress.set(SERIES_SHARE * 0.9 * pool.terms_done.value / n)
                 pool.check()
                 job.wait(0.1)
-            parts.append(job.get())
+            parts.append(_take_sums(job.get()))
         self.progress.set(SERIES_SHARE * 0.9)
         while len(parts) > 2:
             merged = [
@@ -365,25 +404,33 @@ class _Run:
         self.progress.set(SERIES_SHARE)
         return q, t
 
-    def _emit_all(self, pool: _Processes | None, threads: _Threads, frac: convert.Fraction) -> None:
+    def _emit_all(
+        self,
+        pool: _Processes | None,
+        threads: _Threads,
+        frac: convert.Fraction,
+        plan: list[tuple[int, int]],
+        last_power: str | None,
+    ) -> None:
         """Convert and write the digits; with processes, one piece each, written in order as they arrive."""
         t0 = time.perf_counter()
         self._write(b"3.")
         if pool is None:
             convert.emit_digits(frac, self._write)
         else:
-            jobs: list[AsyncResult[bytes]] = []
-            for i in range(pool.count - 1, 0, -1):
-                # The first piece starts while the parent still cuts the rest, so it gets a little more.
-                size = frac.digits // (i + 1) * (11 if not jobs else 10) // 10
-                if size < convert.LEAF_DIGITS:
-                    break
-                jobs.append(pool.submit(_digits_task, frac.narrowed(size)))
-                frac = threads.run(frac.split, size)
-            jobs.append(pool.submit(_digits_task, frac))
-            del frac
+            # One piece per process, each cutting off the digits before it itself (a multiplication by a power
+            # of ten), so the later pieces are shorter; written in order as they arrive.
+            jobs = []
+            for i, (offset, length) in enumerate(plan):
+                piece = frac.narrowed(offset + length)
+                path = pool.scratch.put_mpz(piece.frac)
+                power = last_power if i == len(plan) - 1 else None
+                args = (path, piece.bits, piece.err, piece.digits, offset, power)
+                jobs.append(pool.submit(_piece_task, *args))
+            del frac, piece
             for job in jobs:
-                self._write(threads.wait(job))
+                for chunk in Scratch.stream(threads.wait(job), WRITE_CHUNK):
+                    self._write(chunk)
         convert.pow10.cache_clear()
         self.times["convert"] = time.perf_counter() - t0 - self.times["write"]
 
