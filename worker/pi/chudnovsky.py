@@ -6,6 +6,12 @@ For a range of terms [a, b): P is the product of the numerators, Q of the denomi
 numerator, so that two adjacent ranges merge as P = P1 P2, Q = Q1 Q2, T = T1 Q2 + P1 T2. About 18 bits of
 each term's Q are factors of two; Q is kept odd with the power of two apart (P and T are odd), which makes
 the products involving Q about a sixth smaller.
+
+Only the ratios T/Q and P/Q matter, so a factor common to P, Q and T can be dropped at any node. A merge
+has one for free: g = gcd(P1, Q2) divides P = P1 P2, Q = Q1 Q2 and T = T1 Q2 + P1 T2. P1 and Q2 are
+products of runs of consecutive integers and share many small primes (15-45 % of Q2's bits), so cancelling
+g in the lower levels leaves the sums at the top 16-26 % smaller, which makes the expensive top levels
+cheaper (about 10 % off the series at 10^8 digits). Higher up, a gcd costs more than it saves.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import gmpy2
 from gmpy2 import mpz
 
 A = 13591409
@@ -22,6 +29,8 @@ C3_OVER_24 = 640320**3 // 24
 DIGITS_PER_TERM = math.log10(640320**3 / 1728)
 #: Ranges this short are summed term by term on small integers instead of being split further.
 LEAF_TERMS = 24
+#: Merges of ranges up to this many terms first cancel gcd(P1, Q2) (see the module's docstring).
+GCD_TERMS = 768
 
 #: P, the odd part of Q, T, and the exponent of two in Q.
 Sums = tuple[mpz, mpz, mpz, int]
@@ -57,10 +66,18 @@ def leaf(a: int, b: int) -> Sums:
     return p, q >> twos, t, twos
 
 
-def merge(left: Sums, right: Sums, need_p: bool = True) -> Sums:
-    """Combine adjacent ranges; P is skipped (returned as 1) when nothing to the right needs it."""
+def merge(left: Sums, right: Sums, need_p: bool = True, reduce: bool = False) -> Sums:
+    """Combine adjacent ranges; P is skipped (returned as 1) when nothing to the right needs it.
+
+    With ``reduce``, the common factor of P1 and Q2 is cancelled first: the result is the same sums divided
+    by it (the same ratios T/Q and P/Q, on smaller numbers).
+    """
     p1, q1, t1, e1 = left
     p2, q2, t2, e2 = right
+    if reduce:
+        g = gmpy2.gcd(p1, q2)
+        if g != 1:
+            p1, q2 = gmpy2.divexact(p1, g), gmpy2.divexact(q2, g)
     t = ((t1 * q2) << e2) + p1 * t2
     q = q1 * q2
     return (p1 * p2 if need_p else mpz(1)), q, t, e1 + e2
@@ -76,7 +93,7 @@ def split(a: int, b: int, need_p: bool = True, tick: Tick | None = None) -> Sums
     m = (a + b) // 2
     left = split(a, m, True, tick)
     right = split(m, b, need_p, tick)
-    return merge(left, right, need_p)
+    return merge(left, right, need_p, b - a <= GCD_TERMS)
 
 
 def balanced_cuts(n: int, parts: int) -> list[int]:
