@@ -162,7 +162,7 @@ def test_cancelling_common_factors_keeps_ratios_and_shrinks_sums(monkeypatch: py
 @pytest.fixture
 def scratch_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Where the worker processes' scratch directory goes (instead of /dev/shm)."""
-    monkeypatch.setattr(scratch, "_SHM", str(tmp_path))
+    monkeypatch.setenv(scratch.ROOT_VARIABLE, str(tmp_path))
     return tmp_path
 
 
@@ -304,7 +304,7 @@ def test_a_dead_worker_fails_the_call_instead_of_hanging(
 ) -> None:
     monkeypatch.setattr(engine, "_start_method", lambda: "fork")
     monkeypatch.setattr(engine, "_series_task", _die)
-    monkeypatch.setattr(scratch, "_SHM", str(tmp_path))
+    monkeypatch.setenv(scratch.ROOT_VARIABLE, str(tmp_path))
     with pytest.raises(RuntimeError, match="worker process died"):
         run(50_000, workers=2)
     assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@
 A multiprocessing pipe moves about 120 MiB/s here (64 KiB at a time), which costs seconds at 10^8 digits;
 a file on tmpfs is a memory copy. Worker processes write a result and return its name; the parent reads it
 back (or streams it, for digits) and deletes it. The whole directory goes when the computation ends.
+The directory is made in /dev/shm, or where the environment variable PIJOBS_PI_SCRATCH points.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from gmpy2 import mpz
 
 #: Memory-backed on Linux; elsewhere the system's temporary directory.
 _SHM = "/dev/shm"
+#: Names another directory for the scratch space (e.g. to watch how much it holds).
+ROOT_VARIABLE = "PIJOBS_PI_SCRATCH"
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,9 @@ class Scratch:
 
     @classmethod
     def create(cls) -> Scratch:
-        root = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
+        root = os.environ.get(ROOT_VARIABLE) or (
+            _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
+        )
         return cls(tempfile.mkdtemp(prefix="pi-scratch-", dir=root))
 
     def remove(self) -> None:
