@@ -25,12 +25,15 @@ from gmpy2 import mpz
 A = 13591409
 B = 545140134
 C3_OVER_24 = 640320**3 // 24
+_C3_OVER_24 = mpz(C3_OVER_24)
 #: Each term adds log10(640320^3 / 12^3) ~ 14.18 correct decimal digits.
 DIGITS_PER_TERM = math.log10(640320**3 / 1728)
 #: Ranges this short are summed term by term on small integers instead of being split further.
 LEAF_TERMS = 24
 #: Merges of ranges up to this many terms first cancel gcd(P1, Q2) (see the module's docstring).
 GCD_TERMS = 768
+#: ... but only in series ranges of at least this many terms (about 280,000 digits): below, it does not pay.
+GCD_MIN_TERMS = 20_000
 
 #: P, the odd part of Q, T, and the exponent of two in Q.
 Sums = tuple[mpz, mpz, mpz, int]
@@ -59,7 +62,7 @@ def leaf(a: int, b: int) -> Sums:
     )
     for k, x, y, z, u in factors:
         p *= x * y * z
-        qk = k * k * k * C3_OVER_24
+        qk = _C3_OVER_24 * (k * k * k)  # an mpz at once, not a Python int converted twice below
         t = t * qk + p * u
         q *= qk
     twos = q.bit_scan1()
@@ -83,17 +86,23 @@ def merge(left: Sums, right: Sums, need_p: bool = True, reduce: bool = False) ->
     return (p1 * p2 if need_p else mpz(1)), q, t, e1 + e2
 
 
-def split(a: int, b: int, need_p: bool = True, tick: Tick | None = None) -> Sums:
-    """The sums of the terms [a, b) by binary splitting; ``tick(n)`` reports n more terms summed."""
+def split(a: int, b: int, need_p: bool = True, tick: Tick | None = None, cancel: bool | None = None) -> Sums:
+    """The sums of the terms [a, b) by binary splitting; ``tick(n)`` reports n more terms summed.
+
+    ``cancel`` (by default: for ranges of at least GCD_MIN_TERMS terms) drops common factors in the lower
+    merges; in a small series the top levels are too cheap for that to pay.
+    """
+    if cancel is None:
+        cancel = b - a >= GCD_MIN_TERMS
     if b - a <= LEAF_TERMS:
         result = leaf(a, b)
         if tick is not None:
             tick(b - a)
         return result
     m = (a + b) // 2
-    left = split(a, m, True, tick)
-    right = split(m, b, need_p, tick)
-    return merge(left, right, need_p, b - a <= GCD_TERMS)
+    left = split(a, m, True, tick, cancel)
+    right = split(m, b, need_p, tick, cancel)
+    return merge(left, right, need_p, cancel and b - a <= GCD_TERMS)
 
 
 def balanced_cuts(n: int, parts: int) -> list[int]:
