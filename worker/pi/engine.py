@@ -67,11 +67,11 @@ class PiStats:
 def estimate(digits: int) -> Estimate:
     """Wall time on 2 otherwise idle cores and peak memory of all processes, fitted on measurements.
 
-    Time ~ 4.0e-8 s * digits**1.195 (within about 25 % from 10^4 to 10^8 digits on the development machine);
+    Time ~ 2.8e-8 s * digits**1.195 (within about 30 % from 10^4 to 10^8 digits on the development machine);
     memory ~ 80 MiB + 25 bytes per digit, a little above every measured peak (docs/pi.md).
     """
     _check_digits(digits)
-    return Estimate(seconds=4.0e-8 * digits**1.195, peak_memory_bytes=80 * 2**20 + 25 * digits)
+    return Estimate(seconds=2.8e-8 * digits**1.195, peak_memory_bytes=80 * 2**20 + 25 * digits)
 
 
 def compute_pi(
