@@ -20,7 +20,7 @@ from worker.pi.fixed import AmbiguousDigitsError, precision_bits
 #: Pieces this short are converted by GMP directly.
 LEAF_DIGITS = 20_000
 
-Emit = Callable[[bytes], None]
+Emit = Callable[[bytes], object]
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def piece_plan(digits: int, parts: int) -> list[tuple[int, int]]:
 
 
 def fraction_bytes(x: Fraction) -> bytes:
-    """All the decimals of ``x`` as one bytes object (what a worker process sends back)."""
+    """All the decimals of ``x`` as one bytes object."""
     parts: list[bytes] = []
     emit_digits(x, parts.append)
     return b"".join(parts)

@@ -312,7 +312,7 @@ def _piece_task(frac: str, bits: int, err: int, digits: int, offset: int, power:
     try:
         if offset:
             x = x.split(offset, None if power is None else Scratch.take_mpz(power))
-        return _worker_scratch().put(convert.fraction_bytes(x))
+        return _worker_scratch().put_stream(lambda write: convert.emit_digits(x, write))
     finally:
         convert.pow10.cache_clear()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import gmpy2
@@ -41,9 +41,13 @@ class Scratch:
 
     def put(self, data: bytes) -> str:
         """Store ``data`` in a new file; returns its path."""
+        return self.put_stream(lambda write: write(data))
+
+    def put_stream(self, fill: Callable[[Callable[[bytes], object]], object]) -> str:
+        """A new file that ``fill(write)`` writes piece by piece (no copy of the whole); returns its path."""
         fd, path = tempfile.mkstemp(dir=self.directory)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            fill(f.write)
         return path
 
     def put_mpz(self, x: mpz) -> str:
