@@ -180,6 +180,26 @@ def test_scratch_files_are_removed_when_the_run_is_cancelled(scratch_root: Path)
     assert list(scratch_root.iterdir()) == []
 
 
+def test_scratch_spaces_of_killed_processes_are_removed(scratch_root: Path) -> None:
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    orphan = scratch_root / f"pi-scratch-{ended.pid}-abc"  # its owner was SIGKILLed, say
+    orphan.mkdir()
+    (orphan / "leftover").write_bytes(b"digits")
+    live = scratch_root / f"pi-scratch-{os.getpid()}-def"
+    live.mkdir()
+    other = scratch_root / "something-else"
+    other.mkdir()
+
+    fresh = scratch.Scratch.create()
+    try:
+        assert not orphan.exists()
+        assert live.exists() and other.exists()
+        assert Path(fresh.directory).parent == scratch_root
+    finally:
+        fresh.remove()
+
+
 def test_stats_fields() -> None:
     _, stats = run(20_000)
     assert stats.workers == 1

@@ -3,7 +3,9 @@
 A multiprocessing pipe moves about 120 MiB/s here (64 KiB at a time), which costs seconds at 10^8 digits;
 a file on tmpfs is a memory copy. Worker processes write a result and return its name; the parent reads it
 back (or streams it, for digits) and deletes it. The whole directory goes when the computation ends.
-The directory is made in /dev/shm, or where the environment variable PIJOBS_PI_SCRATCH points.
+The directory is made in /dev/shm, or where the environment variable PIJOBS_PI_SCRATCH points. Its name
+carries the owner's process id: a process killed outright (SIGKILL) cannot clean up, so each new scratch
+space first removes those whose owner is gone.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from gmpy2 import mpz
 _SHM = "/dev/shm"
 #: Names another directory for the scratch space (e.g. to watch how much it holds).
 ROOT_VARIABLE = "PIJOBS_PI_SCRATCH"
+_PREFIX = "pi-scratch-"
 
 
 @dataclass(frozen=True)
@@ -32,9 +35,10 @@ class Scratch:
     @classmethod
     def create(cls) -> Scratch:
         root = os.environ.get(ROOT_VARIABLE) or (
-            _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
+            _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else tempfile.gettempdir()
         )
-        return cls(tempfile.mkdtemp(prefix="pi-scratch-", dir=root))
+        _remove_orphans(root)
+        return cls(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=root))
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -75,3 +79,25 @@ class Scratch:
                     yield data
         finally:
             os.unlink(path)
+
+
+def _remove_orphans(root: str) -> None:
+    """Remove the scratch directories in ``root`` whose owner process no longer exists."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        owner = name[len(_PREFIX) :].split("-", 1)[0]
+        if name.startswith(_PREFIX) and owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
