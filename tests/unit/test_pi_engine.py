@@ -254,7 +254,7 @@ def test_conversion_refuses_a_value_on_a_digit_boundary() -> None:
     bits = fixed.precision_bits(5)
     exactly_half = convert.Fraction(mpz(1) << (bits - 1), bits, 3, 5)  # 0.5000000... then a digit edge
     with pytest.raises(fixed.AmbiguousDigitsError):
-        convert.fraction_bytes(exactly_half)
+        convert.emit_digits(exactly_half, [].append)
 
 
 def test_verify_rejects_a_wrong_digit() -> None:

@@ -136,10 +136,3 @@ def piece_plan(digits: int, parts: int) -> list[tuple[int, int]]:
     if any(length < LEAF_DIGITS for _, length in pieces):
         return piece_plan(digits, parts - 1)
     return pieces
-
-
-def fraction_bytes(x: Fraction) -> bytes:
-    """All the decimals of ``x`` as one bytes object."""
-    parts: list[bytes] = []
-    emit_digits(x, parts.append)
-    return b"".join(parts)

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing import get_context
 from multiprocessing.pool import AsyncResult
 from typing import Any, BinaryIO, TypeVar
@@ -390,9 +391,10 @@ class _Run:
                 job.wait(0.1)
             parts.append(_take_sums(job.get()))
         self.progress.set(SERIES_SHARE * 0.9)
+        threaded_mul = partial(fixed.mul, pool=threads.executor)
         while len(parts) > 2:
             merged = [
-                threads.run(_merge, parts[i], parts[i + 1], threads.executor)
+                threads.run(chudnovsky.merge, parts[i], parts[i + 1], True, False, threaded_mul)
                 for i in range(0, len(parts) - 1, 2)
             ]
             parts = merged + parts[len(parts) - len(parts) % 2 :]
@@ -460,15 +462,6 @@ class _Run:
             workers=workers,
             peak_rss_bytes=_peak_rss(),
         )
-
-
-def _merge(
-    left: chudnovsky.Sums, right: chudnovsky.Sums, executor: ThreadPoolExecutor | None
-) -> chudnovsky.Sums:
-    p1, q1, t1, e1 = left
-    p2, q2, t2, e2 = right
-    t = (fixed.mul(t1, q2, executor) << e2) + fixed.mul(p1, t2, executor)
-    return fixed.mul(p1, p2, executor), fixed.mul(q1, q2, executor), t, e1 + e2
 
 
 def _peak_rss() -> int | None:
