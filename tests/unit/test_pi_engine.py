@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gmpy2
 import mpmath
 import pytest
 from gmpy2 import mpz
@@ -248,6 +249,12 @@ def test_estimate_grows_with_digits() -> None:
     assert isinstance(small, Estimate)
     assert 0 < small.seconds < large.seconds
     assert 0 < small.peak_memory_bytes < large.peak_memory_bytes < 4 * 2**30
+
+
+@pytest.mark.parametrize("bits", [1, 18, 19, 50, 51, 1000, 65_536, 1_000_003])
+def test_square_root_is_the_floor_or_one_below(bits: int) -> None:
+    exact = gmpy2.isqrt(mpz(10005) << (2 * bits))
+    assert exact - fixed.sqrt_10005(bits) in (0, 1)
 
 
 def test_conversion_refuses_a_value_on_a_digit_boundary() -> None:

@@ -297,17 +297,17 @@ def _series_task(a: int, b: int, need_p: bool) -> tuple[str, str, str, int]:
 
 
 def _sqrt_task(bits: int, power_digits: int) -> tuple[str, str | None]:
-    """floor(sqrt(10005) 2**bits) and, with the time left while the parent still divides, 10**power_digits."""
+    """sqrt(10005) 2**bits and, with the time left while the parent still divides, 5**power_digits."""
     scratch = _worker_scratch()
     root = scratch.put_mpz(fixed.sqrt_10005(bits))
-    return root, scratch.put_mpz(mpz(10) ** power_digits) if power_digits else None
+    return root, scratch.put_mpz(mpz(5) ** power_digits) if power_digits else None
 
 
 def _piece_task(frac: str, bits: int, err: int, digits: int, offset: int, power: str | None) -> str:
     """The decimals after the first ``offset`` of the fraction in the scratch file ``frac``.
 
-    This process cuts off the first ``offset`` decimals itself, with 10**offset from the scratch file
-    ``power`` if given; returns the scratch file that holds the digits.
+    This process cuts off the first ``offset`` decimals itself, with 5**offset from the scratch file ``power``
+    if given; returns the scratch file that holds the digits.
     """
     x = convert.Fraction(Scratch.take_mpz(frac), bits, err, digits)
     try:
@@ -315,7 +315,7 @@ def _piece_task(frac: str, bits: int, err: int, digits: int, offset: int, power:
             x = x.split(offset, None if power is None else Scratch.take_mpz(power))
         return _worker_scratch().put_stream(lambda write: convert.emit_digits(x, write))
     finally:
-        convert.pow10.cache_clear()
+        convert.pow5.cache_clear()
 
 
 def _take_sums(paths: tuple[str, str, str, int]) -> chudnovsky.Sums:
@@ -345,8 +345,8 @@ class _Run:
             q, t = self._series_parallel(pool, threads, n, bits)
         t1 = time.perf_counter()
         self.times["series"] = t1 - t0
-        # The root (which never releases the GIL) goes to a worker while the parent divides; the root takes
-        # less time, so that worker then also computes the power of ten the last conversion piece starts with.
+        # The root goes to a worker while the parent divides; it takes less time, so that worker then also
+        # computes the power of five the last conversion piece starts with.
         plan = convert.piece_plan(self.digits, pool.count if pool is not None else 1)
         power: str | None = None
         if pool is None:
@@ -433,7 +433,7 @@ class _Run:
             for job in jobs:
                 for chunk in Scratch.stream(threads.wait(job), WRITE_CHUNK):
                     self._write(chunk)
-        convert.pow10.cache_clear()
+        convert.pow5.cache_clear()
         self.times["convert"] = time.perf_counter() - t0 - self.times["write"]
 
     def _write(self, data: bytes) -> None:
