@@ -137,6 +137,11 @@ class _Progress:
         self._sent_at = 0.0
         self.value = 0.0
 
+    @property
+    def wanted(self) -> bool:
+        """Whether anyone listens (without a callback, callers can skip the bookkeeping)."""
+        return self._callback is not None
+
     def set(self, fraction: float) -> None:
         self.value = min(1.0, max(self.value, fraction))
         self.poll()
@@ -375,8 +380,9 @@ class _Run:
             self.progress.set(SERIES_SHARE * done / n)
 
         m = n // 2
-        left = chudnovsky.split(0, m, True, tick)
-        right = chudnovsky.split(m, n, False, tick)
+        ticks = tick if self.progress.wanted else None
+        left = chudnovsky.split(0, m, True, ticks)
+        right = chudnovsky.split(m, n, False, ticks)
         return fixed.top_merge(left, right, bits, None)
 
     def _series_parallel(self, pool: _Processes, threads: _Threads, n: int, bits: int) -> tuple[mpz, mpz]:
