@@ -8,6 +8,7 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import gmpy2
@@ -334,6 +335,17 @@ def test_a_dead_worker_fails_the_call_instead_of_hanging(
     with pytest.raises(RuntimeError, match="worker process died"):
         run(50_000, workers=2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stopped_pool_thread_fails_the_check_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
+    ended = threading.Thread(target=lambda: None)
+    ended.start()
+    ended.join()
+    with engine._Processes(2) as processes:
+        processes.check()
+        monkeypatch.setattr(processes._pool, "_result_handler", ended)  # as if it had died
+        with pytest.raises(RuntimeError, match="stopped handing out or collecting"):
+            processes.check()
 
 
 def test_cli_reports_a_failed_verification(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

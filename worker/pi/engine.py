@@ -229,9 +229,12 @@ class _Processes:
         return self._pool.apply_async(fn, args)
 
     def check(self) -> None:
-        """Raise if a worker process has gone (its task would otherwise never finish)."""
+        """Raise if a worker process or a thread of the pool's own has gone (a task would never finish)."""
         if self._worker_pids() != self._pids:
             raise RuntimeError("a pi worker process died (killed, or out of memory?)")
+        handlers = (self._pool._task_handler, self._pool._result_handler)  # type: ignore[attr-defined]
+        if not all(thread.is_alive() for thread in handlers):
+            raise RuntimeError("the pi worker pool stopped handing out or collecting work")
 
     def _worker_pids(self) -> set[int | None]:
         return {p.pid for p in self._pool._pool if p.exitcode is None}  # type: ignore[attr-defined]
