@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +44,30 @@ def _wait_for(predicate: object, timeout: float, what: str) -> float:
     raise AssertionError(f"{what} did not happen within {timeout} s")
 
 
+def _kill_group_like_a_crash(pid: int) -> None:
+    """SIGKILL the worker's process group, sparing multiprocessing's resource tracker where /proc shows it.
+
+    On an instance the machine's /dev/shm goes with it; here the tracker, once everyone else is gone,
+    unlinks the pool's named semaphores, which would otherwise pile up in /dev/shm run after run.
+    """
+    group = os.getpgid(pid)
+    proc = Path("/proc")
+    if not proc.is_dir():
+        os.killpg(group, signal.SIGKILL)
+        return
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != group:
+                continue
+            if b"resource_tracker" in (entry / "cmdline").read_bytes():
+                continue
+            os.kill(int(entry.name), signal.SIGKILL)
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue  # gone meanwhile
+
+
 def _capacity_matches_live_jobs(stack: LocalStack) -> None:
     live = JobStore(stack.client("dynamodb"), stack.outputs["TableName"]).live_jobs()
     state = _capacity(stack).state()
@@ -55,7 +80,7 @@ def test_a_killed_worker_is_noticed_retried_and_succeeds(alice: Client, local_st
     _wait_for(lambda: alice.get(f"/jobs/{job_id}").json()["status"] == "RUNNING", 60, "RUNNING")
     (pid,) = local_stack.runner.running().values()
 
-    os.killpg(os.getpgid(pid), signal.SIGKILL)
+    _kill_group_like_a_crash(pid)
     killed = time.monotonic()
     _wait_for(lambda: alice.get(f"/jobs/{job_id}").json()["attempts"] == 2, 60, "the retry")
     noticed = time.monotonic() - killed
