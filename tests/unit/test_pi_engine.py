@@ -160,6 +160,30 @@ def test_cancelling_common_factors_keeps_ratios_and_shrinks_sums() -> None:
     assert t.bit_length() < 0.9 * t0.bit_length()
 
 
+@pytest.mark.parametrize("digits", [1, 100, 5_000, 200_000])
+def test_the_tail_ratio_gives_the_exact_series_ratio_to_the_last_unit(digits: int) -> None:
+    bits = fixed.precision_bits(digits)
+    n = chudnovsky.terms_for(digits + fixed.GUARD_BITS)
+    m = n // 2
+    left, right = chudnovsky.split(0, m), chudnovsky.split(m, n, need_p=False)
+    tail_bits = chudnovsky.tail_precision(m, n, bits)
+    assert tail_bits < 0.6 * bits or digits < 1000  # the division at the tail needs about half the bits
+    q, t = fixed.head_ratio(left, fixed.tail_ratio(right, tail_bits), bits, tail_bits, None)
+    (p1, q1, t1, e1), (_, q2, t2, e2) = left, right
+    whole_q, whole_t = (q1 * q2) << (e1 + e2), ((t1 * q2) << e2) + p1 * t2  # the last merge, done exactly
+    exact = (whole_q << (bits + 32)) // whole_t
+    assert abs(fixed.quotient(q, t, bits) - exact) <= 1
+
+
+def test_the_last_range_gets_less_work_when_asked() -> None:
+    even = chudnovsky.balanced_cuts(700_000, 2)
+    lighter = chudnovsky.balanced_cuts(700_000, 2, last_extra=0.12)
+    assert even[0] == lighter[0] == 0 and even[-1] == lighter[-1] == 700_000
+    assert even[1] < lighter[1] < 0.56 * 700_000
+    three = chudnovsky.balanced_cuts(700_000, 3, last_extra=0.12)
+    assert three[2] - three[1] > three[3] - three[2]
+
+
 @pytest.fixture
 def scratch_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Where the worker processes' scratch directory goes (instead of /dev/shm)."""

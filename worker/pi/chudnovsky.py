@@ -27,8 +27,9 @@ A = 13591409
 B = 545140134
 C3_OVER_24 = 640320**3 // 24
 _C3_OVER_24 = mpz(C3_OVER_24)
-#: Each term adds log10(640320^3 / 12^3) ~ 14.18 correct decimal digits.
+#: Each term adds log10(640320^3 / 12^3) ~ 14.18 correct decimal digits (47.11 bits).
 DIGITS_PER_TERM = math.log10(640320**3 / 1728)
+BITS_PER_TERM = math.log2(640320**3 / 1728)
 #: Ranges this short are summed term by term on small integers instead of being split further.
 LEAF_TERMS = 24
 #: Merges of ranges up to this many terms first cancel gcd(P1, Q2) (see the module's docstring).
@@ -45,6 +46,18 @@ Mul = Callable[[mpz, mpz], mpz]
 def terms_for(digits: int) -> int:
     """Number of terms that gives ``digits`` correct decimals plus a margin."""
     return int(digits / DIGITS_PER_TERM) + 3
+
+
+def tail_precision(start: int, n: int, bits: int) -> int:
+    """Bits of T/Q of the terms [start, n) that pi to ``bits`` bits needs (see fixed.tail_ratio).
+
+    That ratio enters as P1/Q1 (T/Q), against T1/Q1 >= A/2, with |P1/Q1| < 2**(-BITS_PER_TERM (start - 1))
+    (every factor of a term's ratio is below its limit 1728 / 640320^3) and |T/Q| < A + B n. So an error
+    of 2**-p in it moves pi by less than 2**(log2(2 (A + B n) / A) - BITS_PER_TERM (start - 1) - p); with
+    40 spare bits that is far below the last of ``bits``.
+    """
+    spare = 40 + math.log2(2 * (A + B * n) / A)
+    return max(64, math.ceil(bits + spare - (BITS_PER_TERM - 0.01) * (start - 1)))
 
 
 def leaf(a: int, b: int) -> Sums:
@@ -109,8 +122,11 @@ def split(a: int, b: int, need_p: bool = True, tick: Tick | None = None, cancel:
     return merge(left, right, need_p, cancel and b - a <= GCD_TERMS)
 
 
-def balanced_cuts(n: int, parts: int) -> list[int]:
-    """Cut [0, n) into ``parts`` ranges of about equal work (a term's size grows like log k)."""
+def balanced_cuts(n: int, parts: int, last_extra: float = 0.0) -> list[int]:
+    """Cut [0, n) into ``parts`` ranges of about equal time (a term's size grows like log k).
+
+    The last range's work counts ``last_extra`` more (its process has more to do after the sum).
+    """
     if parts <= 1 or n < parts * LEAF_TERMS:
         return [0, n]
 
@@ -118,10 +134,10 @@ def balanced_cuts(n: int, parts: int) -> list[int]:
     def work(k: int) -> float:
         return k * (3 * math.log2(max(k, 2)) + 60.0)
 
-    total = work(n)
+    share = work(n) / (parts - 1 + 1 / (1 + last_extra))  # the work of each range but the last
     cuts = [0]
     for i in range(1, parts):
-        target = total * i / parts
+        target = share * i
         lo, hi = cuts[-1], n
         while hi - lo > 1:
             mid = (lo + hi) // 2

@@ -79,48 +79,50 @@ def mul(x: mpz, y: mpz, pool: ThreadPoolExecutor | None) -> mpz:
     return (high.result() << cut) + low
 
 
-def products(a: tuple[mpz, mpz], b: tuple[mpz, mpz], pool: ThreadPoolExecutor | None) -> tuple[mpz, mpz]:
-    """Two independent products, the first in another thread when there is one."""
-    if pool is None:
-        return a[0] * a[1], b[0] * b[1]
-    first = pool.submit(_product, *a)
-    second = b[0] * b[1]
-    return first.result(), second
-
-
-def _product(x: mpz, y: mpz) -> mpz:
-    release_gil()
-    return x * y
-
-
 def _mul_high(x: mpz, y: mpz, cut: int) -> mpz:
     release_gil()
     return (x >> cut) * y
 
 
-def top_merge(left: Sums, right: Sums, keep_bits: int, pool: ThreadPoolExecutor | None) -> tuple[mpz, mpz]:
-    """Q and T of the whole series from its two halves, both scaled by one power of two, to ``keep_bits``.
+def tail_ratio(right: Sums, precision: int) -> tuple[mpz, int]:
+    """T/Q of the last range of the series to ``precision`` bits: (w, e) with w 2**e = T / (Q 2**twos).
 
-    Only Q/T matters at the top, so the halves are cut to the precision that ratio needs; P1 T2 is smaller
-    than T1 Q2 by about the first half's terms' worth of digits and needs correspondingly fewer bits.
+    The whole series' Q/T is then Q1 / (T1 + P1 T2/Q2) from the ranges before it (head_ratio): one
+    division at the precision that term needs - about half the digits, since P1/Q1 shrinks by 47 bits a
+    term - instead of the three full-size products of a last merge. The process that summed the range
+    divides right away, so its Q and T never travel.
+    """
+    _, q, t, twos = right
+    q_cut, q_shift = truncate(q, precision + 64)
+    t_cut, t_shift = truncate(t, precision + 64)
+    k = precision + 32 + q_cut.bit_length() - t_cut.bit_length()  # so that w has about precision + 32 bits
+    w = (t_cut << k) // q_cut if k >= 0 else (t_cut >> -k) // q_cut
+    return w, t_shift - q_shift - twos - k
+
+
+def head_ratio(
+    left: Sums, tail: tuple[mpz, int], keep_bits: int, tail_bits: int, pool: ThreadPoolExecutor | None
+) -> tuple[mpz, mpz]:
+    """Q and T/Q2 of the whole series, as two integers of one scale, to ``keep_bits``: Q1 and T1 + P1 w.
+
+    ``left`` are the sums of all but the last range, ``tail`` that range's T/Q from tail_ratio() to
+    ``tail_bits``, the precision that P1 w, much smaller than T1, needs.
     """
     p1, q1, t1, e1 = left
-    _, q2, t2, e2 = right
+    w, w_exp = tail
     keep = keep_bits + 32
-    q1c, s1 = truncate(q1, keep)
-    q2c, s2 = truncate(q2, keep)
-    t1c, s3 = truncate(t1, keep)
-    q, t = products((q1c, q2c), (t1c, q2c), pool)
-    t_exp = s3 + s2 + e2
-    deficit = t1.bit_length() + q2.bit_length() + e2 - p1.bit_length() - t2.bit_length()
-    if keep - deficit + 32 > 0:
-        p1c, s4 = truncate(p1, keep - deficit + 32)
-        t2c, s5 = truncate(t2, keep - deficit + 32)
-        t, t_exp = _add_scaled(t, t_exp, mul(p1c, t2c, pool), s4 + s5)
-    q_exp = s1 + s2 + e1 + e2
-    if q_exp >= t_exp:
-        return q << (q_exp - t_exp), t
-    return q, t << (t_exp - q_exp)
+    q_cut, q_shift = truncate(q1, keep)
+    t_cut, t_shift = truncate(t1, keep)
+    p_cut, p_shift = truncate(p1, tail_bits + 32)
+    x, x_exp = mul(p_cut, w, pool), p_shift + w_exp
+    drop = t_cut.bit_length() + t_shift - keep - 32 - x_exp  # P1 w's bits far below the last one kept
+    if drop > 0:
+        x, x_exp = x >> drop, x_exp + drop
+    den, den_exp = _add_scaled(t_cut, t_shift, x, x_exp)
+    q_exp = q_shift + e1
+    if q_exp >= den_exp:
+        return q_cut << (q_exp - den_exp), den
+    return q_cut, den << (den_exp - q_exp)
 
 
 def _add_scaled(x: mpz, x_exp: int, y: mpz, y_exp: int) -> tuple[mpz, int]:
