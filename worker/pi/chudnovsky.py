@@ -29,6 +29,7 @@ C3_OVER_24 = 640320**3 // 24
 _C3_OVER_24 = mpz(C3_OVER_24)
 #: Each term adds log10(640320^3 / 12^3) ~ 14.18 correct decimal digits (47.11 bits).
 DIGITS_PER_TERM = math.log10(640320**3 / 1728)
+#: ... and shrinks P/Q by as many bits.
 BITS_PER_TERM = math.log2(640320**3 / 1728)
 #: Ranges this short are summed term by term on small integers instead of being split further.
 LEAF_TERMS = 24
@@ -49,12 +50,13 @@ def terms_for(digits: int) -> int:
 
 
 def tail_precision(start: int, n: int, bits: int) -> int:
-    """Bits of T/Q of the terms [start, n) that pi to ``bits`` bits needs (see fixed.tail_ratio).
+    """Relative precision in bits that T/Q of the terms [start, n) needs for pi to ``bits`` bits.
 
-    That ratio enters as P1/Q1 (T/Q), against T1/Q1 >= A/2, with |P1/Q1| < 2**(-BITS_PER_TERM (start - 1))
-    (every factor of a term's ratio is below its limit 1728 / 640320^3) and |T/Q| < A + B n. So an error
-    of 2**-p in it moves pi by less than 2**(log2(2 (A + B n) / A) - BITS_PER_TERM (start - 1) - p); with
-    40 spare bits that is far below the last of ``bits``.
+    That ratio w enters pi's Q/T as Q1 / (T1 + P1 w) (see fixed.tail_ratio), where T1/Q1 >= A/2,
+    |P1/Q1| < 2**(-BITS_PER_TERM (start - 1)) (each term's ratio is below its limit 1728 / 640320^3) and
+    |w| < A + B n. A relative error of 2**-p in w therefore moves the denominator by less than
+    2**(log2(2 (A + B n) / A) - BITS_PER_TERM (start - 1) - p) of itself; 40 spare bits keep that far below
+    the last of ``bits``.
     """
     spare = 40 + math.log2(2 * (A + B * n) / A)
     return max(64, math.ceil(bits + spare - (BITS_PER_TERM - 0.01) * (start - 1)))

@@ -425,6 +425,7 @@ class _Run:
         return q, t
 
     def _await_series(self, pool: _Processes, job: AsyncResult[T], n: int) -> T:
+        """The job's result; meanwhile reports the terms summed so far and watches the workers."""
         while not job.ready():
             self.progress.set(SERIES_SHARE * 0.9 * pool.terms_done.value / n)
             pool.check()
