@@ -103,7 +103,7 @@ def tail_ratio(right: Sums, precision: int) -> tuple[mpz, int]:
 def head_ratio(
     left: Sums, tail: tuple[mpz, int], keep_bits: int, tail_bits: int, pool: ThreadPoolExecutor | None
 ) -> tuple[mpz, mpz]:
-    """Q and T/Q2 of the whole series, as two integers of one scale, to ``keep_bits``: Q1 and T1 + P1 w.
+    """Two integers whose ratio is the whole series' Q/T to ``keep_bits``: Q1 and T1 + P1 w, scaled alike.
 
     ``left`` are the sums of all but the last range, ``tail`` that range's T/Q from tail_ratio() to
     ``tail_bits``, the precision that P1 w, much smaller than T1, needs.
