@@ -44,10 +44,7 @@ class Fraction:
 
         ``power`` is 5**digits when the caller already has it.
         """
-        power = pow5(digits) if power is None else power
-        rest = _low_bits(self.frac * power, self.bits - digits) << digits  # frac * 10**digits mod 1
-        err = (self.err * power) << digits
-        _check(rest, self.bits, err)
+        _, rest, err = _scale(self, digits, power)
         return _cut(rest, self.bits, err, self.digits - digits)
 
 
@@ -57,8 +54,18 @@ def _cut(frac: mpz, bits: int, err: mpz, digits: int) -> Fraction:
     return Fraction(frac >> shift, keep, int(err >> shift) + 2, digits)
 
 
-def _low_bits(x: mpz, bits: int) -> mpz:
-    return x & ((mpz(1) << bits) - 1)
+def _scale(x: Fraction, digits: int, power: mpz | None = None) -> tuple[mpz, mpz, mpz]:
+    """x * 10**digits, checked against its error bound: (y, rest, err).
+
+    y / 2**(bits - digits) is x * 10**digits (10**digits is 5**digits shifted, ``power`` if given); rest is
+    its fractional part in units of 2**-bits and err that part's error bound.
+    """
+    power = pow5(digits) if power is None else power
+    y = x.frac * power
+    rest = (y & ((mpz(1) << (x.bits - digits)) - 1)) << digits
+    err = (x.err * power) << digits
+    _check(rest, x.bits, err)
+    return y, rest, err
 
 
 def _check(rest: mpz, bits: int, err: mpz) -> None:
@@ -75,10 +82,8 @@ def pow5(n: int) -> mpz:
 def emit_digits(x: Fraction, emit: Emit) -> None:
     """Emit the ``x.digits`` decimals of ``x`` as ASCII bytes, in order, in pieces."""
     if x.digits <= LEAF_DIGITS:
-        y = x.frac * pow5(x.digits)  # x * 10**digits is y / 2**(bits - digits)
-        shift = x.bits - x.digits
-        _check(_low_bits(y, shift) << x.digits, x.bits, (x.err * pow5(x.digits)) << x.digits)
-        emit((y >> shift).digits().zfill(x.digits).encode("ascii"))
+        y, _, _ = _scale(x, x.digits)
+        emit((y >> (x.bits - x.digits)).digits().zfill(x.digits).encode("ascii"))
         return
     half = x.digits // 2
     emit_digits(x.narrowed(half), emit)
@@ -86,7 +91,7 @@ def emit_digits(x: Fraction, emit: Emit) -> None:
 
 
 #: Model of the conversion's cost, fitted on measurements: converting n digits costs about n**1.18, and
-#: cutting a fraction at its middle (one multiplication by 10**(D/2)) about 0.4 of converting one half.
+#: cutting a fraction at its middle (one multiplication by 5**(D/2)) about 0.4 of converting one half.
 _CONVERT_EXPONENT = 1.18
 _CUT_SHARE = 0.4
 
@@ -94,7 +99,7 @@ _CUT_SHARE = 0.4
 def piece_plan(digits: int, parts: int) -> list[tuple[int, int]]:
     """Cut ``digits`` into up to ``parts`` (offset, length) pieces that take about equally long to convert.
 
-    Piece 0 converts its digits directly; every later piece first multiplies by 10**offset to reach its
+    Piece 0 converts its digits directly; every later piece first multiplies by 5**offset to reach its
     digits, so it gets fewer digits to convert. Pieces shorter than a leaf are not worth a process of their
     own.
     """
@@ -105,7 +110,7 @@ def piece_plan(digits: int, parts: int) -> list[tuple[int, int]]:
         return float(n) ** _CONVERT_EXPONENT
 
     def cut_cost(offset: int, length: int) -> float:
-        # Multiplying a fraction of (offset + length) digits by 10**offset, relative to a cut in the middle.
+        # Multiplying a fraction of (offset + length) digits by 5**offset, relative to a cut in the middle.
         middle = _CUT_SHARE * convert_cost(digits // 2)
         return middle * (2 * offset + length) / (1.5 * digits) if offset else 0.0
 

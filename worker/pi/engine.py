@@ -447,7 +447,7 @@ class _Run:
             convert.emit_digits(frac, self._write)
         else:
             # One piece per process, each cutting off the digits before it itself (a multiplication by a power
-            # of ten), so the later pieces are shorter; written in order as they arrive.
+            # of five), so the later pieces are shorter; written in order as they arrive.
             jobs = []
             for i, (offset, length) in enumerate(plan):
                 piece = frac.narrowed(offset + length)
