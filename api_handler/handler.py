@@ -26,6 +26,7 @@ def services() -> ApiServices:
         store=JobStore(aws.client("dynamodb"), settings.table_name),
         queue=JobQueue(aws.client("sqs"), settings.queue_url),
         s3=aws.client("s3"),
+        functions=settings.functions(),
     )
 
 

@@ -15,17 +15,17 @@ Route = Callable[[ApiServices, Request], dict[str, Any]]
 
 
 def post_jobs(services: ApiServices, request: Request) -> dict[str, Any]:
-    body = service.parse_pi_request(request.json_body(), services.settings.max_digits)
-    return _accepted(services, request, body)
+    submission = service.parse_submission(services.functions, request.json_body())
+    return _accepted(services, request, submission)
 
 
 def post_per_run_execute(services: ApiServices, request: Request) -> dict[str, Any]:
-    body = service.parse_per_run_execute(request.json_body(), services.settings.max_digits)
-    return _accepted(services, request, body)
+    submission = service.parse_per_run_execute(services.functions, request.json_body())
+    return _accepted(services, request, submission)
 
 
-def _accepted(services: ApiServices, request: Request, body: Any) -> dict[str, Any]:
-    job, created = service.submit_job(services, request.owner, body, request.header("idempotency-key"))
+def _accepted(services: ApiServices, request: Request, submission: service.Submission) -> dict[str, Any]:
+    job, created = service.submit_job(services, request.owner, submission, request.header("idempotency-key"))
     links = job_links(request.base_url, job.job_id)
     payload = {"job_id": job.job_id, "status": job.status.value, "links": links}
     headers = {"Location": links["self"]}
@@ -42,7 +42,11 @@ def get_job(services: ApiServices, request: Request) -> dict[str, Any]:
 
 def list_jobs(services: ApiServices, request: Request) -> dict[str, Any]:
     jobs, token = service.list_jobs(
-        services, request.owner, limit=request.query.get("limit"), token=request.query.get("next")
+        services,
+        request.owner,
+        limit=request.query.get("limit"),
+        token=request.query.get("next"),
+        function=request.query.get("function"),
     )
     return json_response(
         200, {"jobs": [job_summary(job, base_url=request.base_url) for job in jobs], "next": token}
@@ -60,7 +64,17 @@ def get_result(services: ApiServices, request: Request) -> dict[str, Any]:
     return json_response(302, {"url": url}, {"Location": url})
 
 
+def list_functions(services: ApiServices, request: Request) -> dict[str, Any]:
+    return json_response(200, {"functions": services.functions.catalog()})
+
+
+def get_function(services: ApiServices, request: Request) -> dict[str, Any]:
+    return json_response(200, service.function_entry(services, request.path_params.get("name", "")))
+
+
 ROUTES: dict[str, dict[str, Route]] = {
+    "/functions": {"GET": list_functions},
+    "/functions/{name}": {"GET": get_function},
     "/jobs": {"POST": post_jobs, "GET": list_jobs},
     "/jobs/{id}": {"GET": get_job, "DELETE": delete_job},
     "/jobs/{id}/result": {"GET": get_result},

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from api_handler.web import validation_error
 from shared import errors
-from shared.functions import get_function
+from shared.functions import NAME_PATTERN, BusinessFunction, Registry, catalog_entry
 from shared.logs import get_logger
-from shared.models import JobMessage, JobRecord, PiRequest, isoformat, new_job_id, utcnow
+from shared.models import JobMessage, JobRecord, JobRequest, isoformat, new_job_id, utcnow
 from shared.queue import JobQueue
 from shared.settings import ApiSettings
 from shared.status import JobStatus
@@ -30,22 +32,56 @@ class ApiServices:
     store: JobStore
     queue: JobQueue
     s3: Any
+    functions: Registry
 
 
-def parse_pi_request(body: dict[str, Any], max_digits: int) -> PiRequest:
+@dataclass(frozen=True)
+class Submission:
+    """A validated request: the function, its parsed parameters and the customer's labels."""
+
+    function: BusinessFunction
+    params: BaseModel
+    cost_center: str | None = None
+    name: str | None = None
+
+
+PI_SHORTHAND = "pi"  # ``{"digits": N}`` without "function" (and POST /PerRunExecute) mean this function
+
+
+def parse_submission(registry: Registry, body: dict[str, Any]) -> Submission:
+    """``{"function", "params", "cost_center"?, "name"?}``; a body without "function" is the pi shorthand."""
+    if "function" not in body:
+        labels: dict[str, Any] = {key: body[key] for key in ("cost_center", "name") if key in body}
+        params = {key: value for key, value in body.items() if key not in labels}
+        return _submission(registry, {"function": PI_SHORTHAND, "params": params, **labels}, prefix="")
+    return _submission(registry, body, prefix="params.")
+
+
+def _submission(registry: Registry, body: dict[str, Any], *, prefix: str) -> Submission:
     try:
-        request = PiRequest.model_validate(body)
+        request = JobRequest.model_validate(body)
     except PydanticValidationError as exc:
         raise validation_error(exc) from exc
-    if request.digits > max_digits:
+    if request.function not in registry:
+        enabled = ", ".join(f.name for f in registry) or "none"
         raise errors.ValidationError(
-            f"digits must be at most {max_digits}",
-            details=[{"field": "digits", "problem": f"must be between 1 and {max_digits}"}],
+            f"no function {request.function}; see GET /functions",
+            details=[{"field": "function", "problem": f"must be one of: {enabled}"}],
         )
-    return request
+    function = registry.get(request.function)
+    try:
+        params = function.parse_params(request.params)
+    except PydanticValidationError as exc:
+        raise validation_error(exc, prefix=prefix) from exc
+    problems = function.check(params, registry.limits[function.name])
+    if problems:
+        details = [{"field": f"{prefix}{name}", "problem": problem} for name, problem in problems]
+        fields = ", ".join(sorted({d["field"] for d in details}))
+        raise errors.ValidationError(f"invalid request: {fields}", details=details)
+    return Submission(function, params, request.cost_center, request.name)
 
 
-def parse_per_run_execute(body: dict[str, Any], max_digits: int) -> PiRequest:
+def parse_per_run_execute(registry: Registry, body: dict[str, Any]) -> Submission:
     """The original service's call: ``{"StackName", "CostCenter", "DigitsToCalculate"}``."""
     allowed = {"StackName", "CostCenter", "DigitsToCalculate"}
     unknown = sorted(set(body) - allowed)
@@ -69,7 +105,7 @@ def parse_per_run_execute(body: dict[str, Any], max_digits: int) -> PiRequest:
     if body.get("StackName") not in (None, ""):
         mapped["name"] = str(body["StackName"])
     try:
-        return parse_pi_request(mapped, max_digits)
+        return parse_submission(registry, mapped)
     except errors.ValidationError as exc:
         renamed = {"digits": "DigitsToCalculate", "cost_center": "CostCenter", "name": "StackName"}
         for detail in exc.details:
@@ -78,7 +114,7 @@ def parse_per_run_execute(body: dict[str, Any], max_digits: int) -> PiRequest:
 
 
 def submit_job(
-    services: ApiServices, owner: str, request: PiRequest, idempotency_key: str | None = None
+    services: ApiServices, owner: str, submission: Submission, idempotency_key: str | None = None
 ) -> tuple[JobRecord, bool]:
     """Record the job QUEUED and enqueue it. Returns the job and whether it was created by this call."""
     if idempotency_key is not None and not (0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX):
@@ -86,23 +122,30 @@ def submit_job(
             "Idempotency-Key must be 1 to 128 characters",
             details=[{"field": "Idempotency-Key", "problem": "must be 1 to 128 characters"}],
         )
-    function = get_function("pi")
+    function = submission.function
     now = utcnow()
-    params = function.params(request)
+    params = submission.params.model_dump(mode="json")
     job = JobRecord(
         job_id=new_job_id(),
         owner=owner,
         function=function.name,
+        version=function.version,
         params=params,
-        cost_center=request.cost_center,
-        name=request.name,
+        cost_center=submission.cost_center,
+        name=submission.name,
         status=JobStatus.QUEUED,
         created_at=isoformat(now),
         updated_at=isoformat(now),
-        deadline_seconds=function.deadline_seconds(params),
+        deadline_seconds=function.deadline_seconds(submission.params),
         expires_at=int((now + timedelta(days=services.settings.job_ttl_days)).timestamp()),
     )
-    fingerprint = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+    request = {
+        "function": function.name,
+        "params": params,
+        "cost_center": submission.cost_center,
+        "name": submission.name,
+    }
+    fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     stored = services.store.create(job, idempotency_key=idempotency_key, fingerprint=fingerprint)
     if stored.job_id != job.job_id:
         log.info("job_submit_repeated", job_id=stored.job_id, owner=owner)
@@ -120,8 +163,13 @@ def submit_job(
         if idempotency_key is not None:
             services.store.forget_idempotency_key(owner, idempotency_key)
         raise errors.ServiceUnavailableError("the job queue is unavailable; try again") from exc
-    log.info("job_submitted", job_id=job.job_id, owner=owner, digits=request.digits)
+    log.info("job_submitted", job_id=job.job_id, owner=owner, function=function.name, params=params)
     return job, True
+
+
+def function_entry(services: ApiServices, name: str) -> dict[str, Any]:
+    function = services.functions.get(name)
+    return catalog_entry(function, services.functions.limits[function.name])
 
 
 def get_job(services: ApiServices, owner: str, job_id: str) -> JobRecord:
@@ -129,7 +177,7 @@ def get_job(services: ApiServices, owner: str, job_id: str) -> JobRecord:
 
 
 def list_jobs(
-    services: ApiServices, owner: str, *, limit: str | None, token: str | None
+    services: ApiServices, owner: str, *, limit: str | None, token: str | None, function: str | None = None
 ) -> tuple[list[JobRecord], str | None]:
     page_size = services.settings.page_size
     if limit is not None:
@@ -139,7 +187,12 @@ def list_jobs(
                 details=[{"field": "limit", "problem": "must be between 1 and 100"}],
             )
         page_size = int(limit)
-    return services.store.list_for_owner(owner, limit=page_size, token=token)
+    if function is not None and not NAME_PATTERN.fullmatch(function):
+        raise errors.ValidationError(
+            "function must be a function name",
+            details=[{"field": "function", "problem": "must be a name from GET /functions"}],
+        )
+    return services.store.list_for_owner(owner, limit=page_size, token=token, function=function)
 
 
 def cancel_job(services: ApiServices, owner: str, job_id: str) -> JobRecord:

@@ -16,7 +16,9 @@ def job_view(job: JobRecord, *, base_url: str, result_url: str | None = None) ->
     view: dict[str, Any] = {
         "job_id": job.job_id,
         "status": job.status.value,
-        "digits": job.digits,
+        "function": job.function,
+        "version": job.version,
+        "params": job.params,
         "cost_center": job.cost_center,
         "name": job.name,
         "attempts": job.attempts,
@@ -33,9 +35,11 @@ def job_view(job: JobRecord, *, base_url: str, result_url: str | None = None) ->
     }
     if job.result is not None:
         view["result"] = {
-            "key": job.result.key,
+            "filename": job.result.filename,
             "bytes": job.result.bytes,
             "sha256": job.result.sha256,
+            "content_type": job.result.content_type,
+            "metadata": job.result.metadata,
             "url": result_url,
         }
     return view
@@ -45,7 +49,8 @@ def job_summary(job: JobRecord, *, base_url: str) -> dict[str, Any]:
     return {
         "job_id": job.job_id,
         "status": job.status.value,
-        "digits": job.digits,
+        "function": job.function,
+        "params": job.params,
         "name": job.name,
         "created_at": job.created_at,
         "finished_at": job.finished_at,

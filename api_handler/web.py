@@ -16,6 +16,7 @@ ERROR_STATUS: dict[type[errors.PijobsError], int] = {
     errors.ValidationError: 422,
     errors.UnauthorizedError: 403,
     errors.NoSuchJobError: 404,
+    errors.NoSuchFunctionError: 404,
     errors.RouteNotFoundError: 404,
     errors.MethodNotAllowedError: 405,
     errors.IdempotencyConflictError: 409,
@@ -120,11 +121,12 @@ def error_response(exc: Exception, request_id: str = "") -> dict[str, Any]:
     return json_response(status, {"error": body})
 
 
-def validation_error(exc: PydanticValidationError) -> errors.ValidationError:
-    """A pydantic error as our 422, naming each bad field."""
+def validation_error(exc: PydanticValidationError, *, prefix: str = "") -> errors.ValidationError:
+    """A pydantic error as our 422, naming each bad field by its path (``prefix`` + the model's path)."""
     details = []
     for problem in exc.errors():
-        location = ".".join(str(part) for part in problem["loc"]) or "body"
-        details.append({"field": location, "problem": problem["msg"]})
+        location = ".".join(str(part) for part in problem["loc"])
+        field = f"{prefix}{location}" if location else (prefix.rstrip(".") or "body")
+        details.append({"field": field, "problem": problem["msg"]})
     fields = ", ".join(sorted({d["field"] for d in details}))
     return errors.ValidationError(f"invalid request: {fields}", details=details)

@@ -37,12 +37,8 @@ def services() -> DispatchServices:
         store=JobStore(ddb, settings.table_name),
         queue=JobQueue(aws.client("sqs"), settings.queue_url),
         capacity=CapacityCounter(ddb, settings.table_name, default_limit=settings.max_active_stacks),
-        stacks=StackLauncher(
-            aws.client("cloudformation"),
-            template_url=settings.template_url,
-            role_arn=settings.cfn_role_arn,
-            fixed_parameters=settings.stack_parameters,
-        ),
+        stacks=StackLauncher(aws.client("cloudformation"), role_arn=settings.cfn_role_arn),
+        functions=settings.functions(),
     )
 
 

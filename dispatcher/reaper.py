@@ -45,7 +45,7 @@ def services() -> ReaperServices:
         store=JobStore(ddb, settings.table_name),
         queue=JobQueue(aws.client("sqs"), settings.queue_url),
         capacity=CapacityCounter(ddb, settings.table_name, default_limit=settings.max_active_stacks),
-        stacks=StackLauncher(aws.client("cloudformation"), template_url="-"),  # it never creates
+        stacks=StackLauncher(aws.client("cloudformation")),
     )
 
 

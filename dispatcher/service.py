@@ -9,7 +9,7 @@ from typing import Protocol
 
 from shared import errors
 from shared.capacity import CapacityCounter
-from shared.functions import get_function
+from shared.functions import TEMPLATE_FILE, Registry, artifact_key, job_stack_parameters
 from shared.logs import bind_job, get_logger
 from shared.models import JobMessage, JobRecord, isoformat, utcnow
 from shared.queue import JobQueue
@@ -43,6 +43,7 @@ class DispatchServices:
     queue: JobQueue
     capacity: CapacityCounter
     stacks: StackLauncher
+    functions: Registry
 
 
 def dispatch(services: DispatchServices, message: JobMessage) -> str:
@@ -99,12 +100,33 @@ def _start_provisioning(services: DispatchServices, job: JobRecord) -> JobRecord
 
 
 def _create_stack(services: DispatchServices, job: JobRecord) -> str:
-    function = get_function(job.function)
+    """The job's stack from its function's template, at the version the job was submitted with."""
+    settings = services.settings
     name = stack_name_for(job.job_id, job.attempts)
+    try:
+        function = services.functions.get(job.function)
+        version = job.version or function.version
+        params = function.parse_params(job.params)
+        parameters = job_stack_parameters(
+            function,
+            params,
+            job_id=job.job_id,
+            version=version,
+            deadline_seconds=job.deadline_seconds or function.deadline_seconds(params),
+            artifacts_bucket=settings.artifacts_bucket,
+            fixed=settings.stack_parameters,
+        )
+    except Exception:
+        # Not the infrastructure's fault: the function was disabled since, or its plug-in is broken.
+        log.exception("job_not_provisionable", function=job.function)
+        _fail(services, job, code="function_unavailable", message=FUNCTION_UNAVAILABLE)
+        return "failed"
+    template_url = settings.template_url(artifact_key(function.name, version, TEMPLATE_FILE))
     try:
         stack_id = services.stacks.create(
             name,
-            function.stack_parameters(job.job_id, job.params),
+            template_url,
+            parameters,
             {"JobId": job.job_id, "Owner": job.owner, "CostCenter": job.cost_center or ""},
         )
     except Exception as exc:
@@ -118,6 +140,28 @@ def _create_stack(services: DispatchServices, job: JobRecord) -> str:
     return "dispatched"
 
 
+INFRASTRUCTURE_MESSAGES = {
+    "stack_create_failed": "the job's infrastructure could not be created",
+    "stack_failed": "the job's infrastructure failed",
+    "stack_vanished": "the job's infrastructure disappeared",
+    "provisioning_timeout": "the job's instance did not start in time",
+    "worker_lost": "the job's instance stopped reporting progress",
+    "default": "the job's infrastructure failed",
+}
+FUNCTION_UNAVAILABLE = "this job's function is no longer offered; submit it again or to another function"
+
+
+def _fail(services: DispatchServices, job: JobRecord, *, code: str, message: str) -> None:
+    try:
+        services.store.transition(
+            job.job_id, job.status, JobStatus.FAILED, error={"code": code, "message": message}
+        )
+    except errors.StaleStatusError:
+        log.info("job_fail_lost", status=services.store.get(job.job_id).status.value)
+    finally:
+        services.capacity.release(job.job_id)
+
+
 def retry_or_fail(services: RetryServices, job: JobRecord, *, code: str, reason: str) -> JobStatus:
     """An infrastructure failure: clean up, then queue the job again while attempts remain, else FAILED.
 
@@ -125,7 +169,8 @@ def retry_or_fail(services: RetryServices, job: JobRecord, *, code: str, reason:
     """
     if job.stack_name or job.status is JobStatus.PROVISIONING:
         services.stacks.delete(job.stack_name or stack_name_for(job.job_id, job.attempts))
-    error = {"code": code, "message": reason[:500]}
+    # The customer reads the code's plain message; the reason (stack states, exception text) is logged only.
+    error = {"code": code, "message": INFRASTRUCTURE_MESSAGES.get(code, INFRASTRUCTURE_MESSAGES["default"])}
     target = JobStatus.QUEUED if job.attempts < services.settings.max_attempts else JobStatus.FAILED
     try:
         services.store.transition(

@@ -18,15 +18,20 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
+    from shared.functions import FunctionRegistryError
+
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except FunctionRegistryError as exc:  # a broken plug-in: say which, not a traceback
+        print(f"pijobs: {exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pijobs", description="On-demand digits of pi behind one REST call."
+        prog="pijobs", description="On-demand compute behind one REST call (business functions such as pi)."
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 

@@ -116,13 +116,15 @@ class PijobsClient:
     # ---- the API -----------------------------------------------------------------------------------------
     def submit(
         self,
-        digits: int,
+        function: str = "pi",
+        params: dict[str, Any] | None = None,
         *,
         cost_center: str | None = None,
         name: str | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"digits": digits}
+        """Submit a job of ``function`` with its ``params`` (see ``functions()`` for each one's schema)."""
+        body: dict[str, Any] = {"function": function, "params": params or {}}
         if cost_center is not None:
             body["cost_center"] = cost_center
         if name is not None:
@@ -134,16 +136,26 @@ class PijobsClient:
     def get(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{_quote(job_id)}")
 
-    def list_jobs(self, *, limit: int | None = None, next_token: str | None = None) -> dict[str, Any]:
-        query = {k: str(v) for k, v in (("limit", limit), ("next", next_token)) if v is not None}
+    def functions(self) -> list[dict[str, Any]]:
+        """The business functions this API offers, each with its parameter schema and limits."""
+        return list(self._call("GET", "/functions")["functions"])
+
+    def function(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/functions/{_quote(name)}")
+
+    def list_jobs(
+        self, *, limit: int | None = None, next_token: str | None = None, function: str | None = None
+    ) -> dict[str, Any]:
+        pairs = (("limit", limit), ("next", next_token), ("function", function))
+        query = {k: str(v) for k, v in pairs if v is not None}
         suffix = f"?{urllib.parse.urlencode(query)}" if query else ""
         return self._call("GET", f"/jobs{suffix}")
 
-    def iter_jobs(self, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    def iter_jobs(self, *, limit: int | None = None, function: str | None = None) -> Iterator[dict[str, Any]]:
         """Every job, newest first, following ``next`` page by page (``limit`` is the page size)."""
         token: str | None = None
         while True:
-            page = self.list_jobs(limit=limit, next_token=token)
+            page = self.list_jobs(limit=limit, next_token=token, function=function)
             yield from page.get("jobs", [])
             token = page.get("next")
             if not token:

@@ -42,8 +42,28 @@ class UsageError(Exception):
 def register(subparsers: Any) -> None:
     common = _common_options()
 
-    submit = subparsers.add_parser("submit", parents=[common], help="submit a job (N digits of pi)")
-    submit.add_argument("--digits", type=int, required=True, help="digits after '3.'")
+    functions = subparsers.add_parser(
+        "functions", parents=[common], help="the business functions offered, with their parameters"
+    )
+    functions.set_defaults(run=_runner(cmd_functions))
+
+    submit = subparsers.add_parser(
+        "submit",
+        parents=[common],
+        help="submit a job: FUNCTION --param key=value ... (or --digits N for pi)",
+        description="Submit a job of a business function (pijobs functions lists them and their parameters).",
+    )
+    submit.add_argument("function", nargs="?", metavar="FUNCTION", help="the function, e.g. pi")
+    submit.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter (repeatable); the value is typed by the function's schema",
+    )
+    submit.add_argument("--params-json", metavar="JSON", help="the parameters as one JSON object")
+    submit.add_argument("--digits", type=int, help="pi's shorthand: pijobs submit --digits N")
     submit.add_argument("--cost-center", help="cost center to charge")
     submit.add_argument("--name", help="a name for the job")
     submit.add_argument("--idempotency-key", help="a repeat with the same key returns the same job")
@@ -60,6 +80,7 @@ def register(subparsers: Any) -> None:
     listing.add_argument("--limit", type=int, default=None, help="jobs per page")
     listing.add_argument("--next", dest="next_token", default=None, help="page token from a previous list")
     listing.add_argument("--all", action="store_true", help="follow every page")
+    listing.add_argument("--function", default=None, metavar="NAME", help="only this function's jobs")
     listing.set_defaults(run=_runner(cmd_list))
 
     result = subparsers.add_parser("result", parents=[common], help="download a job's result, verified")
@@ -121,8 +142,9 @@ def client_from(api_url: str | None, api_key: str | None, env: Any) -> PijobsCli
 
 # ---- commands ----------------------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
+    function, params = submission(args, client)
     accepted = client.submit(
-        args.digits, cost_center=args.cost_center, name=args.name, idempotency_key=args.idempotency_key
+        function, params, cost_center=args.cost_center, name=args.name, idempotency_key=args.idempotency_key
     )
     job_id = str(accepted["job_id"])
     if not args.wait:
@@ -140,6 +162,54 @@ def cmd_submit(args: argparse.Namespace, client: PijobsClient, out: Output) -> i
     return EXIT_OK if job.get("status") == "SUCCEEDED" else EXIT_FAILED
 
 
+def submission(args: argparse.Namespace, client: PijobsClient) -> tuple[str, dict[str, Any]]:
+    """The function and parameters the command line asks for."""
+    if args.digits is not None:
+        if args.function not in (None, "pi") or args.params or args.params_json:
+            raise UsageError("--digits is pi's shorthand: use FUNCTION --param key=value for other functions")
+        return "pi", {"digits": args.digits}
+    if not args.function:
+        raise UsageError(
+            "name a function (pijobs functions lists them), e.g. pijobs submit pi --param digits=1000"
+        )
+    params: dict[str, Any] = {}
+    if args.params_json:
+        try:
+            params = json.loads(args.params_json)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--params-json is not JSON: {exc.msg} at column {exc.colno}") from None
+        if not isinstance(params, dict):
+            raise UsageError("--params-json must be a JSON object")
+    if args.params:
+        schema = client.function(args.function).get("parameters", {})
+        for pair in args.params:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise UsageError(f"--param takes KEY=VALUE, not {pair!r}")
+            params[key] = typed_value(schema.get("properties", {}).get(key, {}), value)
+    return args.function, params
+
+
+def typed_value(schema: dict[str, Any], text: str) -> Any:
+    """A command-line value as the parameter's JSON type: digits=100 is a number where the schema says so."""
+    kind = schema.get("type")
+    if kind in ("integer", "number", "boolean", "array", "object", "null"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text  # sent as it is: the API names the parameter and what it expects
+    return text
+
+
+def cmd_functions(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
+    functions = client.functions()
+    if out.json_mode:
+        out.json({"functions": functions})
+    else:
+        out.functions_table(functions)
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
     job = client.get(args.job_id)
     if out.json_mode:
@@ -153,9 +223,10 @@ def cmd_list(args: argparse.Namespace, client: PijobsClient, out: Output) -> int
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
     if args.all:
-        page: dict[str, Any] = {"jobs": list(client.iter_jobs(limit=args.limit)), "next": None}
+        jobs = list(client.iter_jobs(limit=args.limit, function=args.function))
+        page: dict[str, Any] = {"jobs": jobs, "next": None}
     else:
-        page = client.list_jobs(limit=args.limit, next_token=args.next_token)
+        page = client.list_jobs(limit=args.limit, next_token=args.next_token, function=args.function)
     if out.json_mode:
         out.json(page)
         return EXIT_OK
@@ -198,7 +269,7 @@ def cmd_cancel(args: argparse.Namespace, client: PijobsClient, out: Output) -> i
 # ---- helpers -----------------------------------------------------------------------------------------------
 def default_result_path(job: dict[str, Any]) -> Path:
     """The last part of the result's key (``pi-15000.txt``), in the current directory."""
-    name = PurePosixPath(str((job.get("result") or {}).get("key") or "")).name
+    name = PurePosixPath(str((job.get("result") or {}).get("filename") or "")).name
     return Path(name or f"{job.get('job_id', 'result')}.txt")
 
 
@@ -269,7 +340,9 @@ def error_lines(exc: ApiError) -> list[str]:
 JOB_FIELDS = (
     "job_id",
     "status",
-    "digits",
+    "function",
+    "version",
+    "params",
     "name",
     "cost_center",
     "attempts",
@@ -290,12 +363,12 @@ def job_rows(job: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("error", f"{error.get('code')}: {error.get('message')}"))
     result = job.get("result")
     if result:
-        rows += [("result", str(result.get("key"))), ("bytes", _text(result.get("bytes")))]
+        rows += [("result", str(result.get("filename"))), ("bytes", _text(result.get("bytes")))]
         rows.append(("sha256", str(result.get("sha256"))))
     return rows
 
 
-LIST_COLUMNS = ("job_id", "status", "digits", "name", "created_at", "finished_at")
+LIST_COLUMNS = ("job_id", "status", "function", "params", "name", "created_at", "finished_at")
 PIPE_WIDTH = 200  # rich assumes 80 columns off a terminal; piped tables stay one line per row
 
 
@@ -307,6 +380,8 @@ def stdout_console() -> Any:
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, dict):  # a job's params: digits=15000
+        return " ".join(f"{key}={_text(item)}" for key, item in value.items())
     return "" if value is None else str(value)
 
 
@@ -347,6 +422,27 @@ class Output:
         url = (job.get("result") or {}).get("url")
         if url:
             self.line(f"url {url}")
+
+    def functions_table(self, functions: list[dict[str, Any]]) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        if not functions:
+            self.note("no functions are offered")
+            return
+        table = Table(box=None)
+        for column in ("name", "version", "title", "parameters", "limits"):
+            table.add_column(column, overflow="fold")
+        for function in functions:
+            schema = function.get("parameters", {})
+            required = set(schema.get("required", []))
+            parameters = " ".join(
+                f"{key}{'' if key in required else '?'}:{spec.get('type', 'any')}"
+                for key, spec in schema.get("properties", {}).items()
+            )
+            cells = (function.get("name"), function.get("version"), function.get("title"), parameters)
+            table.add_row(*(Text(_text(c)) for c in (*cells, function.get("limits") or {})))
+        stdout_console().print(table)
 
     def jobs_table(self, jobs: list[dict[str, Any]]) -> None:
         from rich.table import Table

@@ -50,7 +50,7 @@ def run_demo(api_url: str, api_key: str, *, digits: int, timeout: float, out: An
     body.raise_for_status()
     text = body.text.rstrip("\n").splitlines()
     computed = text[-1]
-    out(f"result: {result['key']} ({result['bytes']} bytes, sha256 {result['sha256']})")
+    out(f"result: {result['filename']} ({result['bytes']} bytes, sha256 {result['sha256']})")
     out(f"first digits: {computed[:22]}")
     out(f"last digits:  ...{computed[-20:]}")
     expected = reference_pi(digits)

@@ -4,18 +4,22 @@ Public API
 ----------
 ``deploy_primary_local(cfn, s3, ec2, *, stack_name="pijobs", params=None, artifacts_bucket=None)``
 ``-> dict[str, str]``
-    For the embedded stack (moto): upload placeholder Lambda zips, a placeholder worker artifact and both
-    templates to an artifacts bucket (created if missing; default ``<stack_name>-artifacts``), create the
-    primary stack from ``infra/primary.yaml`` in the default VPC's first subnet, wait, and return its outputs
+    For the embedded stack (moto): upload placeholder Lambda zips, every installed business function's
+    template (with a placeholder worker artifact) and the primary template to an artifacts bucket (created if
+    missing; default ``<stack_name>-artifacts``), create the primary stack from ``infra/primary.yaml`` in the
+    default VPC's first subnet with every installed function enabled, wait, and return its outputs
     (``OutputKey -> OutputValue``). ``params`` override template parameters (``{"MaxActiveStacks": "4"}``).
     An existing stack of that name is reused as it is. moto skips API Gateway Stage/UsagePlan/ApiKey, alarms,
     bucket policy, request validator and gateway responses, so ``UsagePlanId`` is absent from the outputs.
 
-``package(s3, *, bucket, arch="x86_64", python_version="3.12", with_deps=True, ...) -> Artifacts``
-    Build the Lambda zip (``shared api_handler dispatcher`` + pydantic, structlog for the Lambda platform) and
-    the worker artifact (``shared worker`` + gmpy2, pydantic, structlog, boto3 for Amazon Linux 2023's
-    python3.11, x86_64), upload them with both templates under content-addressed keys, and write
-    ``pijobs/manifest.json`` in the bucket (the keys, the architecture and the runtime).
+``package(s3, *, bucket, arch="x86_64", python_version="3.12", with_deps=True, functions=None, ...)``
+``-> Artifacts``
+    Build the Lambda zip (``shared api_handler dispatcher``, every packaged function's package, pydantic and
+    structlog for the Lambda platform) and, per business function, its worker artifact (``shared worker``,
+    the function's package, pydantic, structlog, boto3 and the function's requirements for Amazon Linux
+    2023's python3.11, x86_64). Upload the Lambda zip and the primary template under content-addressed keys,
+    each function's template and worker under ``functions/<name>/<version>/`` (a version already there with
+    other content is refused unless ``replace``), and write ``pijobs/manifest.json`` in the bucket.
 
 ``deploy(cfn, s3, ec2, *, stack_name="pijobs", bucket=None, params=None, poll_seconds=10) -> Deployment``
     Create or update the primary stack from the packaged artifacts (the manifest gives the parameters
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import io
 import json
 import shutil
@@ -44,16 +49,29 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.functions import (
+    ENTRY_POINT_GROUP,
+    TEMPLATE_FILE,
+    WORKER_FILE,
+    BusinessFunction,
+    FunctionRegistryError,
+    artifact_key,
+    entry_point_of,
+    installed_functions,
+    load_registry,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 PRIMARY_TEMPLATE = "primary.yaml"
-BUSINESS_FUNCTION_TEMPLATE = "business_function.yaml"
 TEMPLATE_PREFIX = "templates/"
 CAPABILITIES = ["CAPABILITY_IAM"]
 MANIFEST_KEY = "pijobs/manifest.json"
 LAMBDA_PACKAGES = ("shared", "api_handler", "dispatcher")
 LAMBDA_REQUIREMENTS = ("pydantic>=2.6", "structlog>=24.1")  # boto3 comes with the Lambda runtime
-WORKER_PACKAGES = ("shared", "worker")
-WORKER_REQUIREMENTS = ("gmpy2>=2.2", "pydantic>=2.6", "structlog>=24.1", "boto3>=1.34")
+WORKER_PACKAGES = ("shared", "worker")  # the generic worker runtime; each function adds its own package
+WORKER_REQUIREMENTS = ("pydantic>=2.6", "structlog>=24.1", "boto3>=1.34")  # each function adds its own
+# The entry points of the packaged functions, for importlib.metadata in a zip that pip did not install.
+REGISTRY_DIST_INFO = "pijobs_functions-0.dist-info"
 WORKER_PYTHON = "3.11"  # Amazon Linux 2023's python3.11 package, what the business-function UserData runs
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 PYTHON_VERSIONS = ("3.12", "3.13")
@@ -101,13 +119,41 @@ def placeholder_zip(module: str = "placeholder") -> bytes:
     return buffer.getvalue()
 
 
-def upload_templates(s3: Any, bucket: str) -> dict[str, str]:
-    """Upload both templates; returns ``{template file name: key}``."""
+class PackagingError(Exception):
+    """What `pijobs package` refuses to do, said plainly."""
+
+
+def put_function_artifact(s3: Any, bucket: str, key: str, body: bytes, *, replace: bool = False) -> None:
+    """Upload one file of a function version; the same version with other content is refused.
+
+    A queued job keeps the version it was submitted with: changing a version's template or worker under it
+    would switch that job to code it was not submitted to. A new template or worker is a new version.
+    """
+    digest = hashlib.sha256(body).hexdigest()
+    if not replace:
+        try:
+            existing = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get("sha256")
+        except Exception as exc:
+            if _error_code(exc) not in {"404", "NoSuchKey", "NotFound"}:
+                raise
+            existing = None
+        if existing is not None and existing != digest:
+            raise PackagingError(
+                f"s3://{bucket}/{key} holds other content for this version: bump the function's version "
+                "(or pass --replace, which changes the version under jobs already queued for it)"
+            )
+    s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata={"sha256": digest})
+
+
+def upload_function_templates(
+    s3: Any, bucket: str, functions: Iterable[BusinessFunction], *, replace: bool = False
+) -> dict[str, str]:
+    """Upload each function's template under its versioned key; returns ``{name: key}``."""
     keys = {}
-    for name in (PRIMARY_TEMPLATE, BUSINESS_FUNCTION_TEMPLATE):
-        key = f"{TEMPLATE_PREFIX}{name}"
-        s3.put_object(Bucket=bucket, Key=key, Body=template_path(name).read_bytes())
-        keys[name] = key
+    for function in functions:
+        key = artifact_key(function.name, function.version, TEMPLATE_FILE)
+        put_function_artifact(s3, bucket, key, function.template_path().read_bytes(), replace=replace)
+        keys[function.name] = key
     return keys
 
 
@@ -161,23 +207,27 @@ def deploy_primary_local(
     given = dict(params or {})
     bucket = artifacts_bucket or given.get("ArtifactsBucket") or f"{stack_name}-artifacts"
     ensure_bucket(s3, bucket)
-    lambda_key, worker_key = "lambda/placeholder.zip", "worker/placeholder.zip"
+    lambda_key = "lambda/placeholder.zip"
     s3.put_object(Bucket=bucket, Key=lambda_key, Body=placeholder_zip())
-    s3.put_object(Bucket=bucket, Key=worker_key, Body=placeholder_zip("worker_placeholder"))
-    keys = upload_templates(s3, bucket)
+    functions = list(installed_functions().values())
+    upload_function_templates(s3, bucket, functions, replace=True)  # the local stack is rebuilt each time
+    for function in functions:  # the local runner runs the installed worker; the zip only has to exist
+        key = artifact_key(function.name, function.version, WORKER_FILE)
+        s3.put_object(Bucket=bucket, Key=key, Body=placeholder_zip("worker_placeholder"))
+    primary_key = f"{TEMPLATE_PREFIX}{PRIMARY_TEMPLATE}"
+    s3.put_object(Bucket=bucket, Key=primary_key, Body=template_path(PRIMARY_TEMPLATE).read_bytes())
     defaults: dict[str, str] = {
         "ArtifactsBucket": bucket,
         "ApiHandlerKey": lambda_key,
         "DispatcherKey": lambda_key,
         "ReaperKey": lambda_key,
-        "WorkerArtifactKey": worker_key,
-        "BusinessFunctionTemplateKey": keys[BUSINESS_FUNCTION_TEMPLATE],
+        "EnabledFunctions": "*",
     }
     if "VpcId" not in given or "SubnetId" not in given:
         defaults["VpcId"], defaults["SubnetId"] = default_network(ec2)
     cfn.create_stack(
         StackName=stack_name,
-        TemplateURL=template_url(s3, bucket, keys[PRIMARY_TEMPLATE]),
+        TemplateURL=template_url(s3, bucket, primary_key),
         Parameters=as_parameters({**defaults, **given}),
         Capabilities=CAPABILITIES,
         Tags=[{"Key": "Application", "Value": "pijobs"}],
@@ -190,14 +240,22 @@ def deploy_primary_local(
 
 # ---- packaging ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class FunctionArtifacts:
+    """One business function as packaged: its version and the keys of its template and worker."""
+
+    version: str
+    template_key: str
+    worker_key: str
+
+
+@dataclass(frozen=True)
 class Artifacts:
     """What ``pijobs package`` uploaded: the keys in ``bucket`` and what the Lambda zip was built for."""
 
     bucket: str
     lambda_key: str
-    worker_key: str
-    business_function_template_key: str
     primary_template_key: str
+    functions: dict[str, FunctionArtifacts] = field(default_factory=dict)
     arch: str = "x86_64"
     runtime: str = "python3.12"
     with_deps: bool = True
@@ -208,20 +266,59 @@ class Artifacts:
             "ApiHandlerKey": self.lambda_key,
             "DispatcherKey": self.lambda_key,
             "ReaperKey": self.lambda_key,
-            "WorkerArtifactKey": self.worker_key,
-            "BusinessFunctionTemplateKey": self.business_function_template_key,
+            "EnabledFunctions": ",".join(sorted(self.functions)),
             "LambdaArchitecture": self.arch,
             "LambdaRuntime": self.runtime,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Artifacts:
+        functions = {name: FunctionArtifacts(**value) for name, value in data.pop("functions", {}).items()}
+        return cls(**data, functions=functions)
 
-def copy_packages(packages: Iterable[str], target: Path, root: Path = ROOT) -> None:
-    """Copy the project's packages (sources only, no caches) into ``target``."""
-    for package in packages:
-        source = root / package
-        if not (source / "__init__.py").is_file():
-            raise FileNotFoundError(f"package {package} not found under {root}")
-        shutil.copytree(source, target / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+def package_source(package: str) -> Path:
+    """Where an importable top-level package lives (a checkout, site-packages or an editable install)."""
+    spec = importlib.util.find_spec(package)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations or not (Path(locations[0]) / "__init__.py").is_file():
+        raise FileNotFoundError(f"package {package} is not importable here")
+    return Path(locations[0])
+
+
+def copy_packages(packages: Iterable[str], target: Path) -> None:
+    """Copy packages (sources and package data, no caches) into ``target``. A dotted name copies that
+    subpackage with its parents' ``__init__.py`` only; one inside a package copied whole is skipped."""
+    wanted = list(dict.fromkeys(packages))
+    for package in wanted:
+        parts = package.split(".")
+        if any(".".join(parts[:n]) in wanted for n in range(1, len(parts))):
+            continue
+        for n in range(1, len(parts)):
+            parent = ".".join(parts[:n])
+            folder = target.joinpath(*parts[:n])
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(package_source(parent) / "__init__.py", folder / "__init__.py")
+        shutil.copytree(
+            package_source(package),
+            target.joinpath(*parts),
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+
+
+def write_registry(functions: Iterable[BusinessFunction], target: Path) -> None:
+    """A minimal dist-info declaring the functions' entry points, so the zip finds them like pip would."""
+    folder = target / REGISTRY_DIST_INFO
+    folder.mkdir()
+    (folder / "METADATA").write_text("Metadata-Version: 2.1\nName: pijobs-functions\nVersion: 0\n")
+    lines = [f"{function.name} = {entry_point_of(function)}" for function in functions]
+    (folder / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n" + "\n".join(lines) + "\n")
+
+
+def function_package(function: BusinessFunction) -> str:
+    """The package holding a function's module and template (``worker.pi``, ``pijobs_wordcount``)."""
+    module = sys.modules[type(function).__module__]
+    return module.__name__ if hasattr(module, "__path__") else module.__name__.rpartition(".")[0]
 
 
 def pip_install(
@@ -280,6 +377,7 @@ def build_zip(
     python_version: str,
     with_deps: bool = True,
     pip_args: Sequence[str] = (),
+    functions: Sequence[BusinessFunction] = (),
 ) -> bytes:
     with tempfile.TemporaryDirectory(prefix="pijobs-build-") as folder:
         target = Path(folder)
@@ -287,7 +385,8 @@ def build_zip(
             pip_install(
                 requirements, target, platform=platform, python_version=python_version, extra_args=pip_args
             )
-        copy_packages(packages, target)
+        copy_packages([*packages, *(function_package(f) for f in functions)], target)
+        write_registry(functions, target)
         return zip_tree(target)
 
 
@@ -303,12 +402,20 @@ def package(
     python_version: str = "3.12",
     with_deps: bool = True,
     pip_args: Sequence[str] = (),
+    functions: Sequence[str] | None = None,
+    replace: bool = False,
 ) -> Artifacts:
-    """Build and upload everything the primary stack needs; returns where it went (also in the manifest)."""
+    """Build and upload everything the primary stack needs; returns where it went (also in the manifest).
+
+    ``functions``: the installed business functions to package (default: every installed one).
+    """
     if arch not in PLATFORMS:
         raise ValueError(f"arch must be one of {sorted(PLATFORMS)}")
     if python_version not in PYTHON_VERSIONS:
         raise ValueError(f"python_version must be one of {PYTHON_VERSIONS}")
+    chosen = list(load_registry(functions))
+    if not chosen:
+        raise PackagingError("no business function is installed: install one (pijobs brings pi)")
     lambda_zip = build_zip(
         LAMBDA_PACKAGES,
         LAMBDA_REQUIREMENTS,
@@ -316,33 +423,37 @@ def package(
         python_version=python_version,
         with_deps=with_deps,
         pip_args=pip_args,
+        functions=chosen,
     )
-    worker_zip = build_zip(
-        WORKER_PACKAGES,
-        WORKER_REQUIREMENTS,
-        platform=PLATFORMS["x86_64"],
-        python_version=WORKER_PYTHON,
-        with_deps=with_deps,
-        pip_args=pip_args,
-    )
-    business = template_path(BUSINESS_FUNCTION_TEMPLATE).read_bytes()
     primary = template_path(PRIMARY_TEMPLATE).read_bytes()
     uploads = {
         content_key("lambda/", f"pijobs-lambda-{arch}-py{python_version}", lambda_zip, ".zip"): lambda_zip,
-        content_key("worker/", "pijobs-worker", worker_zip, ".zip"): worker_zip,
-        content_key(TEMPLATE_PREFIX, "business_function", business, ".yaml"): business,
         content_key(TEMPLATE_PREFIX, "primary", primary, ".yaml"): primary,
     }
     ensure_bucket(s3, bucket)
+    packaged: dict[str, FunctionArtifacts] = {}
+    for function in chosen:
+        worker_zip = build_zip(
+            WORKER_PACKAGES,
+            (*WORKER_REQUIREMENTS, *function.requirements),
+            platform=PLATFORMS["x86_64"],
+            python_version=WORKER_PYTHON,
+            with_deps=with_deps,
+            pip_args=pip_args,
+            functions=[function],
+        )
+        worker_key = artifact_key(function.name, function.version, WORKER_FILE)
+        put_function_artifact(s3, bucket, worker_key, worker_zip, replace=replace)
+        template_key = upload_function_templates(s3, bucket, [function], replace=replace)[function.name]
+        packaged[function.name] = FunctionArtifacts(function.version, template_key, worker_key)
     for key, body in uploads.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body)
-    lambda_key, worker_key, business_key, primary_key = uploads
+    lambda_key, primary_key = uploads
     artifacts = Artifacts(
         bucket=bucket,
         lambda_key=lambda_key,
-        worker_key=worker_key,
-        business_function_template_key=business_key,
         primary_template_key=primary_key,
+        functions=packaged,
         arch=arch,
         runtime=f"python{python_version}",
         with_deps=with_deps,
@@ -358,7 +469,7 @@ def package(
 
 def read_manifest(s3: Any, bucket: str) -> Artifacts:
     body = s3.get_object(Bucket=bucket, Key=MANIFEST_KEY)["Body"].read()
-    return Artifacts(**json.loads(body))
+    return Artifacts.from_json(json.loads(body))
 
 
 # ---- deploying ------------------------------------------------------------------------------------------
@@ -469,6 +580,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="ARG",
         help="extra argument for pip, e.g. --pip-arg=--find-links=wheels (repeatable)",
     )
+    pack.add_argument(
+        "--function",
+        dest="functions",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="business function to package (repeatable; default: every installed one)",
+    )
+    pack.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite a function version already packaged with other content",
+    )
     pack.set_defaults(run=cmd_package)
 
     dep = subparsers.add_parser("deploy", help="create or update the primary stack on AWS")
@@ -499,21 +623,25 @@ def parse_params(pairs: Iterable[str]) -> dict[str, str]:
 def cmd_package(args: argparse.Namespace) -> int:
     import boto3
 
-    artifacts = package(
-        boto3.client("s3"),
-        bucket=args.bucket,
-        arch=args.arch,
-        python_version=args.python_version,
-        with_deps=args.with_deps,
-        pip_args=args.pip_args,
-    )
+    try:
+        artifacts = package(
+            boto3.client("s3"),
+            bucket=args.bucket,
+            arch=args.arch,
+            python_version=args.python_version,
+            with_deps=args.with_deps,
+            pip_args=args.pip_args,
+            functions=args.functions,
+            replace=args.replace,
+        )
+    except (PackagingError, FunctionRegistryError) as exc:
+        print(f"pijobs: {exc}", file=sys.stderr)
+        return 1
     print(f"Uploaded to s3://{artifacts.bucket}:")
-    for key in (
-        artifacts.lambda_key,
-        artifacts.worker_key,
-        artifacts.business_function_template_key,
-        artifacts.primary_template_key,
-    ):
+    keys = [artifacts.lambda_key, artifacts.primary_template_key]
+    for function in artifacts.functions.values():
+        keys += [function.template_key, function.worker_key]
+    for key in keys:
         print(f"  {key}")
     print(f"Next: pijobs deploy --stack-name pijobs --bucket {artifacts.bucket}")
     return 0

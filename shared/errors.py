@@ -77,3 +77,15 @@ class ServiceUnavailableError(PijobsError):
 
 class JobCancelledError(PijobsError):
     code = "cancelled"
+
+
+class NoSuchFunctionError(PijobsError):
+    """The named business function is not installed or not enabled."""
+
+    code = "not_found"
+
+
+class FunctionError(PijobsError):
+    """A business function broke its contract at run time (a bug in the plug-in, not the customer's)."""
+
+    code = "function_error"

@@ -1,63 +1,352 @@
-"""Business functions: what a customer may ask for and how it maps onto a stack.
+"""Business functions: the plug-in contract, and the registry of the installed and enabled ones.
 
-A second function is a new entry here (request model + stack parameters + worker entry point), not a rewrite
-of the API or the dispatcher.
+A business function is everything that differs between two kinds of job: its request model, its
+CloudFormation template, the operator's policy (instance type, deadline, limits) and what its worker runs.
+The API, the dispatcher, the worker runtime and the local stack read functions only through this module.
+Functions register as Python entry points in the group ``pijobs.functions``; ``docs/functions.md`` is the
+guide to writing one.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any
+import importlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
+from pydantic import ValidationError as PydanticValidationError
 
-from shared.models import PiRequest
+from shared import errors
 
-# Instance types by the most digits they serve (memory first: ~40 bytes a digit at the peak, see docs/pi.md).
-PI_INSTANCE_TYPES: tuple[tuple[int, str], ...] = (
-    (20_000_000, "c7i.large"),
-    (60_000_000, "c7i.xlarge"),
-    (100_000_000, "r7i.large"),
+ENTRY_POINT_GROUP = "pijobs.functions"
+NAME_PATTERN = re.compile(r"[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?")
+VERSION_PATTERN = re.compile(r"[0-9A-Za-z](?:[0-9A-Za-z._-]{0,30}[0-9A-Za-z])?")
+FILENAME_PATTERN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,118}[A-Za-z0-9])?")
+
+# Where `pijobs package` puts a function's artifacts in the artifacts bucket, per name and version: a job
+# keeps the version it was submitted with, so a running job never switches to another template.
+FUNCTIONS_PREFIX = "functions/"
+TEMPLATE_FILE = "template.yaml"
+WORKER_FILE = "worker.zip"
+RESULTS_PREFIX = "results/"
+
+# Parameters every function's template declares: the dispatcher sets them on every job stack.
+PLATFORM_PARAMETERS: tuple[str, ...] = (
+    "JobId",
+    "InstanceType",
+    "DeadlineSeconds",
+    "WorkerArtifactUrl",
+    "TableName",
+    "ResultsBucket",
+    "InstanceProfileName",
+    "SubnetId",
+    "VpcId",
 )
-BOOT_SECONDS = 300  # instance start, package install and upload, generously
+# What the primary stack's CloudFormation service role can create (infra/primary.yaml, CfnServiceRole).
+SUPPORTED_RESOURCE_TYPES = frozenset(
+    {"AWS::EC2::Instance", "AWS::EC2::LaunchTemplate", "AWS::EC2::SecurityGroup"}
+)
+# The instance types that role may launch; each function allows a subset.
+SUPPORTED_INSTANCE_TYPES: tuple[str, ...] = (
+    "c7i.large",
+    "c7i.xlarge",
+    "c7i.2xlarge",
+    "r7i.large",
+    "r7i.xlarge",
+)
+DEADLINE_RANGE = (60, 86_400)  # the templates' DeadlineSeconds bounds
+
+
+def artifact_key(name: str, version: str, file: str) -> str:
+    return f"{FUNCTIONS_PREFIX}{name}/{version}/{file}"
+
+
+def result_key(owner: str, job_id: str, filename: str) -> str:
+    return f"{RESULTS_PREFIX}{owner}/{job_id}/{filename}"
+
+
+class NoLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JobRefusedError(Exception):
+    """Raised by ``run``: the job cannot be done as asked. ``message`` is shown to the customer as it is."""
+
+    def __init__(self, message: str, *, code: str = "refused") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 @dataclass(frozen=True)
-class PiFunction:
-    name: str = "pi"
-    request_model: type[BaseModel] = PiRequest
-    worker_module: str = "worker"
+class OutputFile:
+    """What ``run`` produced: a file in the scratch directory, the name the customer downloads it under, its
+    content type and metadata (small scalars) that the job view shows under ``result.metadata``."""
 
-    def params(self, request: PiRequest) -> dict[str, Any]:
-        """The parameters the job record keeps (the request's business fields only)."""
-        return {"digits": request.digits}
-
-    def instance_type(self, params: dict[str, Any]) -> str:
-        digits = int(params["digits"])
-        for limit, instance_type in PI_INSTANCE_TYPES:
-            if digits <= limit:
-                return instance_type
-        return PI_INSTANCE_TYPES[-1][1]
-
-    def deadline_seconds(self, params: dict[str, Any]) -> int:
-        """A hard deadline: boot overhead plus five times the engine's time on two slow cores."""
-        digits = int(params["digits"])
-        compute = 1.5e-6 * digits * max(1.0, math.log10(max(digits, 10)) - 5)
-        return int(BOOT_SECONDS + 5 * compute)
-
-    def stack_parameters(self, job_id: str, params: dict[str, Any]) -> dict[str, str]:
-        """The only parameters a job may set on its stack; everything else is the operator's."""
-        return {
-            "JobId": job_id,
-            "Digits": str(int(params["digits"])),
-            "InstanceType": self.instance_type(params),
-            "DeadlineSeconds": str(self.deadline_seconds(params)),
-        }
+    path: Path
+    filename: str
+    content_type: str = "application/octet-stream"
+    metadata: Mapping[str, str | int | float | bool] = field(default_factory=dict)
 
 
-FUNCTIONS: dict[str, PiFunction] = {"pi": PiFunction()}
+@dataclass(frozen=True)
+class RunContext:
+    """What ``run`` gets: the validated parameters, a private scratch directory, progress and cancellation.
+
+    ``progress(fraction)`` records progress (0..1) and raises when the job was cancelled, so a function that
+    reports progress stops on its own; ``cancelled()`` asks without raising.
+    """
+
+    job_id: str
+    params: Any  # the function's request model instance
+    scratch: Path
+    progress: Callable[[float], None]
+    cancelled: Callable[[], bool]
+    inputs: tuple[Path, ...] = ()
+    instance_id: str | None = None
+    memory_limit_bytes: int | None = None
 
 
-def get_function(name: str) -> PiFunction:
-    return FUNCTIONS[name]
+class BusinessFunction(ABC):
+    """The contract of a business function. Subclass it, fill in the class attributes and the four methods,
+    and register the class under the entry point group ``pijobs.functions``."""
+
+    name: ClassVar[str]  # URL-safe: lowercase letters, digits and dashes
+    version: ClassVar[str]  # part of the artifact keys; bump it whenever the template or the worker changes
+    title: ClassVar[str]  # one line for the catalog
+    description: ClassVar[str]
+    request_model: ClassVar[type[BaseModel]]  # extra="forbid"; its JSON Schema is the public schema
+    limits_model: ClassVar[type[BaseModel]] = NoLimits  # the operator's limits, with their defaults
+    template: ClassVar[str] = "template.yaml"  # the CloudFormation template, a file beside the class's module
+    resource_types: ClassVar[frozenset[str]]  # what the template creates, within SUPPORTED_RESOURCE_TYPES
+    instance_types: ClassVar[tuple[str, ...]]  # the allow-list ``instance_type`` chooses from
+    stack_parameter_names: ClassVar[tuple[str, ...]] = ()  # the template parameters a job may set
+    requirements: ClassVar[tuple[str, ...]] = ()  # what the worker needs installed besides pijobs' own
+
+    def check(self, params: Any, limits: Any) -> list[tuple[str, str]]:
+        """The operator's refusals before a job is queued: ``[(field, problem)]``, empty when acceptable."""
+        return []
+
+    @abstractmethod
+    def instance_type(self, params: Any) -> str:
+        """One of ``instance_types``, from the parameters."""
+
+    @abstractmethod
+    def deadline_seconds(self, params: Any) -> int:
+        """The job's hard wall-clock limit on its instance, boot included."""
+
+    def stack_parameters(self, params: Any) -> dict[str, str]:
+        """This function's own template parameters for one job (names from ``stack_parameter_names``)."""
+        return {}
+
+    @abstractmethod
+    def run(self, ctx: RunContext) -> OutputFile:
+        """On the instance: compute, write the output into ``ctx.scratch``, return it. Import heavy
+        dependencies here, not at module level: the API imports the module to validate requests."""
+
+    # ---- derived, the same for every function ------------------------------------------------------------
+    def template_path(self) -> Path:
+        module = importlib.import_module(type(self).__module__)
+        return Path(str(module.__file__)).resolve().parent / self.template
+
+    def parameter_schema(self) -> dict[str, Any]:
+        return self.request_model.model_json_schema()
+
+    def parse_params(self, params: Mapping[str, Any]) -> Any:
+        return self.request_model.model_validate(params)
+
+
+def catalog_entry(function: BusinessFunction, limits: BaseModel) -> dict[str, Any]:
+    """A function as the catalog shows it (``GET /functions``)."""
+    return {
+        "name": function.name,
+        "version": function.version,
+        "title": function.title,
+        "description": function.description,
+        "parameters": function.parameter_schema(),
+        "limits": limits.model_dump(mode="json"),
+    }
+
+
+def job_stack_parameters(
+    function: BusinessFunction,
+    params: Any,
+    *,
+    job_id: str,
+    version: str,
+    deadline_seconds: int,
+    artifacts_bucket: str,
+    fixed: Mapping[str, str],
+) -> dict[str, str]:
+    """Every parameter of one job's stack: the platform's, then the function's own (whitelisted)."""
+    own = function.stack_parameters(params)
+    stray = sorted(set(own) - set(function.stack_parameter_names))
+    if stray:
+        raise errors.FunctionError(f"function {function.name} set undeclared stack parameters {stray}")
+    instance_type = function.instance_type(params)
+    if instance_type not in function.instance_types:
+        raise errors.FunctionError(f"function {function.name} chose {instance_type}, not in its allow-list")
+    worker = artifact_key(function.name, version, WORKER_FILE)
+    platform = {
+        **{k: v for k, v in fixed.items() if k in PLATFORM_PARAMETERS},
+        "JobId": job_id,
+        "InstanceType": instance_type,
+        "DeadlineSeconds": str(min(max(deadline_seconds, DEADLINE_RANGE[0]), DEADLINE_RANGE[1])),
+        "WorkerArtifactUrl": f"s3://{artifacts_bucket}/{worker}",
+    }
+    return {**own, **platform}
+
+
+# ---- the registry ------------------------------------------------------------------------------------------
+class FunctionRegistryError(Exception):
+    """The installed or enabled functions are not usable; raised at start-up, never per request."""
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The enabled functions, by name, with the operator's limits for each."""
+
+    functions: Mapping[str, BusinessFunction]
+    limits: Mapping[str, BaseModel]
+
+    def get(self, name: str) -> BusinessFunction:
+        function = self.functions.get(name)
+        if function is None:
+            raise errors.NoSuchFunctionError(f"no function {name}")
+        return function
+
+    def __iter__(self) -> Iterator[BusinessFunction]:
+        return iter(self.functions[name] for name in sorted(self.functions))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.functions
+
+    def catalog(self) -> list[dict[str, Any]]:
+        return [catalog_entry(function, self.limits[function.name]) for function in self]
+
+
+def load_function(entry: metadata.EntryPoint) -> BusinessFunction:
+    """Load and check one entry point; every problem is a FunctionRegistryError naming it."""
+    where = f"plug-in {entry.name!r} ({entry.value})"
+    try:
+        loaded = entry.load()
+    except Exception as exc:
+        raise FunctionRegistryError(f"{where} cannot be imported: {type(exc).__name__}: {exc}") from exc
+    if isinstance(loaded, type) and issubclass(loaded, BusinessFunction):
+        try:
+            loaded = loaded()
+        except TypeError as exc:
+            raise FunctionRegistryError(f"{where} is incomplete: {exc}") from exc
+    if not isinstance(loaded, BusinessFunction):
+        raise FunctionRegistryError(f"{where} is not a pijobs BusinessFunction")
+    check_function(loaded, where)
+    if loaded.name != entry.name:
+        raise FunctionRegistryError(f"{where} is registered as {entry.name!r} but is named {loaded.name!r}")
+    return loaded
+
+
+def check_function(function: BusinessFunction, where: str) -> None:
+    """The contract's rules that a class cannot express; a broken plug-in fails here, at start-up."""
+    problems: list[str] = []
+    for attribute in ("name", "version", "title", "description", "request_model", "resource_types"):
+        if not hasattr(function, attribute):
+            problems.append(f"no {attribute}")
+    if problems:
+        raise FunctionRegistryError(f"{where}: " + "; ".join(problems))
+    if not NAME_PATTERN.fullmatch(function.name):
+        problems.append(f"name {function.name!r} is not lowercase letters, digits and dashes (2-40)")
+    if not VERSION_PATTERN.fullmatch(function.version):
+        problems.append(f"version {function.version!r} is not letters, digits, '.', '_' or '-'")
+    for model_name in ("request_model", "limits_model"):
+        model = getattr(function, model_name)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            problems.append(f"{model_name} is not a pydantic model")
+        elif model.model_config.get("extra") != "forbid":
+            problems.append(f"{model_name} must forbid extra fields (model_config extra='forbid')")
+    unsupported = sorted(set(function.resource_types) - SUPPORTED_RESOURCE_TYPES)
+    if unsupported:
+        problems.append(f"the platform's service role cannot create {unsupported}")
+    allowed = set(getattr(function, "instance_types", ()))
+    if not allowed or not allowed <= set(SUPPORTED_INSTANCE_TYPES):
+        problems.append(f"instance_types must be a non-empty subset of {list(SUPPORTED_INSTANCE_TYPES)}")
+    reserved = sorted(set(function.stack_parameter_names) & set(PLATFORM_PARAMETERS))
+    if reserved:
+        problems.append(f"stack_parameter_names may not include the platform's {reserved}")
+    if not function.template_path().is_file():
+        problems.append(f"its template {function.template} is not beside its module")
+    if problems:
+        raise FunctionRegistryError(f"{where}: " + "; ".join(problems))
+
+
+def installed_functions(
+    entries: Iterable[metadata.EntryPoint] | None = None,
+) -> dict[str, BusinessFunction]:
+    """Every function installed in this environment, by name. Duplicates and broken plug-ins are refused."""
+    if entries is None:
+        return dict(_installed())
+    found: dict[str, BusinessFunction] = {}
+    sources: dict[str, str] = {}
+    for entry in entries:
+        if entry.name in sources:
+            if sources[entry.name] == entry.value:
+                continue  # the same distribution seen twice on sys.path
+            raise FunctionRegistryError(
+                f"function {entry.name!r} is registered twice: by {sources[entry.name]} and by {entry.value}"
+            )
+        sources[entry.name] = entry.value
+        found[entry.name] = load_function(entry)
+    return found
+
+
+@lru_cache(maxsize=1)
+def _installed() -> dict[str, BusinessFunction]:
+    return installed_functions(metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def entry_point_of(function: BusinessFunction) -> str:
+    """``module:attribute`` of a loaded function, as its entry point names it (for packaging)."""
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name == function.name:
+            return str(entry.value)
+    return f"{type(function).__module__}:{type(function).__qualname__}"
+
+
+def load_registry(
+    enabled: Iterable[str] | None,
+    limits: Mapping[str, Mapping[str, Any]] | None = None,
+    installed: Mapping[str, BusinessFunction] | None = None,
+) -> Registry:
+    """The enabled functions (None: every installed one) with the operator's limits applied."""
+    available = installed_functions() if installed is None else dict(installed)
+    names = sorted(available) if enabled is None else sorted(dict.fromkeys(enabled))
+    missing = [name for name in names if name not in available]
+    if missing:
+        raise FunctionRegistryError(
+            f"enabled functions {missing} are not installed (installed: {sorted(available) or 'none'})"
+        )
+    limits = dict(limits or {})
+    stray = sorted(set(limits) - set(names))
+    if stray:
+        raise FunctionRegistryError(f"limits are set for functions that are not enabled: {stray}")
+    functions = {name: available[name] for name in names}
+    applied: dict[str, BaseModel] = {}
+    for name, function in functions.items():
+        try:
+            applied[name] = function.limits_model.model_validate(limits.get(name, {}))
+        except PydanticValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise FunctionRegistryError(f"limits for function {name!r}: {problems}") from exc
+    return Registry(functions=functions, limits=applied)
+
+
+def parse_enabled(value: str | None) -> list[str] | None:
+    """The operator's setting: ``"pi,word-count"``; empty or ``"*"`` means every installed function."""
+    if value is None or value.strip() in ("", "*"):
+        return None
+    return [name.strip() for name in value.split(",") if name.strip()]

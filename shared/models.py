@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.status import JobStatus
 
@@ -27,12 +27,13 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-class PiRequest(BaseModel):
-    """The body of ``POST /jobs`` for the pi business function."""
+class JobRequest(BaseModel):
+    """The body of ``POST /jobs``: which business function, its parameters, and the customer's labels."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    digits: StrictInt = Field(ge=1, description="decimals after '3.'")
+    function: str = Field(min_length=1, max_length=64, description="a name from GET /functions")
+    params: dict[str, Any] = Field(default_factory=dict, description="the function's parameters")
     cost_center: str | None = Field(default=None, pattern=COST_CENTER_PATTERN)
     name: str | None = Field(default=None, pattern=NAME_PATTERN)
 
@@ -44,6 +45,13 @@ class ResultInfo(BaseModel):
     key: str
     bytes: int
     sha256: str
+    content_type: str = "application/octet-stream"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def filename(self) -> str:
+        """The name the customer downloads the result under (the key's last part)."""
+        return self.key.rsplit("/", 1)[-1]
 
 
 class ErrorInfo(BaseModel):
@@ -61,6 +69,7 @@ class JobRecord(BaseModel):
     job_id: str
     owner: str
     function: str = "pi"
+    version: str | None = None  # the function's version at submission: the stack is made from its template
     params: dict[str, Any]
     cost_center: str | None = None
     name: str | None = None
@@ -80,10 +89,6 @@ class JobRecord(BaseModel):
     result: ResultInfo | None = None
     error: ErrorInfo | None = None
     expires_at: int | None = None
-
-    @property
-    def digits(self) -> int:
-        return int(self.params["digits"])
 
     def to_item(self) -> dict[str, Any]:
         item = to_dynamo(self.model_dump(mode="json", exclude_none=True))

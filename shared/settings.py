@@ -9,6 +9,8 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.functions import Registry, load_registry, parse_enabled
+
 NonEmpty = Annotated[str, Field(min_length=1)]
 SettingsT = TypeVar("SettingsT", bound="_EnvSettings")
 
@@ -27,15 +29,32 @@ class _EnvSettings(BaseModel):
         return cls.model_validate(values)
 
 
+def _json_object(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc.msg}") from exc
+    return value
+
+
 class StoreSettings(_EnvSettings):
     table_name: NonEmpty
     max_active_stacks: int = Field(default=10, ge=1)
+    # The operator's choice of business functions: "pi,word-count"; empty or "*" is every installed one.
+    enabled_functions: str | None = None
+    # Per-function limits, {"pi": {"max_digits": 10000000}}; a function's defaults apply where unset.
+    function_limits: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    _function_limits = field_validator("function_limits", mode="before")(_json_object)
+
+    def functions(self) -> Registry:
+        return load_registry(parse_enabled(self.enabled_functions), self.function_limits)
 
 
 class ApiSettings(StoreSettings):
     queue_url: NonEmpty
     results_bucket: NonEmpty
-    max_digits: int = Field(default=10_000_000, ge=1)
     result_url_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     page_size: int = Field(default=20, ge=1, le=100)
     job_ttl_days: int = Field(default=90, ge=1)
@@ -50,18 +69,17 @@ class RetrySettings(StoreSettings):
 
 
 class DispatcherSettings(RetrySettings):
-    template_url: NonEmpty
+    artifacts_bucket: NonEmpty  # where `pijobs package` put every function's template and worker
+    artifacts_url: NonEmpty  # the bucket's https URL, which CloudFormation reads templates from
     cfn_role_arn: str | None = None
     stack_parameters: dict[str, str] = Field(default_factory=dict)
     defer_base_seconds: int = Field(default=2, ge=0, le=900)
     defer_max_seconds: int = Field(default=60, ge=0, le=900)
 
-    @field_validator("stack_parameters", mode="before")
-    @classmethod
-    def _parse_json(cls, value: object) -> object:
-        if isinstance(value, str):
-            return json.loads(value)
-        return value
+    _stack_parameters = field_validator("stack_parameters", mode="before")(_json_object)
+
+    def template_url(self, key: str) -> str:
+        return f"{self.artifacts_url.rstrip('/')}/{key}"
 
 
 class ReaperSettings(RetrySettings):

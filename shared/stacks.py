@@ -51,27 +51,16 @@ def job_id_of(stack_name: str) -> str | None:
 
 
 class StackLauncher:
-    def __init__(
-        self,
-        client: Any,
-        *,
-        template_url: str,
-        role_arn: str | None = None,
-        fixed_parameters: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, client: Any, *, role_arn: str | None = None) -> None:
         self._cfn = client
-        self._template_url = template_url
         self._role_arn = role_arn
-        self._fixed = dict(fixed_parameters or {})
 
-    def create(self, name: str, parameters: dict[str, str], tags: dict[str, str]) -> str:
+    def create(self, name: str, template_url: str, parameters: dict[str, str], tags: dict[str, str]) -> str:
         """Create the stack and return its id; a stack of that name that exists already is the same stack."""
         request: dict[str, Any] = {
             "StackName": name,
-            "TemplateURL": self._template_url,
-            "Parameters": [
-                {"ParameterKey": k, "ParameterValue": v} for k, v in {**self._fixed, **parameters}.items()
-            ],
+            "TemplateURL": template_url,
+            "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
             "Tags": [{"Key": k, "Value": v} for k, v in tags.items() if v],
             "ClientRequestToken": name,
             "OnFailure": "DELETE",

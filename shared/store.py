@@ -14,6 +14,7 @@ from shared.models import JobRecord, from_dynamo, isoformat, job_key, to_dynamo,
 from shared.status import JobStatus, ensure_transition
 
 OWNER_INDEX = "owner-created-index"
+LIST_READS = 10  # queries one page of a filtered list may take
 
 
 _SERIALIZER = TypeSerializer()
@@ -50,8 +51,11 @@ class JobStore:
         return job
 
     def list_for_owner(
-        self, owner: str, *, limit: int, token: str | None = None
+        self, owner: str, *, limit: int, token: str | None = None, function: str | None = None
     ) -> tuple[list[JobRecord], str | None]:
+        """Newest first, ``limit`` a page; with ``function`` only that function's jobs (the filter runs after
+        DynamoDB's limit, so short pages are read on until the page is full, the jobs end, or LIST_READS
+        queries were made: a page may then be short, with a token to go on)."""
         query: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": OWNER_INDEX,
@@ -59,13 +63,22 @@ class JobStore:
             "ExpressionAttributeNames": {"#owner": "owner"},
             "ExpressionAttributeValues": {":owner": {"S": owner}},
             "ScanIndexForward": False,
-            "Limit": limit,
         }
-        if token:
-            query["ExclusiveStartKey"] = decode_token(token, owner)
-        response = self._ddb.query(**query)
-        jobs = [JobRecord.from_item(_python_item(item)) for item in response.get("Items", [])]
-        last = response.get("LastEvaluatedKey")
+        if function is not None:
+            query["FilterExpression"] = "#function = :function"
+            query["ExpressionAttributeNames"]["#function"] = "function"
+            query["ExpressionAttributeValues"][":function"] = {"S": function}
+        last = decode_token(token, owner) if token else None
+        jobs: list[JobRecord] = []
+        for _ in range(LIST_READS):
+            page = {**query, "Limit": limit - len(jobs)}
+            if last:
+                page["ExclusiveStartKey"] = last
+            response = self._ddb.query(**page)
+            jobs += [JobRecord.from_item(_python_item(item)) for item in response.get("Items", [])]
+            last = response.get("LastEvaluatedKey")
+            if not last or len(jobs) >= limit:
+                break
         return jobs, encode_token(last) if last else None
 
     def live_jobs(self) -> list[JobRecord]:

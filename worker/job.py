@@ -1,7 +1,8 @@
-"""One job's life on its instance.
+"""One job's life on its instance, the same for every business function.
 
-PROVISIONING -> RUNNING, heartbeat and progress while computing, result to S3, SUCCEEDED (or FAILED with a
-reason), then always: release the capacity slot and delete the job's own stack.
+PROVISIONING -> RUNNING, heartbeat and progress while the function's ``run`` computes, its output to S3 with
+its sha256, SUCCEEDED (or FAILED with a reason a customer may read), then always: release the capacity slot
+and delete the job's own stack.
 """
 
 from __future__ import annotations
@@ -15,17 +16,25 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from shared import aws, errors
 from shared.capacity import CapacityCounter
+from shared.functions import (
+    FILENAME_PATTERN,
+    BusinessFunction,
+    JobRefusedError,
+    OutputFile,
+    RunContext,
+    installed_functions,
+    result_key,
+)
 from shared.logs import bind_job, configure_logging, get_logger
 from shared.models import JobRecord, ResultInfo, isoformat, utcnow
 from shared.settings import WorkerSettings
 from shared.stacks import StackLauncher
 from shared.status import JobStatus
 from shared.store import JobStore
-from worker.pi import PiTooLargeError, compute_pi
 
 log = get_logger(__name__)
 
@@ -39,6 +48,13 @@ class WorkerServices:
     capacity: CapacityCounter
     stacks: StackLauncher
     s3: Any
+    functions: dict[str, BusinessFunction] | None = None  # None: the installed ones
+
+    def function(self, name: str) -> BusinessFunction:
+        functions = installed_functions() if self.functions is None else self.functions
+        if name not in functions:
+            raise errors.FunctionError(f"function {name} is not installed on this worker")
+        return functions[name]
 
 
 def build_services(settings: WorkerSettings) -> WorkerServices:
@@ -47,7 +63,7 @@ def build_services(settings: WorkerSettings) -> WorkerServices:
         settings=settings,
         store=JobStore(ddb, settings.table_name),
         capacity=CapacityCounter(ddb, settings.table_name, default_limit=settings.max_active_stacks),
-        stacks=StackLauncher(aws.client("cloudformation"), template_url="-"),
+        stacks=StackLauncher(aws.client("cloudformation")),
         s3=aws.client("s3"),
     )
 
@@ -76,13 +92,13 @@ def _run(services: WorkerServices, job_id: str) -> int:
     except WorkerTerminatedError:
         log.warning("worker_terminated", reason="the instance is going away; the reaper decides")
         return 1
-    except PiTooLargeError as exc:
-        log.error("job_too_large", error=str(exc))
-        _finish(services, job, JobStatus.FAILED, error={"code": "too_large", "message": str(exc)})
+    except JobRefusedError as exc:
+        log.error("job_refused", code=exc.code, error=exc.message)
+        _finish(services, job, JobStatus.FAILED, error={"code": exc.code, "message": exc.message[:500]})
         return 1
-    except Exception as exc:
-        log.exception("job_failed")
-        _finish(services, job, JobStatus.FAILED, error={"code": "worker_failed", "message": _reason(exc)})
+    except Exception:
+        log.exception("job_failed")  # the operator's log has the exception; the customer gets WORKER_FAILED
+        _finish(services, job, JobStatus.FAILED, error=WORKER_FAILED)
         return 1
     _finish(services, job, JobStatus.SUCCEEDED, result=result, progress=1.0)
     return 0
@@ -105,38 +121,71 @@ def _start(services: WorkerServices, job_id: str) -> JobRecord | None:
         current = services.store.get(job_id)
         log.warning("job_not_startable", status=current.status.value)
         return None
-    log.info("job_started", instance_id=instance_id, digits=job.digits)
+    log.info("job_started", instance_id=instance_id, function=job.function, version=job.version)
     return job
 
 
 def compute_and_upload(services: WorkerServices, job: JobRecord) -> ResultInfo:
-    key = f"results/{job.owner}/{job.job_id}/pi-{job.digits}.txt"
+    """Run the job's function in a scratch directory under a heartbeat, then upload what it wrote."""
+    function = services.function(job.function)
+    params = function.parse_params(job.params)
     heartbeat = Heartbeat(services.store, job.job_id, services.settings.heartbeat_seconds)
     with tempfile.TemporaryDirectory(prefix="pijobs-") as tmp, heartbeat:
-        path = Path(tmp) / "result.txt"
-        with path.open("wb") as raw:
-            out = HashingWriter(raw)
-            out.write(_header(job).encode())
-            compute_pi(  # HashingWriter is a BinaryIO in all that compute_pi uses: write and flush
-                job.digits,
-                out,  # type: ignore[arg-type]
-                progress=heartbeat.report,
-                memory_limit_bytes=available_memory(),
-            )
-            out.write(b"\n")
-        heartbeat.check()
-        services.s3.upload_file(
-            str(path), services.settings.results_bucket, key, ExtraArgs={"ContentType": "text/plain"}
+        scratch = Path(tmp)
+        context = RunContext(
+            job_id=job.job_id,
+            params=params,
+            scratch=scratch,
+            progress=heartbeat.report,
+            cancelled=heartbeat.cancelled,
+            instance_id=job.instance_id,
+            memory_limit_bytes=available_memory(),
         )
-    log.info("result_uploaded", key=key, bytes=out.bytes, sha256=out.hexdigest())
+        output = function.run(context)
+        heartbeat.check()
+        _check_output(function, output, scratch)
+        size, sha256 = file_digest(output.path)
+        key = result_key(job.owner, job.job_id, output.filename)
+        services.s3.upload_file(
+            str(output.path),
+            services.settings.results_bucket,
+            key,
+            ExtraArgs={"ContentType": output.content_type},
+        )
+    log.info("result_uploaded", key=key, bytes=size, sha256=sha256)
     return ResultInfo(
-        bucket=services.settings.results_bucket, key=key, bytes=out.bytes, sha256=out.hexdigest()
+        bucket=services.settings.results_bucket,
+        key=key,
+        bytes=size,
+        sha256=sha256,
+        content_type=output.content_type,
+        metadata=dict(output.metadata),
     )
 
 
-def _header(job: JobRecord) -> str:
-    instance = job.instance_id or "unknown"
-    return f"InstanceId: {instance}\nTimestamp: {isoformat(utcnow())}\nDigits: {job.digits}\n"
+def _check_output(function: BusinessFunction, output: object, scratch: Path) -> None:
+    """What ``run`` returned is a file it wrote in its scratch directory, under a plain name."""
+    name = function.name
+    if not isinstance(output, OutputFile):
+        raise errors.FunctionError(f"function {name} returned {type(output).__name__}, not an OutputFile")
+    if not FILENAME_PATTERN.fullmatch(output.filename):
+        raise errors.FunctionError(f"function {name} named its output {output.filename!r}")
+    path = output.path.resolve()
+    if not path.is_file() or scratch.resolve() not in path.parents:
+        raise errors.FunctionError(f"function {name} returned {path}, not a file in its scratch directory")
+    if not all(isinstance(v, (str, int, float, bool)) for v in output.metadata.values()):
+        raise errors.FunctionError(f"function {name} returned metadata that is not scalars")
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """Size and sha256 of a file, read in 1 MiB blocks."""
+    sha = hashlib.sha256()
+    size = 0
+    with path.open("rb") as stream:
+        while block := stream.read(1 << 20):
+            sha.update(block)
+            size += len(block)
+    return size, sha.hexdigest()
 
 
 def _finish(services: WorkerServices, job: JobRecord, status: JobStatus, **fields: Any) -> None:
@@ -172,8 +221,7 @@ def available_memory() -> int | None:
     return None
 
 
-def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
+WORKER_FAILED = {"code": "worker_failed", "message": "the job failed on its instance; it was not retried"}
 
 
 @contextlib.contextmanager
@@ -210,26 +258,6 @@ def _instance_id_from_imds() -> str | None:
         return None
 
 
-class HashingWriter:
-    """A binary writer that counts and hashes what passes through it."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self._sha = hashlib.sha256()
-        self.bytes = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._sha.update(data)
-        self.bytes += len(data)
-        return self._raw.write(data)
-
-    def flush(self) -> None:
-        self._raw.flush()
-
-    def hexdigest(self) -> str:
-        return self._sha.hexdigest()
-
-
 class Heartbeat:
     """Writes heartbeat and progress to the record while the job runs; notices cancellation."""
 
@@ -258,6 +286,10 @@ class Heartbeat:
     def check(self) -> None:
         if self._cancelled.is_set():
             raise errors.JobCancelledError("the job was cancelled")
+
+    def cancelled(self) -> bool:
+        """Whether the job is no longer RUNNING (cancelled or reaped), as of the last beat."""
+        return self._cancelled.is_set()
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):

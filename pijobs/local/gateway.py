@@ -26,12 +26,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
 
+from api_handler.routes import ROUTES
 from pijobs.local.lambda_context import LambdaContext
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[dict[str, Any], Any], Any]
-DEFAULT_ROUTES: tuple[str, ...] = ("/jobs", "/jobs/{id}", "/jobs/{id}/result", "/PerRunExecute")
+DEFAULT_ROUTES: tuple[str, ...] = tuple(ROUTES)  # the API's resources, as the primary template declares them
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's request payload limit
 _KEY_CACHE_TTL_S = 2.0
 _MAX_UNKNOWN_KEYS = 1000

@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 
+from shared.functions import installed_functions
 from shared.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -123,6 +124,7 @@ class LocalStack:
 
         _quiet_moto()
         configure_logging(self.config.log_level)
+        installed_functions()  # a broken or duplicate plug-in stops the start here, with its name
         try:
             self._moto = LocalMotoServer().start()
             self._set_env({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self._moto.url})

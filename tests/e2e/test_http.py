@@ -125,7 +125,7 @@ def test_per_run_execute_runs_a_job(alice: Client) -> None:
 
     assert response.status_code == 202
     job = alice.wait(response.json()["job_id"])
-    assert job["status"] == "SUCCEEDED" and job["digits"] == 500 and job["name"] == "legacy"
+    assert job["status"] == "SUCCEEDED" and job["params"] == {"digits": 500} and job["name"] == "legacy"
     assert requests.get(job["result"]["url"], timeout=30).text.splitlines()[-1] == pi_string(500)
 
 

@@ -17,8 +17,10 @@ from moto import mock_aws
 
 import api_handler.handler
 import dispatcher.handler
+from pijobs.deploy import upload_function_templates
 from shared import aws
 from shared.capacity import CapacityCounter
+from shared.functions import installed_functions
 from shared.models import JobRecord
 from shared.settings import WorkerSettings
 from shared.stacks import stack_name_for
@@ -151,6 +153,8 @@ def _resource_of(path: str) -> tuple[str, dict[str, str] | None]:
         return "/jobs/{id}", {"id": parts[1]}
     if parts[0] == "jobs" and len(parts) == 3:
         return "/jobs/{id}/" + parts[2], {"id": parts[1]}
+    if parts[0] == "functions" and len(parts) == 2:
+        return "/functions/{name}", {"name": parts[1]}
     return "/" + "/".join(parts), None
 
 
@@ -204,11 +208,7 @@ def _make_primary(env_overrides: dict[str, str]) -> Cloud:
     bucket = "pijobs-results"
     s3.create_bucket(Bucket=bucket)
     s3.create_bucket(Bucket="pijobs-artifacts")
-    s3.put_object(
-        Bucket="pijobs-artifacts",
-        Key="business_function.yaml",
-        Body=(ROOT / "infra" / "business_function.yaml").read_bytes(),
-    )
+    upload_function_templates(s3, "pijobs-artifacts", installed_functions().values())
     iam.create_role(RoleName="pijobs-instance", AssumeRolePolicyDocument="{}")
     iam.create_instance_profile(InstanceProfileName="pijobs-instance")
     iam.add_role_to_instance_profile(InstanceProfileName="pijobs-instance", RoleName="pijobs-instance")
@@ -222,14 +222,14 @@ def _make_primary(env_overrides: dict[str, str]) -> Cloud:
         "InstanceProfileName": "pijobs-instance",
         "SubnetId": subnet_id,
         "VpcId": vpc_id,
-        "WorkerArtifactUrl": "s3://pijobs-artifacts/worker.zip",
     }
     env = {
         "PIJOBS_TABLE_NAME": table,
         "PIJOBS_QUEUE_URL": queue_url,
         "PIJOBS_DLQ_URL": dlq_url,
         "PIJOBS_RESULTS_BUCKET": bucket,
-        "PIJOBS_TEMPLATE_URL": "https://pijobs-artifacts.s3.amazonaws.com/business_function.yaml",
+        "PIJOBS_ARTIFACTS_BUCKET": "pijobs-artifacts",
+        "PIJOBS_ARTIFACTS_URL": "https://pijobs-artifacts.s3.amazonaws.com/",
         "PIJOBS_STACK_PARAMETERS": json.dumps(fixed),
         "PIJOBS_MAX_ACTIVE_STACKS": "2",
         "PIJOBS_DEFER_BASE_SECONDS": "0",

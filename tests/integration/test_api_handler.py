@@ -16,7 +16,8 @@ def test_submit_records_queued_job_and_enqueues_a_pointer(cloud: Cloud) -> None:
     assert body["status"] == "QUEUED"
     assert headers["Location"].endswith(f"/jobs/{body['job_id']}")
     job = cloud.job(body["job_id"])
-    assert (job.owner, job.digits, job.cost_center, job.name) == ("key-a", 15000, "12345", "n")
+    assert (job.owner, job.params, job.cost_center, job.name) == ("key-a", {"digits": 15000}, "12345", "n")
+    assert (job.function, job.version) == ("pi", "1")
     messages = cloud.receive()
     assert [json.loads(m["body"])["job_id"] for m in messages] == [body["job_id"]]
 
@@ -27,7 +28,7 @@ def test_get_returns_own_job_and_hides_the_infrastructure(cloud: Cloud) -> None:
     status, body, _ = cloud.api("GET", f"/jobs/{job_id}")
 
     assert status == 200
-    assert body["job_id"] == job_id and body["status"] == "QUEUED" and body["digits"] == 100
+    assert body["job_id"] == job_id and body["status"] == "QUEUED" and body["params"] == {"digits": 100}
     assert not {"stack_name", "stack_id", "instance_id", "owner"} & set(body)
 
 
@@ -97,7 +98,12 @@ def test_per_run_execute_creates_the_same_kind_of_job(cloud: Cloud) -> None:
 
     assert status == 202
     job = cloud.job(body["job_id"])
-    assert (job.digits, job.cost_center, job.name, job.status.value) == (250, "12345", "legacy", "QUEUED")
+    assert (job.params["digits"], job.cost_center, job.name, job.status.value) == (
+        250,
+        "12345",
+        "legacy",
+        "QUEUED",
+    )
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import pytest
 from pijobs import cli
 from pijobs.local.stack import LocalConfig, LocalStack
 from pijobs.ops import esm_settings
+from shared.store import JobStore
 
 pytestmark = [
     pytest.mark.e2e,
@@ -88,6 +89,49 @@ def test_submit_json_prints_only_the_accepted_job(pijobs: Any, stack: LocalStack
         assert pijobs("cancel", accepted["job_id"], "--json").code == 0
 
 
+def test_functions_lists_the_catalog_for_people_and_scripts(pijobs: Any) -> None:
+    human = pijobs("functions")
+    scripted = pijobs("functions", "--json")
+
+    assert human.code == 0 and "word-count" in human.out and "digits:integer" in human.out
+    assert "text:string" in human.out and "top?:integer" in human.out
+    names = [f["name"] for f in scripted.json()["functions"]]
+    assert names == ["pi", "word-count"] and scripted.json()["functions"][0]["limits"]["max_digits"] >= 1
+
+
+def test_submit_a_function_with_typed_params_then_download_its_result(pijobs: Any, tmp_path: Path) -> None:
+    run = pijobs("submit", "word-count", "--param", "text=b a b 7", "--param", "top=2", "--wait", "--json")
+    assert run.code == 0, run.err
+    job = run.json()
+    assert job["status"] == "SUCCEEDED" and job["params"]["top"] == 2 and job["params"]["text"] == "b a b 7"
+    target = tmp_path / "counts.json"
+    assert pijobs("result", job["job_id"], "-o", str(target)).code == 0
+    assert json.loads(target.read_text())["top"] == [["b", 2], ["a", 1]]
+    assert [j["job_id"] for j in pijobs("list", "--function", "word-count", "--json").json()["jobs"]] == [
+        job["job_id"]
+    ]
+    from_json = pijobs("submit", "word-count", "--params-json", '{"text": "x", "top": 1}', "--wait", "--json")
+    assert from_json.code == 0 and from_json.json()["result"]["metadata"] == {"words": 1, "distinct": 1}
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "says"),
+    [
+        (["submit"], 2, "name a function"),
+        (["submit", "word-count", "--digits", "5"], 2, "--digits is pi's shorthand"),
+        (["submit", "word-count", "--params-json", "[1]"], 2, "must be a JSON object"),
+        (["submit", "word-count", "--params-json", "{"], 2, "not JSON"),
+        (["submit", "word-count", "--param", "text"], 2, "KEY=VALUE"),
+        (["submit", "word-count", "--param", "top=many", "--param", "text=a"], 1, "params.top"),
+        (["submit", "nope", "--params-json", "{}"], 1, "function"),
+    ],
+)
+def test_submit_says_what_is_wrong(pijobs: Any, argv: list[str], code: int, says: str) -> None:
+    run = pijobs(*argv)
+    assert run.code == code and says in run.err, run.err
+    assert "Traceback" not in run.err
+
+
 def test_status_list_and_cancel_a_queued_job(pijobs: Any, stack: LocalStack) -> None:
     with dispatch_paused(stack):
         ids = [pijobs("submit", "--digits", "60", "--json").json()["job_id"] for _ in range(3)]
@@ -101,7 +145,9 @@ def test_status_list_and_cancel_a_queued_job(pijobs: Any, stack: LocalStack) -> 
         for job_id in ids[1:]:
             assert pijobs("cancel", job_id).code == 0
 
-    assert status.code == 0 and status.json()["status"] == "QUEUED" and status.json()["digits"] == 60
+    assert (
+        status.code == 0 and status.json()["status"] == "QUEUED" and status.json()["params"] == {"digits": 60}
+    )
     assert len(one_page.json()["jobs"]) == 1 and one_page.json()["next"]
     listed = [job["job_id"] for job in every_page.json()["jobs"]]
     assert set(ids) <= set(listed) and every_page.json()["next"] is None
@@ -130,7 +176,9 @@ def test_submit_wait_then_download_a_verified_result(pijobs: Any, stack: LocalSt
     assert digits.startswith("3.14159265358979") and len(digits) == 2 + 1000
 
     # Given the stored object no longer matches the record, the download is refused and nothing is written.
-    stack.client("s3").put_object(Bucket=stack.outputs["ResultsBucket"], Key=job["result"]["key"], Body=b"x")
+    stored = JobStore(stack.client("dynamodb"), stack.outputs["TableName"]).get(job["job_id"]).result
+    assert stored is not None and stored.filename == job["result"]["filename"] == "pi-1000.txt"
+    stack.client("s3").put_object(Bucket=stack.outputs["ResultsBucket"], Key=stored.key, Body=b"x")
     tampered = tmp_path / "tampered.txt"
     refused = pijobs("result", job_id, "-o", str(tampered))
     assert refused.code == 1 and "does not match" in refused.err
@@ -295,7 +343,8 @@ class FinishingClient:
     def __init__(self, final: str) -> None:
         self.final = final
 
-    def submit(self, digits: int, **_: Any) -> dict[str, Any]:
+    def submit(self, function: str, params: dict[str, Any], **_: Any) -> dict[str, Any]:
+        assert (function, params) == ("pi", {"digits": 5})
         return {"job_id": "j-1", "status": "QUEUED", "links": {}}
 
     def wait(self, job_id: str, *, on_update: Any = None, **_: Any) -> dict[str, Any]:

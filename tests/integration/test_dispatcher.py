@@ -140,7 +140,7 @@ def test_cancelled_job_is_never_provisioned(cloud: Cloud) -> None:
 def test_stack_creation_failure_is_retried_then_fails_with_nothing_left(
     cloud: Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PIJOBS_TEMPLATE_URL", "https://pijobs-artifacts.s3.amazonaws.com/missing.yaml")
+    monkeypatch.setenv("PIJOBS_ARTIFACTS_URL", "https://pijobs-missing.s3.amazonaws.com/")
     monkeypatch.setenv("PIJOBS_RETRY_BASE_SECONDS", "0")
     dispatcher.handler.services.cache_clear()
     job_id = cloud.submit()
@@ -156,5 +156,6 @@ def test_stack_creation_failure_is_retried_then_fails_with_nothing_left(
     job = cloud.job(job_id)
     assert seen == ["QUEUED", "QUEUED", "FAILED"]  # attempts 1 and 2 retried, the third is the last
     assert job.attempts == 3 and job.error is not None and job.error.code == "stack_create_failed"
+    assert job.error.message == "the job's infrastructure could not be created"  # no URL, no exception text
     assert cloud.live_stacks() == [] and cloud.running_instances() == []
     assert cloud.capacity().state()["active"] == 0  # type: ignore[index]

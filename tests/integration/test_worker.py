@@ -8,6 +8,7 @@ import mpmath
 import pytest
 
 import worker.job
+import worker.pi.engine
 from tests.integration.conftest import Cloud
 
 
@@ -46,13 +47,14 @@ def test_worker_failure_ends_failed_with_stack_deleted_and_slot_released(
     def broken(*args: object, **kwargs: object) -> None:
         raise MemoryError("out of memory while summing the series")
 
-    monkeypatch.setattr(worker.job, "compute_pi", broken)
+    monkeypatch.setattr(worker.pi.engine, "compute_pi", broken)
 
     assert cloud.run_worker(job_id) == 1
 
     job = cloud.job(job_id)
     assert job.status.value == "FAILED"
-    assert job.error is not None and "out of memory" in job.error.message
+    assert job.error is not None and job.error.code == "worker_failed"
+    assert "memory" not in job.error.message and "Error" not in job.error.message  # the log has the detail
     assert cloud.live_stacks() == [] and cloud.running_instances() == []
     assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
 
@@ -62,7 +64,9 @@ def test_worker_of_a_cancelled_job_cleans_up_without_computing(
 ) -> None:
     job_id = _provisioned(cloud, 500)
     assert cloud.api("DELETE", f"/jobs/{job_id}")[0] == 202
-    monkeypatch.setattr(worker.job, "compute_pi", lambda *a, **k: pytest.fail("computed a cancelled job"))
+    monkeypatch.setattr(
+        worker.pi.engine, "compute_pi", lambda *a, **k: pytest.fail("computed a cancelled job")
+    )
 
     assert cloud.run_worker(job_id) == 1
 
@@ -83,7 +87,7 @@ def test_cancel_while_running_stops_the_computation(cloud: Cloud, monkeypatch: p
             progress(step / 200)  # type: ignore[operator]
         pytest.fail("the worker kept computing a cancelled job")
 
-    monkeypatch.setattr(worker.job, "compute_pi", slow)
+    monkeypatch.setattr(worker.pi.engine, "compute_pi", slow)
 
     assert cloud.run_worker(job_id) == 1
 

@@ -17,6 +17,7 @@ import boto3
 import pytest
 
 from pijobs import deploy
+from shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
 
 BUCKET = "pijobs-artifacts-test"
 
@@ -62,6 +63,11 @@ def zip_names(body: bytes) -> set[str]:
         return set(archive.namelist())
 
 
+def zip_member(body: bytes, name: str) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        return archive.read(name)
+
+
 def test_package_uploads_code_templates_and_manifest(moto_endpoint: str) -> None:
     assert run(["package", "--bucket", BUCKET, "--no-deps", "--arch", "arm64"]) == 0
 
@@ -72,11 +78,49 @@ def test_package_uploads_code_templates_and_manifest(moto_endpoint: str) -> None
     lambda_zip = s3.get_object(Bucket=BUCKET, Key=manifest["lambda_key"])["Body"].read()
     names = zip_names(lambda_zip)
     assert {"api_handler/handler.py", "dispatcher/handler.py", "shared/__init__.py"} <= names
-    assert not any(n.startswith("worker/") or "__pycache__" in n for n in names)
-    worker_zip = s3.get_object(Bucket=BUCKET, Key=manifest["worker_key"])["Body"].read()
-    assert {"worker/__main__.py", "shared/__init__.py"} <= zip_names(worker_zip)
-    template = s3.get_object(Bucket=BUCKET, Key=manifest["business_function_template_key"])["Body"].read()
-    assert template == deploy.template_path("business_function.yaml").read_bytes()
+    # the functions' definitions (for validation), not the worker runtime; their entry points for discovery
+    assert {"worker/__init__.py", "worker/pi/function.py", "pijobs_wordcount/__init__.py"} <= names
+    assert "worker/job.py" not in names and not any("__pycache__" in n for n in names)
+    registry = zip_member(lambda_zip, f"{deploy.REGISTRY_DIST_INFO}/entry_points.txt").decode()
+    assert (
+        "pi = worker.pi.function:PiFunction" in registry
+        and "word-count = pijobs_wordcount:WordCount" in registry
+    )
+    assert set(manifest["functions"]) == {"pi", "word-count"}
+    for name, packaged in manifest["functions"].items():
+        assert packaged["template_key"] == f"functions/{name}/{packaged['version']}/template.yaml"
+        worker_zip = s3.get_object(Bucket=BUCKET, Key=packaged["worker_key"])["Body"].read()
+        own = zip_member(worker_zip, f"{deploy.REGISTRY_DIST_INFO}/entry_points.txt").decode()
+        assert {"worker/__main__.py", "worker/job.py", "shared/__init__.py"} <= zip_names(worker_zip)
+        assert own.splitlines()[1:] == [f"{name} = {deploy.entry_point_of(installed_functions()[name])}"]
+        template = s3.get_object(Bucket=BUCKET, Key=packaged["template_key"])["Body"].read()
+        assert template == installed_functions()[name].template_path().read_bytes()
+    assert "pijobs_wordcount/template.yaml" in zip_names(
+        s3.get_object(Bucket=BUCKET, Key=manifest["functions"]["word-count"]["worker_key"])["Body"].read()
+    )
+
+
+def test_a_packaged_version_is_never_changed_under_its_jobs(moto_endpoint: str, tmp_path: Path) -> None:
+    s3 = boto3.client("s3")
+    deploy.package(s3, bucket=BUCKET, with_deps=False, functions=["pi"])
+    key = "functions/pi/1/template.yaml"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"other", Metadata={"sha256": "0" * 64})
+
+    with pytest.raises(deploy.PackagingError, match="bump the function's version"):
+        deploy.package(s3, bucket=BUCKET, with_deps=False, functions=["pi"])
+
+    deploy.package(s3, bucket=BUCKET, with_deps=False, functions=["pi"], replace=True)
+    assert (
+        s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        == installed_functions()["pi"].template_path().read_bytes()
+    )
+
+
+def test_package_refuses_a_function_that_is_not_installed(
+    moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["package", "--bucket", BUCKET, "--no-deps", "--function", "nope"]) == 1
+    assert "enabled functions ['nope'] are not installed" in capsys.readouterr().err
 
 
 def test_packaging_twice_gives_the_same_keys(moto_endpoint: str) -> None:
@@ -169,6 +213,7 @@ def test_lambda_zip_with_dependencies_imports_pydantic_core_for_the_platform(tmp
 def test_package_then_deploy_then_the_dispatchers_config_launches_a_job_stack(moto_endpoint: str) -> None:
     """The real artifacts (with manylinux wheels) deployed with `pijobs deploy`; the dispatcher's environment
     as deployed creates a business-function stack from the uploaded template."""
+    from shared.settings import DispatcherSettings
     from shared.stacks import StackLauncher
 
     assert run(["package", "--bucket", BUCKET]) == 0
@@ -182,17 +227,25 @@ def test_package_then_deploy_then_the_dispatchers_config_launches_a_job_stack(mo
     env = boto3.client("lambda").get_function_configuration(FunctionName=outputs["DispatcherFunctionName"])[
         "Environment"
     ]["Variables"]
-    launcher = StackLauncher(
-        cfn,
-        template_url=env["PIJOBS_TEMPLATE_URL"],
-        role_arn=env["PIJOBS_CFN_ROLE_ARN"],
-        fixed_parameters=json.loads(env["PIJOBS_STACK_PARAMETERS"]),
-    )
+    settings = DispatcherSettings.from_env(env)
+    launcher = StackLauncher(cfn, role_arn=settings.cfn_role_arn)
     job_id = "0123456789abcdef0123456789abcdef"
     name = f"pijob-{job_id}-1"
+    pi = settings.functions().get("pi")
+    parameters = job_stack_parameters(
+        pi,
+        pi.parse_params({"digits": 1000}),
+        job_id=job_id,
+        version=pi.version,
+        deadline_seconds=600,
+        artifacts_bucket=settings.artifacts_bucket,
+        fixed=settings.stack_parameters,
+    )
+    assert s3_object_exists(parameters["WorkerArtifactUrl"])
     launcher.create(
         name,
-        {"JobId": job_id, "Digits": "1000", "InstanceType": "c7i.large", "DeadlineSeconds": "600"},
+        settings.template_url(artifact_key("pi", pi.version, TEMPLATE_FILE)),
+        parameters,
         {"JobId": job_id, "Owner": "key", "CostCenter": "1"},
     )
 
@@ -205,3 +258,8 @@ def test_package_then_deploy_then_the_dispatchers_config_launches_a_job_stack(mo
         if {"Key": "JobId", "Value": job_id} in i.get("Tags", [])
     ]
     assert len(instances) == 1 and instances[0]["State"]["Name"] == "running"
+
+
+def s3_object_exists(url: str) -> bool:
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    return bool(boto3.client("s3").head_object(Bucket=bucket, Key=key)["ContentLength"])

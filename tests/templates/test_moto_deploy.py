@@ -1,4 +1,5 @@
-"""Both templates deploy into moto's CloudFormation the way the embedded stack and the dispatcher use them."""
+"""The primary template and every function's template deploy into moto's CloudFormation the way the
+embedded stack and the dispatcher use them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any
 import boto3
 import pytest
 
+from api_handler.routes import ROUTES
 from pijobs.deploy import deploy_primary_local
+from shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
+from shared.settings import DispatcherSettings
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 STACK_NAME = f"pijob-{JOB_ID}-1"  # the dispatcher names stacks pijob-<job id>-<attempt>
@@ -24,8 +28,9 @@ LOCAL_STACK_OUTPUTS = {
     "EventSourceMappingId",
     "CfnServiceRoleArn",
     "InstanceProfileName",
-    "BusinessFunctionTemplateUrl",
+    "FunctionsUrl",
 }
+PARAMS = {"pi": {"digits": 1000}, "word-count": {"text": "a b a", "top": 3}}
 
 
 def function_env(aws: dict[str, Any], name: str) -> dict[str, str]:
@@ -33,20 +38,26 @@ def function_env(aws: dict[str, Any], name: str) -> dict[str, str]:
     return {k: str(v) for k, v in config["Environment"]["Variables"].items()}
 
 
-def create_job_stack(aws: dict[str, Any], outputs: dict[str, str], job_id: str = JOB_ID) -> str:
-    """CreateStack exactly as the dispatcher does it: template URL, role, fixed + per-job parameters, tags."""
-    env = function_env(aws, outputs["DispatcherFunctionName"])
-    parameters = {
-        **json.loads(env["PIJOBS_STACK_PARAMETERS"]),
-        "JobId": job_id,
-        "Digits": "1000",
-        "InstanceType": "c7i.large",
-        "DeadlineSeconds": "900",
-    }
+def create_job_stack(
+    aws: dict[str, Any], outputs: dict[str, str], job_id: str = JOB_ID, function_name: str = "pi"
+) -> str:
+    """CreateStack exactly as the dispatcher does it: the dispatcher's settings as deployed, the function's
+    versioned template URL, the role, the platform's and the function's parameters, tags."""
+    settings = DispatcherSettings.from_env(function_env(aws, outputs["DispatcherFunctionName"]))
+    function = settings.functions().get(function_name)
+    parameters = job_stack_parameters(
+        function,
+        function.parse_params(PARAMS[function_name]),
+        job_id=job_id,
+        version=function.version,
+        deadline_seconds=900,
+        artifacts_bucket=settings.artifacts_bucket,
+        fixed=settings.stack_parameters,
+    )
     response = aws["cloudformation"].create_stack(
         StackName=f"pijob-{job_id}-1",
-        TemplateURL=env["PIJOBS_TEMPLATE_URL"],
-        RoleARN=env["PIJOBS_CFN_ROLE_ARN"],
+        TemplateURL=settings.template_url(artifact_key(function.name, function.version, TEMPLATE_FILE)),
+        RoleARN=settings.cfn_role_arn,
         ClientRequestToken=f"pijob-{job_id}-1",
         OnFailure="DELETE",
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
@@ -77,7 +88,8 @@ def test_primary_stack_is_complete_with_the_outputs_the_local_stack_needs(
     assert status == "CREATE_COMPLETE"
     assert outputs.keys() >= LOCAL_STACK_OUTPUTS
     assert outputs["ApiUrl"] == f"https://{outputs['RestApiId']}.execute-api.us-east-1.amazonaws.com/v1"
-    assert outputs["BusinessFunctionTemplateUrl"].startswith("https://pijobs-artifacts.s3.us-east-1.")
+    assert outputs["FunctionsUrl"] == "https://pijobs-artifacts.s3.us-east-1.amazonaws.com/functions/"
+    assert outputs["EnabledFunctions"] == "*"  # the embedded stack offers every installed function
 
 
 def test_deploying_again_returns_the_same_stack(aws: dict[str, Any], outputs: dict[str, str]) -> None:
@@ -127,21 +139,14 @@ def test_lambdas_get_their_handlers_and_environment(aws: dict[str, Any], outputs
     assert dispatcher["PIJOBS_TABLE_NAME"] == outputs["TableName"]
     assert dispatcher["PIJOBS_QUEUE_URL"] == outputs["QueueUrl"]
     assert dispatcher["PIJOBS_DLQ_URL"] == outputs["DeadLetterQueueUrl"]
-    assert dispatcher["PIJOBS_TEMPLATE_URL"] == outputs["BusinessFunctionTemplateUrl"]
+    assert dispatcher["PIJOBS_ARTIFACTS_URL"] + "functions/" == outputs["FunctionsUrl"]
+    assert dispatcher["PIJOBS_ARTIFACTS_BUCKET"] == outputs["ArtifactsBucket"]
     assert dispatcher["PIJOBS_CFN_ROLE_ARN"] == outputs["CfnServiceRoleArn"]
-    assert dispatcher["PIJOBS_MAX_DIGITS"] == "10000000"
+    assert (dispatcher["PIJOBS_ENABLED_FUNCTIONS"], dispatcher["PIJOBS_FUNCTION_LIMITS"]) == ("*", "{}")
     fixed = json.loads(dispatcher["PIJOBS_STACK_PARAMETERS"])
-    assert set(fixed) == {
-        "TableName",
-        "ResultsBucket",
-        "InstanceProfileName",
-        "SubnetId",
-        "VpcId",
-        "WorkerArtifactUrl",
-    }
+    assert set(fixed) == {"TableName", "ResultsBucket", "InstanceProfileName", "SubnetId", "VpcId"}
     assert fixed["TableName"] == outputs["TableName"]
     assert fixed["InstanceProfileName"] == outputs["InstanceProfileName"]
-    assert fixed["WorkerArtifactUrl"] == "s3://pijobs-artifacts/worker/placeholder.zip"
     reaper = function_env(aws, functions["dispatcher.reaper.lambda_handler"]["FunctionName"])
     assert reaper["PIJOBS_EVENT_SOURCE_MAPPING_ID"] == outputs["EventSourceMappingId"]
 
@@ -152,14 +157,7 @@ def test_api_has_every_route_with_an_api_key(aws: dict[str, Any], outputs: dict[
     routes = {
         (method, r["path"]): spec for r in resources for method, spec in r.get("resourceMethods", {}).items()
     }
-    assert set(routes) == {
-        ("POST", "/jobs"),
-        ("GET", "/jobs"),
-        ("GET", "/jobs/{id}"),
-        ("DELETE", "/jobs/{id}"),
-        ("GET", "/jobs/{id}/result"),
-        ("POST", "/PerRunExecute"),
-    }
+    assert set(routes) == {(method, path) for path, methods in ROUTES.items() for method in methods}
     assert all(spec["apiKeyRequired"] for spec in routes.values())
 
 
@@ -206,6 +204,24 @@ def test_job_stack_launches_one_locked_down_instance_and_deleting_it_terminates_
 
     assert cfn.describe_stacks(StackName=stack_id)["Stacks"][0]["StackStatus"] == "DELETE_COMPLETE"
     assert [i["State"]["Name"] for i in job_instances(aws)] == ["terminated"]
+
+
+@pytest.mark.parametrize("function_name", sorted(installed_functions()))
+def test_every_function_template_creates_its_stack_from_the_versioned_key(
+    aws: dict[str, Any], outputs: dict[str, str], function_name: str
+) -> None:
+    stack_id = create_job_stack(aws, outputs, function_name=function_name)
+
+    stack = aws["cloudformation"].describe_stacks(StackName=stack_id)["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    version = installed_functions()[function_name].version
+    assert (
+        parameters["WorkerArtifactUrl"]
+        == f"s3://pijobs-artifacts/functions/{function_name}/{version}/worker.zip"
+    )
+    (instance,) = job_instances(aws)
+    assert instance["State"]["Name"] == "running"
 
 
 def test_a_second_create_for_the_same_job_is_refused(aws: dict[str, Any], outputs: dict[str, str]) -> None:

@@ -15,13 +15,33 @@ pytest.importorskip("cfnlint", reason="cfn-lint is in the templates dependency g
 
 from cfnlint.decode.decode import decode_str
 
+from api_handler.routes import ROUTES
+from shared.functions import (
+    FUNCTIONS_PREFIX,
+    PLATFORM_PARAMETERS,
+    SUPPORTED_INSTANCE_TYPES,
+    SUPPORTED_RESOURCE_TYPES,
+    TEMPLATE_FILE,
+    WORKER_FILE,
+    BusinessFunction,
+    installed_functions,
+)
+
 INFRA = Path(__file__).resolve().parents[2] / "infra"
+FUNCTIONS = sorted(installed_functions().values(), key=lambda f: f.name)
 ARN = "arn:${AWS::Partition}"
 EC2 = f"{ARN}:ec2:${{AWS::Region}}:${{AWS::AccountId}}"
 JOB_STACKS = f"{ARN}:cloudformation:${{AWS::Region}}:${{AWS::AccountId}}:stack/pijob-*/*"
 AMI_PARAMETERS = f"{ARN}:ssm:${{AWS::Region}}::parameter/aws/service/ami-amazon-linux-latest/*"
-TEMPLATE_OBJECT = f"{ARN}:s3:::${{ArtifactsBucket}}/${{BusinessFunctionTemplateKey}}"
-INSTANCE_TYPES = ["c7i.large", "c7i.xlarge", "c7i.2xlarge", "r7i.large", "r7i.xlarge"]
+TEMPLATE_OBJECT = f"{ARN}:s3:::${{ArtifactsBucket}}/{FUNCTIONS_PREFIX}*/{TEMPLATE_FILE}"
+WORKER_OBJECT = f"{ARN}:s3:::${{ArtifactsBucket}}/{FUNCTIONS_PREFIX}*/{WORKER_FILE}"
+INSTANCE_TYPES = list(SUPPORTED_INSTANCE_TYPES)
+# What the service role must allow for each resource type a function's template may declare.
+ACTIONS_FOR_TYPE = {
+    "AWS::EC2::Instance": {"ec2:RunInstances", "ec2:TerminateInstances"},
+    "AWS::EC2::LaunchTemplate": {"ec2:CreateLaunchTemplate", "ec2:DeleteLaunchTemplate"},
+    "AWS::EC2::SecurityGroup": {"ec2:CreateSecurityGroup", "ec2:DeleteSecurityGroup"},
+}
 
 # (role, Sid) -> (actions, resources)
 EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
@@ -51,13 +71,13 @@ EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
             {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
             {"${JobsTable.Arn}"},
         ),
-        "CreateJobStacksFromOurTemplateWithOurRole": ({"cloudformation:CreateStack"}, {JOB_STACKS}),
+        "CreateJobStacksFromFunctionTemplatesWithOurRole": ({"cloudformation:CreateStack"}, {JOB_STACKS}),
         "DescribeAndDeleteJobStacks": (
             {"cloudformation:DeleteStack", "cloudformation:DescribeStacks"},
             {JOB_STACKS},
         ),
         "PassOnlyTheServiceRole": ({"iam:PassRole"}, {"${CfnServiceRole.Arn}"}),
-        "ReadTheTemplate": ({"s3:GetObject"}, {TEMPLATE_OBJECT}),
+        "ReadTheFunctionTemplates": ({"s3:GetObject"}, {TEMPLATE_OBJECT}),
         "ResolveTheImageParameter": ({"ssm:GetParameters"}, {AMI_PARAMETERS}),
     },
     "ReaperRole": {
@@ -140,7 +160,7 @@ EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
     },
     "InstanceRole": {
         "WriteResults": ({"s3:AbortMultipartUpload", "s3:PutObject"}, {"${ResultsBucket.Arn}/results/*"}),
-        "InstallWorker": ({"s3:GetObject"}, {f"{ARN}:s3:::${{ArtifactsBucket}}/${{WorkerArtifactKey}}"}),
+        "InstallWorker": ({"s3:GetObject"}, {WORKER_OBJECT}),
         "JobRecordsAndCapacity": ({"dynamodb:GetItem", "dynamodb:UpdateItem"}, {"${JobsTable.Arn}"}),
         "DeleteOwnJobStack": ({"cloudformation:DeleteStack"}, {JOB_STACKS}),
     },
@@ -156,7 +176,7 @@ TRUSTED_SERVICE = {
 WILDCARD_RESOURCE_ALLOWED = {("ReaperRole", "FindOrphanStacks"), ("CfnServiceRole", "Describe")}
 
 
-def load(name: str) -> dict[str, Any]:
+def load(name: str | Path) -> dict[str, Any]:
     template, errors = decode_str((INFRA / name).read_text())
     assert not errors
     assert template is not None
@@ -241,10 +261,11 @@ def test_dispatcher_creates_stacks_only_from_our_template_with_our_role(
 ) -> None:
     found = statements(roles["DispatcherRole"])
 
-    condition = found["CreateJobStacksFromOurTemplateWithOurRole"]["Condition"]["StringEquals"]
-    assert render(condition["cloudformation:RoleArn"]) == "${CfnServiceRole.Arn}"
-    assert render(condition["cloudformation:TemplateUrl"]) == (
-        "https://${ArtifactsBucket}.s3.${AWS::Region}.${AWS::URLSuffix}/${BusinessFunctionTemplateKey}"
+    condition = found["CreateJobStacksFromFunctionTemplatesWithOurRole"]["Condition"]
+    assert set(condition) == {"StringEquals", "StringLike"}
+    assert render(condition["StringEquals"]["cloudformation:RoleArn"]) == "${CfnServiceRole.Arn}"
+    assert render(condition["StringLike"]["cloudformation:TemplateUrl"]) == (
+        f"https://${{ArtifactsBucket}}.s3.${{AWS::Region}}.${{AWS::URLSuffix}}/{FUNCTIONS_PREFIX}*/{TEMPLATE_FILE}"
     )
     pass_role = found["PassOnlyTheServiceRole"]["Condition"]["StringEquals"]
     assert pass_role == {"iam:PassedToService": "cloudformation.amazonaws.com"}
@@ -283,10 +304,25 @@ def test_instance_role_has_no_iam_or_ec2_and_only_job_and_capacity_items(
     assert found["DeleteOwnJobStack"]["Condition"] == {"Null": {"aws:ResourceTag/JobId": "false"}}
 
 
-def test_business_function_instance_types_match_the_service_role(primary: dict[str, Any]) -> None:
-    business = load("business_function.yaml")
+@pytest.mark.parametrize("function", FUNCTIONS, ids=lambda f: f.name)
+def test_function_instance_types_are_within_the_service_role(function: BusinessFunction) -> None:
+    allowed = load(function.template_path())["Parameters"]["InstanceType"]["AllowedValues"]
 
-    assert business["Parameters"]["InstanceType"]["AllowedValues"] == INSTANCE_TYPES
+    assert set(function.instance_types) <= set(allowed) <= set(INSTANCE_TYPES)
+
+
+@pytest.mark.parametrize("function", FUNCTIONS, ids=lambda f: f.name)
+def test_the_service_role_can_create_what_each_function_template_declares(
+    function: BusinessFunction, roles: dict[str, dict[str, Any]]
+) -> None:
+    """A template's resource types are the ones its function declares, which the service role allows."""
+    declared = {r["Type"] for r in load(function.template_path())["Resources"].values()}
+    granted = {a for s in statements(roles["CfnServiceRole"]).values() for a in as_list(s["Action"])}
+
+    assert declared <= set(function.resource_types) <= SUPPORTED_RESOURCE_TYPES
+    assert set(ACTIONS_FOR_TYPE) == SUPPORTED_RESOURCE_TYPES
+    for resource_type in function.resource_types:
+        assert ACTIONS_FOR_TYPE[resource_type] <= granted, resource_type
 
 
 def test_results_bucket_denies_plain_http(primary: dict[str, Any]) -> None:
@@ -301,7 +337,7 @@ def test_results_bucket_denies_plain_http(primary: dict[str, Any]) -> None:
 def test_every_api_method_needs_a_key_and_proxies_to_the_api_handler(primary: dict[str, Any]) -> None:
     methods = [r for r in primary["Resources"].values() if r["Type"] == "AWS::ApiGateway::Method"]
 
-    assert len(methods) == 6
+    assert len(methods) == sum(len(verbs) for verbs in ROUTES.values())
     for method in methods:
         properties = method["Properties"]
         assert properties["ApiKeyRequired"] is True
@@ -309,29 +345,21 @@ def test_every_api_method_needs_a_key_and_proxies_to_the_api_handler(primary: di
         assert "${ApiHandlerFunction.Arn}" in render(properties["Integration"]["Uri"])
 
 
-def test_business_function_parameters_are_the_dispatcher_contract() -> None:
-    parameters = load("business_function.yaml")["Parameters"]
+@pytest.mark.parametrize("function", FUNCTIONS, ids=lambda f: f.name)
+def test_function_template_parameters_are_the_dispatcher_contract(function: BusinessFunction) -> None:
+    parameters = load(function.template_path())["Parameters"]
 
-    assert set(parameters) == {
-        "JobId",
-        "Digits",
-        "TableName",
-        "ResultsBucket",
-        "InstanceProfileName",
-        "SubnetId",
-        "VpcId",
-        "WorkerArtifactUrl",
-        "InstanceType",
-        "DeadlineSeconds",
-        "ImageId",
-    }
+    required = {name for name, p in parameters.items() if "Default" not in p}
+    assert set(PLATFORM_PARAMETERS) | set(function.stack_parameter_names) <= set(parameters)
+    assert required <= set(PLATFORM_PARAMETERS) | set(function.stack_parameter_names)
     assert parameters["JobId"]["AllowedPattern"] == "[a-f0-9]{32}"
     assert parameters["ImageId"]["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
     assert parameters["DeadlineSeconds"]["MinValue"] == 60
 
 
-def test_business_function_instance_is_locked_down() -> None:
-    resources = load("business_function.yaml")["Resources"]
+@pytest.mark.parametrize("function", FUNCTIONS, ids=lambda f: f.name)
+def test_function_instance_is_locked_down(function: BusinessFunction) -> None:
+    resources = load(function.template_path())["Resources"]
 
     group = resources["WorkerSecurityGroup"]["Properties"]
     assert "SecurityGroupIngress" not in group
@@ -371,9 +399,11 @@ def test_rules_allow_exactly_the_visibility_timeouts_of_at_least_six_dispatcher_
     )
 
 
-@pytest.mark.parametrize("name", ["primary.yaml", "business_function.yaml"])
-def test_every_checkov_skip_says_why(name: str) -> None:
-    skips = [line.strip() for line in (INFRA / name).read_text().splitlines() if "checkov:skip=" in line]
+@pytest.mark.parametrize(
+    "path", [INFRA / "primary.yaml", *(f.template_path() for f in FUNCTIONS)], ids=lambda p: p.parent.name
+)
+def test_every_checkov_skip_says_why(path: Path) -> None:
+    skips = [line.strip() for line in path.read_text().splitlines() if "checkov:skip=" in line]
 
     for skip in skips:
         check, _, reason = skip.removeprefix("# checkov:skip=").partition(":")

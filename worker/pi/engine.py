@@ -24,9 +24,9 @@ from typing import Any, BinaryIO, TypeVar
 from gmpy2 import mpz
 
 from worker.pi import chudnovsky, convert, fixed
+from worker.pi.function import MAX_DIGITS
 from worker.pi.scratch import Scratch
 
-MAX_DIGITS = 100_000_000
 #: Below this many digits one process is faster than starting a pool.
 POOL_MIN_DIGITS = 400_000
 #: Output is written in slices of this size.
