@@ -7,6 +7,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import urllib.request
 import warnings
 import zipfile
@@ -263,3 +264,25 @@ def test_package_then_deploy_then_the_dispatchers_config_launches_a_job_stack(mo
 def s3_object_exists(url: str) -> bool:
     bucket, _, key = url.removeprefix("s3://").partition("/")
     return bool(boto3.client("s3").head_object(Bucket=bucket, Key=key)["ContentLength"])
+
+
+@pytest.mark.skipif(
+    os.environ.get("PIJOBS_TEST_PIP") != "1",
+    reason="builds a wheel with setuptools from the package index; PIJOBS_TEST_PIP=1",
+)
+def test_the_wheel_ships_the_templates_and_the_pi_entry_point(tmp_path: Path) -> None:
+    """What `pip install .` (not editable) gets: the primary template and pi's, and pi's registration."""
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(root)],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("pijobs-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        registered = archive.read(entry_points).decode()
+        shipped = archive.read("pijobs/templates/primary.yaml")
+    assert "worker/pi/template.yaml" in names
+    assert shipped == (root / "infra" / "primary.yaml").read_bytes()
+    assert "pi = worker.pi.function:PiFunction" in registered
