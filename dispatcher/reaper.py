@@ -74,7 +74,8 @@ def reap(services: ReaperServices, now: datetime | None = None) -> dict[str, Any
     unhandled = {name: s for name, s in stacks.items() if job_id_of(name) not in actions}
     actions.update(delete_orphan_stacks(services, unhandled, {j.job_id: j for j in live}))
     recount(services)
-    log.info("reaper_swept", live_jobs=len(live), actions=len(actions))
+    # A sweep that changed nothing is routine: at debug level, so the log shows what happened, not the clock.
+    (log.info if actions else log.debug)("reaper_swept", live_jobs=len(live), actions=len(actions))
     return {"actions": actions, "live": len(live)}
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -192,7 +192,10 @@ class UsagePlanKeys:
     def _load_keys(self) -> dict[str, str]:
         keys: dict[str, str] = {}
         for item in self._plan_key_items():
-            key = self._apigw.get_api_key(apiKey=item["id"], includeValue=True)
+            try:
+                key = self._apigw.get_api_key(apiKey=item["id"], includeValue=True)
+            except self._apigw.exceptions.NotFoundException:
+                continue  # deleted while still listed on the plan (moto keeps the plan's entry): not valid
             if key.get("enabled") and key.get("value"):
                 keys[str(key["value"])] = str(key["id"])
         return keys
@@ -394,8 +397,12 @@ class LocalGateway:
             log.info("gateway_throttled", api_key_id=key_id)
             return TOO_MANY_REQUESTS
         resource, path_parameters = matched
+        # Links the API builds come from the gateway's own address, never from what the client sent as Host
+        # (on AWS, API Gateway sets Host to its own domain the same way).
+        own_host = urlsplit(self.url).netloc
+        headers = [(k, v) for k, v in request.headers if k.lower() != "host"] + [("Host", own_host)]
         event = build_proxy_event(
-            request,
+            replace(request, headers=headers),
             resource=resource,
             path_parameters=path_parameters,
             stage=self._stage,
@@ -417,6 +424,7 @@ class LocalGateway:
 class _GatewayHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128  # the listen backlog: a burst of new connections waits instead of being reset
 
     def __init__(self, address: tuple[str, int], gateway: LocalGateway) -> None:
         self.gateway = gateway
@@ -457,6 +465,10 @@ class _GatewayHTTPServer(ThreadingHTTPServer):
         log.debug("gateway_connection_error", client=str(client_address), exc_info=True)
 
 
+class _TooLargeError(Exception):
+    """The request body is over MAX_PAYLOAD_BYTES."""
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "pijobs-local-gateway"
@@ -467,6 +479,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         try:
             body = self._read_body()
+        except _TooLargeError:
+            self.close_connection = True  # the rest of the body is never read
+            self._write(TOO_LARGE)
+            return
         except ValueError:
             self.send_error(400, "Bad request body")
             return
@@ -480,23 +496,39 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._write(self.server.gateway.respond(request))
 
     def _read_body(self) -> bytes:
+        """The body, refused before it is read (or, chunked, as soon as it grows) past the payload limit."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked()
         length = int(self.headers.get("Content-Length") or 0)
         if length < 0:
             raise ValueError("negative Content-Length")
+        if length > MAX_PAYLOAD_BYTES:
+            raise _TooLargeError
         return self.rfile.read(length) if length else b""
 
     def _read_chunked(self) -> bytes:
         chunks: list[bytes] = []
+        total = 0
         while True:
-            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            size = int(self.rfile.readline(64).split(b";")[0].strip() or b"0", 16)
             if size == 0:
-                while self.rfile.readline().strip():  # trailers
+                while self.rfile.readline(8192).strip():  # trailers
                     pass
                 return b"".join(chunks)
+            total += size
+            if total > MAX_PAYLOAD_BYTES:
+                raise _TooLargeError
             chunks.append(self.rfile.read(size))
-            self.rfile.readline()
+            self.rfile.readline(64)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Protocol errors (unknown method, bad request line, HTTP/2.0) as JSON, like every other answer."""
+        self.close_connection = True
+        error = GatewayResponse(code, [("Content-Type", "application/json")], b"")
+        body = json.dumps({"message": message or self.responses.get(code, ("Error",))[0]}).encode()
+        if self.command is None or self.request_version in ("HTTP/0.9", None):
+            self.request_version = "HTTP/1.1"
+        self._write(replace(error, body=body))
 
     def _write(self, response: GatewayResponse) -> None:
         self.send_response(response.status)
@@ -504,6 +536,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             if name.lower() not in ("content-length", "connection", "transfer-encoding"):
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD" and response.body:
             self.wfile.write(response.body)

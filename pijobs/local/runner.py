@@ -46,6 +46,15 @@ def _tags(instance: dict[str, Any]) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the runner goes away, even by SIGKILL (Linux prctl), as
+    an instance goes with its machine. Without this a killed `pijobs up` left its workers running."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     """Signal the worker's process group (it may have spawned a pool); gone already is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -186,7 +195,9 @@ class InstanceRunner:
             return
         with self._lock:
             self._workers[instance_id] = _Worker(instance_id, job_id, process)
-        log.info("worker_started", instance_id=instance_id, job_id=job_id, pid=process.pid, stack=stack_name)
+        log.info(
+            "worker_started", instance_id=instance_id, job_id=job_id, pid=process.pid, stack_name=stack_name
+        )
 
     def _spawn(self, instance_id: str, job_id: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         command = [self._python, "-m", "worker", "--job-id", job_id]
@@ -201,6 +212,7 @@ class InstanceRunner:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: a pool it spawns dies with it
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         finally:
             if not isinstance(output, int):
