@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -219,11 +219,26 @@ def cancel_job(services: ApiServices, owner: str, job_id: str) -> JobRecord:
     raise errors.StaleStatusError(f"job {job.job_id} kept changing; try again")
 
 
+def result_expires_at(services: ApiServices, job: JobRecord) -> datetime | None:
+    """When the bucket's lifecycle deletes the result (S3 counts whole days from the upload; the record
+    counts from the finish, a little earlier, so the API never links to a result that is gone)."""
+    if job.result is None or not job.finished_at:
+        return None
+    finished = datetime.fromisoformat(job.finished_at.replace("Z", "+00:00"))
+    return finished + timedelta(days=services.settings.result_expiry_days)
+
+
 def result_url(services: ApiServices, job: JobRecord) -> str:
     if job.result is None:
         raise errors.ResultNotReadyError(
             f"job {job.job_id} has no result ({job.status.value})",
             details=[{"field": "status", "problem": f"job is {job.status.value}"}],
+        )
+    expires_at = result_expires_at(services, job)
+    if expires_at is not None and expires_at <= utcnow():
+        raise errors.ResultExpiredError(
+            f"the result of job {job.job_id} expired at {isoformat(expires_at)}; submit the job again",
+            details=[{"field": "result", "problem": f"expired at {isoformat(expires_at)}"}],
         )
     return str(
         services.s3.generate_presigned_url(

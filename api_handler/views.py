@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from shared.models import JobRecord
+from shared.models import JobRecord, isoformat
 
 
 def job_links(base_url: str, job_id: str) -> dict[str, str]:
@@ -12,7 +13,13 @@ def job_links(base_url: str, job_id: str) -> dict[str, str]:
     return {"self": self_url, "result": f"{self_url}/result"}
 
 
-def job_view(job: JobRecord, *, base_url: str, result_url: str | None = None) -> dict[str, Any]:
+def job_view(
+    job: JobRecord,
+    *,
+    base_url: str,
+    result_url: str | None = None,
+    result_expires_at: datetime | None = None,
+) -> dict[str, Any]:
     view: dict[str, Any] = {
         "job_id": job.job_id,
         "status": job.status.value,
@@ -40,7 +47,8 @@ def job_view(job: JobRecord, *, base_url: str, result_url: str | None = None) ->
             "sha256": job.result.sha256,
             "content_type": job.result.content_type,
             "metadata": job.result.metadata,
-            "url": result_url,
+            "expires_at": isoformat(result_expires_at) if result_expires_at else None,
+            "url": result_url,  # None once expired
         }
     return view
 

@@ -24,6 +24,7 @@ ERROR_STATUS: dict[type[errors.PijobsError], int] = {
     errors.StaleStatusError: 409,
     errors.InvalidTransitionError: 409,
     errors.ResultNotReadyError: 409,
+    errors.ResultExpiredError: 410,
     errors.CapacityFullError: 429,
     errors.ServiceUnavailableError: 503,
 }

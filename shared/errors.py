@@ -71,6 +71,12 @@ class ResultNotReadyError(PijobsError):
     code = "result_not_ready"
 
 
+class ResultExpiredError(PijobsError):
+    """The job's result was deleted by the results bucket's lifecycle rule."""
+
+    code = "result_expired"
+
+
 class ServiceUnavailableError(PijobsError):
     code = "service_unavailable"
 

@@ -56,6 +56,7 @@ class ApiSettings(StoreSettings):
     queue_url: NonEmpty
     results_bucket: NonEmpty
     result_url_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    result_expiry_days: int = Field(default=7, ge=1)  # the results bucket's lifecycle (ResultExpiryDays)
     page_size: int = Field(default=20, ge=1, le=100)
     job_ttl_days: int = Field(default=90, ge=1)
 

@@ -141,3 +141,24 @@ def test_the_worker_leaves_the_process_signal_handlers_as_it_found_them(cloud: C
     assert cloud.run_worker(job_id) == 0
 
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_expired_result_says_so_instead_of_linking_to_nothing(cloud: Cloud) -> None:
+    job_id = _provisioned(cloud, 10)
+    assert cloud.run_worker(job_id) == 0
+    fresh = cloud.api("GET", f"/jobs/{job_id}")[1]["result"]
+    cloud.ddb.update_item(
+        TableName=cloud.table,
+        Key={"pk": {"S": f"job#{job_id}"}},
+        UpdateExpression="SET finished_at = :old",
+        ExpressionAttributeValues={":old": {"S": "2026-01-01T00:00:00.000Z"}},
+    )
+
+    view = cloud.api("GET", f"/jobs/{job_id}")
+    redirect = cloud.api("GET", f"/jobs/{job_id}/result")
+
+    assert fresh["url"] and fresh["expires_at"] > "2026-01-02"
+    assert view[0] == 200 and view[1]["status"] == "SUCCEEDED"
+    assert view[1]["result"]["url"] is None and view[1]["result"]["expires_at"] == "2026-01-08T00:00:00.000Z"
+    assert redirect[0] == 410 and redirect[1]["error"]["code"] == "result_expired"
+    assert "2026-01-08T00:00:00.000Z" in redirect[1]["error"]["message"]
