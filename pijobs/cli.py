@@ -11,27 +11,95 @@ import threading
 from pathlib import Path
 from typing import Any
 
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
-        return 2
-    from shared.functions import FunctionRegistryError
-
+        return EXIT_USAGE
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except FunctionRegistryError as exc:  # a broken plug-in: say which, not a traceback
-        print(f"pijobs: {exc}", file=sys.stderr)
-        return 1
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing left to say. Point stdout at /dev/null so that the
+        # interpreter's final flush does not fail a second time.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"pijobs: {describe_failure(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for a failure: what went wrong and what to do, without a traceback."""
+    import errno
+
+    from botocore import exceptions as boto
+
+    if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
+        return (
+            "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(for the local stack, the exports that pijobs up prints)"
+        )
+    if isinstance(exc, boto.EndpointConnectionError | boto.ConnectTimeoutError):
+        endpoint = getattr(exc, "kwargs", {}).get("endpoint_url", "?")
+        return f"cannot reach AWS at {endpoint}: check AWS_ENDPOINT_URL and the network"
+    if isinstance(exc, boto.ClientError):
+        error = exc.response.get("Error", {})
+        operation = getattr(exc, "operation_name", "the call")
+        return f"AWS refused {operation}: {error.get('Code', '?')}: {error.get('Message', '')}".rstrip(": ")
+    if isinstance(exc, boto.NoRegionError):
+        return "no AWS region: set AWS_DEFAULT_REGION (or AWS_REGION, or a region in your AWS profile)"
+    if isinstance(exc, boto.ParamValidationError):
+        return f"invalid AWS request: {exc}".replace("\n", " ")
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        named = str(exc.strerror or "")
+        return named if "--port" in named else "a port is in use: choose another with --port (0: a free one)"
+    if isinstance(exc, ValueError | LookupError | RuntimeError | OSError) or type(exc).__module__.startswith(
+        ("pijobs", "shared")
+    ):
+        return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc} (pijobs --debug ... shows where)"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """``--digit`` is not ``--digits``: every parser and subparser matches options exactly."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pijobs", description="On-demand compute behind one REST call (business functions such as pi)."
+        prog="pijobs",
+        description="On-demand compute behind one REST call (business functions such as pi).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"pijobs {_version()}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=os.environ.get("PIJOBS_DEBUG") == "1",
+        help="show the traceback of a failure (also PIJOBS_DEBUG=1)",
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -41,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="start the embedded stack, run one job end to end, stop")
     _local_options(demo)
-    demo.add_argument("--digits", type=int, default=15000, help="digits to compute (default 15000)")
+    demo.add_argument("--digits", type=_positive, default=15000, help="digits to compute (default 15000)")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the job")
     demo.set_defaults(run=cmd_demo)
 
@@ -50,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--usage-plan-id", help="default: the usage plan named pijobs*")
     create.set_defaults(run=cmd_keys_create)
+    listing = keys.add_parser("list", help="the keys on the usage plan (ids and names, never values)")
+    listing.add_argument("--usage-plan-id", help="default: the usage plan named pijobs*")
+    listing.add_argument("--json", dest="json_output", action="store_true", help="print JSON")
+    listing.set_defaults(run=cmd_keys_list)
+    revoke = keys.add_parser("revoke", help="delete an API key (it stops working within seconds)")
+    revoke.add_argument("key_id", metavar="ID", help="the key's id, from pijobs keys list")
+    revoke.add_argument("--usage-plan-id", help="default: the usage plan named pijobs*")
+    revoke.set_defaults(run=cmd_keys_revoke)
 
     from pijobs import customer, ops
 
@@ -62,20 +138,29 @@ def build_parser() -> argparse.ArgumentParser:
         deploy = None  # type: ignore[assignment]
     if deploy is not None and hasattr(deploy, "register"):
         deploy.register(commands)
+    _no_abbreviations(parser)
     return parser
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("pijobs")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _local_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="port of the local API (default: a free one)")
-    parser.add_argument("--max-active-stacks", type=int, default=4, help="MaxActiveStacks (default 4)")
+    parser.add_argument("--max-active-stacks", type=_positive, default=4, help="MaxActiveStacks (default 4)")
     parser.add_argument("--log-dir", type=Path, default=None, help="where workers' output goes")
 
 
 def _local_stack(args: argparse.Namespace, log_level: str = "INFO") -> Any:
     from pijobs.local.stack import LocalConfig, LocalStack
 
-    if args.max_active_stacks < 1:
-        raise SystemExit("pijobs: --max-active-stacks must be at least 1")
+    _check_port_free(args.port)  # at once, not after the stack has started
     config = LocalConfig(
         api_port=args.port,
         max_active_stacks=args.max_active_stacks,
@@ -83,6 +168,20 @@ def _local_stack(args: argparse.Namespace, log_level: str = "INFO") -> Any:
         log_level=log_level,
     )
     return LocalStack(config)
+
+
+def _check_port_free(port: int) -> None:
+    import socket
+
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"port {port} is in use: choose another with --port (0 picks a free one)"
+            ) from None
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -109,8 +208,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pijobs.demo import run_demo
 
-    if args.digits < 1:
-        raise SystemExit("pijobs: --digits must be at least 1")
     print("Starting the embedded stack (moto + local gateway, event source mapping, instance runner)...")
     with _local_stack(args, log_level="WARNING") as stack:
         print(f"API: {stack.api_url}  AWS endpoint: {stack.aws_endpoint}")
@@ -128,6 +225,35 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     where = f" at {endpoint}" if endpoint else ""
     print(f"Created API key {args.name} (id {key_id}) on usage plan {usage_plan}{where}", file=sys.stderr)
     print(value)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    import json
+
+    from pijobs.keys import find_usage_plan, list_api_keys
+    from shared import aws
+
+    apigw = aws.client("apigateway")
+    keys = list_api_keys(apigw, args.usage_plan_id or find_usage_plan(apigw))
+    if args.json_output:
+        print(json.dumps({"keys": keys}, indent=2))
+    else:
+        for key in keys:
+            state = "enabled" if key["enabled"] else "disabled"
+            print(f"{key['id']}  {key['name']}  {state}  {key['created'] or ''}".rstrip())
+        if not keys:
+            print("no API keys on the usage plan", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from pijobs.keys import find_usage_plan, revoke_api_key
+    from shared import aws
+
+    apigw = aws.client("apigateway")
+    revoke_api_key(apigw, args.usage_plan_id or find_usage_plan(apigw), args.key_id)
+    print(f"Revoked API key {args.key_id}", file=sys.stderr)
     return 0
 
 

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED"})
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
@@ -86,7 +86,10 @@ def api_error(status: int, raw: bytes, headers: Any = None) -> ApiError:
             body=body,
         )
     gateway_type = headers.get("x-amzn-ErrorType") if headers is not None else None
-    message = body.get("message") or raw.decode("utf-8", errors="replace").strip()[:200] or "no message"
+    # Not an answer of the API (a proxy's HTML page, an S3 XML error): say so rather than print it.
+    message = body.get("message") or (
+        "the answer is not from the pijobs API: check the API URL" if raw else "no message"
+    )
     code = str(gateway_type).split(":")[0] if gateway_type else f"http_{status}"
     return ApiError(status=status, code=code, message=str(message), body=body)
 
@@ -255,13 +258,33 @@ class PijobsClient:
             raise TransportError(f"{method} {path}: the answer is not JSON") from exc
         return answer if isinstance(answer, dict) else {"value": answer}
 
+    def stream_result(self, job: dict[str, Any], out: BinaryIO) -> tuple[int, str]:
+        """Write the job's result to ``out`` as it arrives (e.g. stdout), then check it against the record.
+
+        Unlike ``download_result`` the bytes are out before the check: a mismatch raises IntegrityError
+        after the fact, and the caller must say that what was written is not the result.
+        """
+        result = job.get("result") or {}
+        url = result.get("url")
+        if not url:
+            raise IntegrityError(f"job {job.get('job_id')} has no result URL (status {job.get('status')})")
+        size, digest = self._fetch_into(url, out)
+        problem = integrity_problem(size, digest, result)
+        if problem:
+            raise IntegrityError(problem)
+        return size, digest
+
     def _fetch_to(self, url: str, path: Path) -> tuple[int, str]:
         """Stream ``url`` (a presigned URL: no API key) into ``path``; return (bytes, sha256)."""
+        with path.open("wb") as out:
+            return self._fetch_into(url, out)
+
+    def _fetch_into(self, url: str, out: BinaryIO) -> tuple[int, str]:
         digest = hashlib.sha256()
         size = 0
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response, path.open("wb") as out:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)

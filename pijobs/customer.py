@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,7 +86,9 @@ def register(subparsers: Any) -> None:
 
     result = subparsers.add_parser("result", parents=[common], help="download a job's result, verified")
     result.add_argument("job_id", metavar="ID")
-    result.add_argument("-o", "--output", type=Path, default=None, help="file (default: the result's name)")
+    result.add_argument(
+        "-o", "--output", type=Path, default=None, help="file, or - for stdout (default: the result's name)"
+    )
     result.set_defaults(run=_runner(cmd_result))
 
     cancel = subparsers.add_parser("cancel", parents=[common], help="cancel a job that has not finished")
@@ -162,6 +165,29 @@ def cmd_submit(args: argparse.Namespace, client: PijobsClient, out: Output) -> i
     return EXIT_OK if job.get("status") == "SUCCEEDED" else EXIT_FAILED
 
 
+PREFIX_PATTERN = re.compile(r"[0-9a-f]{4,31}")
+PREFIX_SCAN_LIMIT = 1000  # jobs looked through to expand a prefix
+
+
+def resolve_job_id(client: PijobsClient, text: str) -> str:
+    """A full job id, or the one job whose id starts with ``text`` (4+ hex digits, as git takes commits)."""
+    if not PREFIX_PATTERN.fullmatch(text):
+        return text  # a full id, or not an id at all: the API answers for it
+    matches = []
+    for number, job in enumerate(client.iter_jobs(limit=100)):
+        if number >= PREFIX_SCAN_LIMIT:
+            break
+        if str(job.get("job_id", "")).startswith(text):
+            matches.append(str(job["job_id"]))
+    if len(matches) > 1:
+        raise UsageError(
+            f"{text} is the start of {len(matches)} jobs: {', '.join(matches[:5])}; give more of it"
+        )
+    if not matches:
+        raise PijobsClientError(f"no job of yours starts with {text} (among the newest {PREFIX_SCAN_LIMIT})")
+    return matches[0]
+
+
 def submission(args: argparse.Namespace, client: PijobsClient) -> tuple[str, dict[str, Any]]:
     """The function and parameters the command line asks for."""
     if args.digits is not None:
@@ -211,7 +237,7 @@ def cmd_functions(args: argparse.Namespace, client: PijobsClient, out: Output) -
 
 
 def cmd_status(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
-    job = client.get(args.job_id)
+    job = client.get(resolve_job_id(client, args.job_id))
     if out.json_mode:
         out.json(job)
     else:
@@ -237,10 +263,21 @@ def cmd_list(args: argparse.Namespace, client: PijobsClient, out: Output) -> int
 
 
 def cmd_result(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
-    job = client.get(args.job_id)
+    job = client.get(resolve_job_id(client, args.job_id))
     if job.get("status") != "SUCCEEDED" or not job.get("result"):
         out.error(f"job {args.job_id} is {job.get('status')}: it has no result")
         return EXIT_FAILED
+    if not job["result"].get("url"):
+        out.error(f"the result of job {args.job_id} expired at {job['result'].get('expires_at')}")
+        return EXIT_FAILED
+    if str(args.output) == "-":
+        try:
+            client.stream_result(job, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        except IntegrityError as exc:
+            out.error(f"{exc}: what was written to stdout is not the result")
+            return EXIT_FAILED
+        return EXIT_OK
     destination = args.output or default_result_path(job)
     try:
         download = client.download_result(job, destination)
@@ -258,7 +295,7 @@ def cmd_result(args: argparse.Namespace, client: PijobsClient, out: Output) -> i
 
 
 def cmd_cancel(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
-    job = client.cancel(args.job_id)
+    job = client.cancel(resolve_job_id(client, args.job_id))
     if out.json_mode:
         out.json(job)
     else:

@@ -38,6 +38,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -468,7 +469,14 @@ def package(
 
 
 def read_manifest(s3: Any, bucket: str) -> Artifacts:
-    body = s3.get_object(Bucket=bucket, Key=MANIFEST_KEY)["Body"].read()
+    try:
+        body = s3.get_object(Bucket=bucket, Key=MANIFEST_KEY)["Body"].read()
+    except Exception as exc:
+        if _error_code(exc) in {"NoSuchKey", "NoSuchBucket", "404"}:
+            raise ValueError(
+                f"s3://{bucket} has no pijobs manifest: run pijobs package --bucket {bucket} first"
+            ) from exc
+        raise
     return Artifacts.from_json(json.loads(body))
 
 
@@ -508,6 +516,12 @@ def deploy(
         values.setdefault("VpcId", vpc_id)
         values.setdefault("SubnetId", subnet_id)
     url = template_url(s3, bucket, artifacts.primary_template_key)
+    names = template_parameter_names(cfn, url)
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise ValueError(
+            f"the primary template has no parameters {unknown}; it takes: {', '.join(sorted(names))}"
+        )
     waiter_config = {"Delay": max(1, poll_seconds), "MaxAttempts": max(60, 3600 // max(1, poll_seconds))}
     if existing is None or existing["StackStatus"] == "REVIEW_IN_PROGRESS":
         cfn.create_stack(
@@ -523,7 +537,6 @@ def deploy(
         raise RuntimeError(f"stack {stack_name} is {existing['StackStatus']}: delete it, then deploy again")
     # Parameters not given keep their current value (spelled out: moto rejects UsePreviousValue for
     # parameters that were left at their default); parameters the new template dropped are left out.
-    names = template_parameter_names(cfn, url)
     current = {p["ParameterKey"]: p.get("ParameterValue", "") for p in existing.get("Parameters", [])}
     parameters = as_parameters({k: v for k, v in {**current, **values}.items() if k in names})
     try:
@@ -643,7 +656,12 @@ def cmd_package(args: argparse.Namespace) -> int:
         keys += [function.template_key, function.worker_key]
     for key in keys:
         print(f"  {key}")
-    print(f"Next: pijobs deploy --stack-name pijobs --bucket {artifacts.bucket}")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:  # e.g. the moto server of `pijobs up`, which deployed its own stack and serves its own API
+        print(f"These went to the AWS endpoint {endpoint}, not to AWS. The embedded stack (pijobs up)")
+        print("needs no deploy; for AWS, unset AWS_ENDPOINT_URL and package again with your credentials.")
+    else:
+        print(f"Next: pijobs deploy --stack-name pijobs --bucket {artifacts.bucket}")
     return 0
 
 

@@ -131,11 +131,7 @@ def _runner(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
         except OpsError as exc:
             _error(str(exc))
             return EXIT_FAILED
-        except Exception as exc:
-            if not _is_aws_error(exc):
-                raise
-            _error(aws_message(exc))
-            return EXIT_FAILED
+        # AWS errors (credentials, endpoint, refusals) are said in one place for every command: pijobs.cli
 
     return run
 
@@ -512,19 +508,3 @@ def _millis_to_iso(millis: Any) -> str | None:
         return None
     stamp = datetime.fromtimestamp(int(millis) / 1000, tz=timezone.utc)
     return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _is_aws_error(exc: Exception) -> bool:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return isinstance(exc, (BotoCoreError, ClientError))
-
-
-def aws_message(exc: Exception) -> str:
-    """``Operation: Code: message`` for a ClientError; botocore's own text for anything else."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        error = response.get("Error", {})
-        operation = getattr(exc, "operation_name", "AWS")
-        return f"{operation}: {error.get('Code', '?')}: {error.get('Message', '')}"
-    return str(exc)

@@ -137,3 +137,26 @@ def test_keys_create_makes_a_working_key(local_stack: LocalStack, capsys: pytest
     key = capsys.readouterr().out.strip().splitlines()[-1]
     carol = Client(local_stack, key)
     assert carol.get("/jobs").json() == {"jobs": [], "next": None}
+
+
+def test_keys_list_shows_no_values_and_revoke_stops_a_key(
+    local_stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pijobs.cli import main
+
+    key_id, value = local_stack.create_api_key("dave")
+    dave = Client(local_stack, value)
+    assert dave.get("/jobs").status_code == 200
+    capsys.readouterr()
+
+    assert main(["keys", "list", "--json"]) == 0
+    listed = capsys.readouterr().out
+    assert key_id in listed and "dave" in listed and value not in listed and local_stack.api_key not in listed
+
+    assert main(["keys", "revoke", key_id]) == 0
+    deadline = time.monotonic() + 10
+    while dave.get("/jobs").status_code != 403:  # the gateway caches keys for 2 s, as API Gateway does
+        assert time.monotonic() < deadline, "the revoked key still works"
+        time.sleep(0.2)
+    assert main(["keys", "revoke", key_id]) == 1
+    assert "no API key" in capsys.readouterr().err

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -366,3 +370,103 @@ def test_submit_wait_exits_zero_only_on_success_and_keeps_stdout_json(
     assert exit_code == code
     assert json.loads(captured.out)["status"] == final  # stdout: the job's JSON and nothing else
     assert "RUNNING" in captured.err  # progress went to stderr
+
+
+# ---- every failure is one line -----------------------------------------------------------------------------
+def _pijobs_process(
+    argv: list[str], env: dict[str, str], stdout: Any = subprocess.PIPE
+) -> tuple[int, str, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "pijobs.cli", *argv],
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+    return done.returncode, done.stdout or "", done.stderr
+
+
+def _base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PIJOBS_"))}
+    return {**env, "AWS_DEFAULT_REGION": "us-east-1", **extra}
+
+
+def _aws_env(stack: LocalStack) -> dict[str, str]:
+    return _base_env(
+        AWS_ENDPOINT_URL=stack.aws_endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing"
+    )
+
+
+def test_each_failure_is_one_line_with_its_exit_code(stack: LocalStack, tmp_path: Path) -> None:
+    busy = int(urlsplit(stack.api_url).port or 0)
+    no_credentials = _base_env(
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    api = {"PIJOBS_API_KEY": stack.api_key}
+    cases = [
+        (["up", "--port", str(busy)], _base_env(), 1, f"port {busy} is in use"),
+        (["deploy", "--stack-name", "none"], _aws_env(stack), 1, "no artifacts bucket: pass --bucket"),
+        (["deploy", "--poll-seconds", "1"], _aws_env(stack), 1, "has no pijobs manifest: run pijobs package"),
+        (["package", "--bucket", "b2", "--no-deps"], _aws_env(stack), 1, "InvalidBucketName"),
+        (["ops", "status"], no_credentials, 1, "no AWS credentials"),
+        (["keys", "list"], no_credentials, 1, "no AWS credentials"),
+        (
+            ["status", "a" * 32],
+            _base_env(PIJOBS_API_URL=stack.aws_endpoint, **api),
+            1,
+            "not from the pijobs API",
+        ),
+        (["demo", "--digits", "0"], _base_env(), 2, "--digits: must be at least 1"),
+        (["demo", "--digit", "100"], _base_env(), 2, "unrecognized arguments: --digit"),
+        (["submit", "--digits", "5"], _base_env(), 2, "no API URL"),
+    ]
+    for argv, env, code, says in cases:
+        started = time.monotonic()
+        exit_code, _, err = _pijobs_process(argv, env)
+        problem = [line for line in err.splitlines() if line.startswith("pijobs")]
+        assert exit_code == code, (argv, err)
+        assert says in err and "Traceback" not in err, (argv, err)
+        assert len(problem) == 1, (argv, err)
+        assert time.monotonic() - started < 20, argv  # a busy port is found at once, not after the start
+
+
+def test_a_closed_pipe_is_not_an_error(stack: LocalStack) -> None:
+    read, write = os.pipe()
+    os.close(read)  # like `| head` that has already gone
+    try:
+        env = _base_env(PIJOBS_API_URL=stack.api_url, PIJOBS_API_KEY=stack.api_key)
+        code, _, err = _pijobs_process(["functions", "--json"], env, stdout=write)
+    finally:
+        os.close(write)
+    assert code == 0 and err == ""
+
+
+def test_debug_shows_the_traceback(stack: LocalStack) -> None:
+    code, _, err = _pijobs_process(["--debug", "deploy", "--stack-name", "none"], _aws_env(stack))
+    assert code == 1 and "Traceback" in err and "no artifacts bucket" in err
+
+
+def test_result_to_stdout(pijobs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    job_id = pijobs("submit", "--digits", "30", "--wait", "--json").json()["job_id"]
+
+    written = pijobs("result", job_id, "-o", "-")
+
+    assert written.code == 0 and written.err == ""
+    assert written.out.splitlines()[-1] == "3.141592653589793238462643383279"
+    assert list(tmp_path.iterdir()) == []  # no file named "-"
+
+
+def test_a_unique_id_prefix_names_the_job(pijobs: Any, stack: LocalStack) -> None:
+    with dispatch_paused(stack):
+        job_id = pijobs("submit", "--digits", "70", "--json").json()["job_id"]
+        by_prefix = pijobs("status", job_id[:8], "--json")
+        unknown = pijobs("status", "ffff0000")
+        cancelled = pijobs("cancel", job_id[:10], "--json")
+
+    assert by_prefix.code == 0 and by_prefix.json()["job_id"] == job_id
+    assert unknown.code == 1 and "no job of yours starts with ffff0000" in unknown.err
+    assert cancelled.code == 0 and cancelled.json()["status"] == "CANCELLED"

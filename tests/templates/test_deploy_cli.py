@@ -69,8 +69,12 @@ def zip_member(body: bytes, name: str) -> bytes:
         return archive.read(name)
 
 
-def test_package_uploads_code_templates_and_manifest(moto_endpoint: str) -> None:
+def test_package_uploads_code_templates_and_manifest(
+    moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run(["package", "--bucket", BUCKET, "--no-deps", "--arch", "arm64"]) == 0
+    printed = capsys.readouterr().out
+    assert f"went to the AWS endpoint {moto_endpoint}, not to AWS" in printed and "Next:" not in printed
 
     s3 = boto3.client("s3")
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=deploy.MANIFEST_KEY)["Body"].read())
@@ -167,6 +171,14 @@ def test_deploy_creates_then_updates_the_primary_stack(
 def test_deploy_without_a_bucket_explains_what_is_missing(moto_endpoint: str) -> None:
     with pytest.raises(ValueError, match="--bucket"):
         run(["deploy", "--poll-seconds", "1"])
+
+
+def test_deploy_refuses_a_parameter_the_template_does_not_have(moto_endpoint: str) -> None:
+    run(["package", "--bucket", BUCKET, "--no-deps"])
+
+    with pytest.raises(ValueError, match=r"no parameters \['Bogus'\]; it takes: .*MaxActiveStacks"):
+        run(["deploy", "--bucket", BUCKET, "--param", "Bogus=1", "--poll-seconds", "1"])
+    assert boto3.client("cloudformation").list_stacks()["StackSummaries"] == []
 
 
 def test_param_must_be_key_equals_value() -> None:
