@@ -13,7 +13,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from api_handler.web import validation_error
 from shared import errors
-from shared.functions import NAME_PATTERN, BusinessFunction, Registry, catalog_entry
+from shared.functions import NAME_PATTERN, BusinessFunction, Registry, catalog_entry, job_deadline
 from shared.logs import get_logger
 from shared.models import JobMessage, JobRecord, JobRequest, isoformat, new_job_id, utcnow
 from shared.queue import JobQueue
@@ -136,7 +136,7 @@ def submit_job(
         status=JobStatus.QUEUED,
         created_at=isoformat(now),
         updated_at=isoformat(now),
-        deadline_seconds=function.deadline_seconds(submission.params),
+        deadline_seconds=job_deadline(function, submission.params),
         expires_at=int((now + timedelta(days=services.settings.job_ttl_days)).timestamp()),
     )
     request = {

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from shared import errors
 from shared.capacity import CapacityCounter
-from shared.functions import TEMPLATE_FILE, Registry, artifact_key, job_stack_parameters
+from shared.functions import TEMPLATE_FILE, Registry, artifact_key, job_deadline, job_stack_parameters
 from shared.logs import bind_job, get_logger
 from shared.models import JobMessage, JobRecord, isoformat, utcnow
 from shared.queue import JobQueue
@@ -112,7 +112,7 @@ def _create_stack(services: DispatchServices, job: JobRecord) -> str:
             params,
             job_id=job.job_id,
             version=version,
-            deadline_seconds=job.deadline_seconds or function.deadline_seconds(params),
+            deadline_seconds=job.deadline_seconds or job_deadline(function, params),
             artifacts_bucket=settings.artifacts_bucket,
             fixed=settings.stack_parameters,
         )

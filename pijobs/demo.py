@@ -39,7 +39,8 @@ def run_demo(api_url: str, api_key: str, *, digits: int, timeout: float, out: An
     out(f"job id: {job_id}")
     job = _wait(session, f"{api_url}/jobs/{job_id}", timeout)
     elapsed = time.monotonic() - started
-    out(f"final status: {job['status']} after {elapsed:.2f} s (submit to {job['status']})")
+    out(f"final status: {job['status']} after {elapsed:.2f} s (this client: submit until it saw the end)")
+    out("phases, from the job record's timestamps:")
     for phase, seconds in phases(job).items():
         out(f"  {phase:<13} {seconds:8.3f} s")
     if job["status"] != "SUCCEEDED":
@@ -76,7 +77,7 @@ def phases(job: dict[str, Any]) -> dict[str, float]:
         ("queued", "created_at", "dispatched_at"),
         ("provisioning", "dispatched_at", "started_at"),
         ("running", "started_at", "finished_at"),
-        ("total", "created_at", "finished_at"),
+        ("recorded", "created_at", "finished_at"),
     ]
     result = {}
     for name, start, end in marks:

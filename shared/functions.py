@@ -174,6 +174,11 @@ def catalog_entry(function: BusinessFunction, limits: BaseModel) -> dict[str, An
     }
 
 
+def job_deadline(function: BusinessFunction, params: Any) -> int:
+    """The function's deadline within the templates' DeadlineSeconds range: the record and stack agree."""
+    return min(max(int(function.deadline_seconds(params)), DEADLINE_RANGE[0]), DEADLINE_RANGE[1])
+
+
 def job_stack_parameters(
     function: BusinessFunction,
     params: Any,

@@ -221,3 +221,16 @@ def test_pi_sets_only_digits_and_picks_the_instance_by_size() -> None:
     assert set(parameters) - set(PLATFORM_PARAMETERS) == {"Digits"}
     assert parameters["InstanceType"] == "r7i.large"
     assert pi.instance_type(PiParams(digits=1000)) == "c7i.large"
+
+
+def test_the_recorded_deadline_is_the_one_the_stack_gets() -> None:
+    from shared.functions import job_deadline
+
+    assert job_deadline(Echo(), EchoParams()) == 120
+    assert job_deadline(Sneaky(), EchoParams()) == 120
+
+    class Quick(Echo):
+        def deadline_seconds(self, params: Any) -> int:
+            return 5
+
+    assert job_deadline(Quick(), EchoParams()) == 60
