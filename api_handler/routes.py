@@ -10,7 +10,6 @@ from api_handler.service import ApiServices
 from api_handler.views import job_links, job_summary, job_view
 from api_handler.web import Request, json_response
 from shared import errors
-from shared.models import utcnow
 
 Route = Callable[[ApiServices, Request], dict[str, Any]]
 
@@ -37,10 +36,8 @@ def _accepted(services: ApiServices, request: Request, submission: service.Submi
 
 def get_job(services: ApiServices, request: Request) -> dict[str, Any]:
     job = service.get_job(services, request.owner, request.path_params.get("id", ""))
+    url = service.result_link(services, job)
     expires_at = service.result_expires_at(services, job)
-    url = None
-    if job.result and (expires_at is None or expires_at > utcnow()):
-        url = service.result_url(services, job)
     view = job_view(job, base_url=request.base_url, result_url=url, result_expires_at=expires_at)
     return json_response(200, view)
 

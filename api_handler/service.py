@@ -228,6 +228,14 @@ def result_expires_at(services: ApiServices, job: JobRecord) -> datetime | None:
     return finished + timedelta(days=services.settings.result_expiry_days)
 
 
+def result_link(services: ApiServices, job: JobRecord) -> str | None:
+    """The result's URL for the job view: None while there is none and once it expired."""
+    try:
+        return result_url(services, job) if job.result else None
+    except errors.ResultExpiredError:
+        return None
+
+
 def result_url(services: ApiServices, job: JobRecord) -> str:
     if job.result is None:
         raise errors.ResultNotReadyError(

@@ -61,6 +61,10 @@ class Request:
                 f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                 details=[{"field": "body", "problem": "invalid JSON"}],
             ) from exc
+        except RecursionError as exc:  # the parser's own limit: a body nested thousands deep
+            raise errors.MalformedRequestError(
+                "the body is nested too deeply", details=[{"field": "body", "problem": "nested too deeply"}]
+            ) from exc
         if not isinstance(data, dict):
             raise errors.MalformedRequestError(
                 "the body must be a JSON object", details=[{"field": "body", "problem": "not an object"}]

@@ -174,9 +174,14 @@ def catalog_entry(function: BusinessFunction, limits: BaseModel) -> dict[str, An
     }
 
 
+def clamp_deadline(seconds: int) -> int:
+    """A deadline within the templates' DeadlineSeconds range."""
+    return min(max(int(seconds), DEADLINE_RANGE[0]), DEADLINE_RANGE[1])
+
+
 def job_deadline(function: BusinessFunction, params: Any) -> int:
-    """The function's deadline within the templates' DeadlineSeconds range: the record and stack agree."""
-    return min(max(int(function.deadline_seconds(params)), DEADLINE_RANGE[0]), DEADLINE_RANGE[1])
+    """The function's deadline as the job records it and its stack gets it."""
+    return clamp_deadline(function.deadline_seconds(params))
 
 
 def job_stack_parameters(
@@ -202,7 +207,7 @@ def job_stack_parameters(
         **{k: v for k, v in fixed.items() if k in PLATFORM_PARAMETERS},
         "JobId": job_id,
         "InstanceType": instance_type,
-        "DeadlineSeconds": str(min(max(deadline_seconds, DEADLINE_RANGE[0]), DEADLINE_RANGE[1])),
+        "DeadlineSeconds": str(clamp_deadline(deadline_seconds)),  # records from before the clamp too
         "WorkerArtifactUrl": f"s3://{artifacts_bucket}/{worker}",
     }
     return {**own, **platform}

@@ -156,3 +156,11 @@ def test_queue_failure_is_503_and_the_job_is_not_left_queued(
     assert [(j.status.value, j.error.code if j.error else None) for j in jobs] == [
         ("FAILED", "enqueue_failed")
     ]
+
+
+def test_a_body_nested_thousands_deep_is_a_400_not_a_500(cloud: Cloud) -> None:
+    body = '{"function": "word-count", "params": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+    status, answer, _ = cloud.api("POST", "/jobs", body)
+
+    assert status == 400 and answer["error"]["details"] == [{"field": "body", "problem": "nested too deeply"}]
