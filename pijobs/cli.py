@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -105,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="run the embedded stack (moto + stand-ins) until Ctrl-C")
     _local_options(up)
+    keep = up.add_mutually_exclusive_group()
+    keep.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where jobs, results and API keys are kept across restarts"
+        " (default: ~/.local/share/pijobs/local, or under $XDG_DATA_HOME)",
+    )
+    keep.add_argument("--ephemeral", action="store_true", help="keep nothing: everything is gone at the stop")
     up.set_defaults(run=cmd_up)
 
     demo = commands.add_parser("demo", help="start the embedded stack, run one job end to end, stop")
@@ -157,7 +167,7 @@ def _local_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-dir", type=Path, default=None, help="where workers' output goes")
 
 
-def _local_stack(args: argparse.Namespace, log_level: str = "INFO") -> Any:
+def _local_stack(args: argparse.Namespace, log_level: str = "INFO", data_dir: Path | None = None) -> Any:
     from pijobs.local.stack import LocalConfig, LocalStack
 
     _check_port_free(args.port)  # at once, not after the stack has started
@@ -166,29 +176,34 @@ def _local_stack(args: argparse.Namespace, log_level: str = "INFO") -> Any:
         max_active_stacks=args.max_active_stacks,
         log_dir=args.log_dir,
         log_level=log_level,
+        data_dir=data_dir,
     )
     return LocalStack(config)
 
 
 def _check_port_free(port: int) -> None:
-    import socket
+    from pijobs.local.stack import port_is_free
 
-    if port == 0:
-        return
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise OSError(
-                exc.errno, f"port {port} is in use: choose another with --port (0 picks a free one)"
-            ) from None
+    if port and not port_is_free(port):
+        problem = f"port {port} is in use: choose another with --port (0 picks a free one)"
+        raise OSError(errno.EADDRINUSE, problem)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    stack = _local_stack(args)
+    from pijobs.local.persist import default_data_dir
+
+    data_dir = None if args.ephemeral else (args.data_dir or default_data_dir())
+    stack = _local_stack(args, data_dir=data_dir)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with stack:
+        if stack.data_dir is None:
+            print("Data: ephemeral (nothing is kept after the stop)")
+        else:
+            kept = ", ".join(f"{n} {what}" for what, n in stack.restored.items() if n)
+            print(f"Data: {stack.data_dir} (kept across restarts; restored {kept or 'nothing'})")
+        if stack.port_note:
+            print(f"Note: {stack.port_note}")
         print(f"API: {stack.api_url}")
         print(f"API key: {stack.api_key}")
         print(f"AWS endpoint: {stack.aws_endpoint}")

@@ -343,7 +343,13 @@ class LocalGateway:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("LocalGateway is not started")
-        return f"http://{self._host}:{self._server.server_port}"
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("LocalGateway is not started")
+        return int(self._server.server_port)
 
     def start(self) -> LocalGateway:
         if self._server is not None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -44,6 +45,18 @@ LOCAL_TIMINGS = {
 }
 
 
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` now (SO_REUSEADDR, as servers set it: a port whose last
+    connections are still closing counts as free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _quiet_moto() -> None:
     """moto warns about every resource type its CloudFormation skips and about Docker it need not use."""
     warnings.filterwarnings("ignore", module=r"moto(\..*)?$")
@@ -65,6 +78,8 @@ class LocalConfig:
     reaper_interval: float = 2.0
     visibility_timeout: int = 2
     extra_env: dict[str, str] = field(default_factory=dict)
+    data_dir: Path | None = None  # None: ephemeral, everything is gone at the stop
+    save_interval: float = 2.0  # seconds between copies into data_dir (what a SIGKILL can lose)
 
 
 class LocalStack:
@@ -80,6 +95,10 @@ class LocalStack:
         self._esm: Any = None
         self._runner: Any = None
         self._reaper: Any = None
+        self._data_dir: Any = None
+        self._keeper: Any = None
+        self.restored: dict[str, int] = {}
+        self.port_note = ""  # why the API is not on the port of the last run, when it is not
         self._saved_env: dict[str, str | None] = {}
 
     # ---- what a user needs --------------------------------------------------------------------------
@@ -126,6 +145,8 @@ class LocalStack:
         configure_logging(self.config.log_level)
         installed_functions()  # a broken or duplicate plug-in stops the start here, with its name
         try:
+            if self.config.data_dir is not None:
+                self._open_data_dir(self.config.data_dir)
             self._moto = LocalMotoServer().start()
             self._set_env({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self._moto.url})
             self.outputs = self._deploy_primary()
@@ -133,23 +154,36 @@ class LocalStack:
             self._shorten_visibility_timeout()
             self._set_env(self._handler_env())
             self._reset_handler_caches()
+            if self._data_dir is not None:
+                self.restored = self._keeper_for(self._data_dir).restore()
             self._set_capacity()
-            self.api_key_id, self.api_key = self.create_api_key("local-default")
+            self.api_key_id, self.api_key = self._default_key()
             self._start_standins()
+            if self._keeper is not None:
+                self._data_dir.save_state(api_port=self._gateway.port, default_key_id=self.api_key_id)
+                self._keeper.start()
         except BaseException:
             self.stop()
             raise
         log.info("local_stack_started", api=self.api_url, aws=self.aws_endpoint)
         return self
 
+    @property
+    def data_dir(self) -> Path | None:
+        return None if self._data_dir is None else Path(self._data_dir.path)
+
     def stop(self) -> None:
-        for part in (self._gateway, self._esm, self._reaper, self._runner, self._moto):
+        # The keeper's last copy comes after everything that writes has stopped and before moto goes.
+        for part in (self._gateway, self._esm, self._reaper, self._runner, self._keeper, self._moto):
             if part is not None:
                 try:
                     part.stop()
                 except Exception as exc:
                     log.warning("local_stack_stop_failed", part=type(part).__name__, error=str(exc))
-        self._gateway = self._esm = self._reaper = self._runner = self._moto = None
+        self._gateway = self._esm = self._reaper = self._runner = self._keeper = self._moto = None
+        if self._data_dir is not None:
+            self._data_dir.unlock()
+            self._data_dir = None
         self._restore_env()
         self._reset_handler_caches()
 
@@ -162,6 +196,39 @@ class LocalStack:
         self.stop()
 
     # ---- steps --------------------------------------------------------------------------------------
+    def _open_data_dir(self, path: Path) -> None:
+        """Lock the directory (one ``pijobs up`` per directory) and take the last run's port if it is free."""
+        from pijobs.local.persist import DataDir
+
+        self._data_dir = DataDir(path).lock()
+        saved_port = int(self._data_dir.state().get("api_port") or 0)
+        if self.config.api_port == 0 and saved_port:
+            if port_is_free(saved_port):
+                self.config = replace(self.config, api_port=saved_port)
+            else:
+                self.port_note = f"port {saved_port} of the last run is in use; the API moved"
+
+    def _keeper_for(self, data_dir: Any) -> Any:
+        from pijobs.local.persist import Keeper, Resources
+
+        resources = Resources(
+            table=self.outputs["TableName"],
+            results_bucket=self.outputs["ResultsBucket"],
+            usage_plan_id=self.outputs["UsagePlanId"],
+            queue_url=self.outputs["QueueUrl"],
+        )
+        self._keeper = Keeper(data_dir, resources, self.client, interval=self.config.save_interval)
+        return self._keeper
+
+    def _default_key(self) -> tuple[str, str]:
+        """The key printed at start: the last run's (restored with the data) or a new one."""
+        if self._data_dir is not None:
+            saved_id = self._data_dir.state().get("default_key_id")
+            for key in self._data_dir.saved_keys():
+                if key.key_id == saved_id and key.enabled:
+                    return key.key_id, key.value
+        return self.create_api_key("local-default")
+
     def _deploy_primary(self) -> dict[str, str]:
         from pijobs.deploy import deploy_primary_local
 

@@ -32,7 +32,7 @@ def _workers_of(job_id: str) -> list[int]:
 def test_sigkill_of_up_takes_its_workers_along(tmp_path: Path) -> None:
     log = (tmp_path / "up.log").open("w+")
     up = subprocess.Popen(
-        [sys.executable, "-m", "pijobs.cli", "up", "--port", "0"],
+        [sys.executable, "-m", "pijobs.cli", "up", "--ephemeral", "--port", "0"],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PIJOBS_LOG_LEVEL": "WARNING"},

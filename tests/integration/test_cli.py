@@ -407,7 +407,7 @@ def test_each_failure_is_one_line_with_its_exit_code(stack: LocalStack, tmp_path
     )
     api = {"PIJOBS_API_KEY": stack.api_key}
     cases = [
-        (["up", "--port", str(busy)], _base_env(), 1, f"port {busy} is in use"),
+        (["up", "--ephemeral", "--port", str(busy)], _base_env(), 1, f"port {busy} is in use"),
         (["deploy", "--stack-name", "none"], _aws_env(stack), 1, "no artifacts bucket: pass --bucket"),
         (["deploy", "--poll-seconds", "1"], _aws_env(stack), 1, "has no pijobs manifest: run pijobs package"),
         (["package", "--bucket", "b2", "--no-deps"], _aws_env(stack), 1, "InvalidBucketName"),

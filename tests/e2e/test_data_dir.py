@@ -1,0 +1,156 @@
+"""`pijobs up --data-dir D` remembers: keys, jobs and results survive Ctrl-C and SIGKILL, at one address."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT_S = 120
+
+
+class Up:
+    """One `pijobs up --data-dir` process and what it printed."""
+
+    def __init__(self, data_dir: Path, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log: IO[str] = log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pijobs.cli", "up", "--data-dir", str(data_dir)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PIJOBS_LOG_LEVEL": "WARNING"},
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + TIMEOUT_S
+        while not self.value("API key: "):
+            assert self.process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        self.url, self.key = self.value("API: "), self.value("API key: ")
+
+    def lines(self) -> list[str]:
+        return self.log_path.read_text().splitlines()
+
+    def value(self, prefix: str) -> str:
+        return next((line[len(prefix) :] for line in self.lines() if line.startswith(prefix)), "")
+
+    def session(self, key: str | None = None) -> requests.Session:
+        session = requests.Session()
+        session.headers["x-api-key"] = key or self.key
+        return session
+
+    def stop(self, sig: signal.Signals) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=60)
+        self._log.close()
+
+
+def _wait_for(session: requests.Session, url: str, job_id: str, statuses: set[str]) -> dict:
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        job = session.get(f"{url}/jobs/{job_id}", timeout=30).json()
+        if job["status"] in statuses:
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+
+
+def _result_sha256(session: requests.Session, url: str, job_id: str) -> str:
+    response = session.get(f"{url}/jobs/{job_id}/result", timeout=30)
+    assert response.status_code == 200, response.text
+    return hashlib.sha256(response.content).hexdigest()
+
+
+def test_jobs_results_and_keys_survive_a_restart(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = Up(data_dir, tmp_path / "up-1.log")
+    try:
+        assert first.value("Data: ").startswith(str(data_dir.resolve()))
+        session = first.session()
+        done = session.post(f"{first.url}/jobs", json={"digits": 1000}, timeout=30).json()["job_id"]
+        job = _wait_for(session, first.url, done, {"SUCCEEDED"})
+        sha256 = _result_sha256(session, first.url, done)
+        assert sha256 == job["result"]["sha256"]
+        # A second customer's key, made while the stack runs, is kept too.
+        made = subprocess.run(
+            [sys.executable, "-m", "pijobs.cli", "keys", "create", "second"],
+            env={**os.environ, **_aws_env(first)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        second_key = made.stdout.strip()
+        other = first.session(second_key)
+        theirs = other.post(f"{first.url}/jobs", json={"digits": 50}, timeout=30).json()["job_id"]
+        _wait_for(other, first.url, theirs, {"SUCCEEDED"})
+        # In flight at the stop: the reaper retries it after the restart.
+        body = {"function": "word-count", "params": {"text": "a b a", "pause_seconds": 3}}
+        running = session.post(f"{first.url}/jobs", json=body, timeout=30).json()["job_id"]
+        _wait_for(session, first.url, running, {"RUNNING"})
+    finally:
+        first.stop(signal.SIGINT)
+
+    second = Up(data_dir, tmp_path / "up-2.log")
+    try:
+        assert (second.url, second.key) == (first.url, first.key)
+        assert "restored" in second.value("Data: ")
+        session = second.session()
+        job = _wait_for(session, second.url, done, {"SUCCEEDED"})
+        assert job["result"]["sha256"] == sha256
+        assert _result_sha256(session, second.url, done) == sha256
+        assert second.session(second_key).get(f"{second.url}/jobs/{theirs}", timeout=30).status_code == 200
+        assert session.get(f"{second.url}/jobs/{theirs}", timeout=30).status_code == 404  # still theirs only
+        recovered = _wait_for(session, second.url, running, {"SUCCEEDED", "FAILED"})
+        assert recovered["status"] == "SUCCEEDED" and recovered["attempts"] >= 2, recovered
+        late = session.post(f"{second.url}/jobs", json={"digits": 20}, timeout=30).json()["job_id"]
+        _wait_for(session, second.url, late, {"SUCCEEDED"})
+        time.sleep(5)  # more than the save interval: a SIGKILL loses at most the last few seconds
+    finally:
+        second.stop(signal.SIGKILL)
+
+    third = Up(data_dir, tmp_path / "up-3.log")
+    try:
+        session = third.session()
+        assert _wait_for(session, third.url, late, {"SUCCEEDED"})["result"]
+        assert len(session.get(f"{third.url}/jobs", timeout=30).json()["jobs"]) == 3
+    finally:
+        third.stop(signal.SIGINT)
+
+
+def test_a_second_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    first = Up(tmp_path / "data", tmp_path / "up-1.log")
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "pijobs.cli", "up", "--data-dir", str(tmp_path / "data")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert second.stderr.startswith("pijobs: ") and "is in use by another pijobs up" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.stop(signal.SIGINT)
+
+
+def _aws_env(up: Up) -> dict[str, str]:
+    endpoint = up.value("AWS endpoint: ")  # printed for the command line in another shell
+    assert endpoint, up.lines()
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
