@@ -10,7 +10,7 @@ from api_handler.service import ApiServices
 from api_handler.web import error_response, parse_event
 from shared import aws
 from shared.errors import PijobsError
-from shared.logs import configure_logging, get_logger
+from shared.logs import clear_context, configure_logging, get_logger
 from shared.queue import JobQueue
 from shared.settings import ApiSettings
 from shared.store import JobStore
@@ -32,6 +32,7 @@ def services() -> ApiServices:
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     configure_logging()
+    clear_context()
     request_id = str((event.get("requestContext") or {}).get("requestId", ""))
     try:
         request = parse_event(event)

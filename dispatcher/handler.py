@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from dispatcher.service import DispatchServices, dispatch
 from shared import aws
 from shared.capacity import CapacityCounter
-from shared.logs import configure_logging, get_logger
+from shared.logs import clear_context, configure_logging, get_logger
 from shared.models import JobMessage
 from shared.queue import JobQueue
 from shared.settings import DispatcherSettings
@@ -54,6 +54,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> PartialBatchResponse:
 
 def process_record(record: dict[str, Any]) -> bool:
     """True when the record is done with (dispatched, skipped or deferred); False to retry it."""
+    clear_context()
     try:
         message = JobMessage.model_validate_json(record.get("body", ""))
     except ValidationError as exc:

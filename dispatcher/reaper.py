@@ -16,7 +16,7 @@ from typing import Any
 from dispatcher.service import retry_or_fail
 from shared import aws, errors
 from shared.capacity import CapacityCounter
-from shared.logs import bind_job, configure_logging, get_logger
+from shared.logs import bind_job, clear_context, configure_logging, get_logger
 from shared.models import JobMessage, JobRecord, utcnow
 from shared.queue import JobQueue
 from shared.settings import ReaperSettings
@@ -51,6 +51,7 @@ def services() -> ReaperServices:
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     configure_logging()
+    clear_context()
     return reap(services())
 
 
@@ -73,6 +74,7 @@ def reap(services: ReaperServices, now: datetime | None = None) -> dict[str, Any
             live.append(job)
     unhandled = {name: s for name, s in stacks.items() if job_id_of(name) not in actions}
     actions.update(delete_orphan_stacks(services, unhandled, {j.job_id: j for j in live}))
+    clear_context()  # what follows is about the sweep, not about the last job looked at
     recount(services)
     # A sweep that changed nothing is routine: at debug level, so the log shows what happened, not the clock.
     (log.info if actions else log.debug)("reaper_swept", live_jobs=len(live), actions=len(actions))

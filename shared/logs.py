@@ -35,6 +35,11 @@ def configure_logging(level: str | None = None) -> None:
     _configured = True
 
 
+def clear_context() -> None:
+    """Forget the last invocation's bound fields (a warm Lambda reuses the process): every handler entry."""
+    structlog.contextvars.clear_contextvars()
+
+
 def bind_job(job_id: str, **extra: Any) -> None:
     """Start a fresh context for one job: every event after this carries ``job_id``."""
     structlog.contextvars.clear_contextvars()

@@ -167,6 +167,8 @@ class JobStore:
         updates: dict[str, Any] = {"status": target.value, "updated_at": now, **fields}
         if target.is_terminal:
             updates.setdefault("finished_at", now)
+        if target is JobStatus.SUCCEEDED:
+            updates.setdefault("error", None)  # an earlier attempt's error is not the job's outcome
         return self._conditional_update(job_id, updates, expected=current)
 
     def update_fields(self, job_id: str, expected: JobStatus, **fields: Any) -> JobRecord:

@@ -46,7 +46,8 @@ def test_a_dead_worker_is_retried_and_the_retry_succeeds(cloud: Cloud) -> None:
     job = cloud.job(job_id)
     assert job.attempts == 2 and job.stack_name != first_stack
     assert cloud.run_worker(job_id) == 0
-    assert cloud.job(job_id).status is JobStatus.SUCCEEDED
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.SUCCEEDED and job.error is None  # not the first attempt's error
     assert cloud.live_stacks() == []
 
 
@@ -122,3 +123,18 @@ def test_a_job_queued_too_long_is_sent_again(cloud: Cloud) -> None:
     assert reap(minutes_later=20)["actions"] == {job_id: "requeued"}
     (record,) = cloud.receive()
     assert json.loads(record["body"])["job_id"] == job_id
+
+
+def test_no_job_id_leaks_into_the_next_event(cloud: Cloud) -> None:
+    """The sweep's summary and the next invocation carry no job_id of a job looked at before."""
+    import structlog
+
+    import dispatcher.handler
+
+    _running(cloud)
+    assert reap()["live"] == 1
+    assert "job_id" not in structlog.contextvars.get_contextvars()  # reaper_swept is logged without one
+
+    structlog.contextvars.bind_contextvars(job_id="f" * 32)  # left over from an earlier invocation
+    assert dispatcher.handler.process_record({"messageId": "m", "body": "not json"}) is False
+    assert "job_id" not in structlog.contextvars.get_contextvars()
