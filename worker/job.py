@@ -1,8 +1,8 @@
 """One job's life on its instance, the same for every business function.
 
 PROVISIONING -> RUNNING, heartbeat and progress while the function's ``run`` computes, its output to S3 with
-its sha256, SUCCEEDED (or FAILED with a reason a customer may read), then always: release the capacity slot
-and delete the job's own stack.
+its sha256, SUCCEEDED (or FAILED with a reason a customer may read), then always: delete the job's own
+stack and release the capacity slot.
 """
 
 from __future__ import annotations
@@ -197,12 +197,18 @@ def _finish(services: WorkerServices, job: JobRecord, status: JobStatus, **field
 
 
 def _clean_up(services: WorkerServices, job_id: str) -> None:
-    """Whatever happened: give the slot back and delete this job's own stack (last: it ends the instance)."""
-    try:
-        services.capacity.release(job_id)
-    finally:
-        log.info("stack_delete_requested", stack_name=services.settings.stack_name)
-        services.stacks.delete(services.settings.stack_name)
+    """Whatever happened: delete this job's own stack, then give the slot back.
+
+    In that order, the stacks that still count as live never outnumber MaxActiveStacks: the next job's stack
+    can only start once this one is deleting. DeleteStack returns at once (the instance ends later); a
+    shutdown signal meanwhile waits until both calls are made.
+    """
+    with _sigterm_ignored():
+        try:
+            log.info("stack_delete_requested", stack_name=services.settings.stack_name)
+            services.stacks.delete(services.settings.stack_name)
+        finally:
+            services.capacity.release(job_id)
 
 
 class WorkerTerminatedError(Exception):
@@ -235,6 +241,19 @@ def _sigterm_raises() -> Iterator[None]:
         raise WorkerTerminatedError(f"the instance stopped the worker (signal {signum})")
 
     previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _sigterm_ignored() -> Iterator[None]:
+    """The two calls of the clean-up are not interrupted by the instance going away."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         yield
     finally:

@@ -162,3 +162,23 @@ def test_an_expired_result_says_so_instead_of_linking_to_nothing(cloud: Cloud) -
     assert view[1]["result"]["url"] is None and view[1]["result"]["expires_at"] == "2026-01-08T00:00:00.000Z"
     assert redirect[0] == 410 and redirect[1]["error"]["code"] == "result_expired"
     assert "2026-01-08T00:00:00.000Z" in redirect[1]["error"]["message"]
+
+
+def test_the_slot_is_held_until_the_stack_is_being_deleted(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Released first, the slot would let the next job's stack start beside this one: one over the cap."""
+    from shared.stacks import StackLauncher
+
+    job_id = _provisioned(cloud, 10)
+    held_at_delete: list[int] = []
+    delete = StackLauncher.delete
+
+    def recording_delete(self: StackLauncher, stack_name: str) -> None:
+        held_at_delete.append(cloud.capacity().state()["active"])  # type: ignore[index]
+        delete(self, stack_name)
+
+    monkeypatch.setattr(StackLauncher, "delete", recording_delete)
+    assert cloud.run_worker(job_id) == 0
+    assert held_at_delete == [1]
+    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
