@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from pijobs.local.lambda_context import LambdaContext
+from shared.logs import clear_context
 
 log = structlog.get_logger(__name__)
 
@@ -299,6 +300,8 @@ class LocalEventSourceMapping:
             log.exception("esm_handler_failed", records=len(messages), request_id=context.aws_request_id)
             self._count_end(failed=len(messages), error=True)
             return
+        finally:
+            clear_context()  # the handler's bound job_id is not the poller's
         self._count_end()
         self._settle(client, messages, response)
 
@@ -313,7 +316,10 @@ class LocalEventSourceMapping:
         with self._lock:
             self._counts["deleted"] += len(done)
             self._counts["failed"] += len(failed)
-        log.info("esm_batch_done", records=len(messages), deleted=len(done), failed=len(failed))
+        # A batch that went through is routine (the handler logged each job): at debug, like the sweeps.
+        (log.info if failed else log.debug)(
+            "esm_batch_done", records=len(messages), deleted=len(done), failed=len(failed)
+        )
 
     def _delete(self, client: Any, messages: list[dict[str, Any]]) -> None:
         for start in range(0, len(messages), 10):

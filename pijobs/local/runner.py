@@ -246,7 +246,8 @@ class InstanceRunner:
     def _terminate(self, worker: _Worker) -> None:
         if worker.process.poll() is not None:
             return
-        log.info(
+        # Routine at the end of every job (its stack is deleted under it); worker_exited follows at info.
+        log.debug(
             "worker_killed", instance_id=worker.instance_id, job_id=worker.job_id, reason="instance_gone"
         )
         worker.kill_at = time.monotonic() + KILL_GRACE_S
