@@ -17,7 +17,7 @@ from dispatcher.service import retry_or_fail
 from shared import aws, errors
 from shared.capacity import CapacityCounter
 from shared.logs import bind_job, clear_context, configure_logging, get_logger
-from shared.models import JobMessage, JobRecord, utcnow
+from shared.models import JobMessage, JobRecord, isoformat, utcnow
 from shared.queue import JobQueue
 from shared.settings import ReaperSettings
 from shared.stacks import FAILED_STACK_STATES, StackLauncher, job_id_of, stack_name_for
@@ -87,10 +87,9 @@ def check_job(
     """What to do with one live job: None when it is healthy."""
     settings = services.settings
     if job.status is JobStatus.QUEUED:
-        if _age(job.updated_at, now) > settings.requeue_after_seconds:
-            services.queue.send(JobMessage(job_id=job.job_id, function=job.function))
-            log.warning("job_requeued", reason="queued too long without being dispatched")
-            return "requeued"
+        last_sign = min(_age(stamp, now) for stamp in (job.updated_at, job.message_at) if stamp)
+        if last_sign > settings.requeue_after_seconds:
+            return _requeue(services, job, now)
         return None
     if _past_deadline(job, now):
         return _time_out(services, job)
@@ -182,6 +181,17 @@ def recount(services: ReaperServices) -> None:
     recounted = services.capacity.recount(holders, expected_active=state["active"])
     if recounted and state["active"] != len(holders):
         log.warning("capacity_recounted", was=state["active"], now=len(holders))
+
+
+def _requeue(services: ReaperServices, job: JobRecord, now: datetime) -> str | None:
+    """No message for the job was seen for too long: send one, and note it, so the next sweep does not."""
+    try:
+        services.store.update_fields(job.job_id, JobStatus.QUEUED, message_at=isoformat(now))
+    except errors.StaleStatusError:
+        return None  # dispatched or cancelled meanwhile
+    services.queue.send(JobMessage(job_id=job.job_id, function=job.function))
+    log.warning("job_requeued", reason="queued too long without being dispatched")
+    return "requeued"
 
 
 def _age(stamp: str, now: datetime) -> float:

@@ -78,6 +78,9 @@ def defer(services: DispatchServices, message: JobMessage) -> str:
     delay = min(settings.defer_max_seconds, settings.defer_base_seconds * 2 ** min(message.deferrals, 8))
     delay = int(delay * random.uniform(0.8, 1.2))
     services.queue.send(message.model_copy(update={"deferrals": message.deferrals + 1}), delay_seconds=delay)
+    # The record says its message is alive, so the reaper does not send a second one (and a second chain).
+    with contextlib.suppress(errors.StaleStatusError):
+        services.store.update_fields(message.job_id, JobStatus.QUEUED, message_at=isoformat(utcnow()))
     log.info("job_deferred", delay_seconds=delay, deferrals=message.deferrals + 1)
     return "deferred"
 

@@ -81,6 +81,8 @@ class JobRecord(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     heartbeat_at: str | None = None
+    # While QUEUED: when a message for the job was last sent or deferred, the reaper's sign that one exists.
+    message_at: str | None = None
     progress: float | None = None
     deadline_seconds: int | None = None
     stack_name: str | None = None

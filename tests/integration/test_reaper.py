@@ -7,8 +7,10 @@ from datetime import timedelta
 
 import pytest
 
+import dispatcher.handler
 import dispatcher.reaper
-from shared.models import utcnow
+import dispatcher.service
+from shared.models import JobMessage, utcnow
 from shared.status import JobStatus
 from tests.integration.conftest import Cloud
 
@@ -121,8 +123,23 @@ def test_a_job_queued_too_long_is_sent_again(cloud: Cloud) -> None:
         cloud.sqs.delete_message(QueueUrl=cloud.queue_url, ReceiptHandle=lost["receiptHandle"])
 
     assert reap(minutes_later=20)["actions"] == {job_id: "requeued"}
+    assert reap(minutes_later=21)["actions"] == {}  # one message is enough: not one more every sweep
     (record,) = cloud.receive()
     assert json.loads(record["body"])["job_id"] == job_id
+    assert cloud.receive() == []
+
+
+def test_a_job_waiting_for_capacity_is_not_sent_twice(cloud: Cloud) -> None:
+    """A deferral says the job's message is alive: the reaper adds no copy (each would defer on its own)."""
+
+    job_id = cloud.submit()
+    cloud.receive()  # the message is out; capacity is full, so the dispatcher sends it again later
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dispatcher.service, "utcnow", lambda: utcnow() + timedelta(minutes=15))
+        message = JobMessage(job_id=job_id)
+        assert dispatcher.service.defer(dispatcher.handler.services(), message) == "deferred"
+    assert reap(minutes_later=20)["actions"] == {}  # 20 minutes queued, but a message was seen 5 minutes ago
+    assert reap(minutes_later=40)["actions"] == {job_id: "requeued"}
 
 
 def test_no_job_id_leaks_into_the_next_event(cloud: Cloud) -> None:
