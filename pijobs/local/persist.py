@@ -329,11 +329,13 @@ class Keeper:
         return self
 
     def stop(self) -> None:
-        """Stop the thread and save once more."""
+        """Stop the thread and save once more; never started (the start failed), save nothing: a half
+        restored stack must not overwrite the directory it came from."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        if self._thread is None:
+            return
+        self._thread.join(timeout=30)
+        self._thread = None
         self.save()
 
     def _loop(self) -> None:
