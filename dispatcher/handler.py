@@ -16,6 +16,7 @@ from shared.queue import JobQueue
 from shared.settings import DispatcherSettings
 from shared.stacks import StackLauncher
 from shared.store import JobStore
+from shared.tenants import TenantStore
 
 log = get_logger(__name__)
 
@@ -39,6 +40,7 @@ def services() -> DispatchServices:
         capacity=CapacityCounter(ddb, settings.table_name, default_limit=settings.max_active_stacks),
         stacks=StackLauncher(aws.client("cloudformation"), role_arn=settings.cfn_role_arn),
         functions=settings.functions(),
+        tenants=TenantStore(ddb, settings.table_name),
     )
 
 

@@ -8,11 +8,13 @@ counter is recounted from the records so a lost release can never shrink capacit
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from dispatcher.admission import Admission, keep_ticking
 from dispatcher.service import retry_or_fail
 from shared import aws, errors
 from shared.capacity import CapacityCounter
@@ -34,6 +36,16 @@ class ReaperServices:
     queue: JobQueue
     capacity: CapacityCounter
     stacks: StackLauncher
+
+    @property
+    def admission(self) -> Admission:
+        """The reaper admits nothing (it cannot create stacks); it keeps the admission tick alive."""
+        return Admission(
+            store=self.store,
+            capacity=self.capacity,
+            queue=self.queue,
+            tick_seconds=self.settings.admission_tick_seconds,
+        )
 
 
 @lru_cache(maxsize=1)
@@ -75,7 +87,10 @@ def reap(services: ReaperServices, now: datetime | None = None) -> dict[str, Any
     unhandled = {name: s for name, s in stacks.items() if job_id_of(name) not in actions}
     actions.update(delete_orphan_stacks(services, unhandled, {j.job_id: j for j in live}))
     clear_context()  # what follows is about the sweep, not about the last job looked at
-    recount(services)
+    recount(services, live)
+    # Jobs wait but no tick is on its way (it was lost): nobody would admit them.
+    if keep_ticking(services.admission, now=now.timestamp()):
+        actions["admission_tick"] = "restarted"
     # A sweep that changed nothing is routine: at debug level, so the log shows what happened, not the clock.
     (log.info if actions else log.debug)("reaper_swept", live_jobs=len(live), actions=len(actions))
     return {"actions": actions, "live": len(live)}
@@ -87,6 +102,8 @@ def check_job(
     """What to do with one live job: None when it is healthy."""
     settings = services.settings
     if job.status is JobStatus.QUEUED:
+        if job.wait_tag is not None:
+            return None  # parked: it waits in the index, no message needed
         last_sign = min(_age(stamp, now) for stamp in (job.updated_at, job.message_at) if stamp)
         if last_sign > settings.requeue_after_seconds:
             return _requeue(services, job, now)
@@ -132,9 +149,9 @@ def _time_out(services: ReaperServices, job: JobRecord) -> str:
         services.store.transition(job.job_id, JobStatus.RUNNING, JobStatus.TIMED_OUT, error=error)
     except errors.StaleStatusError:
         return "lost_race"
-    services.capacity.release(job.job_id)
     if job.stack_name:
         services.stacks.delete(job.stack_name)
+    services.capacity.release(job.job_id)  # after the delete request: live stacks never exceed the cap
     log.warning("job_timed_out", deadline_seconds=job.deadline_seconds)
     return "timed_out"
 
@@ -165,19 +182,28 @@ def _belongs_to(job: JobRecord | None, stack_name: str) -> bool:
     return stack_name == (job.stack_name or stack_name_for(job.job_id, job.attempts))
 
 
-def recount(services: ReaperServices) -> None:
-    """Holders are the provisioning and running jobs, plus QUEUED ones a dispatcher is admitting right now.
+def recount(services: ReaperServices, live: list[JobRecord]) -> None:
+    """Holders are the provisioning and running jobs (admission makes both in one transaction).
 
-    The write is conditional on the count not having moved since it was read; if it moved, the next sweep
-    recounts.
+    The live index is eventually consistent, so where it and the capacity item disagree about a job, the
+    job's own record (a consistent read) decides. The write is conditional on the count not having moved
+    since it was read; if it moved, the next sweep recounts.
     """
     state = services.capacity.state()
     if state is None:
         return
-    jobs = services.store.live_jobs()
-    holding = {j.job_id for j in jobs if j.status.is_live}
-    admitting = {j.job_id for j in jobs if j.status is JobStatus.QUEUED and j.job_id in state["holders"]}
-    holders = holding | admitting
+    indexed = {j.job_id: j.owner for j in live if j.status.is_live}
+    holders: dict[str, str] = {k: v for k, v in indexed.items() if k in state["owner_of"]}
+    for job_id in set(indexed) ^ set(state["owner_of"]):
+        try:
+            job = services.store.get(job_id)
+        except errors.NoSuchJobError:
+            continue
+        if job.status.is_live:
+            holders[job_id] = job.owner
+    owners = Counter(holders.values())
+    if (holders, len(holders), owners) == (state["owner_of"], state["active"], state["owners"]):
+        return
     recounted = services.capacity.recount(holders, expected_active=state["active"])
     if recounted and state["active"] != len(holders):
         log.warning("capacity_recounted", was=state["active"], now=len(holders))

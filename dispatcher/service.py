@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import random
 from dataclasses import dataclass
 from typing import Protocol
 
+from dispatcher.admission import Admission, admit_waiting, keep_ticking, on_tick, park
 from shared import errors
 from shared.capacity import CapacityCounter
 from shared.functions import TEMPLATE_FILE, Registry, artifact_key, job_deadline, job_stack_parameters
 from shared.logs import bind_job, get_logger
-from shared.models import JobMessage, JobRecord, isoformat, utcnow
+from shared.models import JobMessage, JobRecord
 from shared.queue import JobQueue
 from shared.settings import DispatcherSettings, RetrySettings
 from shared.stacks import StackLauncher, stack_name_for
 from shared.status import JobStatus
 from shared.store import JobStore
+from shared.tenants import TenantStore
 
 log = get_logger(__name__)
 
@@ -44,13 +45,31 @@ class DispatchServices:
     capacity: CapacityCounter
     stacks: StackLauncher
     functions: Registry
+    tenants: TenantStore
+
+    @property
+    def admission(self) -> Admission:
+        return Admission(
+            store=self.store,
+            capacity=self.capacity,
+            queue=self.queue,
+            tick_seconds=self.settings.admission_tick_seconds,
+            tenants=self.tenants,
+            owner_cap_default=self.settings.max_active_stacks_per_owner or None,
+            provision=lambda job: _provision(self, job),
+        )
 
 
 def dispatch(services: DispatchServices, message: JobMessage) -> str:
-    """Provision one job's stack. Returns what happened (for logs and tests).
+    """Handle one message: park its job in fair order, then admit waiting jobs into the free slots (the
+    job itself, if its turn came). Returns what happened to the message's job (for logs and tests).
 
     Raising means "retry this message later"; every expected outcome returns.
     """
+    admission = services.admission
+    if message.job_id is None:
+        admitted = on_tick(admission, message)
+        return f"tick: {len(admitted)} admitted"
     bind_job(message.job_id)
     job = services.store.get(message.job_id)
     if job.status.is_terminal:
@@ -59,47 +78,18 @@ def dispatch(services: DispatchServices, message: JobMessage) -> str:
     if job.status is JobStatus.RUNNING or (job.status is JobStatus.PROVISIONING and job.stack_id):
         log.info("job_already_dispatched", status=job.status.value)
         return "duplicate"
-    try:
-        services.capacity.acquire(job.job_id)
-    except errors.CapacityFullError:
-        return defer(services, message)
-    if job.status is JobStatus.QUEUED:
-        job = _start_provisioning(services, job)
-        if job.status is not JobStatus.PROVISIONING:
-            return "skipped"
-        if job.stack_id:
-            return "duplicate"
+    if job.status is JobStatus.PROVISIONING:
+        return _create_stack(services, job)  # admitted, but its stack was not made (or is being made)
+    park(admission, job)
+    admitted = admit_waiting(admission)
+    keep_ticking(admission)
+    bind_job(message.job_id)
+    return "dispatched" if job.job_id in admitted else "waiting"
+
+
+def _provision(services: DispatchServices, job: JobRecord) -> str:
+    bind_job(job.job_id)
     return _create_stack(services, job)
-
-
-def defer(services: DispatchServices, message: JobMessage) -> str:
-    """Capacity is full: send the job again later, so waiting never counts towards the DLQ."""
-    settings = services.settings
-    delay = min(settings.defer_max_seconds, settings.defer_base_seconds * 2 ** min(message.deferrals, 8))
-    delay = int(delay * random.uniform(0.8, 1.2))
-    services.queue.send(message.model_copy(update={"deferrals": message.deferrals + 1}), delay_seconds=delay)
-    # The record says its message is alive, so the reaper does not send a second one (and a second chain).
-    with contextlib.suppress(errors.StaleStatusError):
-        services.store.update_fields(message.job_id, JobStatus.QUEUED, message_at=isoformat(utcnow()))
-    log.info("job_deferred", delay_seconds=delay, deferrals=message.deferrals + 1)
-    return "deferred"
-
-
-def _start_provisioning(services: DispatchServices, job: JobRecord) -> JobRecord:
-    try:
-        return services.store.transition(
-            job.job_id,
-            JobStatus.QUEUED,
-            JobStatus.PROVISIONING,
-            attempts=job.attempts + 1,
-            dispatched_at=isoformat(utcnow()),
-        )
-    except errors.StaleStatusError:
-        current = services.store.get(job.job_id)  # another delivery won, or the job was cancelled
-        if current.status.is_terminal:
-            services.capacity.release(job.job_id)
-        log.info("job_transition_lost", status=current.status.value)
-        return current
 
 
 def _create_stack(services: DispatchServices, job: JobRecord) -> str:

@@ -59,6 +59,13 @@ class StaleStatusError(PijobsError):
     code = "conflict"
 
 
+class LinkedWriteRefusedError(PijobsError):
+    """A status change made in one transaction with other items: one of those refused its condition (for
+    admission, the capacity item: no slot). The job's record is unchanged."""
+
+    code = "conflict"
+
+
 class JobNotCancellableError(PijobsError):
     code = "job_finished"
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.status import JobStatus
 
@@ -83,6 +83,8 @@ class JobRecord(BaseModel):
     heartbeat_at: str | None = None
     # While QUEUED: when a message for the job was last sent or deferred, the reaper's sign that one exists.
     message_at: str | None = None
+    # While parked for capacity (dispatcher/admission.py): the job's place in the fair order.
+    wait_tag: float | None = None
     progress: float | None = None
     deadline_seconds: int | None = None
     stack_name: str | None = None
@@ -103,13 +105,24 @@ class JobRecord(BaseModel):
 
 
 class JobMessage(BaseModel):
-    """What travels through SQS: a pointer to the record, never the record itself."""
+    """What travels through SQS: a pointer to a job's record (never the record), or an admission tick.
+
+    A tick (``tick``: when it was due, epoch seconds) carries no job: it asks the dispatcher to admit waiting
+    jobs into slots that freed meanwhile (docs/scheduling.md).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    job_id: str = Field(pattern=r"^[a-f0-9]{32}$")
+    job_id: str | None = Field(default=None, pattern=r"^[a-f0-9]{32}$")
     function: str = "pi"
-    deferrals: int = Field(default=0, ge=0)
+    tick: float | None = None
+    deferrals: int = Field(default=0, ge=0)  # read from messages an older dispatcher deferred; unused
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> JobMessage:
+        if (self.job_id is None) == (self.tick is None):
+            raise ValueError("a message names a job_id or is a tick, one of the two")
+        return self
 
 
 def job_key(job_id: str) -> str:

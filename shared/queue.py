@@ -17,6 +17,8 @@ class JobQueue:
             QueueUrl=self._url,
             MessageBody=message.model_dump_json(),
             DelaySeconds=max(0, min(900, delay_seconds)),
-            MessageAttributes={"job_id": {"DataType": "String", "StringValue": message.job_id}},
+            MessageAttributes={
+                "job_id": {"DataType": "String", "StringValue": message.job_id or "-"},
+            },
         )
         return str(response["MessageId"])

@@ -67,6 +67,8 @@ class RetrySettings(StoreSettings):
     queue_url: NonEmpty
     max_attempts: int = Field(default=3, ge=1, le=10)
     retry_base_seconds: int = Field(default=30, ge=0, le=900)
+    # While jobs wait for capacity, one tick message every this many seconds admits them into freed slots.
+    admission_tick_seconds: int = Field(default=5, ge=1, le=900)
 
 
 class DispatcherSettings(RetrySettings):
@@ -74,8 +76,8 @@ class DispatcherSettings(RetrySettings):
     artifacts_url: NonEmpty  # the bucket's https URL, which CloudFormation reads templates from
     cfn_role_arn: str | None = None
     stack_parameters: dict[str, str] = Field(default_factory=dict)
-    defer_base_seconds: int = Field(default=2, ge=0, le=900)
-    defer_max_seconds: int = Field(default=60, ge=0, le=900)
+    # Each tenant's own cap on live stacks, unless an operator set one for it; 0: only MaxActiveStacks.
+    max_active_stacks_per_owner: int = Field(default=0, ge=0)
 
     _stack_parameters = field_validator("stack_parameters", mode="before")(_json_object)
 

@@ -9,12 +9,26 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from shared.aws import error_code
-from shared.errors import IdempotencyConflictError, NoSuchJobError, StaleStatusError, ValidationError
+from shared.errors import (
+    IdempotencyConflictError,
+    LinkedWriteRefusedError,
+    NoSuchJobError,
+    StaleStatusError,
+    ValidationError,
+)
+from shared.fairshare import INDEX_SHARDS, WaitingJob, shard_of
 from shared.models import JobRecord, from_dynamo, isoformat, job_key, to_dynamo, utcnow
 from shared.status import JobStatus, ensure_transition
 
 OWNER_INDEX = "owner-created-index"
+# Sparse indexes (docs/scheduling.md): an item is in one only while it has the index's key attributes.
+LIVE_INDEX = "live-index"  # every job not yet terminal, under ``live_shard``
+WAITING_INDEX = (
+    "waiting-index"  # every job parked for capacity, under ``wait_shard``, ordered by ``wait_tag``
+)
+LIVE_SHARD, WAIT_SHARD, WAIT_TAG = "live_shard", "wait_shard", "wait_tag"
 LIST_READS = 10  # queries one page of a filtered list may take
+FILTER_VALUES_MAX = 100  # DynamoDB's IN takes at most 100 operands
 
 
 _SERIALIZER = TypeSerializer()
@@ -82,24 +96,66 @@ class JobStore:
         return jobs, encode_token(last) if last else None
 
     def live_jobs(self) -> list[JobRecord]:
-        """Every job in a non-terminal state (for the reaper and the capacity recount)."""
+        """Every job in a non-terminal state (for the reaper and the capacity recount), from the live index:
+        its cost follows the live jobs, not every job ever stored. The index is eventually consistent: a job
+        that changed a moment ago may show its previous state."""
         jobs: list[JobRecord] = []
-        paginator = self._ddb.get_paginator("scan")
-        pages = paginator.paginate(
-            TableName=self._table,
-            FilterExpression="begins_with(pk, :job) AND #status IN (:q, :p, :r)",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={
-                ":job": {"S": "job#"},
-                ":q": {"S": JobStatus.QUEUED.value},
-                ":p": {"S": JobStatus.PROVISIONING.value},
-                ":r": {"S": JobStatus.RUNNING.value},
-            },
-            ConsistentRead=True,
-        )
-        for page in pages:
-            jobs.extend(JobRecord.from_item(_python_item(item)) for item in page.get("Items", []))
+        paginator = self._ddb.get_paginator("query")
+        for shard in range(INDEX_SHARDS):
+            pages = paginator.paginate(
+                TableName=self._table,
+                IndexName=LIVE_INDEX,
+                KeyConditionExpression="#shard = :shard",
+                ExpressionAttributeNames={"#shard": LIVE_SHARD},
+                ExpressionAttributeValues={":shard": {"S": str(shard)}},
+            )
+            for page in pages:
+                jobs.extend(JobRecord.from_item(_python_item(item)) for item in page.get("Items", []))
         return jobs
+
+    def waiting_jobs(self, *, per_shard: int, skip_owners: frozenset[str] = frozenset()) -> list[WaitingJob]:
+        """The parked jobs with the lowest tags, up to ``per_shard`` from each index partition, in tag order;
+        ``skip_owners``' jobs are left out (tenants at their own cap)."""
+        found: list[WaitingJob] = []
+        for shard in range(INDEX_SHARDS):
+            query: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": WAITING_INDEX,
+                "KeyConditionExpression": "#shard = :shard",
+                "ExpressionAttributeNames": {"#shard": WAIT_SHARD},
+                "ExpressionAttributeValues": {":shard": {"S": str(shard)}},
+            }
+            skipped = sorted(skip_owners)[:FILTER_VALUES_MAX]
+            if skipped:
+                owners = {f":o{i}": {"S": owner} for i, owner in enumerate(skipped)}
+                query["FilterExpression"] = f"NOT #owner IN ({', '.join(owners)})"
+                query["ExpressionAttributeNames"]["#owner"] = "owner"
+                query["ExpressionAttributeValues"].update(owners)
+            shard_jobs: list[WaitingJob] = []
+            for _ in range(LIST_READS):
+                response = self._ddb.query(**query, Limit=per_shard)
+                for item in response.get("Items", []):
+                    job = _python_item(item)
+                    if job["owner"] not in skip_owners:
+                        shard_jobs.append(WaitingJob(float(job[WAIT_TAG]), job["job_id"], job["owner"]))
+                if len(shard_jobs) >= per_shard or "LastEvaluatedKey" not in response:
+                    break
+                query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+            found.extend(shard_jobs[:per_shard])
+        return sorted(found)
+
+    def is_anyone_waiting(self) -> bool:
+        return any(
+            self._ddb.query(
+                TableName=self._table,
+                IndexName=WAITING_INDEX,
+                KeyConditionExpression="#shard = :shard",
+                ExpressionAttributeNames={"#shard": WAIT_SHARD},
+                ExpressionAttributeValues={":shard": {"S": str(shard)}},
+                Limit=1,
+            ).get("Items")
+            for shard in range(INDEX_SHARDS)
+        )
 
     # ---- writes --------------------------------------------------------------------------------------
     def create(
@@ -109,10 +165,13 @@ class JobStore:
 
         A repeat of the same key by the same owner returns the first job instead of creating another.
         """
+        item = {k: _ddb_value(v) for k, v in job.to_item().items()}
+        if not job.status.is_terminal:
+            item[LIVE_SHARD] = {"S": str(shard_of(job.job_id))}
         put_job = {
             "Put": {
                 "TableName": self._table,
-                "Item": {k: _ddb_value(v) for k, v in job.to_item().items()},
+                "Item": item,
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
@@ -160,22 +219,88 @@ class JobStore:
             )
         return self.get(str(claim["job_id"]))
 
-    def transition(self, job_id: str, current: JobStatus, target: JobStatus, **fields: Any) -> JobRecord:
-        """Move ``current -> target`` if the table allows it and the record is still ``current``."""
+    def transition(
+        self,
+        job_id: str,
+        current: JobStatus,
+        target: JobStatus,
+        *,
+        linked: tuple[dict[str, Any], ...] = (),
+        **fields: Any,
+    ) -> JobRecord:
+        """Move ``current -> target`` if the table allows it and the record is still ``current``.
+
+        ``linked`` are other transaction items (e.g. the capacity slot) written in the same transaction:
+        all or nothing. If one of them refuses its condition, LinkedWriteRefusedError.
+        """
         ensure_transition(current, target)
         now = isoformat(utcnow())
         updates: dict[str, Any] = {"status": target.value, "updated_at": now, **fields}
+        # Any status change takes the job out of the waiting index; a terminal one out of the live index.
+        updates.update({WAIT_SHARD: None, WAIT_TAG: None})
         if target.is_terminal:
             updates.setdefault("finished_at", now)
+            updates[LIVE_SHARD] = None
         if target is JobStatus.SUCCEEDED:
             updates.setdefault("error", None)  # an earlier attempt's error is not the job's outcome
-        return self._conditional_update(job_id, updates, expected=current)
+        if not linked:
+            return self._conditional_update(job_id, updates, expected=current)
+        update = self._update_request(job_id, updates, expected=current)
+        del update["ReturnValues"]
+        try:
+            self._ddb.transact_write_items(TransactItems=[{"Update": update}, *linked])
+        except Exception as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                raise StaleStatusError(f"job {job_id} is no longer {current.value}") from exc
+            if "ConditionalCheckFailed" in reasons[1:]:
+                raise LinkedWriteRefusedError(
+                    f"a linked write refused {current.value} -> {target.value}"
+                ) from exc
+            raise
+        return self.get(job_id)
+
+    def park(self, job_id: str, tag: float, *, linked: tuple[dict[str, Any], ...] = ()) -> bool:
+        """Put a QUEUED job in the waiting index under ``tag``, with ``linked`` items (its tenant's last tag)
+        in the same transaction. False if the job is parked already or no longer QUEUED."""
+        update = self._update_request(
+            job_id,
+            {WAIT_SHARD: str(shard_of(job_id)), WAIT_TAG: tag, "message_at": None},
+            expected=JobStatus.QUEUED,
+        )
+        del update["ReturnValues"]
+        update["ConditionExpression"] += f" AND attribute_not_exists({WAIT_TAG})"
+        try:
+            self._ddb.transact_write_items(TransactItems=[{"Update": update}, *linked])
+        except Exception as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                return False
+            if "ConditionalCheckFailed" in reasons[1:]:
+                raise LinkedWriteRefusedError(f"a linked write refused parking job {job_id}") from exc
+            raise
+        return True
 
     def update_fields(self, job_id: str, expected: JobStatus, **fields: Any) -> JobRecord:
         """Write non-status fields (heartbeat, progress, stack id) only while the status is ``expected``."""
         return self._conditional_update(job_id, fields, expected=expected)
 
     def _conditional_update(self, job_id: str, updates: dict[str, Any], *, expected: JobStatus) -> JobRecord:
+        try:
+            response = self._ddb.update_item(**self._update_request(job_id, updates, expected=expected))
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise StaleStatusError(f"job {job_id} is no longer {expected.value}") from exc
+            raise
+        return JobRecord.from_item(_python_item(response["Attributes"]))
+
+    def _update_request(self, job_id: str, updates: dict[str, Any], *, expected: JobStatus) -> dict[str, Any]:
+        """An UpdateItem of ``updates`` (None removes a field) on the condition that the status is still
+        ``expected``; also a transaction's Update item, without ReturnValues."""
         names = {"#status": "status"}
         values: dict[str, Any] = {":expected": {"S": expected.value}}
         sets: list[str] = []
@@ -189,24 +314,18 @@ class JobStore:
                 value = value.model_dump(mode="json")
             values[f":v{i}"] = _ddb_value(value)
             sets.append(f"#f{i} = :v{i}")
-        expression = "SET " + ", ".join(sets)
+        expression = "SET " + ", ".join(sets) if sets else ""
         if removes:
             expression += " REMOVE " + ", ".join(removes)
-        try:
-            response = self._ddb.update_item(
-                TableName=self._table,
-                Key={"pk": {"S": job_key(job_id)}},
-                UpdateExpression=expression,
-                ConditionExpression="#status = :expected",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise StaleStatusError(f"job {job_id} is no longer {expected.value}") from exc
-            raise
-        return JobRecord.from_item(_python_item(response["Attributes"]))
+        return {
+            "TableName": self._table,
+            "Key": {"pk": {"S": job_key(job_id)}},
+            "UpdateExpression": expression.strip(),
+            "ConditionExpression": "#status = :expected",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
+        }
 
 
 def idempotency_item_key(owner: str, key: str) -> str:

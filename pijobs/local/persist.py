@@ -241,9 +241,10 @@ class Keeper:
 
     def _restore_items(self, items: list[dict[str, Any]], previous_bucket: str | None) -> None:
         dynamodb = self._client("dynamodb")
+        bucket = self._resources.results_bucket
         for start in range(0, len(items), 25):
             batch = [
-                {"PutRequest": {"Item": _rebucketed(item, previous_bucket, self._resources.results_bucket)}}
+                {"PutRequest": {"Item": _reindexed(_rebucketed(item, previous_bucket, bucket))}}
                 for item in items[start : start + 25]
             ]
             request: dict[str, Any] = {self._resources.table: batch}
@@ -344,6 +345,22 @@ class Keeper:
                 self.save()
             except Exception as exc:  # moto busy or a disk hiccup: the next round tries again
                 log.warning("data_save_failed", data_dir=str(self._dir.path), error=repr(exc))
+
+
+def _reindexed(item: dict[str, Any]) -> dict[str, Any]:
+    """An item as this version keeps it: a live job saved by an older one joins the live index, and the
+    capacity item forgets the last run's admission tick (it died with the old queue)."""
+    from shared.capacity import CAPACITY_KEY
+    from shared.fairshare import shard_of
+    from shared.status import JobStatus
+    from shared.store import LIVE_SHARD
+
+    if item.get("pk") == CAPACITY_KEY["pk"]:
+        return {k: v for k, v in item.items() if k != "tick_at"}
+    status, job_id = item.get("status", {}).get("S"), item.get("job_id", {}).get("S")
+    if job_id and status in JobStatus.__members__ and not JobStatus(status).is_terminal:
+        return {**item, LIVE_SHARD: {"S": str(shard_of(job_id))}}
+    return item
 
 
 def _rebucketed(item: dict[str, Any], old: str | None, new: str) -> dict[str, Any]:

@@ -34,8 +34,7 @@ LOCAL_CREDENTIALS = {
 
 # A laptop's time scale: seconds where AWS needs minutes (instances boot in moto at once).
 LOCAL_TIMINGS = {
-    "PIJOBS_DEFER_BASE_SECONDS": "1",
-    "PIJOBS_DEFER_MAX_SECONDS": "5",
+    "PIJOBS_ADMISSION_TICK_SECONDS": "1",
     "PIJOBS_RETRY_BASE_SECONDS": "1",
     "PIJOBS_HEARTBEAT_SECONDS": "1",
     "PIJOBS_HEARTBEAT_TIMEOUT_SECONDS": "10",

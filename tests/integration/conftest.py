@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 from moto import mock_aws
 
 import api_handler.handler
@@ -28,6 +29,7 @@ from shared.store import JobStore
 from worker.job import build_services, run_job
 
 ROOT = Path(__file__).resolve().parents[2]
+PRIMARY_TEMPLATE = ROOT / "infra" / "primary.yaml"
 REGION = "us-east-1"
 
 
@@ -97,12 +99,12 @@ class Cloud:
         assert status == 202, body
         return str(body["job_id"])
 
-    def receive(self, max_messages: int = 10) -> list[dict[str, Any]]:
+    def receive(self, max_messages: int = 10, wait_seconds: int = 0) -> list[dict[str, Any]]:
         response = self.sqs.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=max_messages,
             AttributeNames=["All"],
-            WaitTimeSeconds=0,
+            WaitTimeSeconds=wait_seconds,
         )
         return [
             {
@@ -165,6 +167,22 @@ def _query_of(path: str) -> dict[str, str] | None:
     return {k: v for k, v in pairs}
 
 
+class _TemplateLoader(yaml.SafeLoader):
+    """Reads a CloudFormation template, its short-form functions (!Ref, !Sub, ...) as plain values."""
+
+
+_TemplateLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def jobs_table_schema() -> dict[str, Any]:
+    """The jobs table's keys and indexes exactly as infra/primary.yaml declares them (one copy of them)."""
+    template = yaml.load(PRIMARY_TEMPLATE.read_text(), Loader=_TemplateLoader)
+    properties = template["Resources"]["JobsTable"]["Properties"]
+    return {
+        name: properties[name] for name in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
+    }
+
+
 def _make_primary(env_overrides: dict[str, str]) -> Cloud:
     ddb = boto3.client("dynamodb", region_name=REGION)
     sqs = boto3.client("sqs", region_name=REGION)
@@ -174,26 +192,7 @@ def _make_primary(env_overrides: dict[str, str]) -> Cloud:
     iam = boto3.client("iam", region_name=REGION)
 
     table = "pijobs-jobs"
-    ddb.create_table(
-        TableName=table,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "owner", "AttributeType": "S"},
-            {"AttributeName": "created_at", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "owner-created-index",
-                "KeySchema": [
-                    {"AttributeName": "owner", "KeyType": "HASH"},
-                    {"AttributeName": "created_at", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
+    ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST", **jobs_table_schema())
     dlq_url = sqs.create_queue(QueueName="pijobs-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
@@ -232,8 +231,7 @@ def _make_primary(env_overrides: dict[str, str]) -> Cloud:
         "PIJOBS_ARTIFACTS_URL": "https://pijobs-artifacts.s3.amazonaws.com/",
         "PIJOBS_STACK_PARAMETERS": json.dumps(fixed),
         "PIJOBS_MAX_ACTIVE_STACKS": "2",
-        "PIJOBS_DEFER_BASE_SECONDS": "0",
-        "PIJOBS_DEFER_MAX_SECONDS": "0",
+        "PIJOBS_ADMISSION_TICK_SECONDS": "1",
         **env_overrides,
     }
     return Cloud(table, queue_url, dlq_url, bucket, env, ddb, sqs, s3, cfn, ec2)

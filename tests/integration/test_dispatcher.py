@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 
 import pytest
 
@@ -76,8 +77,9 @@ def test_capacity_bounds_live_stacks_and_every_job_finishes(cloud: Cloud) -> Non
     """MaxActiveStacks=2, ten jobs: never more than two stacks at once, all ten SUCCEEDED."""
     jobs = [cloud.submit(digits=30 + n) for n in range(10)]
     most_at_once = 0
-    for _ in range(200):
-        records = cloud.receive()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        records = cloud.receive(wait_seconds=1)  # the admission tick comes after its delay
         if records:
             assert cloud.dispatch(records) == []
         live = cloud.live_stacks()
@@ -99,18 +101,23 @@ def test_capacity_bounds_live_stacks_and_every_job_finishes(cloud: Cloud) -> Non
     assert dlq["Attributes"]["ApproximateNumberOfMessages"] == "0"
 
 
-def test_waiting_for_capacity_resends_instead_of_burning_receives(cloud: Cloud) -> None:
+def test_waiting_for_capacity_parks_the_job_and_one_tick_admits_it_when_a_slot_frees(cloud: Cloud) -> None:
     cloud.capacity(limit=1).set_limit(1)
-    first, second = cloud.submit(), cloud.submit()
-    records = cloud.receive()
-    assert cloud.dispatch(records) == []
+    first, second, third = cloud.submit(), cloud.submit(), cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    assert [cloud.job(j).status.value for j in (first, second, third)] == ["PROVISIONING", "QUEUED", "QUEUED"]
 
-    (deferred,) = cloud.receive()
+    # Waiting costs no message per job: the queue holds one tick for the whole service, nothing else.
+    (tick,) = cloud.receive(wait_seconds=2)
+    assert set(json.loads(tick["body"])) >= {"tick"} and json.loads(tick["body"])["job_id"] is None
+    assert cloud.dispatch([tick]) == []
+    assert cloud.job(second).status.value == "QUEUED"  # no slot freed yet: the tick chains the next one
 
-    assert json.loads(deferred["body"]) == {"job_id": second, "function": "pi", "deferrals": 1}
-    assert deferred["attributes"]["ApproximateReceiveCount"] == "1"
-    assert cloud.job(first).status.value == "PROVISIONING"
-    assert cloud.job(second).status.value == "QUEUED"
+    assert cloud.run_worker(first) == 0
+    (tick,) = cloud.receive(wait_seconds=2)
+    assert cloud.dispatch([tick]) == []
+    assert cloud.job(second).status.value == "PROVISIONING"
+    assert cloud.job(third).status.value == "QUEUED"
 
 
 @pytest.mark.parametrize("body", ["not json", json.dumps({"job_id": "x"}), json.dumps({"job_id": "a" * 32})])

@@ -10,7 +10,7 @@ import pytest
 import dispatcher.handler
 import dispatcher.reaper
 import dispatcher.service
-from shared.models import JobMessage, utcnow
+from shared.models import utcnow
 from shared.status import JobStatus
 from tests.integration.conftest import Cloud
 
@@ -129,17 +129,28 @@ def test_a_job_queued_too_long_is_sent_again(cloud: Cloud) -> None:
     assert cloud.receive() == []
 
 
-def test_a_job_waiting_for_capacity_is_not_sent_twice(cloud: Cloud) -> None:
-    """A deferral says the job's message is alive: the reaper adds no copy (each would defer on its own)."""
+def test_a_parked_job_is_never_sent_again_and_a_lost_admission_tick_is_restarted(cloud: Cloud) -> None:
+    """A job waiting for capacity waits in the index, not in the queue: the reaper sends no copy of it,
+    however long it waits; if the one tick that admits waiting jobs is lost, the reaper starts another."""
+    cloud.capacity().set_limit(1)
+    first, second = cloud.submit(), cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    assert cloud.job(first).status is JobStatus.PROVISIONING
+    assert cloud.job(second).status is JobStatus.QUEUED and cloud.job(second).wait_tag is not None
+    assert reap()["actions"] == {}  # the tick is on its way: nothing to do
+    for lost in cloud.receive(wait_seconds=2):  # the tick is lost with its consumer
+        cloud.sqs.delete_message(QueueUrl=cloud.queue_url, ReceiptHandle=lost["receiptHandle"])
+    assert cloud.run_worker(first) == 0  # a slot frees; nobody will admit the second job without a tick
 
-    job_id = cloud.submit()
-    cloud.receive()  # the message is out; capacity is full, so the dispatcher sends it again later
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dispatcher.service, "utcnow", lambda: utcnow() + timedelta(minutes=15))
-        message = JobMessage(job_id=job_id)
-        assert dispatcher.service.defer(dispatcher.handler.services(), message) == "deferred"
-    assert reap(minutes_later=20)["actions"] == {}  # 20 minutes queued, but a message was seen 5 minutes ago
-    assert reap(minutes_later=40)["actions"] == {job_id: "requeued"}
+    actions = reap(minutes_later=40)["actions"]
+
+    assert actions == {"admission_tick": "restarted"}  # and not {second: "requeued"}
+    assert reap(minutes_later=40)["actions"] == {}  # one tick at a time
+    (tick,) = cloud.receive(wait_seconds=2)
+    assert json.loads(tick["body"])["job_id"] is None and json.loads(tick["body"])["tick"] is not None
+    assert cloud.dispatch([tick]) == []
+    assert cloud.job(second).status is JobStatus.PROVISIONING
+    assert cloud.receive(wait_seconds=2) == []  # nobody waits: the chain of ticks ended
 
 
 def test_no_job_id_leaks_into_the_next_event(cloud: Cloud) -> None:

@@ -14,6 +14,7 @@ from api_handler.routes import ROUTES
 from pijobs.deploy import deploy_primary_local
 from shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
 from shared.settings import DispatcherSettings
+from shared.store import LIVE_INDEX, LIVE_SHARD, OWNER_INDEX, WAIT_SHARD, WAIT_TAG, WAITING_INDEX
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 STACK_NAME = f"pijob-{JOB_ID}-1"  # the dispatcher names stacks pijob-<job id>-<attempt>
@@ -113,12 +114,18 @@ def test_queue_table_and_mapping_follow_the_parameters(aws: dict[str, Any]) -> N
     assert queue["VisibilityTimeout"] == "180"
     table = aws["dynamodb"].describe_table(TableName=outputs["TableName"])["Table"]
     assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
-    (index,) = table["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == "owner-created-index"
-    assert index["KeySchema"] == [
-        {"AttributeName": "owner", "KeyType": "HASH"},
-        {"AttributeName": "created_at", "KeyType": "RANGE"},
-    ]
+    indexes = {index["IndexName"]: index["KeySchema"] for index in table["GlobalSecondaryIndexes"]}
+    assert indexes == {
+        OWNER_INDEX: [
+            {"AttributeName": "owner", "KeyType": "HASH"},
+            {"AttributeName": "created_at", "KeyType": "RANGE"},
+        ],
+        LIVE_INDEX: [{"AttributeName": LIVE_SHARD, "KeyType": "HASH"}],
+        WAITING_INDEX: [
+            {"AttributeName": WAIT_SHARD, "KeyType": "HASH"},
+            {"AttributeName": WAIT_TAG, "KeyType": "RANGE"},
+        ],
+    }
     mapping = aws["lambda"].get_event_source_mapping(UUID=outputs["EventSourceMappingId"])
     assert mapping["BatchSize"] == 3
     assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}

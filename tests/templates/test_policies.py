@@ -57,7 +57,7 @@ EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
     },
     "DispatcherRole": {
         "Logs": ({"logs:CreateLogStream", "logs:PutLogEvents"}, {"${DispatcherLogGroup.Arn}"}),
-        "ConsumeAndDefer": (
+        "ConsumeAndTick": (
             {
                 "sqs:ChangeMessageVisibility",
                 "sqs:DeleteMessage",
@@ -67,10 +67,11 @@ EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
             },
             {"${JobsQueue.Arn}"},
         ),
-        "JobRecordsAndCapacity": (
-            {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+        "JobRecordsCapacityAndTenants": (
+            {"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
             {"${JobsTable.Arn}"},
         ),
+        "ReadTheWaitingJobsInFairOrder": ({"dynamodb:Query"}, {"${JobsTable.Arn}/index/waiting-index"}),
         "CreateJobStacksFromFunctionTemplatesWithOurRole": ({"cloudformation:CreateStack"}, {JOB_STACKS}),
         "DescribeAndDeleteJobStacks": (
             {"cloudformation:DeleteStack", "cloudformation:DescribeStacks"},
@@ -83,8 +84,12 @@ EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
     "ReaperRole": {
         "Logs": ({"logs:CreateLogStream", "logs:PutLogEvents"}, {"${ReaperLogGroup.Arn}"}),
         "JobRecordsAndCapacity": (
-            {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"},
+            {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
             {"${JobsTable.Arn}"},
+        ),
+        "LiveAndWaitingJobsThroughTheirIndexes": (
+            {"dynamodb:Query"},
+            {"${JobsTable.Arn}/index/live-index", "${JobsTable.Arn}/index/waiting-index"},
         ),
         "InspectAndDeleteJobStacks": (
             {

@@ -1,0 +1,159 @@
+"""Admission (docs/scheduling.md): every job waits in fair order, and a free slot goes to the lowest tag.
+
+A job's message parks it (its tag from shared/fairshare.py, written with its tenant's last tag in one
+transaction) and is then done: waiting costs no more messages. Whoever handles a message admits waiting
+jobs into the free slots; each admission takes the slot and moves QUEUED -> PROVISIONING in one transaction.
+Slots that the workers free are filled by an admission tick: one delayed message at a time, for the whole
+service, sent only while jobs wait.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared import errors
+from shared.capacity import CapacityCounter
+from shared.fairshare import WaitingJob, admission_order, next_tag, owner_limit
+from shared.logs import get_logger
+from shared.models import JobMessage, JobRecord, isoformat, utcnow
+from shared.queue import JobQueue
+from shared.status import JobStatus
+from shared.store import JobStore
+from shared.tenants import TenantStore
+
+log = get_logger(__name__)
+
+ADMISSIONS_PER_CALL = 20  # stacks one dispatcher call may create; a tick follows for the rest
+PARK_TRIES = 5
+
+
+class AdmissionSettings(Protocol):
+    @property
+    def admission_tick_seconds(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What admitting needs. Only the dispatcher admits (``provision`` creates an admitted job's stack);
+    the reaper, which cannot create stacks, only keeps the tick going."""
+
+    store: JobStore
+    capacity: CapacityCounter
+    queue: JobQueue
+    tick_seconds: int
+    tenants: TenantStore | None = None
+    owner_cap_default: int | None = None
+    provision: Callable[[JobRecord], object] | None = None
+
+
+def park(admission: Admission, job: JobRecord) -> bool:
+    """Give a QUEUED job its tag in the waiting index. False if it was parked already or left QUEUED."""
+    assert admission.tenants is not None
+    for _ in range(PARK_TRIES):
+        tenant = admission.tenants.get(job.owner)
+        clock = admission.capacity.ensure().get("clock", 0.0)
+        tag = next_tag(clock, tenant.last_tag, tenant.policy.weight)
+        moved = admission.tenants.last_tag_item(job.owner, previous=tenant.last_tag, tag=tag)
+        try:
+            parked = admission.store.park(job.job_id, tag, linked=(moved,))
+        except errors.LinkedWriteRefusedError:
+            continue  # another of the tenant's jobs was parked meanwhile: take the tag after it
+        if parked:
+            log.info("job_parked", tag=round(tag, 6))
+        return parked
+    raise errors.StaleStatusError(f"the tenant's tag kept moving while parking job {job.job_id}")
+
+
+def admit_waiting(admission: Admission, *, budget: int = ADMISSIONS_PER_CALL) -> list[str]:
+    """Fill the free slots with waiting jobs in fair order; returns the admitted job ids."""
+    assert admission.provision is not None
+    admitted: list[str] = []
+    while len(admitted) < budget:
+        state = admission.capacity.ensure()
+        free = min(state["limit"] - state["active"], budget - len(admitted))
+        if free <= 0:
+            break
+        active: dict[str, int] = state["owners"]
+        caps = _caps(admission, active)
+        blocked = frozenset(owner for owner, n in active.items() if n >= (caps.get(owner) or n + 1))
+        waiting = admission.store.waiting_jobs(per_shard=free, skip_owners=blocked)
+        if not waiting:
+            break
+        caps |= _caps(admission, {job.owner: 0 for job in waiting if job.owner not in caps})
+        picks = admission_order(waiting, free=free, active=active, limit_of=caps.get)
+        progressed = False
+        for pick in picks:
+            outcome = _admit(admission, pick, cap=caps.get(pick.owner), clock=max(state["clock"], pick.tag))
+            if outcome == "full":
+                break
+            if outcome == "admitted":
+                admitted.append(pick.job_id)
+                progressed = True
+        if not progressed:
+            break
+    return admitted
+
+
+def _caps(admission: Admission, owners: dict[str, int]) -> dict[str, int | None]:
+    assert admission.tenants is not None
+    policies = admission.tenants.policies(owners)
+    return {owner: owner_limit(policy, admission.owner_cap_default) for owner, policy in policies.items()}
+
+
+def _admit(admission: Admission, pick: WaitingJob, *, cap: int | None, clock: float) -> str:
+    """One job: slot and QUEUED -> PROVISIONING in one transaction, then its stack."""
+    job = admission.store.get(pick.job_id)
+    if job.status is not JobStatus.QUEUED:
+        return "gone"
+    slot = admission.capacity.acquire_item(job.job_id, job.owner, owner_cap=cap, clock=clock)
+    try:
+        job = admission.store.transition(
+            job.job_id,
+            JobStatus.QUEUED,
+            JobStatus.PROVISIONING,
+            linked=(slot,),
+            attempts=job.attempts + 1,
+            dispatched_at=isoformat(utcnow()),
+        )
+    except errors.StaleStatusError:
+        return "gone"  # cancelled, or admitted by a concurrent call
+    except errors.LinkedWriteRefusedError:
+        return "full"  # the slot went to a concurrent call (or the tenant reached its cap meanwhile)
+    log.info("job_admitted", job_id=job.job_id, owner=job.owner, tag=round(pick.tag, 6))
+    assert admission.provision is not None
+    admission.provision(job)
+    return "admitted"
+
+
+# ---- the tick --------------------------------------------------------------------------------------------
+def keep_ticking(admission: Admission, *, now: float | None = None) -> bool:
+    """While anyone waits, make sure one tick is on its way (True if this call sent it)."""
+    if not admission.store.is_anyone_waiting():
+        return False
+    now = time.time() if now is None else now
+    due = now + admission.tick_seconds
+    stale = now - max(60, 10 * admission.tick_seconds)  # a tick this overdue was lost: start another
+    if admission.capacity.claim_tick(due, stale_before=stale):
+        _send_tick(admission, due)
+        return True
+    return False
+
+
+def on_tick(admission: Admission, message: JobMessage) -> list[str]:
+    """A tick: admit into the slots freed since, then the next tick if jobs still wait, else end the chain."""
+    assert message.tick is not None
+    admitted = admit_waiting(admission)
+    if admission.store.is_anyone_waiting():
+        due = time.time() + admission.tick_seconds
+        if admission.capacity.claim_tick(due, previous=message.tick):
+            _send_tick(admission, due)
+    elif admission.capacity.end_tick(message.tick):
+        keep_ticking(admission)  # a job parked between the look and the end: start a new chain
+    return admitted
+
+
+def _send_tick(admission: Admission, due: float) -> None:
+    admission.queue.send(JobMessage(tick=due), delay_seconds=admission.tick_seconds)

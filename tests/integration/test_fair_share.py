@@ -1,0 +1,143 @@
+"""Admission under moto: one transaction per admission, fair order across tenants, caps, sparse indexes."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+import dispatcher.handler
+import dispatcher.reaper
+from shared import aws
+from shared.status import JobStatus
+from shared.tenants import TenantStore
+from tests.integration.conftest import Cloud
+
+
+def _submit(cloud: Cloud, owner: str, n: int) -> list[str]:
+    jobs = []
+    for _ in range(n):
+        status, body, _ = cloud.api("POST", "/jobs", {"digits": 30}, key_id=owner)
+        assert status == 202, body
+        jobs.append(str(body["job_id"]))
+    return jobs
+
+
+def _admitted(cloud: Cloud, jobs: list[str]) -> list[str]:
+    return [j for j in jobs if cloud.job(j).status is not JobStatus.QUEUED]
+
+
+def _finish_all_and_tick(cloud: Cloud, order: list[str]) -> None:
+    """Run every live job's worker (freeing its slot), then deliver the tick that fills the slots."""
+    for job_id in [j for j in order if cloud.job(j).status is JobStatus.PROVISIONING]:
+        assert cloud.run_worker(job_id) == 0
+    ticks = cloud.receive(wait_seconds=3)
+    assert ticks, "jobs wait, so a tick must be on its way"
+    assert cloud.dispatch(ticks) == []
+
+
+def test_concurrent_dispatch_never_gives_a_slot_without_its_transition(cloud: Cloud) -> None:
+    cloud.capacity().set_limit(3)
+    jobs = _submit(cloud, "key-a", 8)
+    records = cloud.receive()
+    barrier = threading.Barrier(len(records))
+
+    def deliver(record: dict[str, Any]) -> None:
+        barrier.wait()
+        dispatcher.handler.lambda_handler({"Records": [record]}, None)
+
+    threads = [threading.Thread(target=deliver, args=(record,)) for record in records]
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+
+    provisioning = {j for j in jobs if cloud.job(j).status is JobStatus.PROVISIONING}
+    state = cloud.capacity().state()
+    assert state is not None
+    assert len(provisioning) == 3 and state["active"] == 3 and state["holders"] == provisioning
+    assert len(cloud.live_stacks()) == 3
+    waiting = {job.job_id for job in cloud.store.waiting_jobs(per_shard=10)}
+    assert waiting == set(jobs) - provisioning  # every other job is parked, none lost, none twice
+
+
+def test_a_late_tenant_is_served_before_the_flood_that_came_first(cloud: Cloud) -> None:
+    cloud.capacity().set_limit(1)
+    flood = _submit(cloud, "key-a", 6)
+    assert cloud.dispatch(cloud.receive()) == []
+    (late,) = _submit(cloud, "key-b", 1)
+    assert cloud.dispatch(cloud.receive()) == []  # parks B's job (the tick may come with it)
+
+    order = _admitted(cloud, flood)
+    _finish_all_and_tick(cloud, order)
+
+    assert cloud.job(late).status is JobStatus.PROVISIONING  # B's one job, before A's other five
+    assert len(_admitted(cloud, flood)) == 1
+
+
+@pytest.mark.parametrize("cloud", [{"PIJOBS_MAX_ACTIVE_STACKS_PER_OWNER": "1"}], indirect=True)
+def test_a_tenant_at_its_cap_waits_while_others_use_the_free_slots(cloud: Cloud) -> None:
+    cloud.capacity().set_limit(3)
+    a_jobs = _submit(cloud, "key-a", 3)
+    b_jobs = _submit(cloud, "key-b", 1)
+    assert cloud.dispatch(cloud.receive()) == []
+
+    assert len(_admitted(cloud, a_jobs)) == 1 and _admitted(cloud, b_jobs) == b_jobs
+    state = cloud.capacity().state()
+    assert state is not None and state["active"] == 2 and state["owners"] == {"key-a": 1, "key-b": 1}
+
+    # An operator raises A's own cap: the next tick gives A the free slot.
+    TenantStore(cloud.ddb, cloud.table).set_policy("key-a", max_active=2)
+    ticks = cloud.receive(wait_seconds=3)
+    assert cloud.dispatch(ticks) == []
+    assert len(_admitted(cloud, a_jobs)) == 2
+
+
+def test_a_heavier_weight_gets_the_larger_share(cloud: Cloud) -> None:
+    TenantStore(cloud.ddb, cloud.table).set_policy("key-b", weight=3.0)
+    cloud.capacity().set_limit(1)
+    a_jobs, b_jobs = _submit(cloud, "key-a", 4), _submit(cloud, "key-b", 4)
+    assert cloud.dispatch(cloud.receive()) == []
+    admitted: list[str] = []
+    for _ in range(4):
+        admitted += [j for j in _admitted(cloud, a_jobs + b_jobs) if j not in admitted]
+        _finish_all_and_tick(cloud, a_jobs + b_jobs)
+    admitted += [j for j in _admitted(cloud, a_jobs + b_jobs) if j not in admitted]
+
+    owners = ["B" if j in b_jobs else "A" for j in admitted[:5]]
+    assert owners.count("B") >= 3, owners
+
+
+def test_a_cancelled_waiting_job_leaves_both_indexes(cloud: Cloud) -> None:
+    cloud.capacity().set_limit(1)
+    first, second = _submit(cloud, "key-a", 2)
+    assert cloud.dispatch(cloud.receive()) == []
+    assert [job.job_id for job in cloud.store.waiting_jobs(per_shard=5)] == [second]
+
+    assert cloud.api("DELETE", f"/jobs/{second}")[0] == 202
+
+    assert cloud.store.waiting_jobs(per_shard=5) == []
+    assert {job.job_id for job in cloud.store.live_jobs()} == {first}
+
+
+def test_the_reaper_reads_live_jobs_through_the_index_and_never_scans(cloud: Cloud) -> None:
+    dispatcher.reaper.services.cache_clear()
+    done, live = _submit(cloud, "key-a", 2)
+    assert cloud.dispatch(cloud.receive()) == []
+    assert cloud.run_worker(done) == 0
+    scans: list[str] = []
+    client = aws.client("dynamodb")
+    client.meta.events.register("before-call.dynamodb.Scan", lambda **kwargs: scans.append("Scan"))
+
+    result = dispatcher.reaper.reap(dispatcher.reaper.services())
+
+    assert scans == []
+    assert result["live"] == 1  # the finished job is not read at all
+    assert {job.job_id for job in cloud.store.live_jobs()} == {live}
