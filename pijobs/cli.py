@@ -164,6 +164,12 @@ def _version() -> str:
 def _local_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="port of the local API (default: a free one)")
     parser.add_argument("--max-active-stacks", type=_positive, default=4, help="MaxActiveStacks (default 4)")
+    parser.add_argument(
+        "--max-active-stacks-per-owner",
+        type=_positive,
+        default=None,
+        help="MaxActiveStacksPerOwner: each API key's own cap (default: none, only MaxActiveStacks)",
+    )
     parser.add_argument("--log-dir", type=Path, default=None, help="where workers' output goes")
 
 
@@ -174,6 +180,7 @@ def _local_stack(args: argparse.Namespace, log_level: str = "INFO", data_dir: Pa
     config = LocalConfig(
         api_port=args.port,
         max_active_stacks=args.max_active_stacks,
+        max_active_stacks_per_owner=args.max_active_stacks_per_owner or 0,
         log_dir=args.log_dir,
         log_level=log_level,
         data_dir=data_dir,

@@ -61,6 +61,7 @@ class StackResources:
     table_name: str
     mapping_id: str
     max_active_stacks_default: int  # the stack's MaxActiveStacks parameter, before anyone changed it
+    owner_cap_default: int | None = None  # MaxActiveStacksPerOwner (None: 0, no cap of a tenant's own)
 
 
 # ---- registration ------------------------------------------------------------------------------------------
@@ -92,6 +93,17 @@ def register(subparsers: Any) -> None:
         "--batch-size", type=bounded_int(*BATCH_SIZE_RANGE), help="the mapping's BatchSize (1..10000)"
     )
     change.set_defaults(run=_runner(cmd_ops_set))
+    tenants = actions.add_parser(
+        "tenants", parents=[common], help="fair share: each tenant's weight, cap, live and waiting jobs"
+    )
+    tenants.set_defaults(run=_runner(cmd_ops_tenants))
+    tenant = actions.add_parser("tenant", parents=[common], help="set one tenant's weight or cap")
+    tenant.add_argument("key_id", metavar="KEY_ID", help="the tenant's API key id (pijobs keys list)")
+    tenant.add_argument("--weight", type=_weight, help="its share relative to others (default 1; 0.01..100)")
+    cap = tenant.add_mutually_exclusive_group()
+    cap.add_argument("--max-active", type=bounded_int(1, None), help="its own cap on live stacks (>= 1)")
+    cap.add_argument("--default-cap", action="store_true", help="back to MaxActiveStacksPerOwner")
+    tenant.set_defaults(run=_runner(cmd_ops_tenant))
 
     dlq = subparsers.add_parser("dlq", help="operators: the dead-letter queue")
     dlq_actions = dlq.add_subparsers(metavar="ACTION")
@@ -119,6 +131,18 @@ def bounded_int(low: int, high: int | None) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _weight(text: str) -> float:
+    from shared.fairshare import WEIGHT_RANGE
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not WEIGHT_RANGE[0] <= value <= WEIGHT_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"{value} is out of range ({WEIGHT_RANGE[0]}..{WEIGHT_RANGE[1]})")
+    return value
 
 
 def _runner(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -161,6 +185,59 @@ def cmd_ops_set(args: argparse.Namespace) -> int:
     status = gather_status(resources)
     _show_status(args, status)
     return EXIT_OK
+
+
+def cmd_ops_tenants(args: argparse.Namespace) -> int:
+    resources = stack_resources(aws.client("cloudformation"), _stack_name(args))
+    rows = tenant_rows(resources)
+    if args.json_output:
+        _json({"max_active_stacks_per_owner": resources.owner_cap_default or 0, "tenants": rows})
+    else:
+        _print_tenants(rows, resources.owner_cap_default)
+    return EXIT_OK
+
+
+def cmd_ops_tenant(args: argparse.Namespace) -> int:
+    from shared.tenants import TenantStore
+
+    if args.weight is None and args.max_active is None and not args.default_cap:
+        raise OpsUsageError("nothing to change: give --weight, --max-active or --default-cap")
+    resources = stack_resources(aws.client("cloudformation"), _stack_name(args))
+    TenantStore(aws.client("dynamodb"), resources.table_name).set_policy(
+        args.key_id, weight=args.weight, max_active=args.max_active, clear_cap=args.default_cap
+    )
+    rows = [row for row in tenant_rows(resources) if row["tenant"] == args.key_id]
+    if args.json_output:
+        _json(rows[0])
+    else:
+        _print_tenants(rows, resources.owner_cap_default)
+    return EXIT_OK
+
+
+def tenant_rows(resources: StackResources) -> list[dict[str, Any]]:
+    """Every tenant with a setting, a live stack or a waiting job: weight, cap, live, waiting."""
+    from shared.fairshare import TenantPolicy, owner_limit
+    from shared.store import JobStore
+    from shared.tenants import TenantStore
+
+    ddb = aws.client("dynamodb")
+    configured = {t.owner: t.policy for t in TenantStore(ddb, resources.table_name).all()}
+    live = (_capacity(resources).state() or {}).get("owners", {})
+    waiting = JobStore(ddb, resources.table_name).waiting_by_owner()
+    rows = []
+    for owner in sorted(set(configured) | set(live) | set(waiting)):
+        policy = configured.get(owner, TenantPolicy())
+        rows.append(
+            {
+                "tenant": owner,
+                "weight": policy.weight,
+                "max_active": owner_limit(policy, resources.owner_cap_default),
+                "own_cap": policy.max_active is not None,
+                "live_stacks": int(live.get(owner, 0)),
+                "waiting": int(waiting.get(owner, 0)),
+            }
+        )
+    return rows
 
 
 def _show_status(args: argparse.Namespace, status: Any) -> None:
@@ -227,6 +304,7 @@ def stack_resources(cfn: Any, stack_name: str) -> StackResources:
             f"stack {stack_name} has no output {', '.join(missing)}: is it the pijobs primary stack?"
         )
     default_limit = parameters.get("MaxActiveStacks", "")
+    owner_cap = parameters.get("MaxActiveStacksPerOwner", "")
     return StackResources(
         stack_name=stack_name,
         queue_url=outputs["QueueUrl"],
@@ -234,6 +312,7 @@ def stack_resources(cfn: Any, stack_name: str) -> StackResources:
         table_name=outputs["TableName"],
         mapping_id=outputs["EventSourceMappingId"],
         max_active_stacks_default=int(default_limit) if default_limit.isdigit() else 1,
+        owner_cap_default=int(owner_cap) if owner_cap.isdigit() and int(owner_cap) > 0 else None,
     )
 
 
@@ -279,7 +358,9 @@ def gather_status(resources: StackResources) -> dict[str, Any]:
     from shared.store import JobStore
 
     sqs, ddb, lam = aws.client("sqs"), aws.client("dynamodb"), aws.client("lambda")
-    live = JobStore(ddb, resources.table_name).live_jobs()
+    store = JobStore(ddb, resources.table_name)
+    live = store.live_jobs()
+    waiting = store.waiting_by_owner()
     capacity = _capacity(resources).state()
     mapping = lam.get_event_source_mapping(UUID=resources.mapping_id)
     return {
@@ -288,6 +369,7 @@ def gather_status(resources: StackResources) -> dict[str, Any]:
         "dead_letter_queue": {"url": resources.dlq_url, **queue_counts(sqs, resources.dlq_url)},
         "live_jobs": live_jobs_by_state(str(_status_value(job.status)) for job in live),
         "capacity": capacity_view(capacity, resources.max_active_stacks_default),
+        "waiting_for_capacity": {"jobs": sum(waiting.values()), "tenants": len(waiting)},
         "event_source_mapping": mapping_view(mapping),
     }
 
@@ -456,6 +538,8 @@ def _print_status(status: dict[str, Any]) -> None:
         "active stacks",
         f"{capacity['active_stacks']} of MaxActiveStacks {capacity['max_active_stacks']}",
     )
+    waiting = status["waiting_for_capacity"]
+    table.add_row("waiting for a slot", f"{waiting['jobs']} jobs of {waiting['tenants']} tenants")
     table.add_row("event source mapping", f"{mapping['id']} ({mapping['state']})")
     table.add_row("  BatchSize", str(mapping["batch_size"]))
     concurrency = mapping["maximum_concurrency"]
@@ -464,6 +548,21 @@ def _print_status(status: dict[str, Any]) -> None:
     stdout_console().print(table)
     if mapping["state"] == "Disabled" and os.environ.get("AWS_ENDPOINT_URL"):
         print("(local stack: the local stand-in polls the queue; the mapping's own state stays Disabled)")
+
+
+def _print_tenants(rows: list[dict[str, Any]], default_cap: int | None) -> None:
+    from rich.table import Table
+
+    if not rows:
+        print("no tenant has a setting, a live stack or a waiting job")
+        return
+    table = Table("tenant", "weight", "cap", "live stacks", "waiting", box=None)
+    for row in rows:
+        cap = "none" if row["max_active"] is None else str(row["max_active"])
+        if not row["own_cap"]:
+            cap += " (default)"
+        table.add_row(row["tenant"], f"{row['weight']:g}", cap, str(row["live_stacks"]), str(row["waiting"]))
+    stdout_console().print(table)
 
 
 def _queue_text(counts: dict[str, Any]) -> str:

@@ -144,6 +144,23 @@ class JobStore:
             found.extend(shard_jobs[:per_shard])
         return sorted(found)
 
+    def waiting_by_owner(self) -> dict[str, int]:
+        """How many jobs each tenant has parked (an operator's view: reads the whole waiting index)."""
+        counts: dict[str, int] = {}
+        paginator = self._ddb.get_paginator("query")
+        for shard in range(INDEX_SHARDS):
+            for page in paginator.paginate(
+                TableName=self._table,
+                IndexName=WAITING_INDEX,
+                KeyConditionExpression="#shard = :shard",
+                ExpressionAttributeNames={"#shard": WAIT_SHARD},
+                ExpressionAttributeValues={":shard": {"S": str(shard)}},
+            ):
+                for item in page.get("Items", []):
+                    owner = item["owner"]["S"]
+                    counts[owner] = counts.get(owner, 0) + 1
+        return counts
+
     def is_anyone_waiting(self) -> bool:
         return any(
             self._ddb.query(

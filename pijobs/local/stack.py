@@ -68,6 +68,7 @@ def _quiet_moto() -> None:
 class LocalConfig:
     api_port: int = 0
     max_active_stacks: int = 4
+    max_active_stacks_per_owner: int = 0  # 0: no cap of a tenant's own
     batch_size: int = 5
     maximum_concurrency: int = 2
     throttle_rate: float = 50.0
@@ -233,6 +234,7 @@ class LocalStack:
 
         params = {
             "MaxActiveStacks": str(self.config.max_active_stacks),
+            "MaxActiveStacksPerOwner": str(self.config.max_active_stacks_per_owner),
             "BatchSize": str(self.config.batch_size),
             "MaximumConcurrency": str(self.config.maximum_concurrency),
         }

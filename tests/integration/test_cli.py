@@ -235,6 +235,33 @@ def test_ops_status_shows_queue_jobs_capacity_and_mapping(pijobs: Any, stack: Lo
     assert human.code == 0 and "MaxActiveStacks 2" in human.out and "MaximumConcurrency" in human.out
 
 
+def test_ops_tenant_sets_weight_and_cap_and_ops_tenants_shows_them(pijobs: Any, stack: LocalStack) -> None:
+    key_id, _ = stack.create_api_key("tenant-under-test")
+
+    changed = pijobs("ops", "tenant", key_id, "--weight", "2.5", "--max-active", "1", "--json")
+    listed = pijobs("ops", "tenants", "--json")
+    human = pijobs("ops", "tenants")
+    back = pijobs("ops", "tenant", key_id, "--default-cap", "--json")
+    nothing = pijobs("ops", "tenant", key_id)
+    with pytest.raises(SystemExit) as bad:  # argparse's usage error
+        pijobs("ops", "tenant", key_id, "--weight", "0")
+
+    assert changed.code == 0, changed.err
+    assert changed.json() == {
+        "tenant": key_id,
+        "weight": 2.5,
+        "max_active": 1,
+        "own_cap": True,
+        "live_stacks": 0,
+        "waiting": 0,
+    }
+    assert key_id in {row["tenant"] for row in listed.json()["tenants"]}
+    assert human.code == 0 and key_id in human.out and "2.5" in human.out
+    assert back.json()["max_active"] is None and back.json()["own_cap"] is False
+    assert nothing.code == 2 and "nothing to change" in nothing.err
+    assert bad.value.code == 2
+
+
 def test_ops_set_changes_capacity_and_the_mapping(pijobs: Any, stack: LocalStack) -> None:
     mapping_id = stack.outputs["EventSourceMappingId"]
     try:
