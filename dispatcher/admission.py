@@ -49,8 +49,9 @@ class Admission:
     provision: Callable[[JobRecord], object] | None = None
 
 
-def park(admission: Admission, job: JobRecord) -> bool:
-    """Give a QUEUED job its tag in the waiting index. False if it was parked already or left QUEUED."""
+def park(admission: Admission, job: JobRecord) -> WaitingJob | None:
+    """Give a QUEUED job its tag in the waiting index; the job as it now waits (also when it was parked
+    already), or None if it is no longer QUEUED."""
     assert admission.tenants is not None
     for _ in range(PARK_TRIES):
         tenant = admission.tenants.get(job.owner)
@@ -63,12 +64,21 @@ def park(admission: Admission, job: JobRecord) -> bool:
             continue  # another of the tenant's jobs was parked meanwhile: take the tag after it
         if parked:
             log.info("job_parked", tag=round(tag, 6))
-        return parked
+            return WaitingJob(tag, job.job_id, job.owner)
+        current = admission.store.get(job.job_id)
+        if current.status is JobStatus.QUEUED and current.wait_tag is not None:
+            return WaitingJob(current.wait_tag, job.job_id, job.owner)  # a duplicate message
+        return None
     raise errors.StaleStatusError(f"the tenant's tag kept moving while parking job {job.job_id}")
 
 
-def admit_waiting(admission: Admission, *, budget: int = ADMISSIONS_PER_CALL) -> list[str]:
-    """Fill the free slots with waiting jobs in fair order; returns the admitted job ids."""
+def admit_waiting(
+    admission: Admission, *, known: tuple[WaitingJob, ...] = (), budget: int = ADMISSIONS_PER_CALL
+) -> list[str]:
+    """Fill the free slots with waiting jobs in fair order; returns the admitted job ids.
+
+    ``known`` are jobs the caller just parked: the index is eventually consistent and may not show them yet.
+    """
     assert admission.provision is not None
     admitted: list[str] = []
     while len(admitted) < budget:
@@ -79,7 +89,9 @@ def admit_waiting(admission: Admission, *, budget: int = ADMISSIONS_PER_CALL) ->
         active: dict[str, int] = state["owners"]
         caps = _caps(admission, active)
         blocked = frozenset(owner for owner, n in active.items() if n >= (caps.get(owner) or n + 1))
-        waiting = admission.store.waiting_jobs(per_shard=free, skip_owners=blocked)
+        indexed = admission.store.waiting_jobs(per_shard=free, skip_owners=blocked)
+        seen = {job.job_id for job in indexed} | set(admitted)
+        waiting = indexed + [job for job in known if job.job_id not in seen and job.owner not in blocked]
         if not waiting:
             break
         caps |= _caps(admission, {job.owner: 0 for job in waiting if job.owner not in caps})
@@ -129,9 +141,12 @@ def _admit(admission: Admission, pick: WaitingJob, *, cap: int | None, clock: fl
 
 
 # ---- the tick --------------------------------------------------------------------------------------------
-def keep_ticking(admission: Admission, *, now: float | None = None) -> bool:
-    """While anyone waits, make sure one tick is on its way (True if this call sent it)."""
-    if not admission.store.is_anyone_waiting():
+def keep_ticking(admission: Admission, *, now: float | None = None, someone_waits: bool = False) -> bool:
+    """While anyone waits, make sure one tick is on its way (True if this call sent it).
+
+    ``someone_waits``: the caller knows a job waits (one it just parked), whatever the index shows yet.
+    """
+    if not someone_waits and not admission.store.is_anyone_waiting():
         return False
     now = time.time() if now is None else now
     due = now + admission.tick_seconds

@@ -80,9 +80,12 @@ def dispatch(services: DispatchServices, message: JobMessage) -> str:
         return "duplicate"
     if job.status is JobStatus.PROVISIONING:
         return _create_stack(services, job)  # admitted, but its stack was not made (or is being made)
-    park(admission, job)
-    admitted = admit_waiting(admission)
-    keep_ticking(admission)
+    waiting = park(admission, job)
+    if waiting is None:
+        log.info("job_skipped", status=services.store.get(job.job_id).status.value)
+        return "skipped"  # cancelled meanwhile, or admitted by a concurrent call
+    admitted = admit_waiting(admission, known=(waiting,))
+    keep_ticking(admission, someone_waits=job.job_id not in admitted)
     bind_job(message.job_id)
     return "dispatched" if job.job_id in admitted else "waiting"
 
