@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +25,8 @@ from shared.store import JobStore
 log = get_logger(__name__)
 
 IDEMPOTENCY_KEY_MAX = 128
+# A whole number as text: ASCII digits only (str.isdigit also takes '²', '①' and other scripts' digits).
+ASCII_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def parse_per_run_execute(registry: Registry, body: dict[str, Any]) -> Submissio
     digits: Any = body.get("DigitsToCalculate")
     if digits is None:
         details.append({"field": "DigitsToCalculate", "problem": "required"})
-    elif isinstance(digits, str) and digits.strip().isdigit():
+    elif isinstance(digits, str) and ASCII_WHOLE_NUMBER.fullmatch(digits.strip()):
         digits = int(digits.strip())
     elif isinstance(digits, bool) or not isinstance(digits, int):
         details.append({"field": "DigitsToCalculate", "problem": "must be a whole number"})
@@ -181,7 +184,7 @@ def list_jobs(
 ) -> tuple[list[JobRecord], str | None]:
     page_size = services.settings.page_size
     if limit is not None:
-        if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        if not ASCII_WHOLE_NUMBER.fullmatch(limit) or not 1 <= int(limit) <= 100:
             raise errors.ValidationError(
                 "limit must be a whole number from 1 to 100",
                 details=[{"field": "limit", "problem": "must be between 1 and 100"}],

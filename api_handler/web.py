@@ -19,6 +19,7 @@ ERROR_STATUS: dict[type[errors.PijobsError], int] = {
     errors.NoSuchFunctionError: 404,
     errors.RouteNotFoundError: 404,
     errors.MethodNotAllowedError: 405,
+    errors.UnsupportedMediaTypeError: 415,
     errors.IdempotencyConflictError: 409,
     errors.JobNotCancellableError: 409,
     errors.StaleStatusError: 409,
@@ -50,26 +51,91 @@ class Request:
         return self.headers.get(name.lower())
 
     def json_body(self) -> dict[str, Any]:
+        """The body as a JSON object, parsed strictly (see ``parse_json``); 415 unless it says it is JSON."""
+        media_type = (self.header("content-type") or "").split(";", 1)[0].strip().lower()
         if self.body is None or not self.body.strip():
             raise errors.MalformedRequestError(
                 "the request needs a JSON object body", details=[{"field": "body", "problem": "missing"}]
             )
-        try:
-            data = json.loads(self.body)
-        except json.JSONDecodeError as exc:
-            raise errors.MalformedRequestError(
-                f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                details=[{"field": "body", "problem": "invalid JSON"}],
-            ) from exc
-        except RecursionError as exc:  # the parser's own limit: a body nested thousands deep
-            raise errors.MalformedRequestError(
-                "the body is nested too deeply", details=[{"field": "body", "problem": "nested too deeply"}]
-            ) from exc
+        if media_type != "application/json" and not (
+            media_type.startswith("application/") and media_type.endswith("+json")
+        ):
+            raise errors.UnsupportedMediaTypeError(
+                "send the body as JSON with Content-Type: application/json",
+                details=[
+                    {"field": "Content-Type", "problem": f"{media_type or 'missing'}, not application/json"}
+                ],
+            )
+        data = parse_json(self.body)
         if not isinstance(data, dict):
             raise errors.MalformedRequestError(
                 "the body must be a JSON object", details=[{"field": "body", "problem": "not an object"}]
             )
         return data
+
+
+MAX_JSON_DEPTH = 32  # objects and arrays inside each other; a request body needs a handful
+MAX_INTEGER_DIGITS = 300
+
+
+def parse_json(text: str) -> Any:
+    """JSON as a client may send it: no duplicate keys, no NaN or Infinity, integers of at most
+    MAX_INTEGER_DIGITS digits, nesting at most MAX_JSON_DEPTH deep; anything else a 400 naming ``body``."""
+
+    def refuse(problem: str, message: str) -> errors.MalformedRequestError:
+        return errors.MalformedRequestError(message, details=[{"field": "body", "problem": problem}])
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in data:
+                raise refuse("duplicate key", f"the body has the key {key[:64]!r} twice")
+            data[key] = value
+        return data
+
+    def integer(digits: str) -> int:
+        if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
+            raise refuse(
+                "number too long", f"the body has an integer of more than {MAX_INTEGER_DIGITS} digits"
+            )
+        return int(digits)
+
+    def constant(name: str) -> Any:
+        raise refuse("not JSON", f"{name} is not a JSON number")
+
+    if _depth_exceeds(text, MAX_JSON_DEPTH):
+        raise refuse("nested too deeply", f"the body is nested more than {MAX_JSON_DEPTH} deep")
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys, parse_int=integer, parse_constant=constant)
+    except json.JSONDecodeError as exc:
+        raise refuse(
+            "invalid JSON", f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    except RecursionError as exc:  # the parser's own limit, should the scan above ever miss one
+        raise refuse("nested too deeply", "the body is nested too deeply") from exc
+
+
+def _depth_exceeds(text: str, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than ``limit`` (a scan, before the parser recurses)."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
 
 
 def parse_event(event: dict[str, Any]) -> Request:
@@ -84,7 +150,9 @@ def parse_event(event: dict[str, Any]) -> Request:
         try:
             body = base64.b64decode(body).decode("utf-8")
         except (ValueError, UnicodeDecodeError) as exc:
-            raise errors.MalformedRequestError("the body is not UTF-8 text") from exc
+            raise errors.MalformedRequestError(
+                "the body is not UTF-8 text", details=[{"field": "body", "problem": "not UTF-8"}]
+            ) from exc
     host = headers.get("host", "")
     stage = context.get("stage", "")
     proto = headers.get("x-forwarded-proto", "https")
@@ -127,11 +195,16 @@ def error_response(exc: Exception, request_id: str = "") -> dict[str, Any]:
 
 
 def validation_error(exc: PydanticValidationError, *, prefix: str = "") -> errors.ValidationError:
-    """A pydantic error as our 422, naming each bad field by its path (``prefix`` + the model's path)."""
+    """A pydantic error as our 422, naming each bad field by its path (``prefix`` + the model's path);
+    the error keeps the first MAX_DETAILS of them."""
     details = []
-    for problem in exc.errors():
-        location = ".".join(str(part) for part in problem["loc"])
+    problems = exc.errors(include_url=False, include_input=False, include_context=False)
+    for problem in problems[: errors.MAX_DETAILS + 1]:
+        location = ".".join(str(part)[:64] for part in problem["loc"])
         field = f"{prefix}{location}" if location else (prefix.rstrip(".") or "body")
         details.append({"field": field, "problem": problem["msg"]})
-    fields = ", ".join(sorted({d["field"] for d in details}))
+    fields = ", ".join(sorted({d["field"] for d in details[: errors.MAX_DETAILS]}))
+    if len(problems) > errors.MAX_DETAILS:
+        fields += f" and {len(problems) - errors.MAX_DETAILS} more"
+        details += [{}] * (len(problems) - len(details))  # counted, not listed
     return errors.ValidationError(f"invalid request: {fields}", details=details)

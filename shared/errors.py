@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+MAX_DETAILS = 20  # an error names at most this many problems, then how many more there were
+
+
+def capped(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At most MAX_DETAILS problems and a count of the rest, so a body of 100,000 bad fields gets a small
+    answer; each field name and problem shortened to a readable length."""
+    shown = [
+        {"field": str(d.get("field", ""))[:128], "problem": str(d.get("problem", ""))[:200]}
+        for d in details[:MAX_DETAILS]
+    ]
+    if len(details) > MAX_DETAILS:
+        shown.append({"field": "body", "problem": f"{len(details) - MAX_DETAILS} more problems not listed"})
+    return shown
+
 
 class PijobsError(Exception):
     """Base of all domain errors. ``code`` is stable and machine-readable."""
@@ -13,7 +27,7 @@ class PijobsError(Exception):
     def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.details = details or []
+        self.details = capped(details or [])
 
 
 class ValidationError(PijobsError):
@@ -34,6 +48,10 @@ class RouteNotFoundError(PijobsError):
 
 class MethodNotAllowedError(PijobsError):
     code = "method_not_allowed"
+
+
+class UnsupportedMediaTypeError(PijobsError):
+    code = "unsupported_media_type"
 
 
 class UnauthorizedError(PijobsError):

@@ -17,7 +17,7 @@ from shared.errors import (
     ValidationError,
 )
 from shared.fairshare import INDEX_SHARDS, WaitingJob, shard_of
-from shared.models import JobRecord, from_dynamo, isoformat, job_key, to_dynamo, utcnow
+from shared.models import JobRecord, isoformat, job_key, to_dynamo, utcnow
 from shared.status import JobStatus, ensure_transition
 
 OWNER_INDEX = "owner-created-index"
@@ -353,14 +353,27 @@ def encode_token(last_key: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(last_key, sort_keys=True).encode()).decode().rstrip("=")
 
 
+TOKEN_MAX = 2048
+TOKEN_KEYS = ("pk", "owner", "created_at")  # the owner index's ExclusiveStartKey: table key + index keys
+
+
 def decode_token(token: str, owner: str) -> dict[str, Any]:
+    """A ``next`` token back into the query's start key, refusing anything this API did not issue for
+    ``owner``: exactly the key attributes, each a string, the owner the caller."""
     problem = [{"field": "next", "problem": "not a token this API issued"}]
     try:
+        if len(token) > TOKEN_MAX:
+            raise ValueError("too long")
         padded = token + "=" * (-len(token) % 4)
         key = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        token_owner = from_dynamo(_python_item(key)).get("owner")
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        if not isinstance(key, dict) or sorted(key) != sorted(TOKEN_KEYS):
+            raise ValueError("not a start key")
+        if not all(
+            isinstance(v, dict) and list(v) == ["S"] and isinstance(v["S"], str) for v in key.values()
+        ):
+            raise ValueError("not string attributes")
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValidationError("invalid pagination token", details=problem) from exc
-    if token_owner != owner:
+    if key["owner"]["S"] != owner or not key["pk"]["S"].startswith("job#"):
         raise ValidationError("invalid pagination token", details=problem)
     return key  # type: ignore[no-any-return]

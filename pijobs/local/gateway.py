@@ -96,6 +96,17 @@ def compile_route(resource: str) -> Route:
     return Route(resource, re.compile("/" + "/".join(parts)), literals)
 
 
+def _event_body(body: bytes) -> dict[str, Any]:
+    """Text as text; bytes that are not UTF-8 base64-encoded (never silently replaced), for the handler
+    to refuse."""
+    if not body:
+        return {"body": None, "isBase64Encoded": False}
+    try:
+        return {"body": body.decode("utf-8"), "isBase64Encoded": False}
+    except UnicodeDecodeError:
+        return {"body": base64.b64encode(body).decode("ascii"), "isBase64Encoded": True}
+
+
 def match_route(routes: Sequence[Route], path: str) -> tuple[str, dict[str, str] | None] | None:
     """The resource serving ``path`` and its path parameters; literal segments win over parameters."""
     for route in sorted(routes, key=lambda r: -r.literal_segments):
@@ -256,8 +267,7 @@ def build_proxy_event(
         "multiValueQueryStringParameters": multi_query or None,
         "pathParameters": path_parameters,
         "stageVariables": None,
-        "body": request.body.decode("utf-8", errors="replace") if request.body else None,
-        "isBase64Encoded": False,
+        **_event_body(request.body),
         "requestContext": {
             "accountId": "123456789012",
             "apiId": "local",
@@ -390,7 +400,8 @@ class LocalGateway:
         )
 
     def _respond(self, request: GatewayRequest, request_id: str) -> GatewayResponse:
-        matched = match_route(self._routes, unquote(urlsplit(request.target).path))
+        # Routing reads the path as sent: an encoded slash (%2F) is part of a segment, never a separator.
+        matched = match_route(self._routes, urlsplit(request.target).path)
         if matched is None:
             return MISSING_TOKEN
         if len(request.body) > MAX_PAYLOAD_BYTES:

@@ -92,3 +92,31 @@ def test_a_burst_of_new_connections_is_served_not_reset(local_stack: LocalStack)
         thread.join(timeout=60)
 
     assert failures == []
+
+
+def test_an_encoded_slash_never_changes_the_route(local_stack: LocalStack) -> None:
+    """``/jobs/<id>%2Fresult`` is the job ``<id>/result`` (none such), not the result of job ``<id>``."""
+    key = local_stack.api_key.encode()
+    post = b'{"digits": 20}'
+    head = b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-api-key: " + key
+    code, _, answer = _exchange(local_stack, head + b"\r\nContent-Length: %d\r\n\r\n" % len(post) + post)
+    assert code == 202
+    job_id = json.loads(answer)["job_id"].encode()
+
+    for target in (b"/jobs/" + job_id + b"%2Fresult", b"/jobs/" + job_id + b"%2fresult"):
+        code, headers, body = _exchange(
+            local_stack, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nx-api-key: " + key + b"\r\n\r\n"
+        )
+        assert code == 404 and "location" not in headers, (target, body)
+        assert json.loads(body)["error"]["code"] == "not_found"
+
+
+def test_a_body_that_is_not_utf8_is_400_not_replaced(local_stack: LocalStack) -> None:
+    body = b'{"digits": 20, "name": "\xff\xfe"}'
+    head = b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-api-key: "
+    raw = head + local_stack.api_key.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+    code, _, answer = _exchange(local_stack, raw)
+
+    assert code == 400
+    assert json.loads(answer)["error"]["details"] == [{"field": "body", "problem": "not UTF-8"}]

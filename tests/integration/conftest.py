@@ -80,7 +80,11 @@ class Cloud:
             "resource": resource,
             "path": path.split("?")[0],
             "httpMethod": method,
-            "headers": {"Host": "api.test", **(headers or {})},
+            "headers": {
+                "Host": "api.test",
+                **({"Content-Type": "application/json"} if body else {}),
+                **(headers or {}),
+            },
             "queryStringParameters": _query_of(path),
             "pathParameters": params,
             "body": body if isinstance(body, str) or body is None else json.dumps(body),
