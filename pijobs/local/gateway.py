@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -56,17 +57,68 @@ class GatewayRequest:
     source_ip: str
 
 
-def _error(status: int, message: str, error_type: str) -> GatewayResponse:
-    body = json.dumps({"message": message}).encode()
-    headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", error_type)]
-    return GatewayResponse(status, headers, body)
+@dataclass(frozen=True)
+class GatewayError:
+    """One of API Gateway's own answers: its response type, default status, message and error type."""
+
+    response_type: str
+    status: int
+    message: str
+    error_type: str
 
 
-FORBIDDEN = _error(403, "Forbidden", "ForbiddenException")
-MISSING_TOKEN = _error(403, "Missing Authentication Token", "MissingAuthenticationTokenException")
-TOO_MANY_REQUESTS = _error(429, "Too Many Requests", "TooManyRequestsException")
-INTERNAL_ERROR = _error(502, "Internal server error", "InternalServerErrorException")
-TOO_LARGE = _error(413, "Request Too Long", "RequestEntityTooLargeException")
+FORBIDDEN = GatewayError("INVALID_API_KEY", 403, "Forbidden", "ForbiddenException")
+MISSING_TOKEN = GatewayError(
+    "MISSING_AUTHENTICATION_TOKEN", 403, "Missing Authentication Token", "MissingAuthenticationTokenException"
+)
+TOO_MANY_REQUESTS = GatewayError("THROTTLED", 429, "Too Many Requests", "TooManyRequestsException")
+INTERNAL_ERROR = GatewayError("DEFAULT_5XX", 502, "Internal server error", "InternalServerErrorException")
+TOO_LARGE = GatewayError("REQUEST_TOO_LARGE", 413, "Request Too Long", "RequestEntityTooLargeException")
+
+
+@dataclass(frozen=True)
+class GatewayResponses:
+    """The ``AWS::ApiGateway::GatewayResponse`` resources of a template: response type -> (status, body
+    template), rendered like API Gateway renders them; without one, API Gateway's ``{"message": ...}``."""
+
+    templates: dict[str, tuple[int | None, str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_template(cls, path: Path) -> GatewayResponses:
+        from pijobs.local.cfn import load_template, resources_of_type
+
+        found: dict[str, tuple[int | None, str]] = {}
+        for props in resources_of_type(load_template(path), "AWS::ApiGateway::GatewayResponse").values():
+            body = (props.get("ResponseTemplates") or {}).get("application/json")
+            status = props.get("StatusCode")
+            if props.get("ResponseType") and body:
+                found[props["ResponseType"]] = (int(status) if status else None, body)
+        return cls(found)
+
+    def render(self, error: GatewayError, request_id: str, message: str | None = None) -> GatewayResponse:
+        message = message or error.message
+        default = "DEFAULT_5XX" if error.status >= 500 else "DEFAULT_4XX"
+        status, template = (
+            self.templates.get(error.response_type) or self.templates.get(default) or (None, "")
+        )
+        if template:
+            body = (
+                template.replace("$context.error.messageString", json.dumps(message))
+                .replace("$context.error.responseType", error.response_type)
+                .replace("$context.requestId", request_id)
+                .encode()
+            )
+        else:
+            body = json.dumps({"message": message}).encode()
+        headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", error.error_type)]
+        return GatewayResponse(status or error.status, headers, body)
+
+
+def primary_gateway_responses() -> GatewayResponses:
+    """The responses the primary template declares (the checkout's infra/, or the package's copy)."""
+    from pijobs.deploy import template_path
+
+    return GatewayResponses.from_template(template_path("primary.yaml"))
 
 
 # --- routes -------------------------------------------------------------------------------------------------
@@ -337,8 +389,10 @@ class LocalGateway:
         routes: Sequence[str] = DEFAULT_ROUTES,
         function_name: str = "api_handler",
         timeout_s: float = 29.0,
+        responses: GatewayResponses | None = None,
     ) -> None:
         self._handler = handler
+        self.responses = responses if responses is not None else primary_gateway_responses()
         self._keys = UsagePlanKeys(apigw_client, usage_plan_id)
         self._stage = stage
         self._host = host
@@ -394,12 +448,15 @@ class LocalGateway:
     def respond(self, request: GatewayRequest) -> GatewayResponse:
         """API Gateway's pipeline for one request: route, API key, throttle, handler."""
         request_id = str(uuid.uuid4())
-        response = self._respond(request, request_id)
+        outcome = self._respond(request, request_id)
+        response = (
+            self.responses.render(outcome, request_id) if isinstance(outcome, GatewayError) else outcome
+        )
         return GatewayResponse(
             response.status, [*response.headers, ("x-amzn-RequestId", request_id)], response.body
         )
 
-    def _respond(self, request: GatewayRequest, request_id: str) -> GatewayResponse:
+    def _respond(self, request: GatewayRequest, request_id: str) -> GatewayResponse | GatewayError:
         # Routing reads the path as sent: an encoded slash (%2F) is part of a segment, never a separator.
         matched = match_route(self._routes, urlsplit(request.target).path)
         if matched is None:
@@ -429,7 +486,7 @@ class LocalGateway:
         )
         return self._invoke(event, request_id)
 
-    def _invoke(self, event: dict[str, Any], request_id: str) -> GatewayResponse:
+    def _invoke(self, event: dict[str, Any], request_id: str) -> GatewayResponse | GatewayError:
         context = LambdaContext(self._function_name, timeout_s=self._timeout_s, aws_request_id=request_id)
         try:
             return proxy_response(self._handler(event, context))
@@ -498,7 +555,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             body = self._read_body()
         except _TooLargeError:
             self.close_connection = True  # the rest of the body is never read
-            self._write(TOO_LARGE)
+            self._write(self.server.gateway.responses.render(TOO_LARGE, str(uuid.uuid4())))
             return
         except ValueError:
             self.send_error(400, "Bad request body")
@@ -541,11 +598,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol errors (unknown method, bad request line, HTTP/2.0) as JSON, like every other answer."""
         self.close_connection = True
-        error = GatewayResponse(code, [("Content-Type", "application/json")], b"")
-        body = json.dumps({"message": message or self.responses.get(code, ("Error",))[0]}).encode()
+        text = message or self.responses.get(code, ("Error",))[0]
+        # The client's fault whatever the status (501 unknown method, 505 version): DEFAULT_4XX's envelope.
+        error = GatewayError("DEFAULT_4XX", code, text, "BadRequestException")
+        response = self.server.gateway.responses.render(error, str(uuid.uuid4()))
         if self.command is None or self.request_version in ("HTTP/0.9", None):
             self.request_version = "HTTP/1.1"
-        self._write(replace(error, body=body))
+        self._write(replace(response, status=code))
 
     def _write(self, response: GatewayResponse) -> None:
         self.send_response(response.status)

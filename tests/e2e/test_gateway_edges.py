@@ -39,7 +39,8 @@ def test_protocol_errors_are_json(local_stack: LocalStack, request_line: bytes, 
     code, headers, body = _exchange(local_stack, request_line + b"\r\nHost: x\r\n\r\n")
 
     assert code == status and headers["content-type"] == "application/json"
-    assert "message" in json.loads(body)
+    error = json.loads(body)["error"]
+    assert error["code"] == "bad_request" and error["message"] and error["details"] == []
 
 
 @pytest.mark.parametrize(
@@ -54,7 +55,7 @@ def test_an_oversized_body_is_refused_without_reading_it(local_stack: LocalStack
 
     code, headers, answer = _exchange(local_stack, head + b"\r\n" + body)
 
-    assert code == 413 and json.loads(answer) == {"message": "Request Too Long"}
+    assert code == 413 and json.loads(answer)["error"]["code"] == "payload_too_large"
     assert headers["connection"] == "close"
 
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 from moto import mock_aws
 
 import api_handler.handler
 import dispatcher.handler
 from pijobs.deploy import upload_function_templates
+from pijobs.local.cfn import load_template, resources_of_type
 from shared import aws
 from shared.capacity import CapacityCounter
 from shared.functions import installed_functions
@@ -171,17 +171,9 @@ def _query_of(path: str) -> dict[str, str] | None:
     return {k: v for k, v in pairs}
 
 
-class _TemplateLoader(yaml.SafeLoader):
-    """Reads a CloudFormation template, its short-form functions (!Ref, !Sub, ...) as plain values."""
-
-
-_TemplateLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
 def jobs_table_schema() -> dict[str, Any]:
     """The jobs table's keys and indexes exactly as infra/primary.yaml declares them (one copy of them)."""
-    template = yaml.load(PRIMARY_TEMPLATE.read_text(), Loader=_TemplateLoader)
-    properties = template["Resources"]["JobsTable"]["Properties"]
+    properties = resources_of_type(load_template(PRIMARY_TEMPLATE), "AWS::DynamoDB::Table")["JobsTable"]
     return {
         name: properties[name] for name in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
     }

@@ -143,6 +143,14 @@ def gateway(aws: ClientFactory, plan: str) -> Iterator[LocalGateway]:
         yield gw
 
 
+def _envelope(response: requests.Response) -> dict[str, Any]:
+    """The API's error envelope, which the template's GatewayResponses give API Gateway's own answers."""
+    body = response.json()
+    assert set(body) == {"error"} and response.headers["Content-Type"] == "application/json", body
+    assert set(body["error"]) == {"code", "message", "details", "request_id"}
+    return dict(body["error"])
+
+
 def test_gateway_rejects_missing_wrong_disabled_and_foreign_keys(
     aws: ClientFactory, plan: str, gateway: LocalGateway
 ) -> None:
@@ -152,7 +160,7 @@ def test_gateway_rejects_missing_wrong_disabled_and_foreign_keys(
     for headers in ({}, {"x-api-key": "wrong"}, {"x-api-key": disabled}, {"x-api-key": foreign}):
         response = requests.get(f"{gateway.url}/jobs", headers=headers, timeout=5)
         assert response.status_code == 403
-        assert response.json() == {"message": "Forbidden"}
+        assert _envelope(response)["code"] == "forbidden"
 
 
 def test_gateway_builds_the_rest_proxy_event(aws: ClientFactory, plan: str, gateway: LocalGateway) -> None:
@@ -227,14 +235,14 @@ def test_gateway_head_and_options_reach_the_handler(
     assert options.json()["event"]["httpMethod"] == "OPTIONS"
 
 
-def test_gateway_unknown_route_is_missing_authentication_token(
+def test_gateway_unknown_route_is_the_templates_not_found(
     aws: ClientFactory, plan: str, gateway: LocalGateway
 ) -> None:
     _, key = make_key(aws("apigateway"), plan)
     for path in ("/nope", "/jobs/a/b/c", "/"):
         response = requests.get(gateway.url + path, headers={"x-api-key": key}, timeout=5)
-        assert response.status_code == 403
-        assert response.json() == {"message": "Missing Authentication Token"}
+        assert response.status_code == 404  # the template's GatewayResponse turns API Gateway's 403 into 404
+        assert _envelope(response)["code"] == "not_found"
 
 
 def test_gateway_handler_error_is_502(aws: ClientFactory, plan: str, gateway: LocalGateway) -> None:
@@ -243,7 +251,12 @@ def test_gateway_handler_error_is_502(aws: ClientFactory, plan: str, gateway: Lo
     response = requests.post(f"{gateway.url}/PerRunExecute", headers={"x-api-key": key}, json={}, timeout=5)
 
     assert response.status_code == 502
-    assert response.json() == {"message": "Internal server error"}
+    assert _envelope(response) == {
+        "code": "internal_error",
+        "message": "internal error",
+        "details": [],
+        "request_id": response.headers["x-amzn-RequestId"],
+    }
 
 
 def test_gateway_accepts_a_new_key_within_seconds(
@@ -270,7 +283,7 @@ def test_gateway_throttles_per_key_with_the_usage_plan(aws: ClientFactory) -> No
     codes = [response.status_code for response in responses]
     assert codes[:2] == [201, 201]
     assert 429 in codes
-    assert next(r for r in responses if r.status_code == 429).json() == {"message": "Too Many Requests"}
+    assert _envelope(next(r for r in responses if r.status_code == 429))["code"] == "throttled"
 
 
 # --- event source mapping -----------------------------------------------------------------------------------
