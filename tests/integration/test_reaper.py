@@ -51,6 +51,11 @@ def test_a_dead_worker_is_retried_and_the_retry_succeeds(cloud: Cloud) -> None:
     job = cloud.job(job_id)
     assert job.status is JobStatus.SUCCEEDED and job.error is None  # not the first attempt's error
     assert cloud.live_stacks() == []
+    status, view, _ = cloud.api("GET", f"/jobs/{job_id}")
+    assert status == 200 and view["error"] is None and view["attempts"] == 2
+    (entry,) = view["history"]  # the first attempt, in the words a customer may read
+    assert entry["attempt"] == 1 and entry["code"] == "worker_lost" and entry["at"]
+    assert entry["message"] == "the job's instance stopped reporting progress"
 
 
 def test_a_worker_that_keeps_dying_fails_after_the_last_attempt(cloud: Cloud) -> None:
@@ -64,6 +69,7 @@ def test_a_worker_that_keeps_dying_fails_after_the_last_attempt(cloud: Cloud) ->
 
     job = cloud.job(job_id)
     assert job.status is JobStatus.FAILED and job.attempts == 3
+    assert [(entry.attempt, entry.code) for entry in job.history] == [(n, "worker_lost") for n in (1, 2, 3)]
     assert cloud.live_stacks() == [] and cloud.receive() == []
     assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
 
