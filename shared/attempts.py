@@ -19,6 +19,7 @@ INFRASTRUCTURE_MESSAGES = {
     "stack_vanished": "the job's infrastructure disappeared",
     "provisioning_timeout": "the job's instance did not start in time",
     "worker_lost": "the job's instance stopped reporting progress",
+    "result_upload_failed": "the job's result could not be stored",
     "default": "the job's infrastructure failed",
 }
 
