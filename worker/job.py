@@ -6,7 +6,8 @@ stack and release the capacity slot.
 
 S3 and DynamoDB calls wait out transient failures (``WorkerSettings.backoff``). A result that still cannot
 be stored is the infrastructure's failure, not the job's: the job goes back to QUEUED while attempts remain
-(the reaper sends its message), else FAILED ``result_upload_failed``.
+(the reaper sends its message), else FAILED ``result_upload_failed``. A result whose job was cancelled or
+reaped meanwhile is deleted again.
 """
 
 from __future__ import annotations
@@ -219,15 +220,24 @@ def _finish(services: WorkerServices, job: JobRecord, status: JobStatus, **field
 
 
 def _succeed(services: WorkerServices, job: JobRecord, result: ResultInfo) -> bool:
-    """SUCCEEDED with the uploaded result (False when the job was cancelled or reaped meanwhile)."""
+    """SUCCEEDED with the uploaded result; if the job lost that race, its file does not stay behind."""
     if _finish(services, job, JobStatus.SUCCEEDED, result=result, progress=1.0) is not None:
         return True
     current = services.store.get(job.job_id)
-    return (
-        current.status is JobStatus.SUCCEEDED
-        and current.result is not None
-        and current.result.key == result.key
-    )
+    if current.status is JobStatus.SUCCEEDED and current.result and current.result.key == result.key:
+        return True  # a retried write found its first try done
+    if not current.status.is_terminal:
+        # Reaped and queued again: a later attempt writes the same key and must not find it deleted under it.
+        log.warning("result_left_for_next_attempt", status=current.status.value, key=result.key)
+        return False
+    try:
+        services.settings.backoff().call(
+            "delete_result", lambda: services.s3.delete_object(Bucket=result.bucket, Key=result.key)
+        )
+        log.info("result_deleted", status=current.status.value, key=result.key)
+    except Exception:
+        log.exception("result_delete_failed", key=result.key)  # the bucket's expiry rule removes it later
+    return False
 
 
 def _give_attempt_back(services: WorkerServices, job: JobRecord, *, code: str) -> None:

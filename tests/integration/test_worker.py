@@ -345,3 +345,36 @@ class ThrottledOnce:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ddb, name)
+
+
+def test_a_result_uploaded_for_a_job_cancelled_meanwhile_is_deleted(cloud: Cloud) -> None:
+    """The cancel wins the race after the upload: the job stays CANCELLED and keeps no file."""
+    job_id = _provisioned(cloud, 10)
+
+    def cancel_after_upload(services: WorkerServices) -> None:
+        upload = services.s3.upload_file
+
+        def upload_then_cancel(*args: Any, **kwargs: Any) -> None:
+            upload(*args, **kwargs)
+            assert _objects_under(cloud, job_id)  # the file was there
+            assert cloud.api("DELETE", f"/jobs/{job_id}")[0] == 202
+
+        services.s3 = _With(services.s3, upload_file=upload_then_cancel)
+
+    assert cloud.run_worker(job_id, adapt=cancel_after_upload) == 1
+
+    job = cloud.job(job_id)
+    assert job.status.value == "CANCELLED" and job.result is None
+    assert _objects_under(cloud, job_id) == []
+    assert cloud.live_stacks() == [] and cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+class _With:
+    """A client with some methods replaced."""
+
+    def __init__(self, client: Any, **methods: Any) -> None:
+        self._client = client
+        self._methods = methods
+
+    def __getattr__(self, name: str) -> Any:
+        return self._methods.get(name) or getattr(self._client, name)
