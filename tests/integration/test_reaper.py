@@ -161,3 +161,21 @@ def test_no_job_id_leaks_into_the_next_event(cloud: Cloud) -> None:
     structlog.contextvars.bind_contextvars(job_id="f" * 32)  # left over from an earlier invocation
     assert dispatcher.handler.process_record({"messageId": "m", "body": "not json"}) is False
     assert "job_id" not in structlog.contextvars.get_contextvars()
+
+
+def test_a_provisioning_job_keeps_its_stack_before_the_stack_name_is_recorded(cloud: Cloud) -> None:
+    """The dispatcher records the name once CreateStack returns; until then the stack is still the job's."""
+    job_id = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    cloud.ddb.update_item(  # the moment between CreateStack and the record's stack_name
+        TableName=cloud.table,
+        Key={"pk": {"S": f"job#{job_id}"}},
+        UpdateExpression="REMOVE stack_name, stack_id",
+    )
+    assert cloud.job(job_id).status is JobStatus.PROVISIONING and cloud.job(job_id).stack_name is None
+
+    assert reap()["actions"] == {}
+
+    assert [stack["StackName"] for stack in cloud.live_stacks()] == [f"pijob-{job_id}-1"]
+    assert cloud.job(job_id).status is JobStatus.PROVISIONING
+    assert cloud.capacity().state()["holders"] == {job_id}  # type: ignore[index]
