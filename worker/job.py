@@ -127,6 +127,8 @@ def _start(services: WorkerServices, job_id: str) -> JobRecord | None:
                 heartbeat_at=now,
                 progress=0.0,
                 instance_id=instance_id,
+                # The dispatcher records it too, but that write loses if this one comes first.
+                stack_name=services.settings.stack_name,
             ),
         )
     except errors.StaleStatusError:

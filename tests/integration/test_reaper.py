@@ -179,3 +179,31 @@ def test_a_provisioning_job_keeps_its_stack_before_the_stack_name_is_recorded(cl
     assert [stack["StackName"] for stack in cloud.live_stacks()] == [f"pijob-{job_id}-1"]
     assert cloud.job(job_id).status is JobStatus.PROVISIONING
     assert cloud.capacity().state()["holders"] == {job_id}  # type: ignore[index]
+
+
+def test_a_running_job_whose_stack_name_the_dispatcher_could_not_record_is_not_taken_for_vanished(
+    cloud: Cloud,
+) -> None:
+    """The worker started before the dispatcher wrote the stack's name (that write then loses): the worker
+    writes it, so the reaper finds the stack instead of retrying a healthy job."""
+    import worker.job
+    from shared.settings import WorkerSettings
+
+    job_id = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    stack_name = cloud.job(job_id).stack_name
+    cloud.ddb.update_item(
+        TableName=cloud.table,
+        Key={"pk": {"S": f"job#{job_id}"}},
+        UpdateExpression="REMOVE stack_name, stack_id",
+    )
+    settings = WorkerSettings(
+        table_name=cloud.table, results_bucket=cloud.bucket, stack_name=str(stack_name), instance_id="i-1"
+    )
+    assert worker.job._start(worker.job.build_services(settings), job_id) is not None
+
+    assert reap(minutes_later=2)["actions"] == {}
+
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.RUNNING and job.stack_name == stack_name and job.history == []
+    assert len(cloud.live_stacks()) == 1
