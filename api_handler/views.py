@@ -37,6 +37,7 @@ def job_view(
         "finished_at": job.finished_at,
         "heartbeat_at": job.heartbeat_at,
         "error": job.error.model_dump() if job.error else None,
+        "history": [entry.model_dump() for entry in job.history],  # attempts the infrastructure failed
         "result": None,
         "links": job_links(base_url, job.job_id),
     }

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from dispatcher.admission import Admission, admit_waiting, keep_ticking, on_tick, park
 from shared import errors
+from shared.attempts import failure_fields, status_after_failure
 from shared.capacity import CapacityCounter
 from shared.functions import TEMPLATE_FILE, Registry, artifact_key, job_deadline, job_stack_parameters
 from shared.logs import bind_job, get_logger
@@ -136,14 +137,6 @@ def _create_stack(services: DispatchServices, job: JobRecord) -> str:
     return "dispatched"
 
 
-INFRASTRUCTURE_MESSAGES = {
-    "stack_create_failed": "the job's infrastructure could not be created",
-    "stack_failed": "the job's infrastructure failed",
-    "stack_vanished": "the job's infrastructure disappeared",
-    "provisioning_timeout": "the job's instance did not start in time",
-    "worker_lost": "the job's instance stopped reporting progress",
-    "default": "the job's infrastructure failed",
-}
 FUNCTION_UNAVAILABLE = "this job's function is no longer offered; submit it again or to another function"
 
 
@@ -166,11 +159,11 @@ def retry_or_fail(services: RetryServices, job: JobRecord, *, code: str, reason:
     if job.stack_name or job.status is JobStatus.PROVISIONING:
         services.stacks.delete(job.stack_name or stack_name_for(job.job_id, job.attempts))
     # The customer reads the code's plain message; the reason (stack states, exception text) is logged only.
-    error = {"code": code, "message": INFRASTRUCTURE_MESSAGES.get(code, INFRASTRUCTURE_MESSAGES["default"])}
-    target = JobStatus.QUEUED if job.attempts < services.settings.max_attempts else JobStatus.FAILED
+    failure = failure_fields(job.attempts, code)
+    target = status_after_failure(job.attempts, services.settings.max_attempts)
     try:
         services.store.transition(
-            job.job_id, job.status, target, error=error, stack_name=None, stack_id=None, instance_id=None
+            job.job_id, job.status, target, **failure, stack_name=None, stack_id=None, instance_id=None
         )
     except errors.StaleStatusError:
         log.info("job_retry_lost", status=services.store.get(job.job_id).status.value)

@@ -120,3 +120,9 @@ class FunctionError(PijobsError):
     """A business function broke its contract at run time (a bug in the plug-in, not the customer's)."""
 
     code = "function_error"
+
+
+class ResultUploadError(PijobsError):
+    """The worker could not store the job's result (after waiting out transient failures): infrastructure."""
+
+    code = "result_upload_failed"

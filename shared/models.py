@@ -61,6 +61,17 @@ class ErrorInfo(BaseModel):
     message: str
 
 
+class AttemptInfo(BaseModel):
+    """One attempt that infrastructure failed (the job was queued again, or failed after the last)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    attempt: int
+    code: str
+    message: str
+    at: str
+
+
 class JobRecord(BaseModel):
     """The job item in DynamoDB (key ``pk = job#<job_id>``)."""
 
@@ -92,6 +103,7 @@ class JobRecord(BaseModel):
     instance_id: str | None = None
     result: ResultInfo | None = None
     error: ErrorInfo | None = None
+    history: list[AttemptInfo] = Field(default_factory=list)
     expires_at: int | None = None
 
     def to_item(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.functions import Registry, load_registry, parse_enabled
+from shared.retry import Backoff
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 SettingsT = TypeVar("SettingsT", bound="_EnvSettings")
@@ -61,11 +62,16 @@ class ApiSettings(StoreSettings):
     job_ttl_days: int = Field(default=90, ge=1)
 
 
-class RetrySettings(StoreSettings):
+class AttemptSettings(StoreSettings):
+    """How often an infrastructure failure may send a job round again (dispatcher, reaper and worker)."""
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+
+class RetrySettings(AttemptSettings):
     """What deciding a retry needs: the queue to send the job back to, attempts and backoff."""
 
     queue_url: NonEmpty
-    max_attempts: int = Field(default=3, ge=1, le=10)
     retry_base_seconds: int = Field(default=30, ge=0, le=900)
     # While jobs wait for capacity, one tick message every this many seconds admits them into freed slots.
     admission_tick_seconds: int = Field(default=5, ge=1, le=900)
@@ -92,8 +98,15 @@ class ReaperSettings(RetrySettings):
     requeue_after_seconds: int = Field(default=900, ge=1)
 
 
-class WorkerSettings(StoreSettings):
+class WorkerSettings(AttemptSettings):
     results_bucket: NonEmpty
     stack_name: NonEmpty
     instance_id: str | None = None
     heartbeat_seconds: float = Field(default=10.0, gt=0)
+    # An S3 or DynamoDB outage the worker waits out (backoff with jitter) before it gives the attempt up.
+    transient_base_seconds: float = Field(default=0.5, ge=0)
+    transient_cap_seconds: float = Field(default=15.0, ge=0)
+    transient_total_seconds: float = Field(default=120.0, ge=0, le=900)
+
+    def backoff(self) -> Backoff:
+        return Backoff(self.transient_base_seconds, self.transient_cap_seconds, self.transient_total_seconds)

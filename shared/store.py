@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -41,6 +42,13 @@ def _ddb_value(value: Any) -> dict[str, Any]:
 
 def _python_item(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _DESERIALIZER.deserialize(v) for k, v in item.items()}
+
+
+@dataclass(frozen=True)
+class Append:
+    """A field value for an update: ``items`` go on the end of the record's list (made if missing)."""
+
+    items: list[Any]
 
 
 class JobStore:
@@ -326,6 +334,11 @@ class JobStore:
             names[f"#f{i}"] = field
             if value is None:
                 removes.append(f"#f{i}")
+                continue
+            if isinstance(value, Append):
+                values[f":v{i}"] = _ddb_value(value.items)
+                values[":empty"] = {"L": []}
+                sets.append(f"#f{i} = list_append(if_not_exists(#f{i}, :empty), :v{i})")
                 continue
             if hasattr(value, "model_dump"):
                 value = value.model_dump(mode="json")

@@ -3,6 +3,11 @@
 PROVISIONING -> RUNNING, heartbeat and progress while the function's ``run`` computes, its output to S3 with
 its sha256, SUCCEEDED (or FAILED with a reason a customer may read), then always: delete the job's own
 stack and release the capacity slot.
+
+S3 and DynamoDB calls wait out transient failures (``WorkerSettings.backoff``). A result that still cannot
+be stored is the infrastructure's failure, not the job's: the job goes back to QUEUED while attempts remain
+(the reaper sends its message), else FAILED ``result_upload_failed``. A result whose job was cancelled or
+reaped meanwhile is deleted again.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import aws, errors
+from shared.attempts import failure_fields, status_after_failure
 from shared.capacity import CapacityCounter
 from shared.functions import (
     FILENAME_PATTERN,
@@ -92,6 +98,10 @@ def _run(services: WorkerServices, job_id: str) -> int:
     except WorkerTerminatedError:
         log.warning("worker_terminated", reason="the instance is going away; the reaper decides")
         return 1
+    except errors.ResultUploadError:
+        log.exception("result_upload_failed")  # the exception is for the operator; the customer reads a code
+        _give_attempt_back(services, job, code=errors.ResultUploadError.code)
+        return 1
     except JobRefusedError as exc:
         log.error("job_refused", code=exc.code, error=exc.message)
         _finish(services, job, JobStatus.FAILED, error={"code": exc.code, "message": exc.message[:500]})
@@ -100,22 +110,26 @@ def _run(services: WorkerServices, job_id: str) -> int:
         log.exception("job_failed")  # the operator's log has the exception; the customer gets WORKER_FAILED
         _finish(services, job, JobStatus.FAILED, error=WORKER_FAILED)
         return 1
-    _finish(services, job, JobStatus.SUCCEEDED, result=result, progress=1.0)
-    return 0
+    return 0 if _succeed(services, job, result) else 1
 
 
 def _start(services: WorkerServices, job_id: str) -> JobRecord | None:
     instance_id = services.settings.instance_id or _instance_id_from_imds()
     now = isoformat(utcnow())
     try:
-        job = services.store.transition(
-            job_id,
-            JobStatus.PROVISIONING,
-            JobStatus.RUNNING,
-            started_at=now,
-            heartbeat_at=now,
-            progress=0.0,
-            instance_id=instance_id,
+        job = services.settings.backoff().call(
+            "start_job",
+            lambda: services.store.transition(
+                job_id,
+                JobStatus.PROVISIONING,
+                JobStatus.RUNNING,
+                started_at=now,
+                heartbeat_at=now,
+                progress=0.0,
+                instance_id=instance_id,
+                # The dispatcher records it too, but that write loses if this one comes first.
+                stack_name=services.settings.stack_name,
+            ),
         )
     except errors.StaleStatusError:
         current = services.store.get(job_id)
@@ -146,12 +160,18 @@ def compute_and_upload(services: WorkerServices, job: JobRecord) -> ResultInfo:
         _check_output(function, output, scratch)
         size, sha256 = file_digest(output.path)
         key = result_key(job.owner, job.job_id, output.filename)
-        services.s3.upload_file(
-            str(output.path),
-            services.settings.results_bucket,
-            key,
-            ExtraArgs={"ContentType": output.content_type},
-        )
+        try:
+            services.settings.backoff().call(
+                "upload_result",
+                lambda: services.s3.upload_file(
+                    str(output.path),
+                    services.settings.results_bucket,
+                    key,
+                    ExtraArgs={"ContentType": output.content_type},
+                ),
+            )
+        except Exception as exc:
+            raise errors.ResultUploadError(f"the result could not be stored: {exc}") from exc
     log.info("result_uploaded", key=key, bytes=size, sha256=sha256)
     return ResultInfo(
         bucket=services.settings.results_bucket,
@@ -188,12 +208,53 @@ def file_digest(path: Path) -> tuple[int, str]:
     return size, sha.hexdigest()
 
 
-def _finish(services: WorkerServices, job: JobRecord, status: JobStatus, **fields: Any) -> None:
+def _finish(services: WorkerServices, job: JobRecord, status: JobStatus, **fields: Any) -> JobRecord | None:
+    """RUNNING -> ``status``; None when the job is no longer RUNNING (cancelled or reaped meanwhile)."""
     try:
-        services.store.transition(job.job_id, JobStatus.RUNNING, status, **fields)
-        log.info("job_finished", status=status.value)
+        finished = services.settings.backoff().call(
+            "finish_job", lambda: services.store.transition(job.job_id, JobStatus.RUNNING, status, **fields)
+        )
     except errors.StaleStatusError:
         log.warning("job_finish_lost", status=services.store.get(job.job_id).status.value)
+        return None
+    log.info("job_finished", status=status.value)
+    return finished
+
+
+def _succeed(services: WorkerServices, job: JobRecord, result: ResultInfo) -> bool:
+    """SUCCEEDED with the uploaded result; if the job lost that race, its file does not stay behind."""
+    if _finish(services, job, JobStatus.SUCCEEDED, result=result, progress=1.0) is not None:
+        return True
+    current = services.store.get(job.job_id)
+    if current.status is JobStatus.SUCCEEDED and current.result and current.result.key == result.key:
+        return True  # a retried write found its first try done
+    if not current.status.is_terminal:
+        # Reaped and queued again: a later attempt writes the same key and must not find it deleted under it.
+        log.warning("result_left_for_next_attempt", status=current.status.value, key=result.key)
+        return False
+    try:
+        services.settings.backoff().call(
+            "delete_result", lambda: services.s3.delete_object(Bucket=result.bucket, Key=result.key)
+        )
+        log.info("result_deleted", status=current.status.value, key=result.key)
+    except Exception:
+        log.exception("result_delete_failed", key=result.key)  # the bucket's expiry rule removes it later
+    return False
+
+
+def _give_attempt_back(services: WorkerServices, job: JobRecord, *, code: str) -> None:
+    """An infrastructure failure on the instance: QUEUED while attempts remain, else FAILED.
+
+    The worker sends no message; the reaper sends one for a job queued without one (requeue_after_seconds).
+    """
+    target = status_after_failure(job.attempts, services.settings.max_attempts)
+    fields = failure_fields(job.attempts, code)
+    if _finish(services, job, target, **fields, stack_name=None, stack_id=None, instance_id=None) is None:
+        return
+    if target is JobStatus.QUEUED:
+        log.warning("job_retrying", code=code, attempts=job.attempts)
+    else:
+        log.error("job_failed_for_good", code=code, attempts=job.attempts)
 
 
 def _clean_up(services: WorkerServices, job_id: str) -> None:
@@ -203,12 +264,13 @@ def _clean_up(services: WorkerServices, job_id: str) -> None:
     can only start once this one is deleting. DeleteStack returns at once (the instance ends later); a
     shutdown signal meanwhile waits until both calls are made.
     """
+    backoff = services.settings.backoff()
     with _sigterm_ignored():
         try:
             log.info("stack_delete_requested", stack_name=services.settings.stack_name)
-            services.stacks.delete(services.settings.stack_name)
+            backoff.call("delete_stack", lambda: services.stacks.delete(services.settings.stack_name))
         finally:
-            services.capacity.release(job_id)
+            backoff.call("release_slot", lambda: services.capacity.release(job_id))
 
 
 class WorkerTerminatedError(Exception):

@@ -6,7 +6,7 @@ import functools
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from shared.models import JobRecord
 from shared.settings import WorkerSettings
 from shared.stacks import stack_name_for
 from shared.store import JobStore
-from worker.job import build_services, run_job
+from worker.job import WorkerServices, build_services, run_job
 
 ROOT = Path(__file__).resolve().parents[2]
 PRIMARY_TEMPLATE = ROOT / "infra" / "primary.yaml"
@@ -130,8 +130,17 @@ class Cloud:
                 self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=record["receiptHandle"])
         return sorted(failed)
 
-    def run_worker(self, job_id: str) -> int:
-        """What the instance does: the real worker, with the instance id its stack launched."""
+    def run_worker(
+        self,
+        job_id: str,
+        *,
+        adapt: Callable[[WorkerServices], None] | None = None,
+        **overrides: Any,
+    ) -> int:
+        """What the instance does: the real worker, with the instance id its stack launched.
+
+        ``overrides`` are WorkerSettings fields; ``adapt`` may swap the services' clients (to make them fail).
+        """
         instance_id = next(
             (
                 i["InstanceId"]
@@ -146,8 +155,12 @@ class Cloud:
             stack_name=self.job(job_id).stack_name or stack_name_for(job_id, self.job(job_id).attempts),
             instance_id=instance_id,
             heartbeat_seconds=0.05,
+            **overrides,
         )
-        return run_job(job_id, build_services(settings))
+        services = build_services(settings)
+        if adapt is not None:
+            adapt(services)
+        return run_job(job_id, services)
 
     def job(self, job_id: str) -> JobRecord:
         return self.store.get(job_id)

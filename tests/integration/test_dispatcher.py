@@ -164,5 +164,8 @@ def test_stack_creation_failure_is_retried_then_fails_with_nothing_left(
     assert seen == ["QUEUED", "QUEUED", "FAILED"]  # attempts 1 and 2 retried, the third is the last
     assert job.attempts == 3 and job.error is not None and job.error.code == "stack_create_failed"
     assert job.error.message == "the job's infrastructure could not be created"  # no URL, no exception text
+    assert [(entry.attempt, entry.code, entry.message) for entry in job.history] == [
+        (n, "stack_create_failed", job.error.message) for n in (1, 2, 3)
+    ]
     assert cloud.live_stacks() == [] and cloud.running_instances() == []
     assert cloud.capacity().state()["active"] == 0  # type: ignore[index]

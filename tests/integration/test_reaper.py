@@ -51,6 +51,11 @@ def test_a_dead_worker_is_retried_and_the_retry_succeeds(cloud: Cloud) -> None:
     job = cloud.job(job_id)
     assert job.status is JobStatus.SUCCEEDED and job.error is None  # not the first attempt's error
     assert cloud.live_stacks() == []
+    status, view, _ = cloud.api("GET", f"/jobs/{job_id}")
+    assert status == 200 and view["error"] is None and view["attempts"] == 2
+    (entry,) = view["history"]  # the first attempt, in the words a customer may read
+    assert entry["attempt"] == 1 and entry["code"] == "worker_lost" and entry["at"]
+    assert entry["message"] == "the job's instance stopped reporting progress"
 
 
 def test_a_worker_that_keeps_dying_fails_after_the_last_attempt(cloud: Cloud) -> None:
@@ -64,6 +69,7 @@ def test_a_worker_that_keeps_dying_fails_after_the_last_attempt(cloud: Cloud) ->
 
     job = cloud.job(job_id)
     assert job.status is JobStatus.FAILED and job.attempts == 3
+    assert [(entry.attempt, entry.code) for entry in job.history] == [(n, "worker_lost") for n in (1, 2, 3)]
     assert cloud.live_stacks() == [] and cloud.receive() == []
     assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
 
@@ -166,3 +172,49 @@ def test_no_job_id_leaks_into_the_next_event(cloud: Cloud) -> None:
     structlog.contextvars.bind_contextvars(job_id="f" * 32)  # left over from an earlier invocation
     assert dispatcher.handler.process_record({"messageId": "m", "body": "not json"}) is False
     assert "job_id" not in structlog.contextvars.get_contextvars()
+
+
+def test_a_provisioning_job_keeps_its_stack_before_the_stack_name_is_recorded(cloud: Cloud) -> None:
+    """The dispatcher records the name once CreateStack returns; until then the stack is still the job's."""
+    job_id = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    cloud.ddb.update_item(  # the moment between CreateStack and the record's stack_name
+        TableName=cloud.table,
+        Key={"pk": {"S": f"job#{job_id}"}},
+        UpdateExpression="REMOVE stack_name, stack_id",
+    )
+    assert cloud.job(job_id).status is JobStatus.PROVISIONING and cloud.job(job_id).stack_name is None
+
+    assert reap()["actions"] == {}
+
+    assert [stack["StackName"] for stack in cloud.live_stacks()] == [f"pijob-{job_id}-1"]
+    assert cloud.job(job_id).status is JobStatus.PROVISIONING
+    assert cloud.capacity().state()["holders"] == {job_id}  # type: ignore[index]
+
+
+def test_a_running_job_whose_stack_name_the_dispatcher_could_not_record_is_not_taken_for_vanished(
+    cloud: Cloud,
+) -> None:
+    """The worker started before the dispatcher wrote the stack's name (that write then loses): the worker
+    writes it, so the reaper finds the stack instead of retrying a healthy job."""
+    import worker.job
+    from shared.settings import WorkerSettings
+
+    job_id = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    stack_name = cloud.job(job_id).stack_name
+    cloud.ddb.update_item(
+        TableName=cloud.table,
+        Key={"pk": {"S": f"job#{job_id}"}},
+        UpdateExpression="REMOVE stack_name, stack_id",
+    )
+    settings = WorkerSettings(
+        table_name=cloud.table, results_bucket=cloud.bucket, stack_name=str(stack_name), instance_id="i-1"
+    )
+    assert worker.job._start(worker.job.build_services(settings), job_id) is not None
+
+    assert reap(minutes_later=2)["actions"] == {}
+
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.RUNNING and job.stack_name == stack_name and job.history == []
+    assert len(cloud.live_stacks()) == 1

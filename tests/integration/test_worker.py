@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
 import mpmath
 import pytest
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import ClientError
 
+import dispatcher.reaper
 import worker.job
 import worker.pi.engine
+from shared.models import utcnow
+from shared.store import JobStore
 from tests.integration.conftest import Cloud
+from worker.job import WorkerServices
 
 
 def _provisioned(cloud: Cloud, digits: int) -> str:
@@ -182,3 +191,190 @@ def test_the_slot_is_held_until_the_stack_is_being_deleted(
     assert cloud.run_worker(job_id) == 0
     assert held_at_delete == [1]
     assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+# ---- S3 and DynamoDB failing under the worker -----------------------------------------------------------
+
+QUICK_BACKOFF = {
+    "transient_base_seconds": 0.01,
+    "transient_cap_seconds": 0.02,
+    "transient_total_seconds": 1.0,
+}
+
+
+def _slow_down() -> ClientError:
+    """What S3 answers when it throttles (503 SlowDown)."""
+    return ClientError(
+        {
+            "Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
+            "ResponseMetadata": {"HTTPStatusCode": 503},
+        },
+        "PutObject",
+    )
+
+
+class FailingUploads:
+    """The worker's S3 client, whose first ``failures`` uploads fail the way boto3's upload_file does."""
+
+    def __init__(self, s3: Any, failures: int) -> None:
+        self._s3 = s3
+        self.failures = failures
+        self.uploads = 0
+
+    def upload_file(self, *args: Any, **kwargs: Any) -> None:
+        self.uploads += 1
+        if self.uploads <= self.failures:
+            try:
+                raise _slow_down()
+            except ClientError as exc:
+                raise S3UploadFailedError(f"Failed to upload to pijobs-results: {exc}")  # noqa: B904
+        self._s3.upload_file(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+
+def _objects_under(cloud: Cloud, job_id: str) -> list[str]:
+    listing = cloud.s3.list_objects_v2(Bucket=cloud.bucket, Prefix=f"results/key-a/{job_id}/")
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def _uploads_failing(failures: int) -> tuple[list[FailingUploads], Callable[[WorkerServices], None]]:
+    made: list[FailingUploads] = []
+
+    def adapt(services: WorkerServices) -> None:
+        made.append(FailingUploads(services.s3, failures))
+        services.s3 = made[-1]
+
+    return made, adapt
+
+
+def test_a_short_s3_outage_during_the_upload_is_waited_out(cloud: Cloud) -> None:
+    job_id = _provisioned(cloud, 10)
+    clients, adapt = _uploads_failing(2)
+
+    assert cloud.run_worker(job_id, adapt=adapt, **QUICK_BACKOFF) == 0
+
+    job = cloud.job(job_id)
+    assert clients[0].uploads == 3
+    assert job.status.value == "SUCCEEDED" and job.attempts == 1 and job.history == []
+    assert _objects_under(cloud, job_id) == [job.result.key]  # type: ignore[union-attr]
+
+
+def test_a_result_that_cannot_be_stored_is_retried_on_a_new_attempt_that_succeeds(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = _provisioned(cloud, 10)
+    first_stack = cloud.job(job_id).stack_name
+    clients, adapt = _uploads_failing(failures=10**6)
+
+    assert cloud.run_worker(job_id, adapt=adapt, **QUICK_BACKOFF) == 1
+
+    # Not the job's failure: no result, neither SUCCEEDED nor FAILED worker_failed, but queued again.
+    job = cloud.job(job_id)
+    assert clients[0].uploads > 1  # the upload was retried before the attempt was given up
+    assert job.status.value == "QUEUED" and job.result is None and _objects_under(cloud, job_id) == []
+    assert job.error is not None and job.error.code == "result_upload_failed"
+    assert cloud.live_stacks() == [] and cloud.capacity().state()["active"] == 0  # type: ignore[index]
+    assert cloud.receive() == []  # the worker sends no message: the reaper does, for a job queued without one
+
+    monkeypatch.setenv("PIJOBS_RETRY_BASE_SECONDS", "0")
+    dispatcher.reaper.services.cache_clear()
+    later = utcnow() + timedelta(seconds=dispatcher.reaper.services().settings.requeue_after_seconds + 1)
+    assert dispatcher.reaper.reap(dispatcher.reaper.services(), later)["actions"] == {job_id: "requeued"}
+    assert cloud.dispatch(cloud.receive()) == []
+    assert cloud.job(job_id).stack_name != first_stack
+    assert cloud.run_worker(job_id) == 0
+
+    status, view, _ = cloud.api("GET", f"/jobs/{job_id}")
+    assert status == 200 and view["status"] == "SUCCEEDED" and view["result"]["bytes"] > 0
+    assert view["error"] is None and view["attempts"] == 2
+    (entry,) = view["history"]
+    assert entry["attempt"] == 1 and entry["code"] == "result_upload_failed" and entry["at"]
+    assert entry["message"] == "the job's result could not be stored"
+
+
+def test_the_last_attempt_that_cannot_store_its_result_fails_with_a_plain_reason(cloud: Cloud) -> None:
+    job_id = _provisioned(cloud, 10)
+    _, adapt = _uploads_failing(failures=10**6)
+
+    assert cloud.run_worker(job_id, adapt=adapt, max_attempts=1, **QUICK_BACKOFF) == 1
+
+    status, view, _ = cloud.api("GET", f"/jobs/{job_id}")
+    assert status == 200 and view["status"] == "FAILED" and view["result"] is None
+    assert view["error"] == {
+        "code": "result_upload_failed",
+        "message": "the job's result could not be stored",
+    }
+    assert [entry["code"] for entry in view["history"]] == ["result_upload_failed"]
+    assert cloud.bucket not in str(view) and "SlowDown" not in str(view)
+    assert cloud.live_stacks() == [] and cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_a_throttled_status_write_is_retried_not_lost(cloud: Cloud) -> None:
+    job_id = _provisioned(cloud, 10)
+    throttling = ThrottledOnce(cloud.ddb, "SUCCEEDED")
+
+    def adapt(services: WorkerServices) -> None:
+        services.store = JobStore(throttling, cloud.table)
+
+    assert cloud.run_worker(job_id, adapt=adapt, **QUICK_BACKOFF) == 0
+
+    assert throttling.throttled and cloud.job(job_id).status.value == "SUCCEEDED"
+
+
+class ThrottledOnce:
+    """A DynamoDB client that throttles the first update writing ``status``."""
+
+    def __init__(self, ddb: Any, status: str) -> None:
+        self._ddb = ddb
+        self._status = status
+        self.throttled = False
+
+    def update_item(self, **request: Any) -> Any:
+        if not self.throttled and {"S": self._status} in request["ExpressionAttributeValues"].values():
+            self.throttled = True
+            raise ClientError(
+                {
+                    "Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
+                    "ResponseMetadata": {"HTTPStatusCode": 400},
+                },
+                "UpdateItem",
+            )
+        return self._ddb.update_item(**request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ddb, name)
+
+
+def test_a_result_uploaded_for_a_job_cancelled_meanwhile_is_deleted(cloud: Cloud) -> None:
+    """The cancel wins the race after the upload: the job stays CANCELLED and keeps no file."""
+    job_id = _provisioned(cloud, 10)
+
+    def cancel_after_upload(services: WorkerServices) -> None:
+        upload = services.s3.upload_file
+
+        def upload_then_cancel(*args: Any, **kwargs: Any) -> None:
+            upload(*args, **kwargs)
+            assert _objects_under(cloud, job_id)  # the file was there
+            assert cloud.api("DELETE", f"/jobs/{job_id}")[0] == 202
+
+        services.s3 = _With(services.s3, upload_file=upload_then_cancel)
+
+    assert cloud.run_worker(job_id, adapt=cancel_after_upload) == 1
+
+    job = cloud.job(job_id)
+    assert job.status.value == "CANCELLED" and job.result is None
+    assert _objects_under(cloud, job_id) == []
+    assert cloud.live_stacks() == [] and cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+class _With:
+    """A client with some methods replaced."""
+
+    def __init__(self, client: Any, **methods: Any) -> None:
+        self._client = client
+        self._methods = methods
+
+    def __getattr__(self, name: str) -> Any:
+        return self._methods.get(name) or getattr(self._client, name)

@@ -164,7 +164,10 @@ EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
         "ResolveTheImageParameter": ({"ssm:GetParameters"}, {AMI_PARAMETERS}),
     },
     "InstanceRole": {
-        "WriteResults": ({"s3:AbortMultipartUpload", "s3:PutObject"}, {"${ResultsBucket.Arn}/results/*"}),
+        "WriteResults": (
+            {"s3:AbortMultipartUpload", "s3:PutObject", "s3:DeleteObject"},
+            {"${ResultsBucket.Arn}/results/*"},
+        ),
         "InstallWorker": ({"s3:GetObject"}, {WORKER_OBJECT}),
         "JobRecordsAndCapacity": ({"dynamodb:GetItem", "dynamodb:UpdateItem"}, {"${JobsTable.Arn}"}),
         "DeleteOwnJobStack": ({"cloudformation:DeleteStack"}, {JOB_STACKS}),

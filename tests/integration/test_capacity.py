@@ -1,0 +1,34 @@
+"""The capacity counter under moto: a slot is taken and given back once per job."""
+
+from __future__ import annotations
+
+from tests.integration.conftest import Cloud
+
+A = "a" * 32
+B = "b" * 32
+
+
+def test_a_second_release_of_the_same_job_gives_nothing_back(cloud: Cloud) -> None:
+    counter = cloud.capacity(limit=2)
+    counter.acquire(A)
+    counter.acquire(B)
+    counter.release(A)
+
+    counter.release(A)  # the worker and the reaper both clean up after the same job
+
+    state = counter.state()
+    assert state is not None and state["active"] == 1 and state["holders"] == {B}
+
+
+def test_a_released_slot_can_be_taken_again_but_not_twice(cloud: Cloud) -> None:
+    counter = cloud.capacity(limit=2)
+    counter.acquire(A)
+    counter.acquire(B)
+    counter.release(A)
+    counter.release(A)
+
+    counter.acquire(A)
+    counter.acquire(A)  # a duplicate delivery shares its job's slot
+
+    state = counter.state()
+    assert state is not None and state["active"] == 2 and state["holders"] == {A, B}
