@@ -76,7 +76,9 @@ def reap(services: ReaperServices, now: datetime | None = None) -> dict[str, Any
     for job in services.store.live_jobs():
         bind_job(job.job_id)
         try:
-            action = check_job(services, job, stacks.get(job.stack_name or ""), now)
+            # A provisioning job's stack name may not be on the record yet: it is derived from the attempt.
+            name = job.stack_name or stack_name_for(job.job_id, job.attempts)
+            action = check_job(services, job, stacks.get(name), now)
         except Exception:
             log.exception("reap_job_failed")
             action = "error"

@@ -77,8 +77,9 @@ def test_a_call_without_a_valid_key_is_refused_at_the_gateway(
     )
 
     assert response.status_code == 403
-    assert response.json() == {"message": "Forbidden"}  # the gateway's answer: the API did not run
+    # The gateway's answer (its error type header, the template's envelope): the API did not run.
     assert response.headers["x-amzn-ErrorType"] == "ForbiddenException"
+    assert response.json()["error"]["code"] == "forbidden"
     jobs_after = _jobs(local_stack)
     assert jobs_after.keys() == jobs_before.keys()  # no job made
     assert jobs_after[f"job#{finished_job}"] == "SUCCEEDED"  # nor the named one changed

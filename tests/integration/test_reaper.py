@@ -218,3 +218,14 @@ def test_a_running_job_whose_stack_name_the_dispatcher_could_not_record_is_not_t
     job = cloud.job(job_id)
     assert job.status is JobStatus.RUNNING and job.stack_name == stack_name and job.history == []
     assert len(cloud.live_stacks()) == 1
+
+
+def test_a_provisioning_job_whose_stack_name_was_not_recorded_is_not_called_vanished(cloud: Cloud) -> None:
+    """The dispatcher died between CreateStack and recording the name: the stack is there under the name
+    derived from the attempt, so the job is healthy, not vanished."""
+    job_id = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    cloud.store.update_fields(job_id, JobStatus.PROVISIONING, stack_name=None, stack_id=None)
+
+    assert reap(minutes_later=2)["actions"] == {}  # past the vanished grace, within the provisioning timeout
+    assert cloud.job(job_id).status is JobStatus.PROVISIONING and len(cloud.live_stacks()) == 1
