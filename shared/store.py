@@ -261,8 +261,10 @@ class JobStore:
         ensure_transition(current, target)
         now = isoformat(utcnow())
         updates: dict[str, Any] = {"status": target.value, "updated_at": now, **fields}
-        # Any status change takes the job out of the waiting index; a terminal one out of the live index.
-        updates.update({WAIT_SHARD: None, WAIT_TAG: None})
+        # Any status change takes the job out of the waiting index (unless the caller parks it on the way, as
+        # ``park_fields`` do); a terminal one out of the live index.
+        updates.setdefault(WAIT_SHARD, None)
+        updates.setdefault(WAIT_TAG, None)
         if target.is_terminal:
             updates.setdefault("finished_at", now)
             updates[LIVE_SHARD] = None
@@ -292,7 +294,7 @@ class JobStore:
         in the same transaction. False if the job is parked already or no longer QUEUED."""
         update = self._update_request(
             job_id,
-            {WAIT_SHARD: str(shard_of(job_id)), WAIT_TAG: tag, "message_at": None},
+            {**park_fields(job_id, tag), "message_at": None},
             expected=JobStatus.QUEUED,
         )
         del update["ReturnValues"]
@@ -356,6 +358,11 @@ class JobStore:
             "ExpressionAttributeValues": values,
             "ReturnValues": "ALL_NEW",
         }
+
+
+def park_fields(job_id: str, tag: float) -> dict[str, Any]:
+    """The fields that put a job in the waiting index under ``tag`` (with a transition back to QUEUED)."""
+    return {WAIT_SHARD: str(shard_of(job_id)), WAIT_TAG: tag}
 
 
 def idempotency_item_key(owner: str, key: str) -> str:

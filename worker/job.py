@@ -6,7 +6,7 @@ stack and release the capacity slot.
 
 S3 and DynamoDB calls wait out transient failures (``WorkerSettings.backoff``). A result that still cannot
 be stored is the infrastructure's failure, not the job's: the job goes back to QUEUED while attempts remain
-(the reaper sends its message), else FAILED ``result_upload_failed``. A result whose job was cancelled or
+(parked for the next admission), else FAILED ``result_upload_failed``. A result whose job was cancelled or
 reaped meanwhile is deleted again.
 """
 
@@ -40,7 +40,7 @@ from shared.models import JobRecord, ResultInfo, isoformat, utcnow
 from shared.settings import WorkerSettings
 from shared.stacks import StackLauncher
 from shared.status import JobStatus
-from shared.store import JobStore
+from shared.store import JobStore, park_fields
 
 log = get_logger(__name__)
 
@@ -245,10 +245,15 @@ def _succeed(services: WorkerServices, job: JobRecord, result: ResultInfo) -> bo
 def _give_attempt_back(services: WorkerServices, job: JobRecord, *, code: str) -> None:
     """An infrastructure failure on the instance: QUEUED while attempts remain, else FAILED.
 
-    The worker sends no message; the reaper sends one for a job queued without one (requeue_after_seconds).
+    The worker sends no message (the instance role cannot): a job queued again goes straight back to the
+    waiting index, at the front (the fair-share clock's present), and the admission tick, which the reaper
+    restarts if none is running, admits it once a slot is free (docs/scheduling.md).
     """
     target = status_after_failure(job.attempts, services.settings.max_attempts)
     fields = failure_fields(job.attempts, code)
+    if target is JobStatus.QUEUED:
+        clock = (services.capacity.state() or {}).get("clock", 0.0)
+        fields |= park_fields(job.job_id, clock)
     if _finish(services, job, target, **fields, stack_name=None, stack_id=None, instance_id=None) is None:
         return
     if target is JobStatus.QUEUED:
