@@ -32,6 +32,11 @@ LOCAL_CREDENTIALS = {
     "AWS_REGION": REGION,
 }
 
+# The calls after which the instance runner looks at EC2 again (job stacks launch and end instances).
+RUNNER_WAKING_ACTIONS = frozenset(
+    {"CreateStack", "DeleteStack", "UpdateStack", "RunInstances", "TerminateInstances", "StopInstances"}
+)
+
 # A laptop's time scale: seconds where AWS needs minutes (instances boot in moto at once).
 LOCAL_TIMINGS = {
     "PIJOBS_DEFER_BASE_SECONDS": "1",
@@ -337,7 +342,15 @@ class LocalStack:
             env=worker_env,
             python=sys.executable,
             log_dir=self.config.log_dir,
+            fork_workers=True,
         ).start()
+        self._moto.observe(self._on_aws_request)
+
+    def _on_aws_request(self, service: str, action: str, params: dict[str, Any]) -> None:
+        """What moto just answered: wake the stand-in it concerns."""
+        runner = self._runner
+        if runner is not None and action in RUNNER_WAKING_ACTIONS:
+            runner.wake()
 
     def _env_value(self, key: str) -> str:
         return self.config.extra_env.get(key, LOCAL_TIMINGS[key])

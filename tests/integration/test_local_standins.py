@@ -19,6 +19,7 @@ import pytest
 import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from structlog.testing import capture_logs
 
 from pijobs.local.esm import EsmSettings, LocalEventSourceMapping, failed_ids, settings_from
 from pijobs.local.gateway import LocalGateway
@@ -737,3 +738,65 @@ def test_runner_reaps_a_killed_worker_and_stop_kills_the_rest(
     for record in started:
         assert not is_alive(record["pid"])
         assert wait_for(lambda record=record: not is_alive(record["child"]), timeout_s=5)
+
+
+def test_server_tells_observers_of_sqs_ec2_and_cloudformation_calls_after_answering_them() -> None:
+    heard: list[tuple[str, str, dict[str, Any]]] = []
+    with LocalMotoServer() as server:
+        server.observe(lambda service, action, params: heard.append((service, action, params)))
+
+        def client(service: str) -> Any:
+            return boto3.client(
+                service,
+                endpoint_url=server.url,
+                region_name=REGION,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            )
+
+        sqs = client("sqs")
+        queue_url = sqs.create_queue(QueueName="observed")["QueueUrl"]
+        sqs.send_message(QueueUrl=queue_url, MessageBody="x", DelaySeconds=1)
+        client("ec2").run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)
+        client("dynamodb").list_tables()  # not observed
+
+    actions = [(service, action) for service, action, _ in heard]
+    assert actions == [("sqs", "CreateQueue"), ("sqs", "SendMessage"), ("ec2", "RunInstances")]
+    assert heard[1][2]["DelaySeconds"] == 1 and heard[1][2]["QueueUrl"] == queue_url
+    assert heard[2][2]["ImageId"] == "ami-12c6146b"
+
+
+def test_runner_woken_forks_the_real_worker_from_a_warm_interpreter(
+    aws: ClientFactory, moto_server: LocalMotoServer, tmp_path: Path, instances: list[str]
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        "AWS_ENDPOINT_URL": moto_server.url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "PYTHONPATH": str(root),
+        "PATH": os.environ.get("PATH", ""),
+    }
+    runner = InstanceRunner(
+        aws("ec2"), aws("cloudformation"), env=env, poll_interval=60, log_dir=tmp_path, fork_workers=True
+    )
+    log_file = tmp_path / "unknown.log"
+    with capture_logs() as events, runner:
+        time.sleep(0.3)  # the first look is done: only a wake finds the next instance
+        job_id = uuid.uuid4().hex[:12]
+        instance_id = launch_job_stack(aws, job_id)
+        instances.append(instance_id)
+        runner.wake()
+        wait_for(lambda: runner.started() == {instance_id}, timeout_s=5)
+        # No such table: the worker fails at its first read and exits 1, which the runner hears.
+        log_file = tmp_path / f"{instance_id}.log"
+        wait_for(lambda: log_file.exists() and "ResourceNotFoundException" in log_file.read_text(), 30)
+
+        def exited() -> list[dict[str, Any]]:
+            runner.wake()
+            return [e for e in events if e["event"] == "worker_exited" and e["instance_id"] == instance_id]
+
+        (event,) = wait_for(exited, timeout_s=10, interval_s=0.2)
+    assert event["returncode"] == 1 and event["job_id"] == job_id
+    assert job_id in log_file.read_text()
