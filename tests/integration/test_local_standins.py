@@ -333,20 +333,27 @@ def test_esm_batches_deletes_successes_and_redelivers_reported_failures(aws: Cli
 
     esm = LocalEventSourceMapping(lambda: aws("sqs"), queue_url, handler, batch_size=4, maximum_concurrency=2)
     with esm:
+        # Empty counts the in-flight messages too: only deletes empty it, of the successes and of m3's retry.
         wait_for(lambda: queue_depth(aws, queue_url) == 0, timeout_s=15, interval_s=0.2)
+        delivered = len([r for batch in batches for r in batch])
+        time.sleep(1.5)  # longer than the visibility timeout: nothing kept back comes again
+        assert queue_depth(aws, queue_url) == 0
         stats = esm.stats
     esm.stop()  # idempotent
 
     records = [r for batch in batches for r in batch]
+    assert len(records) == delivered
     assert all(len(batch) <= 4 for batch in batches)
     assert concurrency.peak <= 2
     assert stats.max_in_flight <= 2
     assert stats.in_flight == 0
-    assert sorted(r["body"] for r in records) == sorted([*(f"m{i}" for i in range(12)), "m3"])
-    redelivered = [r for r in records if r["messageId"] == failing][-1]
-    assert int(redelivered["attributes"]["ApproximateReceiveCount"]) >= 2
-    assert stats.records_deleted == 12
-    assert stats.records_failed == 1
+    # A loaded machine may let a slow batch's visibility lapse and deliver a success twice; so every message
+    # arrives at least once, and the reported failure at least twice, its second time with a higher count.
+    assert {r["body"] for r in records} == {f"m{i}" for i in range(12)}
+    tries = [int(r["attributes"]["ApproximateReceiveCount"]) for r in records if r["messageId"] == failing]
+    assert tries[0] == 1 and len(tries) >= 2 and tries[-1] >= 2
+    assert stats.records_failed == 1  # only m3's first delivery is reported
+    assert stats.records_deleted == len(records) - 1
     record = records[0]
     assert record["eventSource"] == "aws:sqs"
     assert record["eventSourceARN"].endswith(":" + queue_url.rsplit("/", 1)[1])
