@@ -807,3 +807,46 @@ def test_runner_woken_forks_the_real_worker_from_a_warm_interpreter(
         (event,) = wait_for(exited, timeout_s=10, interval_s=0.2)
     assert event["returncode"] == 1 and event["job_id"] == job_id
     assert job_id in log_file.read_text()
+
+
+def test_woken_esm_receives_on_notify_and_not_before_a_delay_or_visibility_timeout_ends() -> None:
+    from pijobs.local.stack import visible_after
+
+    received: dict[str, list[float]] = {}
+    with LocalMotoServer() as server:
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=server.url,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        queue_url = sqs.create_queue(QueueName="woken", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+
+        def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            failures = []
+            for record in event["Records"]:
+                received.setdefault(record["body"], []).append(time.monotonic())
+                if record["body"] == "fails-once" and record["attributes"]["ApproximateReceiveCount"] == "1":
+                    failures.append({"itemIdentifier": record["messageId"]})
+            return {"batchItemFailures": failures}
+
+        esm = LocalEventSourceMapping(lambda: sqs, queue_url, handler, batch_size=10, woken=True)
+        # As the local stack wires it: each send and visibility change moto answers notifies the mapping.
+        server.observe(
+            lambda _service, action, params: [esm.notify(d) for d in visible_after(action, params)]
+        )
+        with esm:
+            time.sleep(1.2)  # pollers asleep past their first recheck
+            sent = time.monotonic()
+            sqs.send_message(QueueUrl=queue_url, MessageBody="now")
+            sqs.send_message(QueueUrl=queue_url, MessageBody="delayed", DelaySeconds=1)
+            sqs.send_message(QueueUrl=queue_url, MessageBody="fails-once")
+            wait_for(lambda: len(received.get("fails-once", [])) == 2 and "delayed" in received, timeout_s=10)
+            wait_for(lambda: esm.stats.records_deleted == 3, timeout_s=5)
+
+    assert received["now"][0] - sent < 0.5  # woken by the send, not by the one-second recheck
+    assert 1.0 <= received["delayed"][0] - sent < 1.7  # SQS's delay, then woken by its end
+    first, again = received["fails-once"]
+    assert 0.9 <= again - first < 1.7  # back after the visibility timeout (from the receive), not before
+    assert len(received["now"]) == 1 and len(received["delayed"]) == 1
