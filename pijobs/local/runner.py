@@ -100,6 +100,7 @@ class ForkServer:
         self._pids: set[int] = set()
         self._exited = threading.Condition()
         self._request_lock = threading.Lock()
+        self._broken = False  # its workers run on, new ones start cold
 
     def start(self) -> ForkServer:
         command = [self._python, "-m", "pijobs.local.forkserver", WORKER_MODULE]
@@ -124,11 +125,11 @@ class ForkServer:
         return self
 
     def is_alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return not self._broken and self._process is not None and self._process.poll() is None
 
     def spawn(self, argv: list[str], env: dict[str, str], log: Path | None) -> _ForkedProcess:
         process = self._process
-        if process is None or process.stdin is None or process.poll() is not None:
+        if process is None or process.stdin is None or not self.is_alive():
             raise OSError("the fork server is not running")
         request = {"argv": argv, "env": env, "log": None if log is None else str(log)}
         with self._request_lock:
@@ -137,6 +138,7 @@ class ForkServer:
                 process.stdin.flush()
                 reply = self._replies.get(timeout=_FORK_REPLY_TIMEOUT_S)
             except (OSError, ValueError, queue.Empty) as exc:
+                self._broken = True  # a late reply would pair with the next request: no next one
                 raise OSError(f"the fork server did not start the worker: {exc!r}") from exc
         if "pid" not in reply:
             raise OSError(f"the fork server did not start the worker: {reply.get('error')}")
