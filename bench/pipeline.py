@@ -8,8 +8,9 @@
 - fairness: tenant A submits 600 small jobs, then B 60 and C 6 (``--scale`` multiplies the counts), each with
   its own API key, with MaxActiveStacks 4: each tenant's wait (created -> dispatched), where C's last job
   finished in the order of completions, SQS SendMessage calls to the jobs queue and messages it delivered per
-  job (counted in moto), jobs/s, the most worker processes running at once, and whether every job SUCCEEDED
-  with exactly one result file.
+  job (counted in moto), jobs/s, the most job stacks live (not being deleted) and worker processes running at
+  once (a worker still ending after its DeleteStack counts), and whether every job SUCCEEDED with exactly one
+  result file.
 
 Each tree (``--baseline REF`` checked out with ``git worktree add`` into a temporary directory, and this one)
 runs the scenarios in its own subprocess: this file run by path with that tree first on PYTHONPATH. The
@@ -78,6 +79,7 @@ class FairnessRun:
     queue_sends: int
     queue_deliveries: int
     peak_workers: int
+    peak_stacks: int = 0
 
 
 @dataclass
@@ -139,6 +141,7 @@ def fairness_rows(run: FairnessRun) -> dict[str, float]:
     ends = [j.finished_at for j in jobs if j.finished_at is not None]
     span = max(ends) - min(starts) if starts and ends else 0.0
     rows["jobs / s"] = len(ends) / span if span > 0 else math.nan
+    rows["peak live job stacks"] = float(run.peak_stacks)
     rows["peak live workers"] = float(run.peak_workers)
     lost = sum(1 for j in jobs if j.status != "SUCCEEDED" or j.results != 1)
     rows["jobs lost or not exactly one result"] = float(lost)
@@ -305,7 +308,16 @@ def _result_counts(stack: Any) -> dict[str, int]:
     return counts
 
 
-def run_latency(jobs: int, digits: int, poll_s: float = 0.01) -> list[Job]:
+def _live_job_stacks(cfn: Any) -> int:
+    """Job stacks that exist and are not being deleted (what MaxActiveStacks limits)."""
+    live = ["CREATE_IN_PROGRESS", "CREATE_COMPLETE", "UPDATE_IN_PROGRESS", "UPDATE_COMPLETE"]
+    count = 0
+    for page in cfn.get_paginator("list_stacks").paginate(StackStatusFilter=live):
+        count += sum(1 for s in page.get("StackSummaries", []) if s["StackName"].startswith("pijob-"))
+    return count
+
+
+def run_latency(jobs: int, digits: int, poll_s: float = 0.02) -> list[Job]:
     """``jobs`` pi jobs one after another, each watched until terminal."""
     measured = []
     with _local_stack() as stack:
@@ -348,11 +360,15 @@ def run_fairness(
     with SqsCounter().installed() as counter, _local_stack(max_active_stacks=max_active_stacks) as stack:
         queue_name = stack.outputs["QueueUrl"].rsplit("/", 1)[1]
         apis = {tenant: Api(stack.api_url, stack.create_api_key(f"bench-{tenant}")[1]) for tenant in counts}
-        peak, sampling = [0], threading.Event()
+        peak, sampling = [0, 0], threading.Event()
 
         def sample() -> None:
+            cfn, looked = stack.client("cloudformation"), 0.0
             while not sampling.wait(0.05):
                 peak[0] = max(peak[0], len(stack.runner.running()))
+                if time.monotonic() - looked > 0.25:  # CloudFormation calls queue behind moto's lock
+                    looked = time.monotonic()
+                    peak[1] = max(peak[1], _live_job_stacks(cfn))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -384,6 +400,7 @@ def run_fairness(
             queue_sends=counter.sent.get(queue_name, 0),
             queue_deliveries=counter.received.get(queue_name, 0),
             peak_workers=peak[0],
+            peak_stacks=peak[1],
         )
 
 
@@ -435,6 +452,7 @@ def run_tree(label: str, tree: Path, options: dict[str, Any]) -> TreeRun:
             queue_sends=fair["queue_sends"],
             queue_deliveries=fair["queue_deliveries"],
             peak_workers=fair["peak_workers"],
+            peak_stacks=fair.get("peak_stacks", 0),
         )
     return run
 

@@ -51,7 +51,7 @@ def test_latency_rows_split_the_client_time_into_phases_of_succeeded_jobs() -> N
 def test_fairness_rows_per_tenant_waits_rank_counts_and_losses() -> None:
     jobs = [job("A", t=float(i), wait=10.0 + i) for i in range(4)]
     jobs += [job("B", t=5.0, wait=2.0), job("C", t=6.0, wait=1.0, results=2)]
-    run = FairnessRun(jobs=jobs, queue_sends=9, queue_deliveries=12, peak_workers=4)
+    run = FairnessRun(jobs=jobs, queue_sends=9, queue_deliveries=12, peak_workers=5, peak_stacks=4)
     rows = bench.fairness_rows(run)
     assert rows["A wait median s"] == pytest.approx(11.5)
     assert rows["A wait max s"] == pytest.approx(13.0)
@@ -59,7 +59,7 @@ def test_fairness_rows_per_tenant_waits_rank_counts_and_losses() -> None:
     assert rows["C last completion rank"] == 2.0  # after B, before all of A
     assert rows["queue sends / job"] == pytest.approx(1.5)
     assert rows["dispatcher records / job"] == pytest.approx(2.0)
-    assert rows["peak live workers"] == 4.0
+    assert rows["peak live job stacks"] == 4.0 and rows["peak live workers"] == 5.0
     assert rows["jobs lost or not exactly one result"] == 1.0  # C's job has two result files
 
 
