@@ -7,12 +7,18 @@ response. Settings are re-read at run time, so operators change them without a r
 
 Concurrency is the number of active pollers: each poller receives, invokes and deletes in turn, so at most
 ``maximum_concurrency`` invocations run at once. Lowering it lets surplus pollers finish their batch and idle.
+
+With ``woken=True`` pollers do not long-poll: an empty queue puts them to sleep until ``notify(delay_s)``
+(the local stack calls it for each SendMessage moto answers, with its DelaySeconds, and for each change of a
+message's visibility), until a failed batch's visibility timeout has passed, or for at most a second. moto
+itself only re-checks delayed and reappearing messages once a second during a long poll.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import math
 import threading
 import time
@@ -35,6 +41,8 @@ MAX_CONCURRENCY = 1000
 _WAIT_TIME_S = 2  # long polls stay short so stop() is quick
 _ERROR_BACKOFF_S = 1.0
 _IDLE_SLEEP_S = 0.2
+_WOKEN_RECHECK_S = 1.0  # woken pollers look anyway this often: what no notify announced (e.g. a redrive)
+_WAKE_MARGIN_S = 0.02  # a message due at t is visible a little after t (moto's clock is in milliseconds)
 _STOP_JOIN_TIMEOUT_S = 10.0
 
 
@@ -144,6 +152,7 @@ class LocalEventSourceMapping:
         settings_provider: SettingsProvider | None = None,
         function_name: str = "dispatcher",
         timeout_s: float = 30.0,
+        woken: bool = False,
     ) -> None:
         self._client_factory = sqs_client_factory
         self._queue_url = queue_url
@@ -152,6 +161,11 @@ class LocalEventSourceMapping:
         self._settings_provider = settings_provider
         self._function_name = function_name
         self._timeout_s = timeout_s
+        self._woken = woken
+        self._wake = threading.Condition()
+        self._wakes = 0  # notifications so far: after an empty receive, sleep only if none came since
+        self._due: list[float] = []  # monotonic times when a delayed or failed message becomes visible
+        self._visibility_timeout_s = 30.0
         self._queue_arn = ""
         self._region = ""
         self._stop = threading.Event()
@@ -183,8 +197,10 @@ class LocalEventSourceMapping:
         if self._supervisor is not None:
             return self
         client = self._client_factory()
-        attrs = client.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])
+        names = ["QueueArn", "VisibilityTimeout"]
+        attrs = client.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=names)
         self._queue_arn = attrs["Attributes"]["QueueArn"]
+        self._visibility_timeout_s = float(attrs["Attributes"].get("VisibilityTimeout", 30))
         self._region = client.meta.region_name
         self._stop.clear()
         self._supervisor = threading.Thread(target=self._supervise, name="esm-supervisor", daemon=True)
@@ -192,11 +208,21 @@ class LocalEventSourceMapping:
         log.info("esm_started", queue_arn=self._queue_arn, **self._settings.__dict__)
         return self
 
+    def notify(self, delay_s: float = 0.0) -> None:
+        """A message is (or, after ``delay_s``, will be) visible in the queue: woken pollers receive it."""
+        with self._wake:
+            if delay_s > 0:
+                heapq.heappush(self._due, time.monotonic() + delay_s + _WAKE_MARGIN_S)
+            else:
+                self._wakes += 1
+            self._wake.notify_all()
+
     def stop(self) -> None:
         supervisor = self._supervisor
         if supervisor is None:
             return
         self._stop.set()
+        self.notify()
         supervisor.join(timeout=_STOP_JOIN_TIMEOUT_S)
         deadline = time.monotonic() + _STOP_JOIN_TIMEOUT_S
         for poller in self._pollers:
@@ -258,17 +284,37 @@ class LocalEventSourceMapping:
                 self._stop.wait(_ERROR_BACKOFF_S)
 
     def _poll_once(self, client: Any, settings: EsmSettings) -> None:
+        if self._woken:
+            with self._wake:
+                wakes = self._wakes
         messages = self._receive_batch(client, settings)
         if not messages:
+            if self._woken:
+                self._sleep_until_woken(wakes)
             return
         if self._stop.is_set():
             self._release(client, messages)
             return
         self._invoke(client, messages)
 
+    def _sleep_until_woken(self, wakes: int) -> None:
+        """After an empty receive: until a notify since ``wakes``, a due message, the recheck, or the stop."""
+        recheck = time.monotonic() + _WOKEN_RECHECK_S
+        with self._wake:
+            while not self._stop.is_set() and self._wakes == wakes:
+                now = time.monotonic()
+                if self._due and self._due[0] <= now:
+                    heapq.heappop(self._due)  # this poller receives what came due
+                    return
+                until = min(self._due[0], recheck) if self._due else recheck
+                if until <= now:
+                    return
+                self._wake.wait(until - now)
+
     def _receive_batch(self, client: Any, settings: EsmSettings) -> list[dict[str, Any]]:
-        """Up to ``batch_size`` messages: one long poll, then more until the batching window closes."""
-        messages = self._receive(client, settings.batch_size, _WAIT_TIME_S)
+        """Up to ``batch_size`` messages: one long poll (or, woken, one receive), then more until the batching
+        window closes."""
+        messages = self._receive(client, settings.batch_size, 0 if self._woken else _WAIT_TIME_S)
         deadline = time.monotonic() + settings.batching_window_s
         while messages and len(messages) < settings.batch_size and not self._stop.is_set():
             remaining = deadline - time.monotonic()
@@ -299,6 +345,7 @@ class LocalEventSourceMapping:
         except Exception:
             log.exception("esm_handler_failed", records=len(messages), request_id=context.aws_request_id)
             self._count_end(failed=len(messages), error=True)
+            self._expect_back()
             return
         finally:
             clear_context()  # the handler's bound job_id is not the poller's
@@ -313,6 +360,8 @@ class LocalEventSourceMapping:
             failed = batch_ids
         done = [m for m in messages if m["MessageId"] not in failed]
         self._delete(client, done)
+        if failed:
+            self._expect_back()
         with self._lock:
             self._counts["deleted"] += len(done)
             self._counts["failed"] += len(failed)
@@ -320,6 +369,11 @@ class LocalEventSourceMapping:
         (log.info if failed else log.debug)(
             "esm_batch_done", records=len(messages), deleted=len(done), failed=len(failed)
         )
+
+    def _expect_back(self) -> None:
+        """Records left undeleted come back once their visibility timeout has passed."""
+        if self._woken:
+            self.notify(self._visibility_timeout_s)
 
     def _delete(self, client: Any, messages: list[dict[str, Any]]) -> None:
         for start in range(0, len(messages), 10):
@@ -339,6 +393,7 @@ class LocalEventSourceMapping:
             ]
             try:
                 client.change_message_visibility_batch(QueueUrl=self._queue_url, Entries=entries)
+                self.notify()
             except Exception as exc:
                 log.warning("esm_release_failed", error=repr(exc))
 

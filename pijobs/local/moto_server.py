@@ -5,12 +5,18 @@ own thread. Two conditional writes that race can therefore both pass their condi
 calls with the same name can both create a stack. AWS makes each such call atomic; the middleware below does
 the same by serialising DynamoDB and CloudFormation requests behind one lock. SQS is never serialised: its
 long polls would hold the lock for seconds.
+
+The middleware also tells observers about each SQS, EC2 and CloudFormation request once moto has answered it
+(service, action, parameters), so the stand-ins wake on the calls that concern them instead of polling.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -22,8 +28,12 @@ log = structlog.get_logger(__name__)
 
 _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _SERIALISED_SERVICES = frozenset({"cloudformation", "dynamodb"})
+_OBSERVED_SERVICES = frozenset({"cloudformation", "ec2", "sqs"})
+_SQS_TARGET = "AmazonSQS."
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+#: Called after moto answered a request: (service, action, parameters), e.g. ("sqs", "SendMessage", {...}).
+RequestObserver = Callable[[str, str, dict[str, Any]], None]
 
 
 def signed_service(environ: dict[str, Any]) -> str:
@@ -39,24 +49,74 @@ def is_serialised(environ: dict[str, Any]) -> bool:
     return signed_service(environ) in _SERIALISED_SERVICES
 
 
+def observed_request(environ: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+    """(service, action, parameters) of an SQS, EC2 or CloudFormation request, None for the others.
+
+    Reads the body (SQS's JSON protocol or the query protocol's form) and puts it back for moto.
+    """
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    service = "sqs" if target.startswith(_SQS_TARGET) else signed_service(environ)
+    if service not in _OBSERVED_SERVICES:
+        return None
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    params: dict[str, Any] = {}
+    if target.startswith(_SQS_TARGET):
+        try:
+            params = json.loads(body or b"{}")
+        except ValueError:
+            params = {}
+        return service, target[len(_SQS_TARGET) :], params if isinstance(params, dict) else {}
+    form = urllib.parse.parse_qs(environ.get("QUERY_STRING", "")) | urllib.parse.parse_qs(body.decode())
+    params = {key: values[-1] for key, values in form.items()}
+    return service, str(params.pop("Action", "")), params
+
+
+def _drain(result: Iterable[bytes]) -> list[bytes]:
+    """The whole response, so that what it reports has happened before anyone is told."""
+    try:
+        return [b"".join(result)]
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+
+
 class SerialisingMiddleware:
-    """Runs DynamoDB and CloudFormation requests one at a time; everything else passes straight through."""
+    """Runs DynamoDB and CloudFormation requests one at a time; everything else passes straight through.
+    Observers hear of SQS, EC2 and CloudFormation requests after moto answered them."""
 
     def __init__(self, app: WsgiApp) -> None:
         self._app = app
         self._lock = threading.Lock()
+        self._observers: list[RequestObserver] = []
+
+    def observe(self, observer: RequestObserver) -> None:
+        self._observers.append(observer)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if not is_serialised(environ):
+        request = observed_request(environ) if self._observers else None
+        if is_serialised(environ):
+            with self._lock:
+                response = _drain(self._app(environ, start_response))
+        elif request is not None:
+            response = _drain(self._app(environ, start_response))
+        else:
             return self._app(environ, start_response)
-        with self._lock:
-            result = self._app(environ, start_response)
+        if request is not None:
+            self._notify(*request)
+        return response
+
+    def _notify(self, service: str, action: str, params: dict[str, Any]) -> None:
+        for observer in list(self._observers):
             try:
-                return [b"".join(result)]  # the whole response is produced while the lock is held
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+                observer(service, action, params)
+            except Exception as exc:  # an observer's bug must not fail the AWS call
+                log.warning("moto_observer_failed", action=action, error=repr(exc))
 
 
 class _QuietRequestHandler(WSGIRequestHandler):
@@ -66,7 +126,7 @@ class _QuietRequestHandler(WSGIRequestHandler):
         return None
 
 
-def _create_app() -> WsgiApp:
+def _create_app() -> SerialisingMiddleware:
     from moto.server import DomainDispatcherApplication, create_backend_app  # heavy import, done late
 
     return SerialisingMiddleware(DomainDispatcherApplication(create_backend_app))
@@ -80,6 +140,7 @@ class LocalMotoServer:
         self._port = port
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._app: SerialisingMiddleware | None = None
 
     @property
     def url(self) -> str:
@@ -93,11 +154,18 @@ class LocalMotoServer:
             raise RuntimeError("LocalMotoServer is not started")
         return int(self._server.server_port)
 
+    def observe(self, observer: RequestObserver) -> None:
+        """Call ``observer`` after each SQS, EC2 and CloudFormation request this server answered."""
+        if self._app is None:
+            raise RuntimeError("LocalMotoServer is not started")
+        self._app.observe(observer)
+
     def start(self) -> LocalMotoServer:
         if self._server is not None:
             return self
+        self._app = _create_app()
         server = make_server(
-            self._host, self._port, _create_app(), threaded=True, request_handler=_QuietRequestHandler
+            self._host, self._port, self._app, threaded=True, request_handler=_QuietRequestHandler
         )
         server.daemon_threads = True  # type: ignore[attr-defined]  # a ThreadedWSGIServer (threaded=True)
         self._server = server

@@ -32,6 +32,11 @@ LOCAL_CREDENTIALS = {
     "AWS_REGION": REGION,
 }
 
+# The calls after which the instance runner looks at EC2 again (job stacks launch and end instances).
+RUNNER_WAKING_ACTIONS = frozenset(
+    {"CreateStack", "DeleteStack", "UpdateStack", "RunInstances", "TerminateInstances", "StopInstances"}
+)
+
 # A laptop's time scale: seconds where AWS needs minutes (instances boot in moto at once).
 LOCAL_TIMINGS = {
     "PIJOBS_ADMISSION_TICK_SECONDS": "1",
@@ -42,6 +47,20 @@ LOCAL_TIMINGS = {
     "PIJOBS_VANISHED_GRACE_SECONDS": "5",
     "PIJOBS_REQUEUE_AFTER_SECONDS": "120",
 }
+
+
+def visible_after(action: str, params: dict[str, Any]) -> list[float]:
+    """Seconds after which the messages an SQS call sent or made visible can be received (queue-level
+    delays and other queues included: a needless wake costs one empty receive)."""
+    if action == "SendMessage":
+        return [float(params.get("DelaySeconds") or 0)]
+    if action == "SendMessageBatch":
+        return sorted({float(e.get("DelaySeconds") or 0) for e in params.get("Entries", [])})
+    if action == "ChangeMessageVisibility":
+        return [float(params.get("VisibilityTimeout") or 0)]
+    if action == "ChangeMessageVisibilityBatch":
+        return sorted({float(e.get("VisibilityTimeout") or 0) for e in params.get("Entries", [])})
+    return []
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -321,6 +340,7 @@ class LocalStack:
             batch_size=self.config.batch_size,
             maximum_concurrency=self.config.maximum_concurrency,
             settings_provider=lambda: esm_settings(lam, mapping_id),  # `pijobs ops set` applies live
+            woken=True,
         ).start()
         self._reaper = LocalSchedule(
             dispatcher.reaper.lambda_handler, interval=self.config.reaper_interval, name="reaper"
@@ -338,7 +358,18 @@ class LocalStack:
             env=worker_env,
             python=sys.executable,
             log_dir=self.config.log_dir,
+            fork_workers=True,
         ).start()
+        self._moto.observe(self._on_aws_request)
+
+    def _on_aws_request(self, service: str, action: str, params: dict[str, Any]) -> None:
+        """What moto just answered: wake the stand-in it concerns."""
+        runner, esm = self._runner, self._esm
+        if runner is not None and action in RUNNER_WAKING_ACTIONS:
+            runner.wake()
+        if esm is not None and service == "sqs":
+            for delay in visible_after(action, params):
+                esm.notify(delay)
 
     def _env_value(self, key: str) -> str:
         return self.config.extra_env.get(key, LOCAL_TIMINGS[key])

@@ -15,17 +15,43 @@ import requests
 pytestmark = pytest.mark.e2e
 
 
-def _workers_of(job_id: str) -> list[int]:
-    pids = []
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every live process."""
+    parents = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                command = (entry / "cmdline").read_bytes().split(b"\0")
+                stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            if b"worker" in command and job_id.encode() in command:
-                pids.append(int(entry.name))
-    return pids
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def _worker_processes(root: int) -> list[int]:
+    """The descendants of ``root`` that run the worker: exec'd (``-m worker``) or forked from a warm
+    interpreter of it (their command line is the fork server's)."""
+    parents = _parents()
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        children = [child for child, parent in parents.items() if parent == pid]
+        todo.extend(children)
+        for child in children:
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"worker" in command:
+                found.append(child)
+    return found
+
+
+def _alive(pids: list[int]) -> list[int]:
+    live = _parents()
+    return [pid for pid in pids if pid in live]
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker through /proc")
@@ -54,12 +80,13 @@ def test_sigkill_of_up_takes_its_workers_along(tmp_path: Path) -> None:
         while session.get(f"{url}/jobs/{job_id}", timeout=30).json()["status"] != "RUNNING":
             assert time.monotonic() < deadline, "the job never ran"
             time.sleep(0.2)
-        assert _workers_of(job_id)
+        workers = _worker_processes(up.pid)
+        assert workers
 
         up.send_signal(signal.SIGKILL)
         up.wait(timeout=10)
         killed = time.monotonic()
-        while _workers_of(job_id):
+        while _alive(workers):
             assert time.monotonic() - killed < 10, "the worker outlived pijobs up"
             time.sleep(0.2)
         print(f"the worker was gone {time.monotonic() - killed:.1f} s after pijobs up was killed")
