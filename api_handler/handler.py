@@ -9,11 +9,13 @@ from api_handler.routes import route_for
 from api_handler.service import ApiServices
 from api_handler.web import error_response, parse_event
 from shared import aws
+from shared.capacity import CapacityCounter
 from shared.errors import PijobsError
 from shared.logs import clear_context, configure_logging, get_logger
 from shared.queue import JobQueue
 from shared.settings import ApiSettings
 from shared.store import JobStore
+from shared.tenants import TenantStore
 
 log = get_logger(__name__)
 
@@ -21,9 +23,12 @@ log = get_logger(__name__)
 @lru_cache(maxsize=1)
 def services() -> ApiServices:
     settings = ApiSettings.from_env()
+    ddb = aws.client("dynamodb")
     return ApiServices(
         settings=settings,
-        store=JobStore(aws.client("dynamodb"), settings.table_name),
+        store=JobStore(ddb, settings.table_name),
+        tenants=TenantStore(ddb, settings.table_name),
+        capacity=CapacityCounter(ddb, settings.table_name, default_limit=settings.max_active_stacks),
         queue=JobQueue(aws.client("sqs"), settings.queue_url),
         s3=aws.client("s3"),
         functions=settings.functions(),

@@ -14,6 +14,8 @@ from pydantic import ValidationError as PydanticValidationError
 
 from api_handler.web import validation_error
 from shared import errors
+from shared.capacity import CapacityCounter
+from shared.fairshare import next_tag
 from shared.functions import NAME_PATTERN, BusinessFunction, Registry, catalog_entry, job_deadline
 from shared.logs import get_logger
 from shared.models import JobMessage, JobRecord, JobRequest, isoformat, new_job_id, utcnow
@@ -21,6 +23,7 @@ from shared.queue import JobQueue
 from shared.settings import ApiSettings
 from shared.status import JobStatus
 from shared.store import JobStore
+from shared.tenants import TenantStore
 
 log = get_logger(__name__)
 
@@ -36,6 +39,8 @@ class ApiServices:
     queue: JobQueue
     s3: Any
     functions: Registry
+    tenants: TenantStore
+    capacity: CapacityCounter
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,31 @@ def parse_per_run_execute(registry: Registry, body: dict[str, Any]) -> Submissio
         raise
 
 
+PARK_TRIES = 5
+
+
+def _create_parked(
+    services: ApiServices, job: JobRecord, *, idempotency_key: str | None, fingerprint: str
+) -> JobRecord:
+    """The job is written already parked in fair order (docs/scheduling.md): its place among the waiting
+    jobs is its submission's, however long its message then waits in the queue behind other tenants'."""
+    for _ in range(PARK_TRIES):
+        tenant = services.tenants.get(job.owner)
+        clock = float((services.capacity.state() or {}).get("clock", 0.0))
+        tag = next_tag(clock, tenant.last_tag, tenant.policy.weight)
+        moved = services.tenants.last_tag_item(job.owner, previous=tenant.last_tag, tag=tag)
+        try:
+            return services.store.create(
+                job.model_copy(update={"wait_tag": tag}),
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                linked=(moved,),
+            )
+        except errors.LinkedWriteRefusedError:
+            continue  # another of the tenant's jobs took that place meanwhile: take the next one
+    raise errors.ServiceUnavailableError("too many jobs submitted at once by this key; try again")
+
+
 def submit_job(
     services: ApiServices, owner: str, submission: Submission, idempotency_key: str | None = None
 ) -> tuple[JobRecord, bool]:
@@ -149,7 +179,7 @@ def submit_job(
         "name": submission.name,
     }
     fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
-    stored = services.store.create(job, idempotency_key=idempotency_key, fingerprint=fingerprint)
+    stored = _create_parked(services, job, idempotency_key=idempotency_key, fingerprint=fingerprint)
     if stored.job_id != job.job_id:
         log.info("job_submit_repeated", job_id=stored.job_id, owner=owner)
         return stored, False

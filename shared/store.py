@@ -184,15 +184,24 @@ class JobStore:
 
     # ---- writes --------------------------------------------------------------------------------------
     def create(
-        self, job: JobRecord, *, idempotency_key: str | None = None, fingerprint: str = ""
+        self,
+        job: JobRecord,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+        linked: tuple[dict[str, Any], ...] = (),
     ) -> JobRecord:
-        """Write a new QUEUED job; with an idempotency key, atomically with the key's claim.
+        """Write a new QUEUED job (parked if it has a ``wait_tag``); with an idempotency key, atomically with
+        the key's claim; with ``linked`` items (its tenant's last tag), atomically with those too
+        (LinkedWriteRefusedError if one of them refuses its condition).
 
         A repeat of the same key by the same owner returns the first job instead of creating another.
         """
         item = {k: _ddb_value(v) for k, v in job.to_item().items()}
         if not job.status.is_terminal:
             item[LIVE_SHARD] = {"S": str(shard_of(job.job_id))}
+        if job.wait_tag is not None:
+            item[WAIT_SHARD] = {"S": str(shard_of(job.job_id))}
         put_job = {
             "Put": {
                 "TableName": self._table,
@@ -200,8 +209,11 @@ class JobStore:
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
-        if idempotency_key is None:
+        if idempotency_key is None and not linked:
             self._ddb.put_item(**put_job["Put"])
+            return job
+        if idempotency_key is None:
+            self._transact_linked([put_job, *linked])
             return job
         claim = {
             "Put": {
@@ -216,12 +228,26 @@ class JobStore:
             }
         }
         try:
-            self._ddb.transact_write_items(TransactItems=[claim, put_job])
+            self._ddb.transact_write_items(TransactItems=[claim, put_job, *linked])
         except Exception as exc:
             if error_code(exc) not in ("TransactionCanceledException", "ConditionalCheckFailedException"):
                 raise
+            reasons = [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            if reasons[:1] != ["ConditionalCheckFailed"] and "ConditionalCheckFailed" in reasons[2:]:
+                raise LinkedWriteRefusedError("a linked write refused the new job") from exc
             return self._existing_for_key(job.owner, idempotency_key, fingerprint)
         return job
+
+    def _transact_linked(self, items: list[dict[str, Any]]) -> None:
+        try:
+            self._ddb.transact_write_items(TransactItems=items)
+        except Exception as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            if "ConditionalCheckFailed" in reasons[1:]:
+                raise LinkedWriteRefusedError("a linked write refused the new job") from exc
+            raise
 
     def forget_idempotency_key(self, owner: str, idempotency_key: str) -> None:
         self._ddb.delete_item(

@@ -13,6 +13,7 @@ reaped meanwhile is deleted again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import signal
 import tempfile
@@ -270,12 +271,22 @@ def _clean_up(services: WorkerServices, job_id: str) -> None:
     shutdown signal meanwhile waits until both calls are made.
     """
     backoff = services.settings.backoff()
+    if _TERMINATING.is_set():  # the instance is going away: a few seconds of retries, not minutes
+        backoff = dataclasses.replace(
+            backoff, total_seconds=min(backoff.total_seconds, TERMINATING_RETRY_SECONDS)
+        )
     with _sigterm_ignored():
         try:
             log.info("stack_delete_requested", stack_name=services.settings.stack_name)
             backoff.call("delete_stack", lambda: services.stacks.delete(services.settings.stack_name))
         finally:
             backoff.call("release_slot", lambda: services.capacity.release(job_id))
+
+
+# Set once a shutdown signal arrived: the clean-up then retries briefly (the machine, or locally pijobs up,
+# is going away; the reaper deletes what a worker could not).
+_TERMINATING = threading.Event()
+TERMINATING_RETRY_SECONDS = 5.0
 
 
 class WorkerTerminatedError(Exception):
@@ -305,6 +316,7 @@ def _sigterm_raises() -> Iterator[None]:
         return
 
     def _raise(signum: int, frame: Any) -> None:
+        _TERMINATING.set()
         raise WorkerTerminatedError(f"the instance stopped the worker (signal {signum})")
 
     previous = signal.signal(signal.SIGTERM, _raise)
