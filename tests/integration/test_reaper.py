@@ -123,16 +123,14 @@ def test_the_capacity_counter_is_recounted_from_the_records(cloud: Cloud) -> Non
     assert state is not None and state["active"] == 1 and state["holders"] == {live}
 
 
-def test_a_job_queued_too_long_is_sent_again(cloud: Cloud) -> None:
-    job_id = cloud.submit()
+def test_a_job_whose_message_was_lost_is_admitted_by_the_tick_the_reaper_starts(cloud: Cloud) -> None:
+    job_id = cloud.submit()  # parked at submit
     for lost in cloud.receive():  # the message is lost with its consumer
         cloud.sqs.delete_message(QueueUrl=cloud.queue_url, ReceiptHandle=lost["receiptHandle"])
 
-    assert reap(minutes_later=20)["actions"] == {job_id: "requeued"}
-    assert reap(minutes_later=21)["actions"] == {}  # one message is enough: not one more every sweep
-    (record,) = cloud.receive()
-    assert json.loads(record["body"])["job_id"] == job_id
-    assert cloud.receive() == []
+    assert reap(minutes_later=20)["actions"] == {"admission_tick": "restarted"}  # not a copy of the job
+    assert reap(minutes_later=21)["actions"] == {}  # one tick at a time
+    assert cloud.job(job_id).wait_tag is not None  # still parked, waiting for that tick
 
 
 def test_a_parked_job_is_never_sent_again_and_a_lost_admission_tick_is_restarted(cloud: Cloud) -> None:
