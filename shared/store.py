@@ -232,7 +232,7 @@ class JobStore:
         except Exception as exc:
             if error_code(exc) not in ("TransactionCanceledException", "ConditionalCheckFailedException"):
                 raise
-            reasons = [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            reasons = cancellation_reasons(exc)
             if reasons[:1] != ["ConditionalCheckFailed"] and "ConditionalCheckFailed" in reasons[2:]:
                 raise LinkedWriteRefusedError("a linked write refused the new job") from exc
             return self._existing_for_key(job.owner, idempotency_key, fingerprint)
@@ -244,7 +244,7 @@ class JobStore:
         except Exception as exc:
             if error_code(exc) != "TransactionCanceledException":
                 raise
-            reasons = [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            reasons = cancellation_reasons(exc)
             if "ConditionalCheckFailed" in reasons[1:]:
                 raise LinkedWriteRefusedError("a linked write refused the new job") from exc
             raise
@@ -305,7 +305,7 @@ class JobStore:
         except Exception as exc:
             if error_code(exc) != "TransactionCanceledException":
                 raise
-            reasons = [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            reasons = cancellation_reasons(exc)
             if reasons and reasons[0] == "ConditionalCheckFailed":
                 raise StaleStatusError(f"job {job_id} is no longer {current.value}") from exc
             if "ConditionalCheckFailed" in reasons[1:]:
@@ -330,7 +330,7 @@ class JobStore:
         except Exception as exc:
             if error_code(exc) != "TransactionCanceledException":
                 raise
-            reasons = [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            reasons = cancellation_reasons(exc)
             if reasons and reasons[0] == "ConditionalCheckFailed":
                 return False
             if "ConditionalCheckFailed" in reasons[1:]:
@@ -384,6 +384,11 @@ class JobStore:
             "ExpressionAttributeValues": values,
             "ReturnValues": "ALL_NEW",
         }
+
+
+def cancellation_reasons(exc: Exception) -> list[str | None]:
+    """Each transaction item's code (``ConditionalCheckFailed``, ``None``) from a TransactionCanceled."""
+    return [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
 
 
 def park_fields(job_id: str, tag: float) -> dict[str, Any]:
