@@ -179,7 +179,9 @@ class CapacityCounter:
         }
         request: dict[str, Any] = {}
         if expected_active is not None:
-            request["ConditionExpression"] = "#active = :expected"
+            # An item that a tick's claim created has no count yet: the same as a count of 0.
+            absent = "attribute_not_exists(#active) OR " if expected_active == 0 else ""
+            request["ConditionExpression"] = f"{absent}#active = :expected"
             values[":expected"] = {"N": str(expected_active)}
         try:
             self._ddb.update_item(

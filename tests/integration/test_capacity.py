@@ -32,3 +32,17 @@ def test_a_released_slot_can_be_taken_again_but_not_twice(cloud: Cloud) -> None:
 
     state = counter.state()
     assert state is not None and state["active"] == 2 and state["holders"] == {A, B}
+
+
+def test_slots_are_free_when_a_tick_was_the_first_to_write_the_item(cloud: Cloud) -> None:
+    """The reaper may start the admission tick before anyone took a slot: its claim writes only the tick,
+    and the first admission after it must still find every slot free (it once found none, for good)."""
+    counter = cloud.capacity(limit=2)
+    assert counter.claim_tick(1_000.0)
+
+    counter.acquire(A)
+    counter.acquire(B)
+
+    state = counter.state()
+    assert state is not None and state["active"] == 2 and state["holders"] == {A, B}
+    assert state["tick_at"] == 1_000.0

@@ -131,6 +131,10 @@ def test_a_job_whose_message_was_lost_is_admitted_by_the_tick_the_reaper_starts(
     assert reap(minutes_later=20)["actions"] == {"admission_tick": "restarted"}  # not a copy of the job
     assert reap(minutes_later=21)["actions"] == {}  # one tick at a time
     assert cloud.job(job_id).wait_tag is not None  # still parked, waiting for that tick
+    (tick,) = cloud.receive(wait_seconds=2)
+    assert json.loads(tick["body"])["job_id"] is None
+    assert cloud.dispatch([tick]) == []
+    assert cloud.job(job_id).status is JobStatus.PROVISIONING
 
 
 def test_a_parked_job_is_never_sent_again_and_a_lost_admission_tick_is_restarted(cloud: Cloud) -> None:
