@@ -41,7 +41,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request_id = str((event.get("requestContext") or {}).get("requestId", ""))
     try:
         request = parse_event(event)
-        return route_for(request)(services(), request)
+        return route_for(request).handler(services(), request)
     except PijobsError as exc:
         return error_response(exc, request_id)
     except Exception:

@@ -1,17 +1,44 @@
-"""One function per route: parse the request, call one service function, shape the response."""
+"""The one table of the API's operations: each route once, with what it reads and what it answers.
+
+Everything else derives from ``OPERATIONS``: the handler's routing, the OpenAPI document
+(api_handler/openapi.py), the local gateway's route matching and keyless routes, and the tests that check
+the primary template declares the same methods. Each handler parses the request, calls one service
+function and shapes the response from the models in api_handler/contract.py.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from api_handler import service
+from pydantic import BaseModel
+
+from api_handler import contract, service
 from api_handler.service import ApiServices
 from api_handler.views import job_links, job_summary, job_view
 from api_handler.web import Request, json_response
 from shared import errors
 
-Route = Callable[[ApiServices, Request], dict[str, Any]]
+Handler = Callable[[ApiServices, Request], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    handler: Handler
+    status: int  # the success status
+    response: type[BaseModel] | None  # its body (None: any JSON, e.g. the OpenAPI document)
+    errors: tuple[int, ...]  # the error statuses it may answer besides those every route may
+    tag: str = "jobs"
+    body: str | None = None  # "submission" (built from the enabled functions) or "per_run_execute"
+    query: type[BaseModel] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # response headers: name -> description
+    api_key: bool = True
+    links: Mapping[str, str] = field(default_factory=dict)  # link name -> operation id, given the job id
 
 
 def post_jobs(services: ApiServices, request: Request) -> dict[str, Any]:
@@ -27,11 +54,10 @@ def post_per_run_execute(services: ApiServices, request: Request) -> dict[str, A
 def _accepted(services: ApiServices, request: Request, submission: service.Submission) -> dict[str, Any]:
     job, created = service.submit_job(services, request.owner, submission, request.header("idempotency-key"))
     links = job_links(request.base_url, job.job_id)
-    payload = {"job_id": job.job_id, "status": job.status.value, "links": links}
-    headers = {"Location": links["self"]}
+    headers = {"Location": links.self}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return json_response(202, payload, headers)
+    return json_response(202, contract.Accepted(job_id=job.job_id, status=job.status, links=links), headers)
 
 
 def get_job(services: ApiServices, request: Request) -> dict[str, Any]:
@@ -43,16 +69,10 @@ def get_job(services: ApiServices, request: Request) -> dict[str, Any]:
 
 
 def list_jobs(services: ApiServices, request: Request) -> dict[str, Any]:
-    jobs, token = service.list_jobs(
-        services,
-        request.owner,
-        limit=request.query.get("limit"),
-        token=request.query.get("next"),
-        function=request.query.get("function"),
-    )
-    return json_response(
-        200, {"jobs": [job_summary(job, base_url=request.base_url) for job in jobs], "next": token}
-    )
+    query = service.parse_query(contract.ListJobsQuery, request.query)
+    jobs, token = service.list_jobs(services, request.owner, query)
+    page = contract.JobPage(jobs=[job_summary(job, base_url=request.base_url) for job in jobs], next=token)
+    return json_response(200, page)
 
 
 def delete_job(services: ApiServices, request: Request) -> dict[str, Any]:
@@ -63,28 +83,91 @@ def delete_job(services: ApiServices, request: Request) -> dict[str, Any]:
 def get_result(services: ApiServices, request: Request) -> dict[str, Any]:
     job = service.get_job(services, request.owner, request.path_params.get("id", ""))
     url = service.result_url(services, job)
-    return json_response(302, {"url": url}, {"Location": url})
+    return json_response(302, contract.ResultRedirect(url=url), {"Location": url})
 
 
 def list_functions(services: ApiServices, request: Request) -> dict[str, Any]:
-    return json_response(200, {"functions": services.functions.catalog()})
+    return json_response(
+        200, contract.FunctionCatalog.model_validate({"functions": services.functions.catalog()})
+    )
 
 
 def get_function(services: ApiServices, request: Request) -> dict[str, Any]:
-    return json_response(200, service.function_entry(services, request.path_params.get("name", "")))
+    entry = service.function_entry(services, request.path_params.get("name", ""))
+    return json_response(200, contract.FunctionEntry.model_validate(entry))
 
 
-ROUTES: dict[str, dict[str, Route]] = {
-    "/functions": {"GET": list_functions},
-    "/functions/{name}": {"GET": get_function},
-    "/jobs": {"POST": post_jobs, "GET": list_jobs},
-    "/jobs/{id}": {"GET": get_job, "DELETE": delete_job},
-    "/jobs/{id}/result": {"GET": get_result},
-    "/PerRunExecute": {"POST": post_per_run_execute},
+def get_openapi(services: ApiServices, request: Request) -> dict[str, Any]:
+    from api_handler.openapi import document  # it imports this module's table
+
+    return json_response(200, document(services.functions, server_url=request.base_url or None))
+
+
+JOB_LINKS = {"GetJob": "getJob", "CancelJob": "cancelJob", "GetJobResult": "getJobResult"}
+SUBMITTED = {"Location": "the job's URL"}
+REPLAYED = {
+    **SUBMITTED,
+    "Idempotent-Replayed": "`true` when an earlier request with this Idempotency-Key made it",
 }
 
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST", "/jobs", operation_id="submitJob", handler=post_jobs,
+        summary="Submit a job: one of the enabled functions and its parameters",
+        status=202, response=contract.Accepted, errors=(400, 409, 415, 422),
+        body="submission", headers=REPLAYED, links=JOB_LINKS,
+    ),
+    Operation(
+        "GET", "/jobs", operation_id="listJobs", handler=list_jobs,
+        summary="Your jobs, newest first, a page at a time",
+        status=200, response=contract.JobPage, errors=(422,), query=contract.ListJobsQuery,
+    ),
+    Operation(
+        "GET", "/jobs/{id}", operation_id="getJob", handler=get_job,
+        summary="A job: its status, progress, errors and result",
+        status=200, response=contract.JobView, errors=(404,),
+    ),
+    Operation(
+        "DELETE", "/jobs/{id}", operation_id="cancelJob", handler=delete_job,
+        summary="Cancel a job that has not finished",
+        status=202, response=contract.JobView, errors=(404, 409),
+    ),
+    Operation(
+        "GET", "/jobs/{id}/result", operation_id="getJobResult", handler=get_result,
+        summary="A redirect to the job's result file",
+        status=302, response=contract.ResultRedirect, errors=(404, 409, 410),
+        headers={"Location": "the download link"},
+    ),
+    Operation(
+        "GET", "/functions", operation_id="listFunctions", handler=list_functions, tag="functions",
+        summary="The enabled business functions and their parameters",
+        status=200, response=contract.FunctionCatalog, errors=(),
+    ),
+    Operation(
+        "GET", "/functions/{name}", operation_id="getFunction", handler=get_function, tag="functions",
+        summary="One business function: its parameters and limits",
+        status=200, response=contract.FunctionEntry, errors=(404,),
+    ),
+    Operation(
+        "POST", "/PerRunExecute", operation_id="perRunExecute", handler=post_per_run_execute,
+        summary="The original service's call: N digits of pi", tag="original API",
+        status=202, response=contract.Accepted, errors=(400, 409, 415, 422),
+        body="per_run_execute", headers=REPLAYED, links=JOB_LINKS,
+    ),
+    Operation(
+        "GET", "/openapi.json", operation_id="getOpenApi", handler=get_openapi, tag="meta", api_key=False,
+        summary="This document (no API key needed)",
+        status=200, response=None, errors=(),
+    ),
+)  # fmt: skip
 
-def route_for(request: Request) -> Route:
+ROUTES: dict[str, dict[str, Operation]] = {}
+for _operation in OPERATIONS:
+    ROUTES.setdefault(_operation.path, {})[_operation.method] = _operation
+KEYLESS: frozenset[tuple[str, str]] = frozenset((op.method, op.path) for op in OPERATIONS if not op.api_key)
+
+
+def route_for(request: Request) -> Operation:
     methods = ROUTES.get(request.resource)
     if methods is None:
         raise errors.RouteNotFoundError(f"no route {request.method} {request.path}")
@@ -92,4 +175,7 @@ def route_for(request: Request) -> Route:
         raise errors.MethodNotAllowedError(
             f"{request.method} is not allowed on {request.resource}; use {', '.join(sorted(methods))}"
         )
-    return methods[request.method]
+    operation = methods[request.method]
+    if operation.api_key and not request.owner:
+        raise errors.UnauthorizedError("an API key is required")
+    return operation

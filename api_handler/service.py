@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from api_handler.contract import ListJobsQuery, PerRunExecuteRequest
 from api_handler.web import validation_error
 from shared import errors
 from shared.capacity import CapacityCounter
 from shared.fairshare import next_tag
-from shared.functions import NAME_PATTERN, BusinessFunction, Registry, catalog_entry, job_deadline
+from shared.functions import BusinessFunction, Registry, catalog_entry, job_deadline
 from shared.logs import get_logger
 from shared.models import JobMessage, JobRecord, JobRequest, isoformat, new_job_id, utcnow
 from shared.queue import JobQueue
@@ -28,8 +28,7 @@ from shared.tenants import TenantStore
 log = get_logger(__name__)
 
 IDEMPOTENCY_KEY_MAX = 128
-# A whole number as text: ASCII digits only (str.isdigit also takes '²', '①' and other scripts' digits).
-ASCII_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
+QueryModel = TypeVar("QueryModel", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -91,27 +90,15 @@ def _submission(registry: Registry, body: dict[str, Any], *, prefix: str) -> Sub
 
 def parse_per_run_execute(registry: Registry, body: dict[str, Any]) -> Submission:
     """The original service's call: ``{"StackName", "CostCenter", "DigitsToCalculate"}``."""
-    allowed = {"StackName", "CostCenter", "DigitsToCalculate"}
-    unknown = sorted(set(body) - allowed)
-    details = [{"field": name, "problem": "unknown field"} for name in unknown]
-    digits: Any = body.get("DigitsToCalculate")
-    if digits is None:
-        details.append({"field": "DigitsToCalculate", "problem": "required"})
-    elif isinstance(digits, str) and ASCII_WHOLE_NUMBER.fullmatch(digits.strip()):
-        digits = int(digits.strip())
-    elif isinstance(digits, bool) or not isinstance(digits, int):
-        details.append({"field": "DigitsToCalculate", "problem": "must be a whole number"})
-    for name in ("StackName", "CostCenter"):
-        value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
-            details.append({"field": name, "problem": "must be a string"})
-    if details:
-        raise errors.ValidationError("invalid request", details=details)
-    mapped: dict[str, Any] = {"digits": digits}
-    if body.get("CostCenter") not in (None, ""):
-        mapped["cost_center"] = str(body["CostCenter"])
-    if body.get("StackName") not in (None, ""):
-        mapped["name"] = str(body["StackName"])
+    try:
+        request = PerRunExecuteRequest.model_validate(body)
+    except PydanticValidationError as exc:
+        raise validation_error(exc) from exc
+    mapped: dict[str, Any] = {"digits": request.DigitsToCalculate}
+    if request.CostCenter:
+        mapped["cost_center"] = request.CostCenter
+    if request.StackName:
+        mapped["name"] = request.StackName
     try:
         return parse_submission(registry, mapped)
     except errors.ValidationError as exc:
@@ -119,6 +106,14 @@ def parse_per_run_execute(registry: Registry, body: dict[str, Any]) -> Submissio
         for detail in exc.details:
             detail["field"] = renamed.get(detail["field"], detail["field"])
         raise
+
+
+def parse_query(model: type[QueryModel], query: dict[str, str]) -> QueryModel:
+    """A route's query string by its model: a 422 naming each bad parameter."""
+    try:
+        return model.model_validate(query)
+    except PydanticValidationError as exc:
+        raise validation_error(exc) from exc
 
 
 PARK_TRIES = 5
@@ -209,23 +204,10 @@ def get_job(services: ApiServices, owner: str, job_id: str) -> JobRecord:
     return services.store.get_for_owner(_checked_id(job_id), owner)
 
 
-def list_jobs(
-    services: ApiServices, owner: str, *, limit: str | None, token: str | None, function: str | None = None
-) -> tuple[list[JobRecord], str | None]:
-    page_size = services.settings.page_size
-    if limit is not None:
-        if not ASCII_WHOLE_NUMBER.fullmatch(limit) or not 1 <= int(limit) <= 100:
-            raise errors.ValidationError(
-                "limit must be a whole number from 1 to 100",
-                details=[{"field": "limit", "problem": "must be between 1 and 100"}],
-            )
-        page_size = int(limit)
-    if function is not None and not NAME_PATTERN.fullmatch(function):
-        raise errors.ValidationError(
-            "function must be a function name",
-            details=[{"field": "function", "problem": "must be a name from GET /functions"}],
-        )
-    return services.store.list_for_owner(owner, limit=page_size, token=token, function=function)
+def list_jobs(services: ApiServices, owner: str, query: ListJobsQuery) -> tuple[list[JobRecord], str | None]:
+    return services.store.list_for_owner(
+        owner, limit=query.limit or services.settings.page_size, token=query.next, function=query.function
+    )
 
 
 def cancel_job(services: ApiServices, owner: str, job_id: str) -> JobRecord:

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from shared import errors
@@ -38,7 +39,7 @@ class Request:
     method: str
     resource: str
     path: str
-    owner: str
+    owner: str  # the API key's id; "" on a route that needs none
     headers: dict[str, str]
     query: dict[str, str]
     path_params: dict[str, str]
@@ -141,9 +142,7 @@ def _depth_exceeds(text: str, limit: int) -> bool:
 def parse_event(event: dict[str, Any]) -> Request:
     context = event.get("requestContext") or {}
     identity = context.get("identity") or {}
-    owner = identity.get("apiKeyId")
-    if not owner:
-        raise errors.UnauthorizedError("an API key is required")
+    owner = identity.get("apiKeyId") or ""  # the gateway's key check; routes needing one refuse ""
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     body = event.get("body")
     if body is not None and event.get("isBase64Encoded"):
@@ -174,10 +173,12 @@ def parse_event(event: dict[str, Any]) -> Request:
 
 
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """``payload``: a model from api_handler/contract.py (or plain JSON data)."""
+    data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
     return {
         "statusCode": status,
         "headers": {**JSON_HEADERS, **(headers or {})},
-        "body": json.dumps(payload, separators=(",", ":")),
+        "body": json.dumps(data, separators=(",", ":")),
     }
 
 

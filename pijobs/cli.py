@@ -137,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--usage-plan-id", help="default: the usage plan named pijobs*")
     revoke.set_defaults(run=cmd_keys_revoke)
 
+    openapi = commands.add_parser(
+        "openapi", help="the API's OpenAPI document (pijobs' own functions): print it, write it or check it"
+    )
+    where = openapi.add_mutually_exclusive_group()
+    where.add_argument("--write", type=Path, metavar="FILE", help="write it to FILE (docs/openapi.json)")
+    where.add_argument("--check", type=Path, metavar="FILE", help="exit 1 unless FILE holds it as it is")
+    openapi.set_defaults(run=cmd_openapi)
+
     from pijobs import customer, ops
 
     customer.register(commands)
@@ -234,6 +242,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with _local_stack(args, log_level="WARNING") as stack:
         print(f"API: {stack.api_url}  AWS endpoint: {stack.aws_endpoint}")
         return run_demo(stack.api_url, stack.api_key, digits=args.digits, timeout=args.timeout)
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from api_handler.openapi import render, shipped_registry
+
+    text = render(shipped_registry())
+    if args.write is not None:
+        args.write.write_text(text, encoding="utf-8")
+        print(f"wrote {args.write}")
+    elif args.check is not None:
+        current = args.check.read_text(encoding="utf-8") if args.check.is_file() else ""
+        if current != text:
+            print(f"{args.check} is not current: run pijobs openapi --write {args.check}", file=sys.stderr)
+            return 1
+        print(f"{args.check} is current")
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:

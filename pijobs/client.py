@@ -1,7 +1,16 @@
-"""A small HTTP client for the pijobs API (standard library only, so a customer install needs nothing more).
+"""The Python client of the pijobs API (standard library only, so a customer install needs nothing more).
 
-Every call returns the API's JSON as a dict; a non-2xx answer raises :class:`ApiError` carrying the API's
-error body (``{"error": {"code", "message", "details"}}``, or API Gateway's own ``{"message"}``).
+    from pijobs.client import PijobsClient
+
+    client = PijobsClient("https://<api>", "<api key>")
+    job = client.submit("pi", {"digits": 100_000})      # 202: the job's id at once
+    job = client.wait(job["job_id"], timeout=600)      # polls GET /jobs/{id} until it is terminal
+    client.download_result(job, Path("pi.txt"))        # checked against the recorded bytes and sha256
+
+One method per operation of the API's OpenAPI document (``OPERATION_METHODS``; a test keeps the two in
+step). Every call returns the API's JSON as a dict; a non-2xx answer raises :class:`ApiError` carrying
+the error envelope ``{"error": {"code", "message", "details"}}`` (``exc.code``, ``exc.details``).
+GETs and DELETEs are retried on 429/502/503/504 and network errors; a POST only with an idempotency key.
 """
 
 from __future__ import annotations
@@ -98,8 +107,28 @@ def is_terminal(job: dict[str, Any]) -> bool:
     return job.get("status") in TERMINAL_STATES
 
 
+# operationId in the OpenAPI document -> the method that calls it
+OPERATION_METHODS = {
+    "submitJob": "submit",
+    "listJobs": "list_jobs",
+    "getJob": "get",
+    "cancelJob": "cancel",
+    "getJobResult": "result_url",
+    "listFunctions": "functions",
+    "getFunction": "function",
+    "perRunExecute": "per_run_execute",
+    "getOpenApi": "openapi",
+}
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the redirect is the answer (a presigned URL), not something to follow
+
+
 class PijobsClient:
-    """``PijobsClient(base_url, api_key)``; methods mirror the API's routes."""
+    """``PijobsClient(base_url, api_key)``; one method per operation of the API (``OPERATION_METHODS``),
+    plus ``wait``, ``iter_jobs``, ``download_result`` and ``stream_result``."""
 
     def __init__(
         self,
@@ -136,19 +165,59 @@ class PijobsClient:
         # A POST is retried only when it carries an idempotency key: a repeat then returns the same job.
         return self._call("POST", "/jobs", body, headers=headers, retry=bool(idempotency_key))
 
+    def per_run_execute(
+        self,
+        digits: int,
+        *,
+        stack_name: str | None = None,
+        cost_center: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """The original service's call (``POST /PerRunExecute``): N digits of pi."""
+        body: dict[str, Any] = {"DigitsToCalculate": digits}
+        if stack_name is not None:
+            body["StackName"] = stack_name
+        if cost_center is not None:
+            body["CostCenter"] = cost_center
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._call("POST", "/PerRunExecute", body, headers=headers, retry=bool(idempotency_key))
+
     def get(self, job_id: str) -> dict[str, Any]:
+        """The job: status, progress, timestamps, error and history, and its result with a download URL."""
         return self._call("GET", f"/jobs/{_quote(job_id)}")
+
+    def result_url(self, job_id: str) -> str:
+        """The short-lived download URL of the job's result (``GET /jobs/{id}/result``, a redirect);
+        ApiError 409 while it has none, 410 once it expired."""
+        request = self._request("GET", f"/jobs/{_quote(job_id)}/result", None, {})
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            with opener.open(request, timeout=self._timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code in (301, 302, 303, 307) and exc.headers.get("Location"):
+                return str(exc.headers["Location"])
+            raise api_error(exc.code, exc.read(), exc.headers) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise TransportError(f"cannot reach {self.base_url}: {getattr(exc, 'reason', exc)}") from None
+        raise TransportError(f"the result route answered without a redirect ({len(raw)} bytes)")
+
+    def openapi(self) -> dict[str, Any]:
+        """The API's OpenAPI document (needs no key)."""
+        return self._call("GET", "/openapi.json")
 
     def functions(self) -> list[dict[str, Any]]:
         """The business functions this API offers, each with its parameter schema and limits."""
         return list(self._call("GET", "/functions")["functions"])
 
     def function(self, name: str) -> dict[str, Any]:
+        """One business function: its parameter schema and this deployment's limits."""
         return self._call("GET", f"/functions/{_quote(name)}")
 
     def list_jobs(
         self, *, limit: int | None = None, next_token: str | None = None, function: str | None = None
     ) -> dict[str, Any]:
+        """One page of your jobs, newest first: ``{"jobs": [...], "next": <token or None>}``."""
         pairs = (("limit", limit), ("next", next_token), ("function", function))
         query = {k: str(v) for k, v in pairs if v is not None}
         suffix = f"?{urllib.parse.urlencode(query)}" if query else ""
@@ -165,6 +234,7 @@ class PijobsClient:
                 return
 
     def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job that has not finished (ApiError 409 once it has); returns the job."""
         return self._call("DELETE", f"/jobs/{_quote(job_id)}")
 
     def wait(
@@ -235,15 +305,7 @@ class PijobsClient:
     def _send(
         self, method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str]
     ) -> dict[str, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        request.add_header("x-api-key", self._api_key)
-        request.add_header("Accept", "application/json")
-        request.add_header("User-Agent", USER_AGENT)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        for name, value in headers.items():
-            request.add_header(name, value)
+        request = self._request(method, path, body, headers)
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
                 raw = response.read()
@@ -257,6 +319,20 @@ class PijobsClient:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise TransportError(f"{method} {path}: the answer is not JSON") from exc
         return answer if isinstance(answer, dict) else {"value": answer}
+
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str]
+    ) -> urllib.request.Request:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header("x-api-key", self._api_key)
+        request.add_header("Accept", "application/json")
+        request.add_header("User-Agent", USER_AGENT)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        for name, value in headers.items():
+            request.add_header(name, value)
+        return request
 
     def stream_result(self, job: dict[str, Any], out: BinaryIO) -> tuple[int, str]:
         """Write the job's result to ``out`` as it arrives (e.g. stdout), then check it against the record.

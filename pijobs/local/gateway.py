@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
 
-from api_handler.routes import ROUTES
+from api_handler.routes import KEYLESS, ROUTES
 from pijobs.local.lambda_context import LambdaContext
 
 log = structlog.get_logger(__name__)
@@ -387,6 +387,7 @@ class LocalGateway:
         host: str = "127.0.0.1",
         port: int = 0,
         routes: Sequence[str] = DEFAULT_ROUTES,
+        keyless: frozenset[tuple[str, str]] = KEYLESS,
         function_name: str = "api_handler",
         timeout_s: float = 29.0,
         responses: GatewayResponses | None = None,
@@ -398,6 +399,7 @@ class LocalGateway:
         self._host = host
         self._port = port
         self._routes = [compile_route(resource) for resource in routes]
+        self._keyless = keyless
         self._function_name = function_name
         self._timeout_s = timeout_s
         self._server: _GatewayHTTPServer | None = None
@@ -463,14 +465,16 @@ class LocalGateway:
             return MISSING_TOKEN
         if len(request.body) > MAX_PAYLOAD_BYTES:
             return TOO_LARGE
+        resource, path_parameters = matched
         api_key = next((v for k, v in request.headers if k.lower() == "x-api-key"), None)
         key_id = self._keys.key_id(api_key) if api_key else None
-        if key_id is None:
+        if (request.method.upper(), resource) in self._keyless:
+            api_key = key_id = None  # a method without ApiKeyRequired: no key is read, none is passed on
+        elif key_id is None:
             return FORBIDDEN
-        if not self._keys.allow(key_id):
+        elif not self._keys.allow(key_id):
             log.info("gateway_throttled", api_key_id=key_id)
             return TOO_MANY_REQUESTS
-        resource, path_parameters = matched
         # Links the API builds come from the gateway's own address, never from what the client sent as Host
         # (on AWS, API Gateway sets Host to its own domain the same way).
         own_host = urlsplit(self.url).netloc
@@ -598,8 +602,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol errors (unknown method, bad request line, HTTP/2.0) as JSON, like every other answer."""
         self.close_connection = True
+        if code == 501:  # a method no route has: the client's fault, not a server error
+            code, message = 405, f"the method {self.command!r} is not allowed"
         text = message or self.responses.get(code, ("Error",))[0]
-        # The client's fault whatever the status (501 unknown method, 505 version): DEFAULT_4XX's envelope.
+        # The client's fault whatever the status (405 unknown method, 505 version): DEFAULT_4XX's envelope.
         error = GatewayError("DEFAULT_4XX", code, text, "BadRequestException")
         response = self.server.gateway.responses.render(error, str(uuid.uuid4()))
         if self.command is None or self.request_version in ("HTTP/0.9", None):

@@ -1,5 +1,6 @@
-"""Every route of the API needs a valid key at the gateway: without one, or with a wrong one, the answer is
-API Gateway's own 403 and the API itself is never reached (no job made, none changed)."""
+"""Every route of the API but its public document needs a valid key at the gateway: without one, or with a
+wrong one, the answer is API Gateway's own 403 and the API itself is never reached (no job made, none
+changed)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import time
 import pytest
 import requests
 
-from api_handler.routes import ROUTES
+from api_handler.routes import KEYLESS, ROUTES
 from pijobs.local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
-PUBLIC: frozenset[tuple[str, str]] = frozenset()  # no route is documented as open without a key
+PUBLIC = KEYLESS  # the routes the table declares open: GET /openapi.json
 BODIES = {
     "/jobs": {"digits": 5},
     "/PerRunExecute": {"StackName": "keyless", "CostCenter": "12345", "DigitsToCalculate": 5},
@@ -56,7 +57,19 @@ def _jobs(local_stack: LocalStack) -> dict[str, str]:
 
 
 def test_the_calls_cover_every_route_of_the_api() -> None:
-    assert {resource for _, resource in CALLS} == set(ROUTES) and len(CALLS) >= 8
+    assert {resource for _, resource in CALLS} | {resource for _, resource in PUBLIC} == set(ROUTES)
+    assert len(CALLS) >= 8
+    assert set(PUBLIC) == {("GET", "/openapi.json")}
+
+
+@pytest.mark.parametrize("headers", BAD_KEYS.values(), ids=BAD_KEYS.keys())
+def test_the_api_document_needs_no_key(local_stack: LocalStack, headers: dict[str, str]) -> None:
+    response = requests.get(local_stack.api_url + "/openapi.json", headers=headers, timeout=30)
+
+    assert response.status_code == 200 and response.headers["Content-Type"] == "application/json"
+    document = response.json()
+    assert document["openapi"].startswith("3.") and "/jobs/{id}/result" in document["paths"]
+    assert document["servers"] == [{"url": local_stack.api_url}]
 
 
 @pytest.mark.parametrize("headers", BAD_KEYS.values(), ids=BAD_KEYS.keys())

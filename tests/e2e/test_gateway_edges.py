@@ -33,7 +33,7 @@ def _exchange(stack: LocalStack, raw: bytes) -> tuple[int, dict[str, str], bytes
 
 @pytest.mark.parametrize(
     ("request_line", "status"),
-    [(b"TRACE /jobs HTTP/1.1", 501), (b"BREW /jobs HTTP/1.1", 501), (b"GET /jobs HTTP/2.0", 505)],
+    [(b"TRACE /jobs HTTP/1.1", 405), (b"BREW /jobs HTTP/1.1", 405), (b"GET /jobs HTTP/2.0", 505)],
 )
 def test_protocol_errors_are_json(local_stack: LocalStack, request_line: bytes, status: int) -> None:
     code, headers, body = _exchange(local_stack, request_line + b"\r\nHost: x\r\n\r\n")

@@ -19,6 +19,7 @@ import api_handler.handler
 import dispatcher.handler
 from pijobs.deploy import upload_function_templates
 from pijobs.local.cfn import load_template, resources_of_type
+from pijobs.local.gateway import DEFAULT_ROUTES, compile_route, match_route
 from shared import aws
 from shared.capacity import CapacityCounter
 from shared.functions import installed_functions
@@ -166,15 +167,12 @@ class Cloud:
         return self.store.get(job_id)
 
 
+_ROUTES = [compile_route(resource) for resource in DEFAULT_ROUTES]
+
+
 def _resource_of(path: str) -> tuple[str, dict[str, str] | None]:
-    parts = path.split("?")[0].strip("/").split("/")
-    if parts[0] == "jobs" and len(parts) == 2:
-        return "/jobs/{id}", {"id": parts[1]}
-    if parts[0] == "jobs" and len(parts) == 3:
-        return "/jobs/{id}/" + parts[2], {"id": parts[1]}
-    if parts[0] == "functions" and len(parts) == 2:
-        return "/functions/{name}", {"name": parts[1]}
-    return "/" + "/".join(parts), None
+    """The resource and path parameters the gateway would route ``path`` to (the route table's)."""
+    return match_route(_ROUTES, path.split("?")[0]) or (path.split("?")[0], None)
 
 
 def _query_of(path: str) -> dict[str, str] | None:

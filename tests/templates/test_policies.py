@@ -15,7 +15,7 @@ pytest.importorskip("cfnlint", reason="cfn-lint is in the templates dependency g
 
 from cfnlint.decode.decode import decode_str
 
-from api_handler.routes import ROUTES
+from api_handler.routes import OPERATIONS
 from shared.functions import (
     FUNCTIONS_PREFIX,
     PLATFORM_PARAMETERS,
@@ -342,15 +342,32 @@ def test_results_bucket_denies_plain_http(primary: dict[str, Any]) -> None:
     assert all(block.values())
 
 
-def test_every_api_method_needs_a_key_and_proxies_to_the_api_handler(primary: dict[str, Any]) -> None:
-    methods = [r for r in primary["Resources"].values() if r["Type"] == "AWS::ApiGateway::Method"]
+def _resource_path(resources: dict[str, Any], name: str) -> str:
+    """``/jobs/{id}`` from a Resource's PathPart and its parents' (the root's id is a GetAtt)."""
+    properties = resources[name]["Properties"]
+    parent = properties["ParentId"]
+    prefix = _resource_path(resources, parent["Ref"]) if isinstance(parent, dict) and "Ref" in parent else ""
+    return f"{prefix}/{properties['PathPart']}"
 
-    assert len(methods) == sum(len(verbs) for verbs in ROUTES.values())
-    for method in methods:
-        properties = method["Properties"]
-        assert properties["ApiKeyRequired"] is True
+
+def test_the_template_declares_the_route_table_and_nothing_else(primary: dict[str, Any]) -> None:
+    """Each operation of api_handler/routes.py is one proxied method, needing a key exactly when the table
+    says: a route added to the table and not to the template (or the reverse) fails here."""
+    resources = primary["Resources"]
+    methods = {
+        (r["Properties"]["HttpMethod"], _resource_path(resources, r["Properties"]["ResourceId"]["Ref"])): r
+        for r in resources.values()
+        if r["Type"] == "AWS::ApiGateway::Method"
+    }
+
+    assert set(methods) == {(op.method, op.path) for op in OPERATIONS}
+    for op in OPERATIONS:
+        properties = methods[op.method, op.path]["Properties"]
+        assert properties["ApiKeyRequired"] is op.api_key, op.path
+        assert properties["AuthorizationType"] == "NONE"
         assert properties["Integration"]["Type"] == "AWS_PROXY"
         assert "${ApiHandlerFunction.Arn}" in render(properties["Integration"]["Uri"])
+    assert [op.path for op in OPERATIONS if not op.api_key] == ["/openapi.json"]  # only the document
 
 
 @pytest.mark.parametrize("function", FUNCTIONS, ids=lambda f: f.name)

@@ -29,7 +29,7 @@ class PiParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    digits: StrictInt = Field(ge=1, le=MAX_DIGITS, description="decimals after '3.'")
+    digits: StrictInt = Field(ge=1, le=MAX_DIGITS, description="decimals after '3.'", examples=[1000])
 
 
 class PiLimits(BaseModel):

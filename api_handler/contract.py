@@ -1,0 +1,184 @@
+"""What the API promises, as pydantic models: the responses it sends and the requests it reads besides the
+job submission (whose parameters each business function declares). Views build these models, routes
+declare them, and the OpenAPI document (api_handler/openapi.py) is generated from them, so what is sent,
+what is declared and what is documented cannot drift apart."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from shared.functions import NAME_PATTERN
+from shared.models import AttemptInfo, ErrorInfo
+from shared.status import JobStatus
+
+JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
+PAGE_LIMIT_RANGE = (1, 100)
+# A whole number as text: ASCII digits only (str.isdigit also takes '²', '①' and other scripts' digits).
+ASCII_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
+
+
+def _whole_number(value: Any) -> Any:
+    """Text of ASCII digits as an int (a query string); any other text, a superscript or another script's
+    digits, is an error naming the field."""
+    if isinstance(value, str) and ASCII_WHOLE_NUMBER.fullmatch(value):
+        return int(value)
+    if isinstance(value, str):
+        raise ValueError("must be a whole number (ASCII digits)")
+    return value
+
+
+def _quoted_whole_number(value: Any) -> Any:
+    """The original API's number, also as text with spaces around it."""
+    return _whole_number(value.strip() if isinstance(value, str) else value)
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number), Field(strict=True)]
+QuotedWholeNumber = Annotated[
+    int,
+    BeforeValidator(_quoted_whole_number),
+    Field(strict=True),
+    WithJsonSchema({"oneOf": [{"type": "integer"}, {"type": "string", "pattern": r"^\s*[0-9]{1,18}\s*$"}]}),
+]
+
+
+def _label(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Label = Annotated[
+    str,
+    BeforeValidator(_label),
+    Field(strict=True),
+    WithJsonSchema({"oneOf": [{"type": "string"}, {"type": "integer"}]}),
+]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- requests ------------------------------------------------------------------------------------------
+class ListJobsQuery(BaseModel):
+    """``GET /jobs``'s query string (other parameters are ignored, as a proxy would)."""
+
+    limit: WholeNumber | None = Field(
+        default=None,
+        ge=PAGE_LIMIT_RANGE[0],
+        le=PAGE_LIMIT_RANGE[1],
+        description="jobs per page (default 20)",
+        json_schema_extra={"examples": [20]},
+    )
+    next: str | None = Field(
+        default=None, max_length=2048, description="the previous page's `next`, to read the page after it"
+    )
+    function: str | None = Field(
+        default=None, pattern=f"^(?:{NAME_PATTERN.pattern})$", description="only jobs of this function"
+    )
+
+
+class PerRunExecuteRequest(Model):
+    """The original service's call, kept for its clients: N digits of pi."""
+
+    DigitsToCalculate: QuotedWholeNumber = Field(
+        description="how many digits of pi (a number, or a number as text)", examples=[1000]
+    )
+    StackName: Label | None = Field(default=None, description="a name for the job")
+    CostCenter: Label | None = Field(default=None, description="a label for the bill")
+
+
+# ---- responses -----------------------------------------------------------------------------------------
+class Links(Model):
+    self: str = Field(description="this job")
+    result: str = Field(description="its result (a redirect once it has one)")
+
+
+class Accepted(Model):
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
+    status: JobStatus
+    links: Links
+
+
+class ResultView(Model):
+    filename: str
+    bytes: int
+    sha256: str
+    content_type: str
+    metadata: dict[str, Any]
+    expires_at: str | None = Field(description="when the result is deleted")
+    url: str | None = Field(description="a short-lived download link; null once the result expired")
+
+
+class JobView(Model):
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
+    status: JobStatus
+    function: str
+    version: str | None
+    params: dict[str, Any]
+    cost_center: str | None
+    name: str | None
+    attempts: int
+    progress: float | None
+    created_at: str
+    updated_at: str
+    dispatched_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    heartbeat_at: str | None
+    error: ErrorInfo | None = Field(description="why the job failed or was cancelled")
+    history: list[AttemptInfo] = Field(description="attempts the infrastructure failed, each with its error")
+    result: ResultView | None
+    links: Links
+
+
+class JobSummary(Model):
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
+    status: JobStatus
+    function: str
+    params: dict[str, Any]
+    name: str | None
+    created_at: str
+    finished_at: str | None
+    links: Links
+
+
+class JobPage(Model):
+    jobs: list[JobSummary] = Field(description="newest first")
+    next: str | None = Field(description="pass as `next` for the following page; null on the last")
+
+
+class ResultRedirect(Model):
+    url: str = Field(description="the download link, also in the Location header")
+
+
+class FunctionEntry(Model):
+    name: str
+    version: str
+    title: str
+    description: str
+    parameters: dict[str, Any] = Field(description="the JSON Schema of the function's `params`")
+    limits: dict[str, Any] = Field(description="this deployment's limits for it")
+
+
+class FunctionCatalog(Model):
+    functions: list[FunctionEntry]
+
+
+class ErrorDetail(Model):
+    field: str = Field(description="the request part at fault: a body path, a parameter or a header")
+    problem: str
+
+
+class ErrorBody(Model):
+    code: str = Field(description="stable and machine-readable")
+    message: str
+    details: list[ErrorDetail]
+    request_id: str | None = Field(default=None, description="quote it when you report a problem")
+
+
+class ErrorEnvelope(Model):
+    """Every error, from the API and from the gateway in front of it."""
+
+    error: ErrorBody

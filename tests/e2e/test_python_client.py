@@ -1,0 +1,53 @@
+"""The README's Python client over real HTTP: submit, wait, download; and each of its other calls."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import mpmath
+import pytest
+
+from pijobs.client import ApiError, PijobsClient
+from pijobs.local.stack import LocalStack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def client(local_stack: LocalStack) -> PijobsClient:
+    return PijobsClient(local_stack.api_url, local_stack.api_key, timeout=30)
+
+
+def test_submit_wait_download_as_the_readme_shows(client: PijobsClient, tmp_path: Path) -> None:
+    submitted = client.submit("pi", {"digits": 500}, name="readme", idempotency_key="readme-client-1")
+    job = client.wait(submitted["job_id"], interval=0.2, timeout=120)
+
+    download = client.download_result(job, tmp_path / "pi.txt")
+
+    assert job["status"] == "SUCCEEDED"
+    mpmath.mp.dps = 520
+    digits = (tmp_path / "pi.txt").read_text().strip().splitlines()[-1]  # after the header lines
+    assert digits == mpmath.nstr(mpmath.pi, 515, strip_zeros=False)[:502]
+    assert download.sha256 == hashlib.sha256((tmp_path / "pi.txt").read_bytes()).hexdigest()
+    repeated = client.submit("pi", {"digits": 500}, name="readme", idempotency_key="readme-client-1")
+    assert repeated["job_id"] == job["job_id"]
+    assert client.result_url(job["job_id"]).startswith("http")
+
+
+def test_the_other_operations(client: PijobsClient) -> None:
+    accepted = client.per_run_execute(20, stack_name="legacy", cost_center="12345")
+    job = client.wait(accepted["job_id"], interval=0.2, timeout=120)
+    assert job["status"] == "SUCCEEDED" and job["name"] == "legacy" and job["cost_center"] == "12345"
+
+    assert any(entry["job_id"] == job["job_id"] for entry in client.iter_jobs(limit=2))
+    assert client.list_jobs(limit=1, function="pi")["jobs"][0]["function"] == "pi"
+    assert "pi" in {f["name"] for f in client.functions()} and client.function("pi")["name"] == "pi"
+    assert "/jobs" in client.openapi()["paths"]
+
+    with pytest.raises(ApiError) as refused:
+        client.cancel(job["job_id"])  # finished already
+    assert refused.value.status == 409
+    with pytest.raises(ApiError) as missing:
+        client.result_url("0" * 32)
+    assert missing.value.status == 404 and missing.value.code == "not_found"
