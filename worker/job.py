@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import signal
 import tempfile
 import threading
@@ -29,6 +30,7 @@ from shared.attempts import failure_fields, status_after_failure
 from shared.capacity import CapacityCounter
 from shared.functions import (
     FILENAME_PATTERN,
+    METADATA_MAX_BYTES,
     BusinessFunction,
     JobRefusedError,
     OutputFile,
@@ -42,6 +44,7 @@ from shared.settings import WorkerSettings
 from shared.stacks import StackLauncher
 from shared.status import JobStatus
 from shared.store import JobStore, park_fields
+from worker.inputs import Fetch, download_inputs, fetch_url
 
 log = get_logger(__name__)
 
@@ -56,6 +59,7 @@ class WorkerServices:
     stacks: StackLauncher
     s3: Any
     functions: dict[str, BusinessFunction] | None = None  # None: the installed ones
+    fetch: Fetch = fetch_url  # how an input's presigned GET is made
 
     def function(self, name: str) -> BusinessFunction:
         functions = installed_functions() if self.functions is None else self.functions
@@ -103,6 +107,14 @@ def _run(services: WorkerServices, job_id: str) -> int:
         log.exception("result_upload_failed")  # the exception is for the operator; the customer reads a code
         _give_attempt_back(services, job, code=errors.ResultUploadError.code)
         return 1
+    except errors.InputUnavailableError:
+        # An expired or refused link: another attempt is dispatched with fresh ones.
+        log.exception("input_unavailable")
+        _give_attempt_back(services, job, code=errors.InputUnavailableError.code)
+        return 1
+    except errors.InputCorruptError as exc:
+        _finish(services, job, JobStatus.FAILED, error={"code": exc.code, "message": exc.message})
+        return 1
     except JobRefusedError as exc:
         log.error("job_refused", code=exc.code, error=exc.message)
         _finish(services, job, JobStatus.FAILED, error={"code": exc.code, "message": exc.message[:500]})
@@ -147,12 +159,16 @@ def compute_and_upload(services: WorkerServices, job: JobRecord) -> ResultInfo:
     heartbeat = Heartbeat(services.store, job.job_id, services.settings.heartbeat_seconds)
     with tempfile.TemporaryDirectory(prefix="pijobs-") as tmp, heartbeat:
         scratch = Path(tmp)
+        inputs = download_inputs(job, scratch, fetch=services.fetch, backoff=services.settings.backoff())
+        heartbeat.check()
         context = RunContext(
             job_id=job.job_id,
             params=params,
             scratch=scratch,
             progress=heartbeat.report,
             cancelled=heartbeat.cancelled,
+            inputs=inputs,
+            limits=function.limits_model.model_validate(job.limits or {}),
             instance_id=job.instance_id,
             memory_limit_bytes=available_memory(),
         )
@@ -194,8 +210,12 @@ def _check_output(function: BusinessFunction, output: object, scratch: Path) -> 
     path = output.path.resolve()
     if not path.is_file() or scratch.resolve() not in path.parents:
         raise errors.FunctionError(f"function {name} returned {path}, not a file in its scratch directory")
-    if not all(isinstance(v, (str, int, float, bool)) for v in output.metadata.values()):
-        raise errors.FunctionError(f"function {name} returned metadata that is not scalars")
+    try:
+        encoded = json.dumps(dict(output.metadata), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise errors.FunctionError(f"function {name} returned metadata that is not JSON") from exc
+    if len(encoded) > METADATA_MAX_BYTES:
+        raise errors.FunctionError(f"function {name} returned {len(encoded)} bytes of metadata")
 
 
 def file_digest(path: Path) -> tuple[int, str]:
