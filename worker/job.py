@@ -156,6 +156,7 @@ def compute_and_upload(services: WorkerServices, job: JobRecord) -> ResultInfo:
     """Run the job's function in a scratch directory under a heartbeat, then upload what it wrote."""
     function = services.function(job.function)
     params = function.parse_params(job.params)
+    _check_pinned(function.requested_inputs(params), job)
     heartbeat = Heartbeat(services.store, job.job_id, services.settings.heartbeat_seconds)
     with tempfile.TemporaryDirectory(prefix="pijobs-") as tmp, heartbeat:
         scratch = Path(tmp)
@@ -200,6 +201,16 @@ def compute_and_upload(services: WorkerServices, job: JobRecord) -> ResultInfo:
     )
 
 
+def _check_pinned(requested: dict[str, str], job: JobRecord) -> None:
+    """The parameters' inputs are the ones pinned at submit, upload for upload."""
+    pinned = {name: pin.upload_id for name, pin in (job.inputs or {}).items()}
+    if requested != pinned:
+        log.error("inputs_not_pinned", requested=sorted(requested), pinned=sorted(pinned))
+        raise JobRefusedError(
+            "the job's inputs were not accepted with it; submit the job again", code="input_unavailable"
+        )
+
+
 def _check_output(function: BusinessFunction, output: object, scratch: Path) -> None:
     """What ``run`` returned is a file it wrote in its scratch directory, under a plain name."""
     name = function.name
@@ -230,7 +241,10 @@ def file_digest(path: Path) -> tuple[int, str]:
 
 
 def _finish(services: WorkerServices, job: JobRecord, status: JobStatus, **fields: Any) -> JobRecord | None:
-    """RUNNING -> ``status``; None when the job is no longer RUNNING (cancelled or reaped meanwhile)."""
+    """RUNNING -> ``status``; None when the job is no longer RUNNING (cancelled or reaped meanwhile).
+
+    The attempt's input links go with it: they were for this instance only (a next attempt gets its own)."""
+    fields = {"input_urls": None, **fields}
     try:
         finished = services.settings.backoff().call(
             "finish_job", lambda: services.store.transition(job.job_id, JobStatus.RUNNING, status, **fields)

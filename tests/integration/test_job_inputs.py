@@ -109,7 +109,7 @@ def test_an_sql_job_reads_its_own_input_through_its_presigned_get(cloud: Cloud) 
     assert fetches.urls == [dispatched.input_urls["t"]] * 3
     body = cloud.s3.get_object(Bucket=cloud.bucket, Key=job.result.key)["Body"].read().decode()
     assert list(csv.reader(io.StringIO(body))) == [["city", "total"], ["Lima", "5"], ["Oslo", "7"]]
-    assert job.result.metadata["rows"] == 2
+    assert job.result.metadata["rows"] == 2 and job.input_urls is None  # the links end with the attempt
     assert job.result.metadata["columns"] == [
         {"name": "city", "type": "VARCHAR"},
         {"name": "total", "type": "HUGEINT"},
@@ -190,3 +190,22 @@ def test_a_refused_input_link_gives_the_attempt_back_for_fresh_links(cloud: Clou
     job = cloud.job(job_id)
     assert job.status is JobStatus.QUEUED and job.error is not None and job.error.code == "input_unavailable"
     assert [h.code for h in job.history] == ["input_unavailable"]
+
+
+def test_through_the_api_a_bad_query_is_a_422_and_unpinned_inputs_fail_the_job(cloud: Cloud) -> None:
+    inputs = {"t": "a" * 32}
+    status, body, _ = cloud.api(
+        "POST", "/jobs", {"function": "sql", "params": {"query": "ATTACH 'x.db'", "inputs": inputs}}
+    )
+    assert status == 422
+    assert [d["field"] for d in body["error"]["details"]] == ["params.query"]
+
+    status, body, _ = cloud.api(
+        "POST", "/jobs", {"function": "sql", "params": {"query": QUERY, "inputs": inputs}}
+    )
+    assert status == 202, body
+    assert cloud.dispatch(cloud.receive()) == []
+    assert cloud.run_worker(body["job_id"], adapt=Fetches().adapt) == 1
+
+    job = cloud.job(body["job_id"])
+    assert job.status is JobStatus.FAILED and job.error is not None and job.error.code == "input_unavailable"
