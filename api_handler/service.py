@@ -17,6 +17,7 @@ from shared import errors
 from shared.capacity import CapacityCounter
 from shared.fairshare import next_tag
 from shared.functions import BusinessFunction, Registry, catalog_entry, job_deadline
+from shared.inputs import pin_inputs
 from shared.logs import get_logger
 from shared.models import JobMessage, JobRecord, JobRequest, isoformat, new_job_id, utcnow
 from shared.queue import JobQueue
@@ -151,6 +152,10 @@ def submit_job(
             details=[{"field": "Idempotency-Key", "problem": "must be 1 to 128 characters"}],
         )
     function = submission.function
+    # Each named input must be one of the caller's AVAILABLE uploads, pinned (key, size, sha256) in the job.
+    # There is no uploads API yet, so no upload exists: a function's inputs are refused here (a 422 naming
+    # params.inputs.<name>), not accepted into a job that could only fail.
+    inputs = pin_inputs(function.requested_inputs(submission.params), {}, owner=owner)
     now = utcnow()
     params = submission.params.model_dump(mode="json")
     job = JobRecord(
@@ -165,6 +170,7 @@ def submit_job(
         created_at=isoformat(now),
         updated_at=isoformat(now),
         deadline_seconds=job_deadline(function, submission.params),
+        inputs=inputs or None,
         expires_at=int((now + timedelta(days=services.settings.job_ttl_days)).timestamp()),
     )
     request = {

@@ -41,6 +41,7 @@ def services() -> DispatchServices:
         stacks=StackLauncher(aws.client("cloudformation"), role_arn=settings.cfn_role_arn),
         functions=settings.functions(),
         tenants=TenantStore(ddb, settings.table_name),
+        s3=aws.presigning_s3_client(),
     )
 
 

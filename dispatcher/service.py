@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from dispatcher.admission import Admission, admit_waiting, keep_ticking, on_tick, park
 from shared import errors
 from shared.attempts import failure_fields, status_after_failure
 from shared.capacity import CapacityCounter
-from shared.functions import TEMPLATE_FILE, Registry, artifact_key, job_deadline, job_stack_parameters
+from shared.functions import (
+    TEMPLATE_FILE,
+    BusinessFunction,
+    Registry,
+    artifact_key,
+    job_deadline,
+    job_stack_parameters,
+)
+from shared.inputs import is_owned_key
 from shared.logs import bind_job, get_logger
 from shared.models import JobMessage, JobRecord
 from shared.queue import JobQueue
@@ -47,6 +55,7 @@ class DispatchServices:
     stacks: StackLauncher
     functions: Registry
     tenants: TenantStore
+    s3: Any = None  # presigns the jobs' input GETs
 
     @property
     def admission(self) -> Admission:
@@ -118,6 +127,15 @@ def _create_stack(services: DispatchServices, job: JobRecord) -> str:
         log.exception("job_not_provisionable", function=job.function)
         _fail(services, job, code="function_unavailable", message=FUNCTION_UNAVAILABLE)
         return "failed"
+    try:
+        grant = _grant(services, job, function)
+    except errors.InputUnavailableError:
+        log.exception("job_inputs_not_presignable")
+        _fail(services, job, code=errors.InputUnavailableError.code, message=INPUT_UNAVAILABLE)
+        return "failed"
+    # Before the stack: its worker reads these first. Lost only if the job was cancelled meanwhile.
+    with contextlib.suppress(errors.StaleStatusError):
+        services.store.update_fields(job.job_id, JobStatus.PROVISIONING, **grant)
     template_url = settings.template_url(artifact_key(function.name, version, TEMPLATE_FILE))
     try:
         stack_id = services.stacks.create(
@@ -138,6 +156,30 @@ def _create_stack(services: DispatchServices, job: JobRecord) -> str:
 
 
 FUNCTION_UNAVAILABLE = "this job's function is no longer offered; submit it again or to another function"
+INPUT_UNAVAILABLE = "this job's input files can no longer be read; upload them again and submit a new job"
+
+
+def _grant(services: DispatchServices, job: JobRecord, function: BusinessFunction) -> dict[str, Any]:
+    """What this attempt's instance may use, written into the record before its stack exists: the
+    operator's limits for the function as of now, and one presigned GET per pinned input, for exactly that
+    object and for ``input_url_seconds`` (the instance role itself cannot read uploads/)."""
+    limits = services.functions.limits[function.name].model_dump(mode="json")
+    pinned = job.inputs or {}
+    if not pinned:
+        return {"limits": limits}
+    bucket = services.settings.results_bucket
+    if services.s3 is None or not bucket:
+        raise errors.InputUnavailableError("the dispatcher has no bucket to presign inputs in")
+    urls: dict[str, str] = {}
+    for name, pin in sorted(pinned.items()):
+        if not is_owned_key(pin.key, job.owner):
+            raise errors.InputUnavailableError(f"input {name} is not under its owner's uploads prefix")
+        urls[name] = services.s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": bucket, "Key": pin.key},
+            ExpiresIn=services.settings.input_url_seconds,
+        )
+    return {"limits": limits, "input_urls": urls}
 
 
 def _fail(services: DispatchServices, job: JobRecord, *, code: str, message: str) -> None:

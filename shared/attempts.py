@@ -20,6 +20,7 @@ INFRASTRUCTURE_MESSAGES = {
     "provisioning_timeout": "the job's instance did not start in time",
     "worker_lost": "the job's instance stopped reporting progress",
     "result_upload_failed": "the job's result could not be stored",
+    "input_unavailable": "the job's input files could not be fetched",
     "default": "the job's infrastructure failed",
 }
 

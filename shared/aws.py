@@ -24,11 +24,20 @@ def client(service: str) -> Any:
     return _cached_client(service, endpoint, region)
 
 
+def presigning_s3_client() -> Any:
+    """An S3 client whose presigned URLs are SigV4 (an expiry of their own, ``X-Amz-Expires``; SigV2 query
+    signing is legacy and refused in newer regions)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return _cached_client("s3", endpoint, region, "s3v4")
+
+
 @lru_cache(maxsize=64)
-def _cached_client(service: str, endpoint: str | None, region: str) -> Any:
+def _cached_client(service: str, endpoint: str | None, region: str, signature: str | None = None) -> Any:
+    config = _CONFIG if signature is None else _CONFIG.merge(Config(signature_version=signature))
     with _lock:  # boto3's default session is not thread-safe while it creates clients
         session = boto3.session.Session(region_name=region)
-        return session.client(service, endpoint_url=endpoint, config=_CONFIG)
+        return session.client(service, endpoint_url=endpoint, config=config)
 
 
 def error_code(exc: Exception) -> str:

@@ -126,3 +126,15 @@ class ResultUploadError(PijobsError):
     """The worker could not store the job's result (after waiting out transient failures): infrastructure."""
 
     code = "result_upload_failed"
+
+
+class InputCorruptError(PijobsError):
+    """A job's input arrived with another size or sha256 than the job was accepted with."""
+
+    code = "input_corrupt"
+
+
+class InputUnavailableError(PijobsError):
+    """A job's input could not be fetched (its link is missing, expired or refused)."""
+
+    code = "input_unavailable"

@@ -84,15 +84,20 @@ class JobRefusedError(Exception):
         self.message = message
 
 
+# A value of ``OutputFile.metadata``: JSON (scalars, lists, objects), at most METADATA_MAX_BYTES in all.
+MetadataValue = Any
+METADATA_MAX_BYTES = 16_384
+
+
 @dataclass(frozen=True)
 class OutputFile:
     """What ``run`` produced: a file in the scratch directory, the name the customer downloads it under, its
-    content type and metadata (small scalars) that the job view shows under ``result.metadata``."""
+    content type and metadata (small JSON values) that the job view shows under ``result.metadata``."""
 
     path: Path
     filename: str
     content_type: str = "application/octet-stream"
-    metadata: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    metadata: Mapping[str, MetadataValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,8 @@ class RunContext:
     """What ``run`` gets: the validated parameters, a private scratch directory, progress and cancellation.
 
     ``progress(fraction)`` records progress (0..1) and raises when the job was cancelled, so a function that
-    reports progress stops on its own; ``cancelled()`` asks without raising.
+    reports progress stops on its own; ``cancelled()`` asks without raising. ``inputs`` maps each input's
+    name to its file in the scratch directory, downloaded and checked against its pinned size and sha256.
     """
 
     job_id: str
@@ -108,9 +114,10 @@ class RunContext:
     scratch: Path
     progress: Callable[[float], None]
     cancelled: Callable[[], bool]
-    inputs: tuple[Path, ...] = ()
+    inputs: Mapping[str, Path] = field(default_factory=dict)
     instance_id: str | None = None
     memory_limit_bytes: int | None = None
+    limits: Any = None  # the operator's limits for the function (its limits_model) as of dispatch
 
 
 class BusinessFunction(ABC):
@@ -128,6 +135,9 @@ class BusinessFunction(ABC):
     instance_types: ClassVar[tuple[str, ...]]  # the allow-list ``instance_type`` chooses from
     stack_parameter_names: ClassVar[tuple[str, ...]] = ()  # the template parameters a job may set
     requirements: ClassVar[tuple[str, ...]] = ()  # what the worker needs installed besides pijobs' own
+    # True: the request model has an ``inputs`` field of type ``shared.inputs.Inputs`` ({name: upload_id}),
+    # which the API pins at submit and the worker downloads before ``run`` (``RunContext.inputs``).
+    accepts_inputs: ClassVar[bool] = False
 
     def check(self, params: Any, limits: Any) -> list[tuple[str, str]]:
         """The operator's refusals before a job is queued: ``[(field, problem)]``, empty when acceptable."""
@@ -160,6 +170,10 @@ class BusinessFunction(ABC):
 
     def parse_params(self, params: Mapping[str, Any]) -> Any:
         return self.request_model.model_validate(params)
+
+    def requested_inputs(self, params: Any) -> dict[str, str]:
+        """``{name: upload_id}`` of one job's inputs (empty for a function that takes none)."""
+        return dict(getattr(params, "inputs", None) or {}) if self.accepts_inputs else {}
 
 
 def catalog_entry(function: BusinessFunction, limits: BaseModel) -> dict[str, Any]:
@@ -285,6 +299,10 @@ def check_function(function: BusinessFunction, where: str) -> None:
     allowed = set(getattr(function, "instance_types", ()))
     if not allowed or not allowed <= set(SUPPORTED_INSTANCE_TYPES):
         problems.append(f"instance_types must be a non-empty subset of {list(SUPPORTED_INSTANCE_TYPES)}")
+    if getattr(function, "accepts_inputs", False) and "inputs" not in getattr(
+        function.request_model, "model_fields", {}
+    ):
+        problems.append("accepts_inputs needs an 'inputs' field (shared.inputs.Inputs) in request_model")
     reserved = sorted(set(function.stack_parameter_names) & set(PLATFORM_PARAMETERS))
     if reserved:
         problems.append(f"stack_parameter_names may not include the platform's {reserved}")

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.inputs import PinnedInput
 from shared.status import JobStatus
 
 COST_CENTER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -101,6 +102,11 @@ class JobRecord(BaseModel):
     stack_name: str | None = None
     stack_id: str | None = None
     instance_id: str | None = None
+    # The inputs pinned at submit ({name: PinnedInput}); and, from dispatch, one presigned GET per input for
+    # this attempt's instance (never shown in the job view; expiry DispatcherSettings.input_url_seconds).
+    inputs: dict[str, PinnedInput] | None = None
+    input_urls: dict[str, str] | None = None
+    limits: dict[str, Any] | None = None  # the operator's limits for the function, as of dispatch
     result: ResultInfo | None = None
     error: ErrorInfo | None = None
     history: list[AttemptInfo] = Field(default_factory=list)

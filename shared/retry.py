@@ -6,8 +6,10 @@ with exponential backoff and full jitter, bounded in total time. Anything else i
 
 from __future__ import annotations
 
+import http.client
 import random
 import time
+import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -52,12 +54,21 @@ def is_transient(exc: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, (BotocoreConnectionError, HTTPClientError)):
             return True
+        if isinstance(current, urllib.error.HTTPError):  # a plain HTTP GET (a presigned URL)
+            if current.code >= 500 or current.code in (408, 429):
+                return True
+        elif isinstance(current, _PLAIN_HTTP_TRANSIENT):
+            return True
         if isinstance(current, Exception) and error_code(current) in THROTTLING_CODES:
             return True
         if _http_status(current) >= 500:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+# A plain HTTP call's connection failures: refused, reset, timed out, cut short.
+_PLAIN_HTTP_TRANSIENT = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.IncompleteRead)
 
 
 def _http_status(exc: BaseException) -> int:

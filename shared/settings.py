@@ -84,6 +84,12 @@ class DispatcherSettings(RetrySettings):
     stack_parameters: dict[str, str] = Field(default_factory=dict)
     # Each tenant's own cap on live stacks, unless an operator set one for it; 0: only MaxActiveStacks.
     max_active_stacks_per_owner: int = Field(default=0, ge=0)
+    # The bucket of the uploads (uploads/<owner>/...) whose GETs the dispatcher presigns for a job's inputs.
+    results_bucket: str | None = None
+    # How long those GETs work: made when the job is admitted, they must outlast its provisioning (the
+    # reaper allows provisioning_timeout_seconds, 900 by default) and the download. A presigned URL also
+    # ends when the credentials that signed it do (the dispatcher's role session), whichever comes first.
+    input_url_seconds: int = Field(default=3600, ge=900, le=12 * 3600)
 
     _stack_parameters = field_validator("stack_parameters", mode="before")(_json_object)
 

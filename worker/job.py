@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import signal
 import tempfile
 import threading
@@ -29,6 +30,7 @@ from shared.attempts import failure_fields, status_after_failure
 from shared.capacity import CapacityCounter
 from shared.functions import (
     FILENAME_PATTERN,
+    METADATA_MAX_BYTES,
     BusinessFunction,
     JobRefusedError,
     OutputFile,
@@ -42,6 +44,7 @@ from shared.settings import WorkerSettings
 from shared.stacks import StackLauncher
 from shared.status import JobStatus
 from shared.store import JobStore, park_fields
+from worker.inputs import Fetch, download_inputs, fetch_url
 
 log = get_logger(__name__)
 
@@ -56,6 +59,7 @@ class WorkerServices:
     stacks: StackLauncher
     s3: Any
     functions: dict[str, BusinessFunction] | None = None  # None: the installed ones
+    fetch: Fetch = fetch_url  # how an input's presigned GET is made
 
     def function(self, name: str) -> BusinessFunction:
         functions = installed_functions() if self.functions is None else self.functions
@@ -103,6 +107,14 @@ def _run(services: WorkerServices, job_id: str) -> int:
         log.exception("result_upload_failed")  # the exception is for the operator; the customer reads a code
         _give_attempt_back(services, job, code=errors.ResultUploadError.code)
         return 1
+    except errors.InputUnavailableError:
+        # An expired or refused link: another attempt is dispatched with fresh ones.
+        log.exception("input_unavailable")
+        _give_attempt_back(services, job, code=errors.InputUnavailableError.code)
+        return 1
+    except errors.InputCorruptError as exc:
+        _finish(services, job, JobStatus.FAILED, error={"code": exc.code, "message": exc.message})
+        return 1
     except JobRefusedError as exc:
         log.error("job_refused", code=exc.code, error=exc.message)
         _finish(services, job, JobStatus.FAILED, error={"code": exc.code, "message": exc.message[:500]})
@@ -144,15 +156,20 @@ def compute_and_upload(services: WorkerServices, job: JobRecord) -> ResultInfo:
     """Run the job's function in a scratch directory under a heartbeat, then upload what it wrote."""
     function = services.function(job.function)
     params = function.parse_params(job.params)
+    _check_pinned(function.requested_inputs(params), job)
     heartbeat = Heartbeat(services.store, job.job_id, services.settings.heartbeat_seconds)
     with tempfile.TemporaryDirectory(prefix="pijobs-") as tmp, heartbeat:
         scratch = Path(tmp)
+        inputs = download_inputs(job, scratch, fetch=services.fetch, backoff=services.settings.backoff())
+        heartbeat.check()
         context = RunContext(
             job_id=job.job_id,
             params=params,
             scratch=scratch,
             progress=heartbeat.report,
             cancelled=heartbeat.cancelled,
+            inputs=inputs,
+            limits=function.limits_model.model_validate(job.limits or {}),
             instance_id=job.instance_id,
             memory_limit_bytes=available_memory(),
         )
@@ -184,6 +201,16 @@ def compute_and_upload(services: WorkerServices, job: JobRecord) -> ResultInfo:
     )
 
 
+def _check_pinned(requested: dict[str, str], job: JobRecord) -> None:
+    """The parameters' inputs are the ones pinned at submit, upload for upload."""
+    pinned = {name: pin.upload_id for name, pin in (job.inputs or {}).items()}
+    if requested != pinned:
+        log.error("inputs_not_pinned", requested=sorted(requested), pinned=sorted(pinned))
+        raise JobRefusedError(
+            "the job's inputs were not accepted with it; submit the job again", code="input_unavailable"
+        )
+
+
 def _check_output(function: BusinessFunction, output: object, scratch: Path) -> None:
     """What ``run`` returned is a file it wrote in its scratch directory, under a plain name."""
     name = function.name
@@ -194,8 +221,12 @@ def _check_output(function: BusinessFunction, output: object, scratch: Path) -> 
     path = output.path.resolve()
     if not path.is_file() or scratch.resolve() not in path.parents:
         raise errors.FunctionError(f"function {name} returned {path}, not a file in its scratch directory")
-    if not all(isinstance(v, (str, int, float, bool)) for v in output.metadata.values()):
-        raise errors.FunctionError(f"function {name} returned metadata that is not scalars")
+    try:
+        encoded = json.dumps(dict(output.metadata), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise errors.FunctionError(f"function {name} returned metadata that is not JSON") from exc
+    if len(encoded) > METADATA_MAX_BYTES:
+        raise errors.FunctionError(f"function {name} returned {len(encoded)} bytes of metadata")
 
 
 def file_digest(path: Path) -> tuple[int, str]:
@@ -210,7 +241,10 @@ def file_digest(path: Path) -> tuple[int, str]:
 
 
 def _finish(services: WorkerServices, job: JobRecord, status: JobStatus, **fields: Any) -> JobRecord | None:
-    """RUNNING -> ``status``; None when the job is no longer RUNNING (cancelled or reaped meanwhile)."""
+    """RUNNING -> ``status``; None when the job is no longer RUNNING (cancelled or reaped meanwhile).
+
+    The attempt's input links go with it: they were for this instance only (a next attempt gets its own)."""
+    fields = {"input_urls": None, **fields}
     try:
         finished = services.settings.backoff().call(
             "finish_job", lambda: services.store.transition(job.job_id, JobStatus.RUNNING, status, **fields)

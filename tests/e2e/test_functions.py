@@ -34,7 +34,7 @@ def test_the_catalog_serves_every_installed_function_with_its_json_schema(carol:
 
     assert response.status_code == 200 and response.headers["Content-Type"] == "application/json"
     functions = {f["name"]: f for f in response.json()["functions"]}
-    assert set(functions) == {"pi", "word-count"}
+    assert set(functions) == {"pi", "sql", "word-count"}
     word_count = functions["word-count"]
     assert set(word_count) == {"name", "version", "title", "description", "parameters", "limits"}
     assert word_count["parameters"]["required"] == ["text"]

@@ -100,7 +100,9 @@ def test_functions_lists_the_catalog_for_people_and_scripts(pijobs: Any) -> None
     assert human.code == 0 and "word-count" in human.out and "digits:integer" in human.out
     assert "text:string" in human.out and "top?:integer" in human.out
     names = [f["name"] for f in scripted.json()["functions"]]
-    assert names == ["pi", "word-count"] and scripted.json()["functions"][0]["limits"]["max_digits"] >= 1
+    assert (
+        names == ["pi", "sql", "word-count"] and scripted.json()["functions"][0]["limits"]["max_digits"] >= 1
+    )
 
 
 def test_submit_a_function_with_typed_params_then_download_its_result(pijobs: Any, tmp_path: Path) -> None:

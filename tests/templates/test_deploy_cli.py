@@ -84,14 +84,20 @@ def test_package_uploads_code_templates_and_manifest(
     names = zip_names(lambda_zip)
     assert {"api_handler/handler.py", "dispatcher/handler.py", "shared/__init__.py"} <= names
     # the functions' definitions (for validation), not the worker runtime; their entry points for discovery
-    assert {"worker/__init__.py", "worker/pi/function.py", "pijobs_wordcount/__init__.py"} <= names
+    assert {
+        "worker/__init__.py",
+        "worker/pi/function.py",
+        "worker/sql/function.py",
+        "worker/sql/query.py",
+        "pijobs_wordcount/__init__.py",
+    } <= names
     assert "worker/job.py" not in names and not any("__pycache__" in n for n in names)
     registry = zip_member(lambda_zip, f"{deploy.REGISTRY_DIST_INFO}/entry_points.txt").decode()
     assert (
         "pi = worker.pi.function:PiFunction" in registry
         and "word-count = pijobs_wordcount:WordCount" in registry
     )
-    assert set(manifest["functions"]) == {"pi", "word-count"}
+    assert set(manifest["functions"]) == {"pi", "sql", "word-count"}
     for name, packaged in manifest["functions"].items():
         assert packaged["template_key"] == f"functions/{name}/{packaged['version']}/template.yaml"
         worker_zip = s3.get_object(Bucket=BUCKET, Key=packaged["worker_key"])["Body"].read()

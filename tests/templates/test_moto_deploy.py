@@ -31,7 +31,11 @@ LOCAL_STACK_OUTPUTS = {
     "InstanceProfileName",
     "FunctionsUrl",
 }
-PARAMS = {"pi": {"digits": 1000}, "word-count": {"text": "a b a", "top": 3}}
+PARAMS = {
+    "pi": {"digits": 1000},
+    "sql": {"query": "SELECT * FROM t", "inputs": {"t": "0" * 32}},
+    "word-count": {"text": "a b a", "top": 3},
+}
 
 
 def function_env(aws: dict[str, Any], name: str) -> dict[str, str]:

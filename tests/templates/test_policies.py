@@ -6,6 +6,7 @@ Resources are compared as text: ``!Ref X`` -> ``${X}``, ``!GetAtt A.B`` -> ``${A
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from shared.functions import (
     BusinessFunction,
     installed_functions,
 )
+from shared.inputs import UPLOADS_PREFIX, upload_key
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 FUNCTIONS = sorted(installed_functions().values(), key=lambda f: f.name)
@@ -79,6 +81,7 @@ EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
         ),
         "PassOnlyTheServiceRole": ({"iam:PassRole"}, {"${CfnServiceRole.Arn}"}),
         "ReadTheFunctionTemplates": ({"s3:GetObject"}, {TEMPLATE_OBJECT}),
+        "PresignJobInputs": ({"s3:GetObject"}, {f"${{ResultsBucket.Arn}}/{UPLOADS_PREFIX}*"}),
         "ResolveTheImageParameter": ({"ssm:GetParameters"}, {AMI_PARAMETERS}),
     },
     "ReaperRole": {
@@ -310,6 +313,38 @@ def test_instance_role_has_no_iam_or_ec2_and_only_job_and_capacity_items(
     ]
     assert leading_keys == ["job#*", "capacity#global"]
     assert found["DeleteOwnJobStack"]["Condition"] == {"Null": {"aws:ResourceTag/JobId": "false"}}
+
+
+def grants(statement: dict[str, Any], action: str, resource: str) -> bool:
+    """Whether an Allow statement covers ``action`` on ``resource`` (IAM's wildcards: '*' and '?')."""
+    return (
+        statement["Effect"] == "Allow"
+        and any(fnmatch.fnmatchcase(action, pattern) for pattern in as_list(statement["Action"]))
+        and any(fnmatch.fnmatchcase(resource, render(pattern)) for pattern in as_list(statement["Resource"]))
+    )
+
+
+S3_READS = ("s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAttributes", "s3:ListBucket")
+
+
+def test_no_instance_can_read_an_upload_only_the_dispatcher_presigns_them(
+    roles: dict[str, dict[str, Any]], primary: dict[str, Any]
+) -> None:
+    """A job's instance reads its inputs through the GETs its dispatch presigned, never with its role."""
+    an_upload = "${ResultsBucket.Arn}/" + upload_key("key-b", "f" * 32)
+    for sid, statement in statements(roles["InstanceRole"]).items():
+        for action in S3_READS:
+            assert not grants(statement, action, an_upload), sid
+            assert not grants(statement, action, "${ResultsBucket.Arn}"), sid
+    readers = {
+        role
+        for role, found in ((r, statements(roles[r])) for r in roles)
+        for statement in found.values()
+        if grants(statement, "s3:GetObject", an_upload)
+    }
+    assert readers == {"DispatcherRole"}
+    bucket_policy = primary["Resources"]["ResultsBucketPolicy"]["Properties"]["PolicyDocument"]
+    assert all(statement["Effect"] == "Deny" for statement in bucket_policy["Statement"])
 
 
 @pytest.mark.parametrize("function", FUNCTIONS, ids=lambda f: f.name)

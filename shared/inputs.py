@@ -1,0 +1,126 @@
+"""Job inputs: files a customer uploaded, named in a job's parameters and pinned in its record at submit.
+
+A function that takes inputs has an ``inputs`` field of type ``Inputs`` in its request model
+(``{"t": "<upload_id>"}``) and sets ``BusinessFunction.accepts_inputs``. At submit the API looks up each named
+upload and calls ``pin_inputs``: the job record then keeps, per input, the object's key, size and sha256 as
+they were when the job was accepted (``PinnedInput``). At dispatch the dispatcher presigns one short-lived
+GET per pinned input (``JobRecord.input_urls``); the worker downloads through those URLs only and checks
+size and sha256 before the function sees a byte. The instance role itself cannot read ``uploads/``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from enum import Enum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from shared import errors
+
+UPLOADS_PREFIX = "uploads/"
+MAX_INPUTS = 8
+# An input's name is also an SQL identifier (the sql function's view), so: lowercase, digits, underscores.
+INPUT_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+UPLOAD_ID_PATTERN = r"^[a-f0-9]{32}$"
+SHA256_PATTERN = r"^[a-f0-9]{64}$"
+
+InputName = Annotated[str, StringConstraints(pattern=INPUT_NAME_PATTERN)]
+UploadId = Annotated[str, StringConstraints(pattern=UPLOAD_ID_PATTERN)]
+Inputs = Annotated[
+    dict[InputName, UploadId],
+    Field(
+        min_length=1,
+        max_length=MAX_INPUTS,
+        description="the job's input files: a name for each (a-z, 0-9, _) -> an upload_id of yours",
+    ),
+]
+
+
+def upload_prefix(owner: str) -> str:
+    """Where one owner's uploads live; nothing outside it is ever pinned or presigned for their jobs."""
+    return f"{UPLOADS_PREFIX}{owner}/"
+
+
+def upload_key(owner: str, upload_id: str) -> str:
+    return f"{upload_prefix(owner)}{upload_id}"
+
+
+class UploadStatus(str, Enum):
+    PENDING = "PENDING"  # nothing arrived yet
+    AVAILABLE = "AVAILABLE"  # size and sha256 verified by pijobs
+    REJECTED = "REJECTED"
+
+
+class UploadRecord(BaseModel):
+    """What pinning needs of an upload record (the uploads API keeps more: filename, times)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    upload_id: str
+    owner: str
+    status: UploadStatus
+    key: str
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=SHA256_PATTERN)
+
+
+class PinnedInput(BaseModel):
+    """One input as the job record keeps it: the object the job was accepted with, and its checksum."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    upload_id: str = Field(pattern=UPLOAD_ID_PATTERN)
+    key: str = Field(min_length=1, max_length=1024)
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=SHA256_PATTERN)
+
+
+NOT_FOUND = "no such upload"
+
+
+def pin_inputs(
+    requested: Mapping[str, str],
+    uploads: Mapping[str, UploadRecord | None],
+    *,
+    owner: str,
+    field_prefix: str = "params.inputs",
+) -> dict[str, PinnedInput]:
+    """The pinned inputs of a job, from its requested ``{name: upload_id}`` and the upload records found
+    (``uploads[upload_id]``, None or absent when there is none). Every problem is one detail naming
+    ``params.inputs.<name>``, all raised together as a ValidationError; another owner's upload reads exactly
+    like a missing one."""
+    pinned: dict[str, PinnedInput] = {}
+    problems: list[dict[str, str]] = []
+    for name, upload_id in sorted(requested.items()):
+        upload = uploads.get(upload_id)
+        problem = _problem_of(upload, upload_id, owner)
+        if problem:
+            problems.append({"field": f"{field_prefix}.{name}", "problem": problem})
+            continue
+        assert upload is not None
+        pinned[name] = PinnedInput(
+            upload_id=upload.upload_id, key=upload.key, bytes=upload.bytes, sha256=upload.sha256
+        )
+    if problems:
+        raise errors.ValidationError("an input cannot be used", details=problems)
+    return pinned
+
+
+def _problem_of(upload: UploadRecord | None, upload_id: str, owner: str) -> str | None:
+    if upload is None or upload.owner != owner or upload.upload_id != upload_id:
+        return NOT_FOUND
+    if not is_owned_key(upload.key, owner):
+        return NOT_FOUND  # a record that points outside its owner's prefix is never trusted
+    if upload.status is not UploadStatus.AVAILABLE:
+        return f"the upload is {upload.status.value}, not AVAILABLE"
+    return None
+
+
+def is_owned_key(key: str, owner: str) -> bool:
+    """Whether ``key`` is one object under the owner's uploads prefix (no '..', no empty parts)."""
+    rest = key.removeprefix(upload_prefix(owner))
+    return (
+        rest != key and bool(re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", rest)) and ".." not in rest
+    )

@@ -1,0 +1,210 @@
+"""A job that reads inputs, under moto: the dispatcher presigns one GET per pinned input of the job's own
+owner, the worker fetches exactly those, checks them, and the sql function runs over them.
+
+The uploads API does not exist yet: a test puts the object in S3 and writes the job record with its pinned
+inputs the way the API will (``shared.inputs.pin_inputs``), then sends the job's message.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import urllib.error
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from shared.inputs import PinnedInput, UploadRecord, UploadStatus, pin_inputs, upload_key
+from shared.models import JobMessage, JobRecord, isoformat, new_job_id, utcnow
+from shared.queue import JobQueue
+from shared.status import JobStatus
+from tests.integration.conftest import Cloud
+from worker.job import WorkerServices
+
+CSV = b"city,amount\nOslo,3\nLima,5\nOslo,4\n"
+QUERY = "SELECT city, sum(amount) AS total FROM t GROUP BY city ORDER BY city"
+
+
+def put_upload(cloud: Cloud, owner: str, body: bytes) -> UploadRecord:
+    upload_id = new_job_id()
+    key = upload_key(owner, upload_id)
+    cloud.s3.put_object(Bucket=cloud.bucket, Key=key, Body=body)
+    return UploadRecord(
+        upload_id=upload_id,
+        owner=owner,
+        status=UploadStatus.AVAILABLE,
+        key=key,
+        bytes=len(body),
+        sha256=hashlib.sha256(body).hexdigest(),
+    )
+
+
+def submit_sql(cloud: Cloud, owner: str, pinned: dict[str, PinnedInput], query: str = QUERY) -> str:
+    """What POST /jobs will do for an sql job once the uploads API pins its inputs."""
+    job_id = new_job_id()
+    now = isoformat(utcnow())
+    params = {"query": query, "inputs": {n: p.upload_id for n, p in pinned.items()}, "format": "csv"}
+    record = JobRecord(
+        job_id=job_id,
+        owner=owner,
+        function="sql",
+        version="1",
+        params=params,
+        status=JobStatus.QUEUED,
+        created_at=now,
+        updated_at=now,
+        message_at=now,
+        deadline_seconds=3600,
+        inputs=pinned,
+    )
+    cloud.store.create(record)
+    JobQueue(cloud.sqs, cloud.queue_url).send(JobMessage(job_id=job_id, function="sql"))
+    return job_id
+
+
+class Fetches:
+    """The worker's GETs, made with requests (which moto answers in-process), each one recorded."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.urls: list[str] = []
+        self.failures = failures
+
+    def __call__(self, url: str, destination: Path) -> None:
+        self.urls.append(url)
+        if len(self.urls) <= self.failures:
+            raise urllib.error.HTTPError(url, 503, "Slow Down", {}, None)  # type: ignore[arg-type]
+        response = requests.get(url, timeout=10)
+        response.raise_for_status()
+        destination.write_bytes(response.content)
+
+    def adapt(self, services: WorkerServices) -> None:
+        services.fetch = self
+
+
+def path_of(url: str) -> str:
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+
+
+def test_an_sql_job_reads_its_own_input_through_its_presigned_get(cloud: Cloud) -> None:
+    upload = put_upload(cloud, "key-a", CSV)
+    job_id = submit_sql(
+        cloud, "key-a", pin_inputs({"t": upload.upload_id}, {upload.upload_id: upload}, owner="key-a")
+    )
+
+    assert cloud.dispatch(cloud.receive()) == []
+    dispatched = cloud.job(job_id)
+    assert dispatched.status is JobStatus.PROVISIONING and dispatched.input_urls is not None
+    assert list(dispatched.input_urls) == ["t"] and path_of(dispatched.input_urls["t"]) == f"/{upload.key}"
+    assert "X-Amz-Expires=3600" in dispatched.input_urls["t"]
+    assert dispatched.limits == {"max_rows": 10_000_000, "max_result_bytes": 1 << 30}
+    fetches = Fetches(failures=2)  # two transient failures, waited out
+
+    assert cloud.run_worker(job_id, adapt=fetches.adapt, transient_base_seconds=0.01) == 0
+
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.SUCCEEDED and job.result is not None
+    assert fetches.urls == [dispatched.input_urls["t"]] * 3
+    body = cloud.s3.get_object(Bucket=cloud.bucket, Key=job.result.key)["Body"].read().decode()
+    assert list(csv.reader(io.StringIO(body))) == [["city", "total"], ["Lima", "5"], ["Oslo", "7"]]
+    assert job.result.metadata["rows"] == 2 and job.input_urls is None  # the links end with the attempt
+    assert job.result.metadata["columns"] == [
+        {"name": "city", "type": "VARCHAR"},
+        {"name": "total", "type": "HUGEINT"},
+    ]
+    assert cloud.live_stacks() == [] and cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_an_input_changed_after_it_was_pinned_fails_the_job_input_corrupt(cloud: Cloud) -> None:
+    upload = put_upload(cloud, "key-a", CSV)
+    job_id = submit_sql(
+        cloud, "key-a", pin_inputs({"t": upload.upload_id}, {upload.upload_id: upload}, owner="key-a")
+    )
+    assert cloud.dispatch(cloud.receive()) == []
+    cloud.s3.put_object(Bucket=cloud.bucket, Key=upload.key, Body=CSV[:-3])  # truncated after the check
+
+    assert cloud.run_worker(job_id, adapt=Fetches().adapt) == 1
+
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.FAILED and job.error is not None
+    assert job.error.code == "input_corrupt" and "input t" in job.error.message
+    assert job.result is None and cloud.live_stacks() == []
+    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_an_input_pinned_outside_its_owners_prefix_is_never_presigned(cloud: Cloud) -> None:
+    theirs = put_upload(cloud, "key-b", b"secret,data\n1,2\n")
+    stolen = PinnedInput(upload_id=theirs.upload_id, key=theirs.key, bytes=theirs.bytes, sha256=theirs.sha256)
+    job_id = submit_sql(cloud, "key-a", {"t": stolen})
+
+    assert cloud.dispatch(cloud.receive()) == []
+
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.FAILED and job.error is not None and job.error.code == "input_unavailable"
+    assert job.input_urls is None and cloud.live_stacks() == []
+    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_a_worker_fetches_no_url_but_the_ones_for_its_own_pinned_objects(cloud: Cloud) -> None:
+    """Another tenant's URL planted in the record (the job record is the only place the worker looks) is
+    not fetched: the worker checks each URL names its own pinned key before it asks for it."""
+    mine = put_upload(cloud, "key-a", CSV)
+    theirs = put_upload(cloud, "key-b", b"secret,data\n1,2\n")
+    job_id = submit_sql(
+        cloud, "key-a", pin_inputs({"t": mine.upload_id}, {mine.upload_id: mine}, owner="key-a")
+    )
+    assert cloud.dispatch(cloud.receive()) == []
+    planted = cloud.s3.generate_presigned_url(
+        "get_object", Params={"Bucket": cloud.bucket, "Key": theirs.key}
+    )
+    cloud.store.update_fields(job_id, JobStatus.PROVISIONING, input_urls={"t": planted})
+    fetches = Fetches()
+
+    assert cloud.run_worker(job_id, adapt=fetches.adapt, max_attempts=1) == 1
+
+    assert fetches.urls == []
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.FAILED and job.error is not None and job.error.code == "input_unavailable"
+    assert "secret" not in str(job.model_dump())
+
+
+def test_a_refused_input_link_gives_the_attempt_back_for_fresh_links(cloud: Cloud) -> None:
+    upload = put_upload(cloud, "key-a", CSV)
+    job_id = submit_sql(
+        cloud, "key-a", pin_inputs({"t": upload.upload_id}, {upload.upload_id: upload}, owner="key-a")
+    )
+    assert cloud.dispatch(cloud.receive()) == []
+
+    def expired(url: str, destination: Path) -> None:
+        from shared.errors import InputUnavailableError
+
+        raise InputUnavailableError("the input's link was refused (HTTP 403)")
+
+    def adapt(services: WorkerServices) -> Any:
+        services.fetch = expired
+
+    assert cloud.run_worker(job_id, adapt=adapt) == 1
+
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.QUEUED and job.error is not None and job.error.code == "input_unavailable"
+    assert [h.code for h in job.history] == ["input_unavailable"]
+
+
+def test_through_the_api_a_bad_query_or_an_unknown_upload_is_a_422(cloud: Cloud) -> None:
+    """Until the uploads API exists no upload does: a job naming one is refused at submit, never queued to
+    fail later."""
+    inputs = {"t": "a" * 32}
+    status, body, _ = cloud.api(
+        "POST", "/jobs", {"function": "sql", "params": {"query": "ATTACH 'x.db'", "inputs": inputs}}
+    )
+    assert status == 422
+    assert [d["field"] for d in body["error"]["details"]] == ["params.query"]
+
+    status, body, _ = cloud.api(
+        "POST", "/jobs", {"function": "sql", "params": {"query": QUERY, "inputs": inputs}}
+    )
+    assert status == 422, body
+    assert [d["field"] for d in body["error"]["details"]] == ["params.inputs.t"]
+    assert cloud.receive() == []  # nothing queued

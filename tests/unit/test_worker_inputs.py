@@ -1,0 +1,116 @@
+"""An input's download over plain HTTP, the way the instance fetches its presigned GET: server errors and
+dropped connections waited out, a refused link (expired, denied, gone) reported at once."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+import urllib.error
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared import errors
+from shared.inputs import PinnedInput
+from shared.models import JobRecord
+from shared.retry import Backoff, is_transient
+from worker.inputs import download_inputs, fetch_url
+
+BODY = b"a,b\n1,2\n"
+KEY = "uploads/key-a/" + "a" * 32
+
+
+class Server(http.server.ThreadingHTTPServer):
+    answers: list[int]
+    requests: int = 0
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    server: Server
+
+    def do_GET(self) -> None:
+        self.server.requests += 1
+        status = self.server.answers.pop(0) if self.server.answers else 200
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(BODY) if status == 200 else 0))
+        self.end_headers()
+        if status == 200:
+            self.wfile.write(BODY)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    httpd = Server(("127.0.0.1", 0), Handler)
+    httpd.answers = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def job(url: str, body: bytes = BODY) -> JobRecord:
+    pin = PinnedInput(upload_id="a" * 32, key=KEY, bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
+    return JobRecord(
+        job_id="0" * 32,
+        owner="key-a",
+        function="sql",
+        params={},
+        status="RUNNING",
+        created_at="x",
+        updated_at="x",
+        inputs={"t": pin},
+        input_urls={"t": url},
+    )
+
+
+def url_of(server: Server) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}/bucket/{KEY}?X-Amz-Expires=900"
+
+
+BACKOFF = Backoff(base_seconds=0.001, cap_seconds=0.01, total_seconds=5)
+
+
+def test_server_errors_are_waited_out_and_the_file_is_checked(server: Server, tmp_path: Path) -> None:
+    server.answers = [503, 500]
+
+    paths = download_inputs(job(url_of(server)), tmp_path, fetch=fetch_url, backoff=BACKOFF)
+
+    assert paths == {"t": tmp_path / "inputs" / "t"} and paths["t"].read_bytes() == BODY
+    assert server.requests == 3
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_a_refused_link_is_reported_at_once(server: Server, tmp_path: Path, status: int) -> None:
+    server.answers = [status]
+
+    with pytest.raises(errors.InputUnavailableError):
+        download_inputs(job(url_of(server)), tmp_path, fetch=fetch_url, backoff=BACKOFF)
+    assert server.requests == 1
+
+
+def test_another_size_or_checksum_is_input_corrupt(server: Server, tmp_path: Path) -> None:
+    with pytest.raises(errors.InputCorruptError, match="input t"):
+        download_inputs(job(url_of(server), body=BODY + b"3,4\n"), tmp_path, fetch=fetch_url, backoff=BACKOFF)
+
+
+def test_a_link_for_another_object_is_not_fetched(server: Server, tmp_path: Path) -> None:
+    other = url_of(server).replace("key-a", "key-b")
+
+    with pytest.raises(errors.InputUnavailableError):
+        download_inputs(job(other), tmp_path, fetch=fetch_url, backoff=BACKOFF)
+    assert server.requests == 0
+
+
+def test_plain_http_errors_are_transient_only_when_they_pass() -> None:
+    def http_error(code: int) -> urllib.error.HTTPError:
+        return urllib.error.HTTPError("http://x", code, "", {}, None)  # type: ignore[arg-type]
+
+    assert is_transient(http_error(503)) and is_transient(http_error(429))
+    assert is_transient(urllib.error.URLError(ConnectionRefusedError())) and is_transient(TimeoutError())
+    assert not is_transient(http_error(403)) and not is_transient(http_error(404))
