@@ -12,15 +12,16 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO, TypedDict
 
 from pijobs.customer import stdout_console
 from shared import aws
-from shared.status import JobStatus
+from shared.status import TERMINAL_STATES, JobStatus
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -38,6 +39,16 @@ PEEK_HOLD_SECONDS = 10
 REDRIVE_HOLD_SECONDS = 30
 PEEK_LIMIT = 100
 LIVE_STATES = (JobStatus.QUEUED, JobStatus.PROVISIONING, JobStatus.RUNNING)
+FINAL_STATES = tuple(sorted(TERMINAL_STATES))
+
+WATCH_INTERVAL = 2.0
+WATCH_INTERVAL_RANGE = (0.1, 3600.0)
+COMPLETION_BUCKETS = 30  # the sparkline: completions per minute over the last half hour
+COMPLETION_BUCKET_SECONDS = 60
+COMPLETION_REREAD_SECONDS = 30  # the finished index is eventually consistent: each read overlaps the last
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+SPARK_ZERO = "·"
+BAR_WIDTH = 20
 
 
 class OpsUsageError(Exception):
@@ -77,6 +88,18 @@ def register(subparsers: Any) -> None:
     ops = subparsers.add_parser("ops", help="operators: queue, capacity, event source mapping")
     actions = ops.add_subparsers(metavar="ACTION")
     status = actions.add_parser("status", parents=[common], help="queue, DLQ, live jobs, capacity, mapping")
+    status.add_argument(
+        "--watch", action="store_true", help="a live view, redrawn every --interval seconds (Ctrl-C ends it)"
+    )
+    status.add_argument(
+        "--interval",
+        type=_interval,
+        default=WATCH_INTERVAL,
+        help=f"with --watch: seconds between redraws (default {WATCH_INTERVAL:g}; 0.1..3600)",
+    )
+    status.add_argument(
+        "--iterations", type=bounded_int(1, None), help="with --watch: stop after this many views"
+    )
     status.set_defaults(run=_runner(cmd_ops_status))
     change = actions.add_parser("set", parents=[common], help="change MaxActiveStacks and the mapping")
     change.add_argument(
@@ -133,6 +156,17 @@ def bounded_int(low: int, high: int | None) -> Callable[[str], int]:
     return parse
 
 
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not WATCH_INTERVAL_RANGE[0] <= value <= WATCH_INTERVAL_RANGE[1]:
+        low, high = WATCH_INTERVAL_RANGE
+        raise argparse.ArgumentTypeError(f"{value:g} is out of range ({low:g}..{high:g})")
+    return value
+
+
 def _weight(text: str) -> float:
     from shared.fairshare import WEIGHT_RANGE
 
@@ -162,7 +196,13 @@ def _runner(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 
 # ---- commands ----------------------------------------------------------------------------------------------
 def cmd_ops_status(args: argparse.Namespace) -> int:
+    if not args.watch and args.iterations is not None:
+        raise OpsUsageError("--iterations goes with --watch")
+    if args.watch and args.json_output:
+        raise OpsUsageError("--watch draws a view for a person; without it, --json prints the status once")
     resources = stack_resources(aws.client("cloudformation"), _stack_name(args))
+    if args.watch:
+        return watch_status(resources, interval=args.interval, iterations=args.iterations)
     status = gather_status(resources)
     _show_status(args, status)
     return EXIT_OK
@@ -214,8 +254,11 @@ def cmd_ops_tenant(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def tenant_rows(resources: StackResources) -> list[dict[str, Any]]:
-    """Every tenant with a setting, a live stack or a waiting job: weight, cap, live, waiting."""
+def tenant_rows(resources: StackResources, *, waiting: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Every tenant with a setting, a live stack or a waiting job: weight, cap, live, waiting.
+
+    ``waiting`` (jobs parked per tenant) when the caller has read it already: it is the whole waiting index.
+    """
     from shared.fairshare import TenantPolicy, owner_limit
     from shared.store import JobStore
     from shared.tenants import TenantStore
@@ -223,7 +266,8 @@ def tenant_rows(resources: StackResources) -> list[dict[str, Any]]:
     ddb = aws.client("dynamodb")
     configured = {t.owner: t.policy for t in TenantStore(ddb, resources.table_name).all()}
     live = (_capacity(resources).state() or {}).get("owners", {})
-    waiting = JobStore(ddb, resources.table_name).waiting_by_owner()
+    if waiting is None:
+        waiting = JobStore(ddb, resources.table_name).waiting_by_owner()
     rows = []
     for owner in sorted(set(configured) | set(live) | set(waiting)):
         policy = configured.get(owner, TenantPolicy())
@@ -354,13 +398,16 @@ def live_jobs_by_state(statuses: Iterable[str]) -> dict[str, int]:
     return {state.value: counts.get(state.value, 0) for state in LIVE_STATES}
 
 
-def gather_status(resources: StackResources) -> dict[str, Any]:
+def gather_status(resources: StackResources, *, waiting: dict[str, int] | None = None) -> dict[str, Any]:
+    """Queues, live jobs by state, capacity, jobs waiting for a slot and the mapping (``ops status --json``);
+    ``waiting`` as in ``tenant_rows``."""
     from shared.store import JobStore
 
     sqs, ddb, lam = aws.client("sqs"), aws.client("dynamodb"), aws.client("lambda")
     store = JobStore(ddb, resources.table_name)
     live = store.live_jobs()
-    waiting = store.waiting_by_owner()
+    if waiting is None:
+        waiting = store.waiting_by_owner()
     capacity = _capacity(resources).state()
     mapping = lam.get_event_source_mapping(UUID=resources.mapping_id)
     return {
@@ -522,13 +569,166 @@ def confirm(prompt: str, *, stdin: TextIO | None = None, stderr: TextIO | None =
     return stdin.readline().strip().lower() in ("y", "yes")
 
 
+# ---- the live view (ops status --watch) --------------------------------------------------------------------
+class CompletionHistory:
+    """Jobs finished lately, for the sparkline: read from the finished index, the whole window once, then
+    only what finished since the last read (plus an overlap, for the index's lag), so a redraw every few
+    seconds costs the jobs that finished meanwhile, not the window again."""
+
+    def __init__(
+        self,
+        finished_between: Callable[[str, str], list[dict[str, Any]]],
+        *,
+        buckets: int = COMPLETION_BUCKETS,
+        bucket_seconds: int = COMPLETION_BUCKET_SECONDS,
+    ) -> None:
+        self._finished_between = finished_between
+        self._buckets = buckets
+        self._bucket = timedelta(seconds=bucket_seconds)
+        self._jobs: dict[str, tuple[datetime, str]] = {}  # job id -> (finished at, final state)
+        self._read_until: datetime | None = None
+
+    def refresh(self, now: datetime) -> None:
+        window_start = now - self._bucket * self._buckets
+        start = window_start
+        if self._read_until is not None:
+            start = max(window_start, self._read_until - timedelta(seconds=COMPLETION_REREAD_SECONDS))
+        for job in self._finished_between(_iso(start), _iso(now)):
+            self._jobs[str(job["job_id"])] = (_parse_iso(str(job["finished_at"])), str(job["status"]))
+        self._read_until = now
+        self._jobs = {k: v for k, v in self._jobs.items() if v[0] > window_start}
+
+    def view(self, now: datetime) -> dict[str, Any]:
+        """``per_bucket`` (oldest first, the last one ending now), ``bucket_seconds``, ``by_state``."""
+        per_bucket = [0] * self._buckets
+        by_state = dict.fromkeys((state.value for state in FINAL_STATES), 0)
+        for finished_at, state in self._jobs.values():
+            back = int((now - finished_at) / self._bucket)
+            if 0 <= back < self._buckets:
+                per_bucket[self._buckets - 1 - back] += 1
+                by_state[state] = by_state.get(state, 0) + 1
+        return {
+            "per_bucket": per_bucket,
+            "bucket_seconds": int(self._bucket.total_seconds()),
+            "by_state": by_state,
+        }
+
+
+def sparkline(counts: list[int]) -> str:
+    """One character per count, scaled to the largest; a zero is a dot, so no work is not a little work."""
+    top = max(counts, default=0)
+    steps = len(SPARK_BLOCKS)
+    return "".join(
+        SPARK_ZERO if n <= 0 else SPARK_BLOCKS[min(steps - 1, -(-n * steps // top) - 1)] for n in counts
+    )
+
+
+def capacity_bar(active: int, limit: int, width: int = BAR_WIDTH) -> str:
+    filled = width if limit <= 0 else min(width, round(width * active / limit))
+    return "█" * filled + "░" * (width - filled)
+
+
+def watch_view(
+    status: dict[str, Any],
+    tenants: list[dict[str, Any]],
+    completions: dict[str, Any],
+    *,
+    now: datetime,
+    problem: str | None = None,
+) -> Any:
+    """The live view, from what was read: the status table, capacity against the cap, tenants and the
+    completions sparkline. Pure: a test renders it to a recording console."""
+    from rich.console import Group
+    from rich.text import Text
+
+    capacity = status["capacity"]
+    active, limit = capacity["active_stacks"], capacity["max_active_stacks"]
+    title = f"pijobs stack {status['stack']} at {now.strftime('%H:%M:%S')} UTC"
+    parts: list[Any] = [status_table(status, title=title)]
+    bar = Text("capacity  ", style="bold")
+    bar.append(capacity_bar(active, limit), style="red" if active >= limit else "green")
+    bar.append(f"  {active}/{limit} stacks", style="bold")
+    parts += [Text(""), bar, Text("")]
+    if tenants:
+        parts.append(tenants_table(tenants, title="tenants"))
+    else:
+        parts.append(Text("tenants: none with a setting, a live stack or a waiting job"))
+    counts = completions["per_bucket"]
+    minutes = len(counts) * completions["bucket_seconds"] // 60
+    line = Text(f"\ncompleted, per {completions['bucket_seconds']} s over {minutes} min  ", style="bold")
+    line.append(sparkline(counts), style="cyan")
+    line.append(f"  {sum(counts)} jobs, {counts[-1] if counts else 0} in the last bucket")
+    parts.append(line)
+    parts.append(Text("  " + ", ".join(f"{state} {n}" for state, n in completions["by_state"].items())))
+    if problem:
+        parts.append(Text(f"\nlast refresh failed: {problem}", style="red"))
+    return Group(*parts)
+
+
+def watch_status(
+    resources: StackResources,
+    *,
+    interval: float = WATCH_INTERVAL,
+    iterations: int | None = None,
+    console: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Redraw the view every ``interval`` seconds until Ctrl-C, or ``iterations`` views. A failed refresh
+    keeps the last figures on screen under the error, and the next one tries again; only a failure of the
+    first read ends the command (it would be one again at every redraw)."""
+    from rich.live import Live
+
+    from pijobs.cli import describe_failure
+    from shared.models import utcnow
+    from shared.store import JobStore
+
+    store = JobStore(aws.client("dynamodb"), resources.table_name)
+    history = CompletionHistory(store.finished_between)
+    last: dict[str, Any] = {}
+
+    def frame() -> Any:
+        now = utcnow()
+        try:
+            waiting = store.waiting_by_owner()
+            last["status"] = gather_status(resources, waiting=waiting)
+            last["tenants"] = tenant_rows(resources, waiting=waiting)
+            history.refresh(now)
+        except Exception as exc:
+            if not last:
+                raise
+            return watch_view(
+                last["status"], last["tenants"], history.view(now), now=now, problem=describe_failure(exc)
+            )
+        return watch_view(last["status"], last["tenants"], history.view(now), now=now)
+
+    console = console or stdout_console()
+    try:
+        with Live(frame(), console=console, auto_refresh=False) as live:
+            shown = 1
+            while iterations is None or shown < iterations:
+                sleep(interval)
+                live.update(frame(), refresh=True)
+                shown += 1
+    except KeyboardInterrupt:
+        pass  # the operator is done watching: not a failure
+    return EXIT_OK
+
+
 # ---- output ------------------------------------------------------------------------------------------------
 def _print_status(status: dict[str, Any]) -> None:
+    stdout_console().print(status_table(status))
+    if status["event_source_mapping"]["state"] == "Disabled" and os.environ.get("AWS_ENDPOINT_URL"):
+        print("(local stack: the local stand-in polls the queue; the mapping's own state stays Disabled)")
+
+
+def status_table(status: dict[str, Any], *, title: str | None = None) -> Any:
+    """``ops status`` as a table, from what ``gather_status`` read."""
     from rich.table import Table
 
     queue, dlq = status["queue"], status["dead_letter_queue"]
     jobs, capacity, mapping = status["live_jobs"], status["capacity"], status["event_source_mapping"]
-    table = Table(title=f"pijobs stack {status['stack']}", show_header=False, box=None, title_justify="left")
+    title = title or f"pijobs stack {status['stack']}"
+    table = Table(title=title, show_header=False, box=None, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     table.add_row("jobs queue", _queue_text(queue))
@@ -545,24 +745,27 @@ def _print_status(status: dict[str, Any]) -> None:
     concurrency = mapping["maximum_concurrency"]
     table.add_row("  MaximumConcurrency", "not set (no cap)" if concurrency is None else str(concurrency))
     table.add_row("  MaximumBatchingWindowInSeconds", str(mapping["maximum_batching_window_s"]))
-    stdout_console().print(table)
-    if mapping["state"] == "Disabled" and os.environ.get("AWS_ENDPOINT_URL"):
-        print("(local stack: the local stand-in polls the queue; the mapping's own state stays Disabled)")
+    return table
 
 
 def _print_tenants(rows: list[dict[str, Any]], default_cap: int | None) -> None:
-    from rich.table import Table
-
     if not rows:
         print("no tenant has a setting, a live stack or a waiting job")
         return
-    table = Table("tenant", "weight", "cap", "live stacks", "waiting", box=None)
+    stdout_console().print(tenants_table(rows))
+
+
+def tenants_table(rows: list[dict[str, Any]], *, title: str | None = None) -> Any:
+    from rich.table import Table
+
+    columns = ("tenant", "weight", "cap", "live stacks", "waiting")
+    table = Table(*columns, box=None, title=title, title_justify="left")
     for row in rows:
         cap = "none" if row["max_active"] is None else str(row["max_active"])
         if not row["own_cap"]:
             cap += " (default)"
         table.add_row(row["tenant"], f"{row['weight']:g}", cap, str(row["live_stacks"]), str(row["waiting"]))
-    stdout_console().print(table)
+    return table
 
 
 def _queue_text(counts: dict[str, Any]) -> str:
@@ -600,6 +803,16 @@ def _stack_name(args: argparse.Namespace) -> str:
 
 def _status_value(status: Any) -> str:
     return str(getattr(status, "value", status))
+
+
+def _iso(moment: datetime) -> str:
+    from shared.models import isoformat
+
+    return isoformat(moment)
+
+
+def _parse_iso(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def _millis_to_iso(millis: Any) -> str | None:
