@@ -254,20 +254,29 @@ def cmd_ops_tenant(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def tenant_rows(resources: StackResources, *, waiting: dict[str, int] | None = None) -> list[dict[str, Any]]:
+def tenant_rows(
+    resources: StackResources, *, waiting: dict[str, int] | None = None, busy_only: bool = False
+) -> list[dict[str, Any]]:
     """Every tenant with a setting, a live stack or a waiting job: weight, cap, live, waiting.
 
     ``waiting`` (jobs parked per tenant) when the caller has read it already: it is the whole waiting index.
+    ``busy_only``: only the tenants with a live stack or a waiting job, their settings read by key; finding
+    every tenant with a setting scans the table, which is fine for ``ops tenants``, not for a redraw every
+    few seconds.
     """
     from shared.fairshare import TenantPolicy, owner_limit
     from shared.store import JobStore
     from shared.tenants import TenantStore
 
     ddb = aws.client("dynamodb")
-    configured = {t.owner: t.policy for t in TenantStore(ddb, resources.table_name).all()}
+    tenants = TenantStore(ddb, resources.table_name)
     live = (_capacity(resources).state() or {}).get("owners", {})
     if waiting is None:
         waiting = JobStore(ddb, resources.table_name).waiting_by_owner()
+    if busy_only:
+        configured = tenants.policies(set(live) | set(waiting))
+    else:
+        configured = {t.owner: t.policy for t in tenants.all()}
     rows = []
     for owner in sorted(set(configured) | set(live) | set(waiting)):
         policy = configured.get(owner, TenantPolicy())
@@ -652,7 +661,7 @@ def watch_view(
     if tenants:
         parts.append(tenants_table(tenants, title="tenants"))
     else:
-        parts.append(Text("tenants: none with a setting, a live stack or a waiting job"))
+        parts.append(Text("tenants: none with a live stack or a waiting job"))
     counts = completions["per_bucket"]
     minutes = len(counts) * completions["bucket_seconds"] // 60
     line = Text(f"\ncompleted, per {completions['bucket_seconds']} s over {minutes} min  ", style="bold")
@@ -691,7 +700,7 @@ def watch_status(
         try:
             waiting = store.waiting_by_owner()
             last["status"] = gather_status(resources, waiting=waiting)
-            last["tenants"] = tenant_rows(resources, waiting=waiting)
+            last["tenants"] = tenant_rows(resources, waiting=waiting, busy_only=True)
             history.refresh(now)
         except Exception as exc:
             if not last:

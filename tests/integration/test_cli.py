@@ -240,12 +240,20 @@ def test_ops_status_watch_draws_the_live_view_until_its_last_iteration(
 ) -> None:
     done = pijobs("submit", "--digits", "60", "--wait", "--json")
     assert done.code == 0, done.err
-
-    watch = pijobs("ops", "status", "--watch", "--iterations", "2", "--interval", "0.1")
+    idle_key_id, _ = stack.create_api_key("idle-tenant-with-a-setting")
+    assert pijobs("ops", "tenant", idle_key_id, "--weight", "3").code == 0
+    with dispatch_paused(stack):
+        ids = [pijobs("submit", "--digits", "70", "--json").json()["job_id"] for _ in range(2)]
+        watch = pijobs("ops", "status", "--watch", "--iterations", "2", "--interval", "0.1")
+        for job_id in ids:
+            pijobs("cancel", job_id)
 
     assert watch.code == 0, watch.err
     assert "pijobs stack pijobs at" in watch.out and "dead-letter queue" in watch.out
     assert "of MaxActiveStacks 2" in watch.out and "/2 stacks" in watch.out
+    waiting = next(line for line in watch.out.splitlines() if line.split()[:1] == [stack.api_key_id])
+    assert int(waiting.split()[-1]) >= 2  # the default key's jobs, parked at submit
+    assert idle_key_id not in watch.out  # a setting alone is not usage: the watch does not scan for it
     assert "completed, per 60 s over 30 min" in watch.out
     states = next(line for line in watch.out.splitlines() if "SUCCEEDED" in line and "TIMED_OUT" in line)
     assert int(states.split("SUCCEEDED ")[1].split(",")[0]) >= 1  # the job above, from the finished index
