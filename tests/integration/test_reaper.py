@@ -279,3 +279,24 @@ def test_two_sweeps_at_once_count_a_finished_job_once(cloud: Cloud) -> None:
     assert claims == ["2000-01-01T00:00:00.000Z", None]
     (job,) = store.finished_between(claims[0], isoformat(later))  # type: ignore[arg-type]
     assert job["job_id"] == job_id and job["status"] == "SUCCEEDED" and job["started_at"]
+
+
+def test_a_metrics_failure_is_logged_and_the_sweep_goes_on(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from structlog.testing import capture_logs
+
+    from shared.store import JobStore
+
+    def broken(self: JobStore, after: str, until: str) -> list[dict[str, object]]:
+        raise RuntimeError("the index is not there")
+
+    monkeypatch.setattr(JobStore, "finished_between", broken)
+    job_id = _running(cloud)
+
+    with capture_logs() as logs:
+        documents = _sweep_metrics(minutes_later=4)
+
+    assert cloud.job(job_id).status is JobStatus.QUEUED  # the dead worker's job was still retried
+    assert _metric(documents, metrics.ACTIVE_STACKS) == 0
+    assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == ["metrics_failed"]
