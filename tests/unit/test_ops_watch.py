@@ -1,4 +1,5 @@
-"""``pijobs ops status --watch``: the view built from what was read, the completions history, the loop."""
+"""``pijobs ops status --watch`` (pijobs/watch.py): the view built from what was read, the completions
+history, the loop."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from pijobs import ops
+from pijobs import ops, watch
 
 NOW = datetime(2026, 12, 3, 17, 30, 5, tzinfo=timezone.utc)
 
@@ -61,7 +62,7 @@ def test_the_view_shows_queue_dlq_states_capacity_tenants_and_completions() -> N
         "by_state": {"CANCELLED": 1, "FAILED": 1, "SUCCEEDED": 7, "TIMED_OUT": 0},
     }
 
-    text = render(ops.watch_view(_status(), TENANTS, completions, now=NOW))
+    text = render(watch.watch_view(_status(), TENANTS, completions, now=NOW))
 
     assert "pijobs stack pijobs-prod at 17:30:05 UTC" in text
     assert "jobs queue" in text and "4 waiting, 1 in flight, 6 delayed" in text
@@ -79,9 +80,9 @@ def test_the_view_shows_queue_dlq_states_capacity_tenants_and_completions() -> N
 
 
 def test_the_view_says_when_no_tenant_is_active_and_when_a_refresh_failed() -> None:
-    completions = ops.CompletionHistory(lambda after, until: []).view(NOW)
+    completions = watch.CompletionHistory(lambda after, until: []).view(NOW)
 
-    text = render(ops.watch_view(_status(active=10), [], completions, now=NOW, problem="AWS refused Query"))
+    text = render(watch.watch_view(_status(active=10), [], completions, now=NOW, problem="AWS refused Query"))
 
     assert "tenants: none with a live stack or a waiting job" in text
     assert "█" * 20 + "  10/10 stacks" in text
@@ -100,7 +101,7 @@ def test_the_view_says_when_no_tenant_is_active_and_when_a_refresh_failed() -> N
     ],
 )
 def test_sparkline_scales_to_the_largest_count(counts: list[int], line: str) -> None:
-    assert ops.sparkline(counts) == line
+    assert watch.sparkline(counts) == line
 
 
 @pytest.mark.parametrize(
@@ -108,7 +109,7 @@ def test_sparkline_scales_to_the_largest_count(counts: list[int], line: str) -> 
     [(0, 10, "░" * 20), (5, 10, "█" * 10 + "░" * 10), (12, 10, "█" * 20), (1, 0, "█" * 20)],
 )
 def test_capacity_bar(active: int, limit: int, bar: str) -> None:
-    assert ops.capacity_bar(active, limit) == bar
+    assert watch.capacity_bar(active, limit) == bar
 
 
 class FinishedIndex:
@@ -131,7 +132,7 @@ def test_completions_read_the_window_once_then_only_what_is_new() -> None:
     index.finish("old", NOW - timedelta(minutes=45))  # before the half hour shown
     index.finish("a", NOW - timedelta(minutes=29, seconds=30))
     index.finish("b", NOW - timedelta(seconds=20), status="FAILED")
-    history = ops.CompletionHistory(index, buckets=30, bucket_seconds=60)
+    history = watch.CompletionHistory(index, buckets=30, bucket_seconds=60)
 
     history.refresh(NOW)
     later = NOW + timedelta(seconds=2)
@@ -148,7 +149,7 @@ def test_completions_read_the_window_once_then_only_what_is_new() -> None:
 def test_completions_leave_the_view_when_they_leave_the_window() -> None:
     index = FinishedIndex()
     index.finish("a", NOW - timedelta(minutes=29, seconds=55))
-    history = ops.CompletionHistory(index, buckets=30, bucket_seconds=60)
+    history = watch.CompletionHistory(index, buckets=30, bucket_seconds=60)
     history.refresh(NOW)
     assert sum(history.view(NOW)["per_bucket"]) == 1
 
@@ -163,7 +164,7 @@ def deployment(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     from shared.store import JobStore
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    script: dict[str, Any] = {"reads": 0, "fail_from": None}
+    script: dict[str, Any] = {"reads": 0, "fail_from": None, "tenants_fail_from": None}
 
     def gather(resources: Any, *, waiting: Any = None) -> dict[str, Any]:
         script["reads"] += 1
@@ -175,6 +176,8 @@ def deployment(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     def tenants(resources: Any, *, waiting: Any = None, busy_only: bool = False) -> list[dict[str, Any]]:
         assert busy_only  # every redraw: no scan of the table for tenants' settings
+        if script["tenants_fail_from"] is not None and script["reads"] >= script["tenants_fail_from"]:
+            raise RuntimeError("throttled")
         return TENANTS
 
     monkeypatch.setattr(ops, "tenant_rows", tenants)
@@ -190,7 +193,7 @@ def test_a_bounded_watch_shows_the_last_view_and_exits_zero(deployment: dict[str
     console = Console(record=True, width=120, color_system=None, force_terminal=False)
     naps: list[float] = []
 
-    code = ops.watch_status(RESOURCES, interval=0.5, iterations=3, console=console, sleep=naps.append)
+    code = watch.watch_status(RESOURCES, interval=0.5, iterations=3, console=console, sleep=naps.append)
 
     assert code == 0 and naps == [0.5, 0.5] and deployment["reads"] == 3
     assert "3/10 stacks" in console.export_text()  # the third read's figures
@@ -201,7 +204,7 @@ def test_ctrl_c_ends_the_watch_with_exit_zero(deployment: dict[str, Any]) -> Non
         raise KeyboardInterrupt
 
     console = Console(record=True, width=120, color_system=None)
-    assert ops.watch_status(RESOURCES, console=console, sleep=interrupted) == 0
+    assert watch.watch_status(RESOURCES, console=console, sleep=interrupted) == 0
     assert deployment["reads"] == 1
 
 
@@ -209,7 +212,7 @@ def test_a_failed_refresh_keeps_the_last_figures_under_the_error(deployment: dic
     deployment["fail_from"] = 2
     console = Console(record=True, width=120, color_system=None)
 
-    assert ops.watch_status(RESOURCES, iterations=2, console=console, sleep=lambda s: None) == 0
+    assert watch.watch_status(RESOURCES, iterations=2, console=console, sleep=lambda s: None) == 0
 
     text = console.export_text()
     assert "1/10 stacks" in text and "last refresh failed: the endpoint went away" in text
@@ -218,4 +221,15 @@ def test_a_failed_refresh_keeps_the_last_figures_under_the_error(deployment: dic
 def test_a_failed_first_read_is_the_command_failing(deployment: dict[str, Any]) -> None:
     deployment["fail_from"] = 1
     with pytest.raises(RuntimeError, match="went away"):
-        ops.watch_status(RESOURCES, iterations=2, console=Console(record=True), sleep=lambda s: None)
+        watch.watch_status(RESOURCES, iterations=2, console=Console(record=True), sleep=lambda s: None)
+
+
+def test_a_refresh_that_fails_halfway_shows_the_last_whole_view(deployment: dict[str, Any]) -> None:
+    deployment["tenants_fail_from"] = 2  # the second status read works, its tenants' read does not
+    console = Console(record=True, width=120, color_system=None)
+
+    assert watch.watch_status(RESOURCES, iterations=2, console=console, sleep=lambda s: None) == 0
+
+    last_view = console.export_text().split("pijobs stack")[-1]
+    assert "1/10 stacks" in last_view and "2/10 stacks" not in last_view
+    assert "last refresh failed: throttled" in last_view
