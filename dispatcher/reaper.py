@@ -220,7 +220,9 @@ def recount(services: ReaperServices, live: list[JobRecord]) -> None:
 def publish_metrics(services: ReaperServices, live: list[JobRecord], now: datetime, stream: TextIO) -> None:
     """The sweep's gauges and the jobs finished since the last sweep, as EMF lines (shared/metrics.py).
 
-    A failure here is logged, never raised: metrics must not stop the sweep that keeps jobs moving.
+    A failure here is logged, never raised: metrics must not stop the sweep that keeps jobs moving. The
+    window is claimed before it is read, so each finished job is counted at most once: a sweep that fails
+    after its claim leaves its window's jobs out (the log says metrics_failed).
     """
     stack = services.settings.primary_stack_name
     try:
