@@ -12,11 +12,11 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, TextIO
 
 from dispatcher.admission import Admission, keep_ticking
 from dispatcher.service import retry_or_fail
-from shared import aws, errors
+from shared import aws, errors, metrics
 from shared.capacity import CapacityCounter
 from shared.logs import bind_job, clear_context, configure_logging, get_logger
 from shared.models import JobMessage, JobRecord, isoformat, utcnow
@@ -67,8 +67,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return reap(services())
 
 
-def reap(services: ReaperServices, now: datetime | None = None) -> dict[str, Any]:
-    """One sweep. Returns what it did, by job id, for logs and tests."""
+def reap(
+    services: ReaperServices, now: datetime | None = None, *, metrics_to: TextIO | None = None
+) -> dict[str, Any]:
+    """One sweep. Returns what it did, by job id, for logs and tests. Its metrics go to ``metrics_to``
+    (default: stdout when Lambda runs it, else nowhere; shared/metrics.py)."""
     now = now or utcnow()
     stacks = {s["StackName"]: s for s in services.stacks.list_job_stacks()}
     actions: dict[str, str] = {}
@@ -93,6 +96,9 @@ def reap(services: ReaperServices, now: datetime | None = None) -> dict[str, Any
     # Jobs wait but no tick is on its way (it was lost): nobody would admit them.
     if keep_ticking(services.admission, now=now.timestamp()):
         actions["admission_tick"] = "restarted"
+    stream = metrics.destination(metrics_to)
+    if stream is not None:
+        publish_metrics(services, live, now, stream)
     # A sweep that changed nothing is routine: at debug level, so the log shows what happened, not the clock.
     (log.info if actions else log.debug)("reaper_swept", live_jobs=len(live), actions=len(actions))
     return {"actions": actions, "live": len(live)}
@@ -209,6 +215,34 @@ def recount(services: ReaperServices, live: list[JobRecord]) -> None:
     recounted = services.capacity.recount(holders, expected_active=state["active"])
     if recounted and state["active"] != len(holders):
         log.warning("capacity_recounted", was=state["active"], now=len(holders))
+
+
+def publish_metrics(services: ReaperServices, live: list[JobRecord], now: datetime, stream: TextIO) -> None:
+    """The sweep's gauges and the jobs finished since the last sweep, as EMF lines (shared/metrics.py).
+
+    A failure here is logged, never raised: metrics must not stop the sweep that keeps jobs moving. The
+    window is claimed before it is read, so each finished job is counted at most once: a sweep that fails
+    after its claim leaves its window's jobs out (the log says metrics_failed).
+    """
+    stack = services.settings.primary_stack_name
+    try:
+        state = services.capacity.state()
+        gauges = {
+            metrics.ACTIVE_STACKS: state["active"] if state else 0,
+            metrics.MAX_ACTIVE_STACKS: state["limit"] if state else services.settings.max_active_stacks,
+            metrics.WAITING_JOBS: sum(1 for job in live if job.wait_tag is not None),
+        }
+        metrics.emit(metrics.emf_document(gauges, stack=stack, timestamp=now), stream)
+        until = now - timedelta(seconds=services.settings.metrics_lag_seconds)
+        first = until - timedelta(minutes=1)  # a first sweep counts a minute, not every job ever stored
+        start = services.store.advance_metrics_watermark(isoformat(until), start=isoformat(first))
+        if start is None:
+            return
+        finished = services.store.finished_between(start, isoformat(until))
+        for document in metrics.finished_documents(finished, stack=stack, timestamp=now):
+            metrics.emit(document, stream)
+    except Exception:
+        log.exception("metrics_failed")
 
 
 def _requeue(services: ReaperServices, job: JobRecord, now: datetime) -> str | None:

@@ -1,4 +1,5 @@
-"""The operator's commands: ``pijobs ops status|set`` and ``pijobs dlq list|redrive|purge``.
+"""The operator's commands: ``pijobs ops status|set|tenants|tenant`` and ``pijobs dlq list|redrive|purge``
+(``ops status --watch``, the live view, is ``pijobs/watch.py``).
 
 Resource names come from the primary stack's outputs (QueueUrl, DeadLetterQueueUrl, TableName,
 EventSourceMappingId), so the same commands work on AWS and, with ``AWS_ENDPOINT_URL`` set, on the local
@@ -38,6 +39,8 @@ PEEK_HOLD_SECONDS = 10
 REDRIVE_HOLD_SECONDS = 30
 PEEK_LIMIT = 100
 LIVE_STATES = (JobStatus.QUEUED, JobStatus.PROVISIONING, JobStatus.RUNNING)
+WATCH_INTERVAL = 2.0  # ops status --watch (pijobs/watch.py)
+WATCH_INTERVAL_RANGE = (0.1, 3600.0)
 
 
 class OpsUsageError(Exception):
@@ -77,6 +80,18 @@ def register(subparsers: Any) -> None:
     ops = subparsers.add_parser("ops", help="operators: queue, capacity, event source mapping")
     actions = ops.add_subparsers(metavar="ACTION")
     status = actions.add_parser("status", parents=[common], help="queue, DLQ, live jobs, capacity, mapping")
+    status.add_argument(
+        "--watch", action="store_true", help="a live view, redrawn every --interval seconds (Ctrl-C ends it)"
+    )
+    status.add_argument(
+        "--interval",
+        type=_interval,
+        default=WATCH_INTERVAL,
+        help=f"with --watch: seconds between redraws (default {WATCH_INTERVAL:g}; 0.1..3600)",
+    )
+    status.add_argument(
+        "--iterations", type=bounded_int(1, None), help="with --watch: stop after this many views"
+    )
     status.set_defaults(run=_runner(cmd_ops_status))
     change = actions.add_parser("set", parents=[common], help="change MaxActiveStacks and the mapping")
     change.add_argument(
@@ -133,6 +148,17 @@ def bounded_int(low: int, high: int | None) -> Callable[[str], int]:
     return parse
 
 
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not WATCH_INTERVAL_RANGE[0] <= value <= WATCH_INTERVAL_RANGE[1]:
+        low, high = WATCH_INTERVAL_RANGE
+        raise argparse.ArgumentTypeError(f"{value:g} is out of range ({low:g}..{high:g})")
+    return value
+
+
 def _weight(text: str) -> float:
     from shared.fairshare import WEIGHT_RANGE
 
@@ -162,7 +188,15 @@ def _runner(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 
 # ---- commands ----------------------------------------------------------------------------------------------
 def cmd_ops_status(args: argparse.Namespace) -> int:
+    if not args.watch and args.iterations is not None:
+        raise OpsUsageError("--iterations goes with --watch")
+    if args.watch and args.json_output:
+        raise OpsUsageError("--watch draws a view for a person; without it, --json prints the status once")
     resources = stack_resources(aws.client("cloudformation"), _stack_name(args))
+    if args.watch:
+        from pijobs.watch import watch_status
+
+        return watch_status(resources, interval=args.interval, iterations=args.iterations)
     status = gather_status(resources)
     _show_status(args, status)
     return EXIT_OK
@@ -214,16 +248,29 @@ def cmd_ops_tenant(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def tenant_rows(resources: StackResources) -> list[dict[str, Any]]:
-    """Every tenant with a setting, a live stack or a waiting job: weight, cap, live, waiting."""
+def tenant_rows(
+    resources: StackResources, *, waiting: dict[str, int] | None = None, busy_only: bool = False
+) -> list[dict[str, Any]]:
+    """Every tenant with a setting, a live stack or a waiting job: weight, cap, live, waiting.
+
+    ``waiting`` (jobs parked per tenant) when the caller has read it already: it is the whole waiting index.
+    ``busy_only``: only the tenants with a live stack or a waiting job, their settings read by key; finding
+    every tenant with a setting scans the table, which is fine for ``ops tenants``, not for a redraw every
+    few seconds.
+    """
     from shared.fairshare import TenantPolicy, owner_limit
     from shared.store import JobStore
     from shared.tenants import TenantStore
 
     ddb = aws.client("dynamodb")
-    configured = {t.owner: t.policy for t in TenantStore(ddb, resources.table_name).all()}
+    tenants = TenantStore(ddb, resources.table_name)
     live = (_capacity(resources).state() or {}).get("owners", {})
-    waiting = JobStore(ddb, resources.table_name).waiting_by_owner()
+    if waiting is None:
+        waiting = JobStore(ddb, resources.table_name).waiting_by_owner()
+    if busy_only:
+        configured = tenants.policies(set(live) | set(waiting))
+    else:
+        configured = {t.owner: t.policy for t in tenants.all()}
     rows = []
     for owner in sorted(set(configured) | set(live) | set(waiting)):
         policy = configured.get(owner, TenantPolicy())
@@ -354,13 +401,16 @@ def live_jobs_by_state(statuses: Iterable[str]) -> dict[str, int]:
     return {state.value: counts.get(state.value, 0) for state in LIVE_STATES}
 
 
-def gather_status(resources: StackResources) -> dict[str, Any]:
+def gather_status(resources: StackResources, *, waiting: dict[str, int] | None = None) -> dict[str, Any]:
+    """Queues, live jobs by state, capacity, jobs waiting for a slot and the mapping (``ops status --json``);
+    ``waiting`` as in ``tenant_rows``."""
     from shared.store import JobStore
 
     sqs, ddb, lam = aws.client("sqs"), aws.client("dynamodb"), aws.client("lambda")
     store = JobStore(ddb, resources.table_name)
     live = store.live_jobs()
-    waiting = store.waiting_by_owner()
+    if waiting is None:
+        waiting = store.waiting_by_owner()
     capacity = _capacity(resources).state()
     mapping = lam.get_event_source_mapping(UUID=resources.mapping_id)
     return {
@@ -524,11 +574,19 @@ def confirm(prompt: str, *, stdin: TextIO | None = None, stderr: TextIO | None =
 
 # ---- output ------------------------------------------------------------------------------------------------
 def _print_status(status: dict[str, Any]) -> None:
+    stdout_console().print(status_table(status))
+    if status["event_source_mapping"]["state"] == "Disabled" and os.environ.get("AWS_ENDPOINT_URL"):
+        print("(local stack: the local stand-in polls the queue; the mapping's own state stays Disabled)")
+
+
+def status_table(status: dict[str, Any], *, title: str | None = None) -> Any:
+    """``ops status`` as a table, from what ``gather_status`` read."""
     from rich.table import Table
 
     queue, dlq = status["queue"], status["dead_letter_queue"]
     jobs, capacity, mapping = status["live_jobs"], status["capacity"], status["event_source_mapping"]
-    table = Table(title=f"pijobs stack {status['stack']}", show_header=False, box=None, title_justify="left")
+    title = title or f"pijobs stack {status['stack']}"
+    table = Table(title=title, show_header=False, box=None, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     table.add_row("jobs queue", _queue_text(queue))
@@ -545,24 +603,27 @@ def _print_status(status: dict[str, Any]) -> None:
     concurrency = mapping["maximum_concurrency"]
     table.add_row("  MaximumConcurrency", "not set (no cap)" if concurrency is None else str(concurrency))
     table.add_row("  MaximumBatchingWindowInSeconds", str(mapping["maximum_batching_window_s"]))
-    stdout_console().print(table)
-    if mapping["state"] == "Disabled" and os.environ.get("AWS_ENDPOINT_URL"):
-        print("(local stack: the local stand-in polls the queue; the mapping's own state stays Disabled)")
+    return table
 
 
 def _print_tenants(rows: list[dict[str, Any]], default_cap: int | None) -> None:
-    from rich.table import Table
-
     if not rows:
         print("no tenant has a setting, a live stack or a waiting job")
         return
-    table = Table("tenant", "weight", "cap", "live stacks", "waiting", box=None)
+    stdout_console().print(tenants_table(rows))
+
+
+def tenants_table(rows: list[dict[str, Any]], *, title: str | None = None) -> Any:
+    from rich.table import Table
+
+    columns = ("tenant", "weight", "cap", "live stacks", "waiting")
+    table = Table(*columns, box=None, title=title, title_justify="left")
     for row in rows:
         cap = "none" if row["max_active"] is None else str(row["max_active"])
         if not row["own_cap"]:
             cap += " (default)"
         table.add_row(row["tenant"], f"{row['weight']:g}", cap, str(row["live_stacks"]), str(row["waiting"]))
-    stdout_console().print(table)
+    return table
 
 
 def _queue_text(counts: dict[str, Any]) -> str:

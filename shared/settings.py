@@ -102,6 +102,10 @@ class ReaperSettings(RetrySettings):
     provisioning_timeout_seconds: int = Field(default=900, ge=1)
     vanished_grace_seconds: int = Field(default=60, ge=0)
     requeue_after_seconds: int = Field(default=900, ge=1)
+    primary_stack_name: NonEmpty = "pijobs"  # the Stack dimension of the metrics it emits (shared/metrics.py)
+    # Finished jobs are counted for the metrics this long after they finished (the index is eventually
+    # consistent), each in exactly one sweep.
+    metrics_lag_seconds: int = Field(default=15, ge=0, le=300)
 
 
 class WorkerSettings(AttemptSettings):

@@ -27,7 +27,10 @@ LIVE_INDEX = "live-index"  # every job not yet terminal, under ``live_shard``
 WAITING_INDEX = (
     "waiting-index"  # every job parked for capacity, under ``wait_shard``, ordered by ``wait_tag``
 )
+FINISHED_INDEX = "finished-index"  # every terminal job, under ``done_shard``, ordered by ``finished_at``
 LIVE_SHARD, WAIT_SHARD, WAIT_TAG = "live_shard", "wait_shard", "wait_tag"
+DONE_SHARD = "done_shard"
+METRICS_WATERMARK_KEY = {"pk": {"S": "metrics#finished"}}  # how far the reaper has counted finished jobs
 LIST_READS = 10  # queries one page of a filtered list may take
 FILTER_VALUES_MAX = 100  # DynamoDB's IN takes at most 100 operands
 
@@ -169,6 +172,60 @@ class JobStore:
                     counts[owner] = counts.get(owner, 0) + 1
         return counts
 
+    def finished_between(self, after: str, until: str) -> list[dict[str, Any]]:
+        """The jobs that finished in ``(after, until]`` (ISO times), from the finished index: its cost follows
+        the jobs finished in that window, not every job stored. Each is ``{job_id, status, created_at,
+        dispatched_at, started_at, finished_at}`` as far as the job has them. Eventually consistent: a job
+        that finished a moment ago may not be there yet."""
+        jobs: list[dict[str, Any]] = []
+        paginator = self._ddb.get_paginator("query")
+        for shard in range(INDEX_SHARDS):
+            pages = paginator.paginate(
+                TableName=self._table,
+                IndexName=FINISHED_INDEX,
+                KeyConditionExpression="#shard = :shard AND #finished BETWEEN :after AND :until",
+                ExpressionAttributeNames={"#shard": DONE_SHARD, "#finished": "finished_at"},
+                ExpressionAttributeValues={
+                    ":shard": {"S": str(shard)},
+                    ":after": {"S": after},
+                    ":until": {"S": until},
+                },
+            )
+            for page in pages:
+                items = (_python_item(item) for item in page.get("Items", []))
+                jobs.extend(item for item in items if item["finished_at"] > after)
+        return sorted(jobs, key=lambda job: str(job["finished_at"]))
+
+    def advance_metrics_watermark(self, until: str, *, start: str) -> str | None:
+        """Claim the window of finished jobs from the watermark (``start`` the first time) to ``until`` and
+        move the watermark there; None when there is nothing new or another sweep claimed it first. So each
+        finished job is counted in one sweep's metrics, however the sweeps overlap."""
+        item = self._ddb.get_item(TableName=self._table, Key=METRICS_WATERMARK_KEY, ConsistentRead=True).get(
+            "Item"
+        )
+        previous = item["through"]["S"] if item else None
+        if previous is not None and previous >= until:
+            return None
+        values = {":until": {"S": until}}
+        condition = "attribute_not_exists(pk)"
+        if previous is not None:
+            values[":previous"] = {"S": previous}
+            condition = "#through = :previous"
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=METRICS_WATERMARK_KEY,
+                UpdateExpression="SET #through = :until",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#through": "through"},
+                ExpressionAttributeValues=values,
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return previous or start
+
     def is_anyone_waiting(self) -> bool:
         return any(
             self._ddb.query(
@@ -294,6 +351,7 @@ class JobStore:
         if target.is_terminal:
             updates.setdefault("finished_at", now)
             updates[LIVE_SHARD] = None
+            updates[DONE_SHARD] = str(shard_of(job_id))
         if target is JobStatus.SUCCEEDED:
             updates.setdefault("error", None)  # an earlier attempt's error is not the job's outcome
         if not linked:

@@ -348,18 +348,23 @@ class Keeper:
 
 
 def _reindexed(item: dict[str, Any]) -> dict[str, Any]:
-    """An item as this version keeps it: a live job saved by an older one joins the live index, and the
-    capacity item forgets the last run's admission tick (it died with the old queue)."""
+    """An item as this version keeps it: a live job saved by an older one joins the live index, a finished
+    one the finished index, and the capacity item forgets the last run's admission tick (it died with the
+    old queue)."""
     from shared.capacity import CAPACITY_KEY
     from shared.fairshare import shard_of
     from shared.status import JobStatus
-    from shared.store import LIVE_SHARD
+    from shared.store import DONE_SHARD, LIVE_SHARD
 
     if item.get("pk") == CAPACITY_KEY["pk"]:
         return {k: v for k, v in item.items() if k != "tick_at"}
     status, job_id = item.get("status", {}).get("S"), item.get("job_id", {}).get("S")
-    if job_id and status in JobStatus.__members__ and not JobStatus(status).is_terminal:
+    if not job_id or status not in JobStatus.__members__:
+        return item
+    if not JobStatus(status).is_terminal:
         return {**item, LIVE_SHARD: {"S": str(shard_of(job_id))}}
+    if "finished_at" in item and DONE_SHARD not in item:
+        return {**item, DONE_SHARD: {"S": str(shard_of(job_id))}}
     return item
 
 

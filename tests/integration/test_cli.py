@@ -237,6 +237,49 @@ def test_ops_status_shows_queue_jobs_capacity_and_mapping(pijobs: Any, stack: Lo
     assert human.code == 0 and "MaxActiveStacks 2" in human.out and "MaximumConcurrency" in human.out
 
 
+def test_ops_status_watch_draws_the_live_view_until_its_last_iteration(
+    pijobs: Any, stack: LocalStack
+) -> None:
+    done = pijobs("submit", "--digits", "60", "--wait", "--json")
+    assert done.code == 0, done.err
+    idle_key_id, _ = stack.create_api_key("idle-tenant-with-a-setting")
+    assert pijobs("ops", "tenant", idle_key_id, "--weight", "3").code == 0
+    with dispatch_paused(stack):
+        ids = [pijobs("submit", "--digits", "70", "--json").json()["job_id"] for _ in range(2)]
+        watch = pijobs("ops", "status", "--watch", "--iterations", "2", "--interval", "0.1")
+        for job_id in ids:
+            pijobs("cancel", job_id)
+
+    assert watch.code == 0, watch.err
+    assert "pijobs stack pijobs at" in watch.out and "dead-letter queue" in watch.out
+    assert "of MaxActiveStacks 2" in watch.out and "/2 stacks" in watch.out
+    waiting = next(line for line in watch.out.splitlines() if line.split()[:1] == [stack.api_key_id])
+    assert int(waiting.split()[-1]) >= 2  # the default key's jobs, parked at submit
+    assert idle_key_id not in watch.out  # a setting alone is not usage: the watch does not scan for it
+    assert "completed, per 60 s over 30 min" in watch.out
+    states = next(line for line in watch.out.splitlines() if "SUCCEEDED" in line and "TIMED_OUT" in line)
+    assert int(states.split("SUCCEEDED ")[1].split(",")[0]) >= 1  # the job above, from the finished index
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--watch", "--json"], "--watch draws a view"),
+        (["--iterations", "2"], "--iterations goes with --watch"),
+    ],
+)
+def test_ops_status_watch_refuses_what_it_cannot_do(pijobs: Any, argv: list[str], says: str) -> None:
+    run = pijobs("ops", "status", *argv)
+    assert run.code == 2 and says in run.err
+
+
+@pytest.mark.parametrize("argv", [["--interval", "0"], ["--interval", "x"], ["--iterations", "0"]])
+def test_ops_status_watch_refuses_out_of_range_values(pijobs: Any, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        pijobs("ops", "status", "--watch", *argv)
+    assert exit_info.value.code == 2
+
+
 def test_ops_tenant_sets_weight_and_cap_and_ops_tenants_shows_them(pijobs: Any, stack: LocalStack) -> None:
     key_id, _ = stack.create_api_key("tenant-under-test")
 

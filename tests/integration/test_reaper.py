@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import timedelta
 
@@ -10,7 +11,8 @@ import pytest
 import dispatcher.handler
 import dispatcher.reaper
 import dispatcher.service
-from shared.models import utcnow
+from shared import metrics
+from shared.models import isoformat, utcnow
 from shared.status import JobStatus
 from tests.integration.conftest import Cloud
 
@@ -231,3 +233,74 @@ def test_a_provisioning_job_whose_stack_name_was_not_recorded_is_not_called_vani
 
     assert reap(minutes_later=2)["actions"] == {}  # past the vanished grace, within the provisioning timeout
     assert cloud.job(job_id).status is JobStatus.PROVISIONING and len(cloud.live_stacks()) == 1
+
+
+# ---- metrics (EMF lines, shared/metrics.py) ---------------------------------------------------------------
+def _sweep_metrics(minutes_later: float) -> list[dict[str, object]]:
+    out = io.StringIO()
+    moment = utcnow() + timedelta(minutes=minutes_later)
+    dispatcher.reaper.reap(dispatcher.reaper.services(), moment, metrics_to=out)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def _metric(documents: list[dict[str, object]], name: str) -> object:
+    (value,) = [d[name] for d in documents if name in d]
+    return value
+
+
+def test_each_sweep_reports_capacity_and_the_jobs_finished_since_the_last_one(cloud: Cloud) -> None:
+    finished = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    assert cloud.run_worker(finished) == 0
+    running = _running(cloud)
+
+    first = _sweep_metrics(minutes_later=1)
+    second = _sweep_metrics(minutes_later=1.5)
+
+    for documents in (first, second):
+        assert all(d["_aws"]["CloudWatchMetrics"][0]["Namespace"] == metrics.NAMESPACE for d in documents)  # type: ignore[index]
+        assert all(d[metrics.STACK_DIMENSION] == "pijobs" for d in documents)
+        assert _metric(documents, metrics.ACTIVE_STACKS) == 1  # the running job's slot
+        assert _metric(documents, metrics.MAX_ACTIVE_STACKS) == 2
+        assert _metric(documents, metrics.WAITING_JOBS) == 0
+    assert _metric(first, "JobsSucceeded") == 1 and _metric(first, "JobsFailed") == 0
+    assert len(_metric(first, "RunningSeconds")) == 1  # type: ignore[arg-type]
+    assert _metric(second, "JobsSucceeded") == 0  # counted once, by the first sweep
+    assert not any("RunningSeconds" in d for d in second)
+    assert cloud.job(running).status is JobStatus.RUNNING
+
+
+def test_two_sweeps_at_once_count_a_finished_job_once(cloud: Cloud) -> None:
+    job_id = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    assert cloud.run_worker(job_id) == 0
+    store, later = cloud.store, utcnow() + timedelta(seconds=30)
+
+    claims = [
+        store.advance_metrics_watermark(isoformat(later), start="2000-01-01T00:00:00.000Z") for _ in "ab"
+    ]
+
+    assert claims == ["2000-01-01T00:00:00.000Z", None]
+    (job,) = store.finished_between(claims[0], isoformat(later))  # type: ignore[arg-type]
+    assert job["job_id"] == job_id and job["status"] == "SUCCEEDED" and job["started_at"]
+
+
+def test_a_metrics_failure_is_logged_and_the_sweep_goes_on(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from structlog.testing import capture_logs
+
+    from shared.store import JobStore
+
+    def broken(self: JobStore, after: str, until: str) -> list[dict[str, object]]:
+        raise RuntimeError("the index is not there")
+
+    monkeypatch.setattr(JobStore, "finished_between", broken)
+    job_id = _running(cloud)
+
+    with capture_logs() as logs:
+        documents = _sweep_metrics(minutes_later=4)
+
+    assert cloud.job(job_id).status is JobStatus.QUEUED  # the dead worker's job was still retried
+    assert _metric(documents, metrics.ACTIVE_STACKS) == 0
+    assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == ["metrics_failed"]

@@ -14,7 +14,16 @@ from api_handler.routes import OPERATIONS
 from pijobs.deploy import deploy_primary_local
 from shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
 from shared.settings import DispatcherSettings
-from shared.store import LIVE_INDEX, LIVE_SHARD, OWNER_INDEX, WAIT_SHARD, WAIT_TAG, WAITING_INDEX
+from shared.store import (
+    DONE_SHARD,
+    FINISHED_INDEX,
+    LIVE_INDEX,
+    LIVE_SHARD,
+    OWNER_INDEX,
+    WAIT_SHARD,
+    WAIT_TAG,
+    WAITING_INDEX,
+)
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 STACK_NAME = f"pijob-{JOB_ID}-1"  # the dispatcher names stacks pijob-<job id>-<attempt>
@@ -128,6 +137,10 @@ def test_queue_table_and_mapping_follow_the_parameters(aws: dict[str, Any]) -> N
         WAITING_INDEX: [
             {"AttributeName": WAIT_SHARD, "KeyType": "HASH"},
             {"AttributeName": WAIT_TAG, "KeyType": "RANGE"},
+        ],
+        FINISHED_INDEX: [
+            {"AttributeName": DONE_SHARD, "KeyType": "HASH"},
+            {"AttributeName": "finished_at", "KeyType": "RANGE"},
         ],
     }
     mapping = aws["lambda"].get_event_source_mapping(UUID=outputs["EventSourceMappingId"])

@@ -90,9 +90,13 @@ EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
             {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
             {"${JobsTable.Arn}"},
         ),
-        "LiveAndWaitingJobsThroughTheirIndexes": (
+        "LiveWaitingAndFinishedJobsThroughTheirIndexes": (
             {"dynamodb:Query"},
-            {"${JobsTable.Arn}/index/live-index", "${JobsTable.Arn}/index/waiting-index"},
+            {
+                "${JobsTable.Arn}/index/live-index",
+                "${JobsTable.Arn}/index/waiting-index",
+                "${JobsTable.Arn}/index/finished-index",
+            },
         ),
         "InspectAndDeleteJobStacks": (
             {
