@@ -203,7 +203,8 @@ def validation_error(exc: PydanticValidationError, *, prefix: str = "") -> error
     for problem in problems[: errors.MAX_DETAILS + 1]:
         location = ".".join(str(part)[:64] for part in problem["loc"])
         field = f"{prefix}{location}" if location else (prefix.rstrip(".") or "body")
-        details.append({"field": field, "problem": problem["msg"]})
+        # pydantic prefixes a validator's own message ("Value error, must be ..."): show only the message
+        details.append({"field": field, "problem": problem["msg"].removeprefix("Value error, ")})
     fields = ", ".join(sorted({d["field"] for d in details[: errors.MAX_DETAILS]}))
     if len(problems) > errors.MAX_DETAILS:
         fields += f" and {len(problems) - errors.MAX_DETAILS} more"

@@ -132,3 +132,10 @@ def test_invalid_utf8_is_400_not_silently_replaced(cloud: Cloud) -> None:
     }
     response = api_handler.handler.lambda_handler(event, None)
     _assert_clear_error(response["statusCode"], json.loads(response["body"]), 400, "body")
+
+
+def test_a_validators_problem_reads_as_its_own_words(cloud: Cloud) -> None:
+    status, body, _ = cloud.api("GET", "/jobs?limit=\u00b2")
+
+    assert status == 422
+    assert body["error"]["details"] == [{"field": "limit", "problem": "must be a whole number (ASCII digits)"}]
