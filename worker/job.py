@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import signal
 import tempfile
 import threading
@@ -321,6 +322,19 @@ def _clean_up(services: WorkerServices, job_id: str) -> None:
 # is going away; the reaper deletes what a worker could not).
 _TERMINATING = threading.Event()
 TERMINATING_RETRY_SECONDS = 5.0
+# ... and however the calls fare (each AWS client also retries a refused connection on its own), the worker
+# is gone this long after the signal: it never outlives its instance, or a killed pijobs up.
+TERMINATING_EXIT_SECONDS = 7.0
+
+
+def _exit_later(seconds: float) -> None:
+    def _exit() -> None:
+        log.warning("worker_exit_forced", after_seconds=seconds)
+        os._exit(143)  # 128 + SIGTERM, as if the signal had ended it
+
+    timer = threading.Timer(seconds, _exit)
+    timer.daemon = True
+    timer.start()
 
 
 class WorkerTerminatedError(Exception):
@@ -351,6 +365,7 @@ def _sigterm_raises() -> Iterator[None]:
 
     def _raise(signum: int, frame: Any) -> None:
         _TERMINATING.set()
+        _exit_later(TERMINATING_EXIT_SECONDS)
         raise WorkerTerminatedError(f"the instance stopped the worker (signal {signum})")
 
     previous = signal.signal(signal.SIGTERM, _raise)
