@@ -138,4 +138,5 @@ def test_a_validators_problem_reads_as_its_own_words(cloud: Cloud) -> None:
     status, body, _ = cloud.api("GET", "/jobs?limit=\u00b2")
 
     assert status == 422
-    assert body["error"]["details"] == [{"field": "limit", "problem": "must be a whole number (ASCII digits)"}]
+    (detail,) = body["error"]["details"]
+    assert detail == {"field": "limit", "problem": "must be a whole number (ASCII digits)"}
