@@ -466,15 +466,15 @@ class LocalGateway:
         if len(request.body) > MAX_PAYLOAD_BYTES:
             return TOO_LARGE
         resource, path_parameters = matched
-        api_key = next((v for k, v in request.headers if k.lower() == "x-api-key"), None)
-        key_id = self._keys.key_id(api_key) if api_key else None
-        if (request.method.upper(), resource) in self._keyless:
-            api_key = key_id = None  # a method without ApiKeyRequired: no key is read, none is passed on
-        elif key_id is None:
-            return FORBIDDEN
-        elif not self._keys.allow(key_id):
-            log.info("gateway_throttled", api_key_id=key_id)
-            return TOO_MANY_REQUESTS
+        api_key = key_id = None  # a method without ApiKeyRequired: no key is read, none is passed on
+        if (request.method.upper(), resource) not in self._keyless:
+            api_key = next((v for k, v in request.headers if k.lower() == "x-api-key"), None)
+            key_id = self._keys.key_id(api_key) if api_key else None
+            if key_id is None:
+                return FORBIDDEN
+            if not self._keys.allow(key_id):
+                log.info("gateway_throttled", api_key_id=key_id)
+                return TOO_MANY_REQUESTS
         # Links the API builds come from the gateway's own address, never from what the client sent as Host
         # (on AWS, API Gateway sets Host to its own domain the same way).
         own_host = urlsplit(self.url).netloc
