@@ -230,7 +230,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         print("Running; Ctrl-C stops everything.", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
-            stopped.wait()
+            # A timed wait, not stopped.wait(): Python runs a signal's handler in the main thread only, and a
+            # Ctrl-C that the kernel delivers to another thread would not wake a main thread blocked for good.
+            while not stopped.wait(0.5):
+                pass
     print("Stopped.")
     return 0
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import ctypes
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -143,6 +145,26 @@ def test_a_second_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
         assert "Traceback" not in second.stderr
     finally:
         first.stop(signal.SIGINT)
+
+
+# tgkill(2): a signal to one thread of a process, not to the process.
+TGKILL = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
+
+
+@pytest.mark.skipif(TGKILL is None or not Path("/proc").is_dir(), reason="needs Linux's tgkill and /proc")
+def test_ctrl_c_stops_up_whichever_thread_the_kernel_hands_it_to(tmp_path: Path) -> None:
+    # The kernel may deliver a Ctrl-C to any thread of `pijobs up`; Python runs its handler in the main
+    # thread only, so a main thread blocked for good in a wait never saw it and `up` ran on (a CI hang).
+    up = Up(tmp_path / "data", tmp_path / "up.log")
+    try:
+        threads = sorted(int(tid) for tid in os.listdir(f"/proc/{up.process.pid}/task"))
+        other = next(tid for tid in threads if tid != up.process.pid)
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.syscall(TGKILL, up.process.pid, other, signal.SIGINT) == 0, ctypes.get_errno()
+        assert up.process.wait(timeout=60) == 0
+        assert "Stopped." in up.lines()
+    finally:
+        up.stop(signal.SIGKILL)
 
 
 def _aws_env(up: Up) -> dict[str, str]:
