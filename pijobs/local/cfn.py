@@ -8,15 +8,16 @@ from typing import Any
 import yaml
 
 
-class _TemplateLoader(yaml.SafeLoader):
-    """A CloudFormation template, its short-form functions (!Ref, !Sub, ...) read as None."""
+class _TemplateLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """A CloudFormation template, its short-form functions (!Ref, !Sub, ...) read as None. LibYAML's safe
+    loader where PyYAML has it: the pure-Python one takes a second over the primary template."""
 
 
 _TemplateLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
 def load_template(path: Path) -> dict[str, Any]:
-    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_TemplateLoader)  # a SafeLoader
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_TemplateLoader)  # a safe loader
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a CloudFormation template")
     return data
