@@ -13,7 +13,7 @@ import pytest
 from api_handler.routes import OPERATIONS
 from pijobs.deploy import deploy_primary_local
 from shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
-from shared.settings import DispatcherSettings
+from shared.settings import ApiSettings, DispatcherSettings
 from shared.store import (
     DONE_SHARD,
     FINISHED_INDEX,
@@ -190,7 +190,11 @@ def test_lambdas_get_their_handlers_and_environment(aws: dict[str, Any], outputs
     assert mapping["EventSourceArn"].endswith(outputs["UploadsQueueUrl"].rsplit("/", 1)[1])
     assert mapping["FunctionArn"].endswith(outputs["VerifierFunctionName"])
     api = function_env(aws, functions["api_handler.handler.lambda_handler"]["FunctionName"])
-    assert (api["PIJOBS_UPLOAD_EXPIRY_DAYS"], api["PIJOBS_MAX_UPLOAD_BYTES"]) == ("7", str(5 << 30))
+    defaults = ApiSettings.model_fields  # the handler's defaults are the template's
+    assert (api["PIJOBS_UPLOAD_EXPIRY_DAYS"], api["PIJOBS_MAX_UPLOAD_BYTES"]) == (
+        str(defaults["upload_expiry_days"].default),
+        str(defaults["max_upload_bytes"].default),
+    )
 
 
 def test_api_has_every_route_with_its_key_requirement(aws: dict[str, Any], outputs: dict[str, str]) -> None:
