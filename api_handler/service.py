@@ -336,14 +336,15 @@ def create_upload(
         expires_at=int((now + timedelta(days=settings.upload_expiry_days)).timestamp()),
     )
     services.uploads.create(upload)  # before the link exists: every object that can arrive has a record
-    checksum = checksum_header(sha256)
+    # S3 checks a POST's checksum field against the body when the form names the algorithm too.
+    checksum = {"x-amz-checksum-algorithm": "SHA256", "x-amz-checksum-sha256": checksum_header(sha256)}
     post = services.presigner.generate_presigned_post(
         Bucket=settings.results_bucket,
         Key=upload.key,
-        Fields={"x-amz-checksum-sha256": checksum},
+        Fields=checksum,
         Conditions=[
             ["content-length-range", request.bytes, request.bytes],
-            {"x-amz-checksum-sha256": checksum},
+            *({name: value} for name, value in checksum.items()),
         ],
         ExpiresIn=settings.upload_url_seconds,
     )

@@ -73,6 +73,7 @@ def test_a_declared_upload_is_pending_with_a_post_for_exactly_that_file_under_th
     policy = json.loads(base64.b64decode(fields["policy"]))
     assert ["content-length-range", len(CSV), len(CSV)] in policy["conditions"]
     assert {"x-amz-checksum-sha256": checksum_header(SHA)} in policy["conditions"]
+    assert {"x-amz-checksum-algorithm": "SHA256"} in policy["conditions"]
     assert fields["x-amz-checksum-sha256"] == base64.b64encode(hashlib.sha256(CSV).digest()).decode()
     view = upload(cloud, created["upload_id"])
     assert (view["status"], view["bytes"], view["sha256"], view["filename"]) == (
