@@ -231,6 +231,19 @@ class HwmSampler:
                         self.peak = max(self.peak, int(line.split()[1]) * 1024)
 
 
+def read_worker_events(logs: Path, job_id: str, timeout_s: float = 10.0) -> dict[str, float]:
+    """The job's events from the workers' logs, once its worker has written ``job_finished`` (the client
+    may see SUCCEEDED a moment before the worker logs it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        events: dict[str, float] = {}
+        for log in sorted(logs.glob("i-*.log")):
+            events.update(worker_events(log.read_text().splitlines(), job_id))
+        if "job_finished" in events or time.monotonic() > deadline:
+            return events
+        time.sleep(0.1)
+
+
 def warm_up(client: Any, workdir: Path) -> None:
     """One small upload and job first, not measured: every handler's first call builds its clients."""
     small = workdir / "warm-up.csv"
@@ -267,9 +280,7 @@ def run(rows: int, workdir: Path) -> Report:
             seen = time.time()
         if job["status"] != "SUCCEEDED":
             raise RuntimeError(f"the job ended {job['status']}: {job.get('error')}")
-        events: dict[str, float] = {}
-        for log in sorted(logs.glob("i-*.log")):
-            events.update(worker_events(log.read_text().splitlines(), job_id))
+        events = read_worker_events(logs, job_id)
     timeline = Timeline(
         upload_started=upload_started,
         upload_sent=upload_sent,
