@@ -89,7 +89,7 @@ class Timeline:
             "input download (+ size/sha256 check)": self.downloaded - self.started,
             "query (DuckDB, result written)": self.computed - self.downloaded,
             "result upload": self.stored - self.computed,
-            "finish (stored -> SUCCEEDED seen)": self.seen - self.stored,
+            "finish (stored -> SUCCEEDED seen, polled 4/s)": self.seen - self.stored,
         }
 
     @property
@@ -118,15 +118,15 @@ def table(report: Report) -> str:
     lines = [
         f"sql job over {report.rows:,} rows ({report.file_bytes / mib:,.0f} MiB CSV), query: {QUERY}",
         "",
-        f"{'phase':<44}{'seconds':>10}",
+        f"{'phase':<52}{'seconds':>10}",
     ]
-    lines += [f"{name:<44}{value:>10.2f}" for name, value in report.timeline.phases().items()]
-    lines.append(f"{'total: upload start -> SUCCEEDED':<44}{report.timeline.total:>10.2f}")
-    lines += ["", f"{'the same aggregate':<44}{'seconds':>10}"]
-    lines.append(f"{'job running phase (download+query+upload)':<44}{report.timeline.running:>10.2f}")
-    lines.append(f"{'DuckDB in-process, same file':<44}{report.duckdb_s:>10.2f}")
+    lines += [f"{name:<52}{value:>10.2f}" for name, value in report.timeline.phases().items()]
+    lines.append(f"{'total: upload start -> SUCCEEDED':<52}{report.timeline.total:>10.2f}")
+    lines += ["", f"{'the same aggregate':<52}{'seconds':>10}"]
+    lines.append(f"{'job running phase (download+query+upload)':<52}{report.timeline.running:>10.2f}")
+    lines.append(f"{'DuckDB in-process, same file':<52}{report.duckdb_s:>10.2f}")
     for library, value in report.others.items():
-        lines.append(f"{library + ' in-process, same file':<44}{value:>10.2f}")
+        lines.append(f"{library + ' in-process, same file':<52}{value:>10.2f}")
     ratio = report.timeline.running / report.duckdb_s if report.duckdb_s else float("nan")
     verdict = "meets" if ratio <= RUNNING_TARGET else "misses"
     lines += [
@@ -220,7 +220,7 @@ class HwmSampler:
         self._thread.join()
 
     def _loop(self) -> None:
-        while not self._stop.wait(0.02):
+        while not self._stop.wait(0.05):
             for pid in self._runner.running().values():
                 try:
                     status = Path(f"/proc/{pid}/status").read_text()
@@ -271,12 +271,14 @@ def run(rows: int, workdir: Path) -> Report:
         created = client.create_upload(data.name, size, sha256)
         client.send_upload(created, data)
         upload_sent = time.time()
-        upload = client.wait_upload(created["upload_id"], interval=0.02, timeout=600)
+        upload = client.wait_upload(created["upload_id"], interval=0.1, timeout=600)
         print("running the job ...", file=sys.stderr, flush=True)
         with HwmSampler(stack.runner) as sampler:
             job_id = client.submit("sql", {"query": QUERY, "inputs": {"t": upload["upload_id"]}})["job_id"]
+            # Polled gently: moto serves the worker's download in this process, and each poll competes
+            # with it for the interpreter (the phases come from timestamps, not from when a poll saw them).
             while (job := client.get(job_id))["status"] not in ("SUCCEEDED", "FAILED", "TIMED_OUT"):
-                time.sleep(0.02)
+                time.sleep(0.25)
             seen = time.time()
         if job["status"] != "SUCCEEDED":
             raise RuntimeError(f"the job ended {job['status']}: {job.get('error')}")
