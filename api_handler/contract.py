@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from shared.functions import NAME_PATTERN
+from shared.inputs import SHA256_PATTERN, UPLOAD_ID_PATTERN, UploadStatus
 from shared.models import AttemptInfo, ErrorInfo
 from shared.status import JobStatus
 
@@ -76,6 +77,39 @@ class ListJobsQuery(BaseModel):
     )
     function: str | None = Field(
         default=None, pattern=f"^(?:{NAME_PATTERN.pattern})$", description="only jobs of this function"
+    )
+
+
+class ListUploadsQuery(BaseModel):
+    """``GET /uploads``'s query string."""
+
+    limit: WholeNumber | None = Field(
+        default=None,
+        ge=PAGE_LIMIT_RANGE[0],
+        le=PAGE_LIMIT_RANGE[1],
+        description="uploads per page (default 20)",
+        json_schema_extra={"examples": [20]},
+    )
+    next: str | None = Field(
+        default=None, max_length=2048, description="the previous page's `next`, to read the page after it"
+    )
+
+
+# A file's name as the customer calls it (a label: the object's key is pijobs' own).
+FILENAME_PATTERN = r"^[^\x00-\x1f\x7f/\\]{1,255}$"
+
+
+class CreateUploadRequest(Model):
+    """``POST /uploads``: the file about to be sent, declared; pijobs accepts exactly that file."""
+
+    filename: str = Field(
+        pattern=FILENAME_PATTERN, description="the file's name (a label, no '/')", examples=["scores.csv"]
+    )
+    bytes: int = Field(strict=True, ge=1, description="the file's exact size in bytes", examples=[1048576])
+    sha256: str = Field(
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="the file's SHA-256, in hex",
+        examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
     )
 
 
@@ -151,6 +185,32 @@ class JobPage(Model):
 
 class ResultRedirect(Model):
     url: str = Field(description="the download link, also in the Location header")
+
+
+class UploadCreated(Model):
+    upload_id: str = Field(pattern=UPLOAD_ID_PATTERN)
+    url: str = Field(description="where to POST the file: a multipart form of `fields`, then `file` last")
+    fields: dict[str, str] = Field(description="the form fields to send as they are, before the file")
+    expires_at: str = Field(description="until when the url takes the file")
+
+
+class UploadView(Model):
+    upload_id: str = Field(pattern=UPLOAD_ID_PATTERN)
+    status: UploadStatus = Field(
+        description="PENDING until the file arrived and was checked, then AVAILABLE or REJECTED"
+    )
+    filename: str
+    bytes: int = Field(description="the size declared (an AVAILABLE upload's file has exactly this size)")
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    created_at: str
+    expires_at: str = Field(description="when the upload is deleted; it cannot be used from then on")
+    verified_at: str | None = Field(description="when pijobs checked the file")
+    reason: str | None = Field(description="why it was REJECTED")
+
+
+class UploadPage(Model):
+    uploads: list[UploadView] = Field(description="newest first")
+    next: str | None = Field(description="pass as `next` for the following page; null on the last")
 
 
 class FunctionEntry(Model):

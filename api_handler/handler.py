@@ -16,6 +16,7 @@ from shared.queue import JobQueue
 from shared.settings import ApiSettings
 from shared.store import JobStore
 from shared.tenants import TenantStore
+from shared.uploads import UploadStore
 
 log = get_logger(__name__)
 
@@ -32,6 +33,8 @@ def services() -> ApiServices:
         queue=JobQueue(aws.client("sqs"), settings.queue_url),
         s3=aws.client("s3"),
         functions=settings.functions(),
+        uploads=UploadStore(ddb, settings.table_name),
+        presigner=aws.presigning_s3_client(),
     )
 
 

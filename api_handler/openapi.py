@@ -29,14 +29,16 @@ API_VERSION = "1"
 EVERY_ROUTE = (413, 429, 500, 503)
 KEYED_ROUTE = (403,)
 JOB_ID = {"type": "string", "pattern": contract.JOB_ID_PATTERN, "description": "the job's id"}
+UPLOAD_ID = {"type": "string", "pattern": contract.UPLOAD_ID_PATTERN, "description": "the upload's id"}
 PATH_PARAMETERS = {
     "id": JOB_ID,
     "name": {"type": "string", "pattern": "^[a-z0-9-]{1,64}$", "description": "a function's name"},
 }
+PATH_PARAMETERS_BY_TAG = {"uploads": {"id": UPLOAD_ID}}  # where a name means something else
 DESCRIPTIONS = {
     400: "the request is not well-formed (the body is not a JSON object, for one)",
     403: "a missing or unknown API key",
-    404: "no such job or function, or no such route",
+    404: "no such job, upload or function, or no such route",
     409: "the job's state does not allow it",
     410: "the result expired",
     413: "the request is too large",
@@ -103,15 +105,16 @@ def _operation(operation: Operation, registry: Registry, schemas: _Schemas) -> d
     }
     if not operation.api_key:
         spec["security"] = []
+    path_schemas = {**PATH_PARAMETERS, **PATH_PARAMETERS_BY_TAG.get(operation.tag, {})}
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": PATH_PARAMETERS[name]}
+        {"name": name, "in": "path", "required": True, "schema": path_schemas[name]}
         for name in _path_names(operation.path)
     ]
     if operation.query is not None:
         query_schema = operation.query.model_json_schema(mode="validation")
         for name, schema in query_schema["properties"].items():
             parameters.append({"name": name, "in": "query", "required": False, "schema": _non_null(schema)})
-    if operation.body is not None:
+    if operation.idempotency_key:
         parameters.append(
             {
                 "name": "Idempotency-Key",
@@ -121,6 +124,7 @@ def _operation(operation: Operation, registry: Registry, schemas: _Schemas) -> d
                 "schema": {"type": "string", "minLength": 1, "maxLength": 128},
             }
         )
+    if operation.body is not None:
         spec["requestBody"] = _request_body(operation, registry, schemas)
     if parameters:
         spec["parameters"] = parameters
@@ -153,7 +157,10 @@ def _success(operation: Operation, schemas: _Schemas) -> dict[str, Any]:
 
 
 def _request_body(operation: Operation, registry: Registry, schemas: _Schemas) -> dict[str, Any]:
-    if operation.body == "per_run_execute":
+    if isinstance(operation.body, type):
+        schema = schemas.ref(operation.body, mode="validation")
+        example = _example(operation.body)
+    elif operation.body == "per_run_execute":
         schema = schemas.ref(contract.PerRunExecuteRequest, mode="validation")
         example = {"DigitsToCalculate": 1000, "CostCenter": "research"}
     else:

@@ -16,9 +16,10 @@ from pydantic import BaseModel
 
 from api_handler import contract, service
 from api_handler.service import ApiServices
-from api_handler.views import job_links, job_summary, job_view
+from api_handler.views import job_links, job_summary, job_view, upload_view
 from api_handler.web import Request, json_response
 from shared import errors
+from shared.models import isoformat
 
 Handler = Callable[[ApiServices, Request], dict[str, Any]]
 
@@ -34,7 +35,9 @@ class Operation:
     response: type[BaseModel] | None  # its body (None: any JSON, e.g. the OpenAPI document)
     errors: tuple[int, ...]  # the error statuses it may answer besides those every route may
     tag: str = "jobs"
-    body: str | None = None  # "submission" (built from the enabled functions) or "per_run_execute"
+    # "submission" (built from the enabled functions), "per_run_execute", or the body's model
+    body: str | type[BaseModel] | None = None
+    idempotency_key: bool = False  # reads an Idempotency-Key header
     query: type[BaseModel] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # response headers: name -> description
     api_key: bool = True
@@ -97,6 +100,31 @@ def get_function(services: ApiServices, request: Request) -> dict[str, Any]:
     return json_response(200, contract.FunctionEntry.model_validate(entry))
 
 
+def post_uploads(services: ApiServices, request: Request) -> dict[str, Any]:
+    declared = service.parse_upload_request(request.json_body())
+    upload, post = service.create_upload(services, request.owner, declared)
+    created = contract.UploadCreated(
+        upload_id=upload.upload_id, url=post.url, fields=post.fields, expires_at=isoformat(post.expires_at)
+    )
+    return json_response(201, created, {"Location": f"{request.base_url}/uploads/{upload.upload_id}"})
+
+
+def list_uploads(services: ApiServices, request: Request) -> dict[str, Any]:
+    query = service.parse_query(contract.ListUploadsQuery, request.query)
+    uploads, token = service.list_uploads(services, request.owner, query)
+    return json_response(200, contract.UploadPage(uploads=[upload_view(u) for u in uploads], next=token))
+
+
+def get_upload(services: ApiServices, request: Request) -> dict[str, Any]:
+    upload = service.get_upload(services, request.owner, request.path_params.get("id", ""))
+    return json_response(200, upload_view(upload))
+
+
+def delete_upload(services: ApiServices, request: Request) -> dict[str, Any]:
+    upload = service.delete_upload(services, request.owner, request.path_params.get("id", ""))
+    return json_response(200, upload_view(upload))
+
+
 def get_openapi(services: ApiServices, request: Request) -> dict[str, Any]:
     from api_handler.openapi import document  # it imports this module's table
 
@@ -115,7 +143,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST", "/jobs", operation_id="submitJob", handler=post_jobs,
         summary="Submit a job: one of the enabled functions and its parameters",
         status=202, response=contract.Accepted, errors=(400, 409, 415, 422),
-        body="submission", headers=REPLAYED, links=JOB_LINKS,
+        body="submission", idempotency_key=True, headers=REPLAYED, links=JOB_LINKS,
     ),
     Operation(
         "GET", "/jobs", operation_id="listJobs", handler=list_jobs,
@@ -152,7 +180,28 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST", "/PerRunExecute", operation_id="perRunExecute", handler=post_per_run_execute,
         summary="The original service's call: N digits of pi", tag="original API",
         status=202, response=contract.Accepted, errors=(400, 409, 415, 422),
-        body="per_run_execute", headers=REPLAYED, links=JOB_LINKS,
+        body="per_run_execute", idempotency_key=True, headers=REPLAYED, links=JOB_LINKS,
+    ),
+    Operation(
+        "POST", "/uploads", operation_id="createUpload", handler=post_uploads, tag="uploads",
+        summary="Declare a file (name, size, sha256) and get a presigned POST that takes exactly it",
+        status=201, response=contract.UploadCreated, errors=(400, 415, 422),
+        body=contract.CreateUploadRequest, headers={"Location": "the upload's URL"},
+    ),
+    Operation(
+        "GET", "/uploads", operation_id="listUploads", handler=list_uploads, tag="uploads",
+        summary="Your uploads, newest first, a page at a time",
+        status=200, response=contract.UploadPage, errors=(422,), query=contract.ListUploadsQuery,
+    ),
+    Operation(
+        "GET", "/uploads/{id}", operation_id="getUpload", handler=get_upload, tag="uploads",
+        summary="An upload: PENDING, then AVAILABLE once pijobs checked the file, or REJECTED",
+        status=200, response=contract.UploadView, errors=(404,),
+    ),
+    Operation(
+        "DELETE", "/uploads/{id}", operation_id="deleteUpload", handler=delete_upload, tag="uploads",
+        summary="Delete an upload (its record and its file); answers it as it was",
+        status=200, response=contract.UploadView, errors=(404,),
     ),
     Operation(
         "GET", "/openapi.json", operation_id="getOpenApi", handler=get_openapi, tag="meta", api_key=False,

@@ -1,4 +1,5 @@
-"""What the API does, independent of HTTP: submit, read, list and cancel jobs."""
+"""What the API does, independent of HTTP: submit, read, list and cancel jobs; create, read, list and delete
+uploads."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from api_handler.contract import ListJobsQuery, PerRunExecuteRequest
+from api_handler.contract import CreateUploadRequest, ListJobsQuery, ListUploadsQuery, PerRunExecuteRequest
 from api_handler.web import validation_error
 from shared import errors
 from shared.capacity import CapacityCounter
 from shared.fairshare import next_tag
 from shared.functions import BusinessFunction, Registry, catalog_entry, job_deadline
-from shared.inputs import pin_inputs
+from shared.inputs import UploadRecord, UploadStatus, pin_inputs, upload_key
 from shared.logs import get_logger
 from shared.models import JobMessage, JobRecord, JobRequest, isoformat, new_job_id, utcnow
 from shared.queue import JobQueue
@@ -25,6 +26,7 @@ from shared.settings import ApiSettings
 from shared.status import JobStatus
 from shared.store import JobStore
 from shared.tenants import TenantStore
+from shared.uploads import UploadStore, checksum_header
 
 log = get_logger(__name__)
 
@@ -41,6 +43,8 @@ class ApiServices:
     functions: Registry
     tenants: TenantStore
     capacity: CapacityCounter
+    uploads: UploadStore
+    presigner: Any  # an S3 client that signs with SigV4 (the uploads' presigned POSTs)
 
 
 @dataclass(frozen=True)
@@ -152,11 +156,12 @@ def submit_job(
             details=[{"field": "Idempotency-Key", "problem": "must be 1 to 128 characters"}],
         )
     function = submission.function
-    # Each named input must be one of the caller's AVAILABLE uploads, pinned (key, size, sha256) in the job.
-    # There is no uploads API yet, so no upload exists: a function's inputs are refused here (a 422 naming
-    # params.inputs.<name>), not accepted into a job that could only fail.
-    inputs = pin_inputs(function.requested_inputs(submission.params), {}, owner=owner)
     now = utcnow()
+    # Each named input must be one of the caller's AVAILABLE, unexpired uploads, pinned (key, size, sha256)
+    # in the job; anything else is a 422 naming params.inputs.<name>, not a job that could only fail.
+    requested = function.requested_inputs(submission.params)
+    found = services.uploads.get_many(requested.values()) if requested else {}
+    inputs = pin_inputs(requested, found, owner=owner, now=now)
     params = submission.params.model_dump(mode="json")
     job = JobRecord(
         job_id=new_job_id(),
@@ -279,6 +284,95 @@ def result_url(services: ApiServices, job: JobRecord) -> str:
 
 
 def _checked_id(job_id: str) -> str:
-    if len(job_id) != 32 or any(c not in "0123456789abcdef" for c in job_id):
+    if not _is_id(job_id):
         raise errors.NoSuchJobError(f"no job {job_id}")
     return job_id
+
+
+def _is_id(text: str) -> bool:
+    """A job's or an upload's id: 32 lowercase hex digits."""
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
+# ---- uploads ---------------------------------------------------------------------------------------------
+def parse_upload_request(body: dict[str, Any]) -> CreateUploadRequest:
+    try:
+        return CreateUploadRequest.model_validate(body)
+    except PydanticValidationError as exc:
+        raise validation_error(exc) from exc
+
+
+@dataclass(frozen=True)
+class PresignedPost:
+    url: str
+    fields: dict[str, str]
+    expires_at: datetime
+
+
+def create_upload(
+    services: ApiServices, owner: str, request: CreateUploadRequest
+) -> tuple[UploadRecord, PresignedPost]:
+    """Record the upload PENDING, then presign one POST of exactly the declared file to its own key: the
+    size fixed by ``content-length-range`` and the sha256 by the ``x-amz-checksum-sha256`` field, both in
+    the signed policy. (S3 enforces those on AWS; pijobs checks the object itself all the same.)"""
+    settings = services.settings
+    if request.bytes > settings.max_upload_bytes:
+        raise errors.ValidationError(
+            "the file is larger than one upload takes",
+            details=[{"field": "bytes", "problem": f"must be at most {settings.max_upload_bytes} bytes"}],
+        )
+    now = utcnow()
+    upload_id = new_job_id()
+    sha256 = request.sha256.lower()
+    upload = UploadRecord(
+        upload_id=upload_id,
+        owner=owner,
+        status=UploadStatus.PENDING,
+        key=upload_key(owner, upload_id),
+        bytes=request.bytes,
+        sha256=sha256,
+        filename=request.filename,
+        created_at=isoformat(now),
+        expires_at=int((now + timedelta(days=settings.upload_expiry_days)).timestamp()),
+    )
+    services.uploads.create(upload)  # before the link exists: every object that can arrive has a record
+    # S3 checks a POST's checksum field against the body when the form names the algorithm too.
+    checksum = {"x-amz-checksum-algorithm": "SHA256", "x-amz-checksum-sha256": checksum_header(sha256)}
+    post = services.presigner.generate_presigned_post(
+        Bucket=settings.results_bucket,
+        Key=upload.key,
+        Fields=checksum,
+        Conditions=[
+            ["content-length-range", request.bytes, request.bytes],
+            *({name: value} for name, value in checksum.items()),
+        ],
+        ExpiresIn=settings.upload_url_seconds,
+    )
+    log.info("upload_created", upload_id=upload_id, owner=owner, bytes=request.bytes)
+    expires_at = now + timedelta(seconds=settings.upload_url_seconds)
+    return upload, PresignedPost(str(post["url"]), {k: str(v) for k, v in post["fields"].items()}, expires_at)
+
+
+def get_upload(services: ApiServices, owner: str, upload_id: str) -> UploadRecord:
+    if not _is_id(upload_id):
+        raise errors.NoSuchUploadError(f"no upload {upload_id}")
+    return services.uploads.get_for_owner(upload_id, owner)
+
+
+def list_uploads(
+    services: ApiServices, owner: str, query: ListUploadsQuery
+) -> tuple[list[UploadRecord], str | None]:
+    return services.uploads.list_for_owner(
+        owner, limit=query.limit or services.settings.page_size, token=query.next
+    )
+
+
+def delete_upload(services: ApiServices, owner: str, upload_id: str) -> UploadRecord:
+    """The record first, then the object: a file that still arrives finds no record and is deleted by the
+    verifier. A job already accepted with the upload and not yet started cannot fetch it any more."""
+    if not _is_id(upload_id):
+        raise errors.NoSuchUploadError(f"no upload {upload_id}")
+    upload = services.uploads.delete(upload_id, owner)
+    services.s3.delete_object(Bucket=services.settings.results_bucket, Key=upload.key)
+    log.info("upload_deleted", upload_id=upload_id, owner=owner, status=upload.status.value)
+    return upload

@@ -1,10 +1,11 @@
-"""What a customer sees of a job: no stacks, instances or methods."""
+"""What a customer sees of a job (no stacks, instances or methods) and of an upload (no bucket or key)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
-from api_handler.contract import JobSummary, JobView, Links, ResultView
+from api_handler.contract import JobSummary, JobView, Links, ResultView, UploadView
+from shared.inputs import UploadRecord
 from shared.models import JobRecord, isoformat
 
 
@@ -64,4 +65,19 @@ def job_summary(job: JobRecord, *, base_url: str) -> JobSummary:
         created_at=job.created_at,
         finished_at=job.finished_at,
         links=job_links(base_url, job.job_id),
+    )
+
+
+def upload_view(upload: UploadRecord) -> UploadView:
+    expires_at = datetime.fromtimestamp(upload.expires_at or 0, tz=timezone.utc)
+    return UploadView(
+        upload_id=upload.upload_id,
+        status=upload.status,
+        filename=upload.filename,
+        bytes=upload.bytes,
+        sha256=upload.sha256,
+        created_at=upload.created_at or "",
+        expires_at=isoformat(expires_at),
+        verified_at=upload.verified_at,
+        reason=upload.reason,
     )

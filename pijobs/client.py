@@ -7,6 +7,8 @@
     job = client.wait(job["job_id"], timeout=600)      # polls GET /jobs/{id} until it is terminal
     client.download_result(job, Path("pi.txt"))        # checked against the recorded bytes and sha256
 
+    upload = client.upload_file(Path("scores.csv"))    # declare, send, wait until AVAILABLE or REJECTED
+
 One method per operation of the API's OpenAPI document (``OPERATION_METHODS``; a test keeps the two in
 step). Every call returns the API's JSON as a dict; a non-2xx answer raises :class:`ApiError` carrying
 the error envelope ``{"error": {"code", "message", "details"}}`` (``exc.code``, ``exc.details``).
@@ -17,10 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +34,7 @@ TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED"})
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 USER_AGENT = "pijobs-cli"
 _CHUNK = 1 << 16
+_UPLOAD_CHUNK = 1 << 20
 
 
 class PijobsClientError(Exception):
@@ -67,6 +72,17 @@ class WaitTimeoutError(PijobsClientError):
 
 class IntegrityError(PijobsClientError):
     """A downloaded result does not match the byte count or sha256 the job recorded."""
+
+
+class UploadRefusedError(PijobsClientError):
+    """The storage refused the file sent with an upload's presigned POST, or pijobs REJECTED it."""
+
+    def __init__(self, message: str, upload: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.upload = upload or {}
+
+
+Progress = Callable[[str, int, int], None]  # (phase, bytes done, bytes in all)
 
 
 @dataclass(frozen=True)
@@ -118,6 +134,10 @@ OPERATION_METHODS = {
     "getFunction": "function",
     "perRunExecute": "per_run_execute",
     "getOpenApi": "openapi",
+    "createUpload": "create_upload",
+    "listUploads": "list_uploads",
+    "getUpload": "get_upload",
+    "deleteUpload": "delete_upload",
 }
 
 
@@ -278,6 +298,114 @@ class PijobsClient:
             partial.unlink(missing_ok=True)
         return Download(destination, size, digest)
 
+    # ---- uploads -----------------------------------------------------------------------------------------
+    def create_upload(self, filename: str, bytes: int, sha256: str) -> dict[str, Any]:
+        """Declare a file (``POST /uploads``): ``{upload_id, url, fields, expires_at}``, a presigned POST that
+        takes exactly that file (see ``send_upload``)."""
+        return self._call("POST", "/uploads", {"filename": filename, "bytes": bytes, "sha256": sha256})
+
+    def get_upload(self, upload_id: str) -> dict[str, Any]:
+        """An upload: PENDING until pijobs checked the file, then AVAILABLE or REJECTED (with a reason)."""
+        return self._call("GET", f"/uploads/{_quote(upload_id)}")
+
+    def list_uploads(self, *, limit: int | None = None, next_token: str | None = None) -> dict[str, Any]:
+        """One page of your uploads, newest first: ``{"uploads": [...], "next": <token or None>}``."""
+        query = {k: str(v) for k, v in (("limit", limit), ("next", next_token)) if v is not None}
+        suffix = f"?{urllib.parse.urlencode(query)}" if query else ""
+        return self._call("GET", f"/uploads{suffix}")
+
+    def iter_uploads(self, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every upload, newest first, following ``next`` page by page."""
+        token: str | None = None
+        while True:
+            page = self.list_uploads(limit=limit, next_token=token)
+            yield from page.get("uploads", [])
+            token = page.get("next")
+            if not token:
+                return
+
+    def delete_upload(self, upload_id: str) -> dict[str, Any]:
+        """Delete an upload, its record and its file; returns it as it was."""
+        return self._call("DELETE", f"/uploads/{_quote(upload_id)}")
+
+    def send_upload(
+        self, created: dict[str, Any], path: Path, *, on_progress: Progress | None = None
+    ) -> None:
+        """POST the file at ``path`` to a created upload's presigned URL: a multipart form of its ``fields``
+        and then the file, streamed (no API key: the URL is the authority)."""
+        size = path.stat().st_size
+        boundary = uuid.uuid4().hex
+        head = b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+            for name, value in created["fields"].items()
+        )
+        safe_name = path.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
+        head += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{safe_name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+
+        def body() -> Iterator[bytes]:
+            yield head
+            sent = 0
+            with path.open("rb") as source:
+                while chunk := source.read(_UPLOAD_CHUNK):
+                    sent += len(chunk)
+                    if on_progress is not None:
+                        on_progress("send", sent, size)
+                    yield chunk
+            yield tail
+
+        request = urllib.request.Request(str(created["url"]), data=body(), method="POST")
+        request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+        request.add_header("Content-Length", str(len(head) + size + len(tail)))
+        request.add_header("User-Agent", USER_AGENT)
+        try:
+            with urllib.request.urlopen(request, timeout=max(self._timeout, 300.0)) as response:
+                response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:2000].decode("utf-8", "replace")
+            code = detail.split("<Code>", 1)[1].split("</Code>", 1)[0] if "<Code>" in detail else ""
+            raise UploadRefusedError(f"the storage refused the file: {exc.code} {code}".rstrip()) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise TransportError(f"cannot send the file: {getattr(exc, 'reason', exc)}") from None
+
+    def wait_upload(
+        self, upload_id: str, *, interval: float = 0.5, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Poll until pijobs has checked the file: AVAILABLE, or REJECTED (UploadRefusedError)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            upload = self.get_upload(upload_id)
+            if upload.get("status") == "AVAILABLE":
+                return upload
+            if upload.get("status") == "REJECTED":
+                raise UploadRefusedError(f"upload {upload_id} was REJECTED: {upload.get('reason')}", upload)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise PijobsClientError(
+                    f"upload {upload_id} is still {upload.get('status')} after {timeout:g} s"
+                )
+            self._sleep(interval)
+
+    def upload_file(
+        self,
+        path: Path,
+        *,
+        filename: str | None = None,
+        wait: bool = True,
+        timeout: float | None = 600.0,
+        on_progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Upload a file whole: its sha256 computed while reading it, declared, sent, and (``wait``) checked
+        by pijobs. Returns the upload (AVAILABLE); UploadRefusedError when it is REJECTED."""
+        size, sha256 = file_digest(path, on_progress=on_progress)
+        created = self.create_upload(filename or path.name, size, sha256)
+        self.send_upload(created, path, on_progress=on_progress)
+        if not wait:
+            return self.get_upload(str(created["upload_id"]))
+        return self.wait_upload(str(created["upload_id"]), timeout=timeout)
+
     # ---- plumbing ----------------------------------------------------------------------------------------
     def _call(
         self,
@@ -370,6 +498,20 @@ class PijobsClient:
         except urllib.error.URLError as exc:
             raise TransportError(f"cannot download the result: {exc.reason}") from None
         return size, digest.hexdigest()
+
+
+def file_digest(path: Path, *, on_progress: Progress | None = None) -> tuple[int, str]:
+    """(bytes, sha256 hex) of a file, read once in chunks."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256()
+    done = 0
+    with path.open("rb") as source:
+        while chunk := source.read(_UPLOAD_CHUNK):
+            digest.update(chunk)
+            done += len(chunk)
+            if on_progress is not None:
+                on_progress("hash", done, size)
+    return done, digest.hexdigest()
 
 
 def integrity_problem(size: int, sha256: str, expected: dict[str, Any]) -> str | None:

@@ -1,4 +1,5 @@
-"""The customer's commands: submit, status, list, result, cancel — the REST API from a terminal.
+"""The customer's commands: submit, status, list, result, cancel, upload, uploads — the REST API from a
+terminal.
 
 Each takes ``--api-url`` / ``--api-key`` (default ``$PIJOBS_API_URL`` / ``$PIJOBS_API_KEY``) and ``--json``
 (stdout carries the API's JSON and nothing else; progress and messages go to stderr). Exit codes: 0 done,
@@ -22,6 +23,7 @@ from pijobs.client import (
     IntegrityError,
     PijobsClient,
     PijobsClientError,
+    UploadRefusedError,
     WaitTimeoutError,
 )
 
@@ -65,6 +67,18 @@ def register(subparsers: Any) -> None:
     )
     submit.add_argument("--params-json", metavar="JSON", help="the parameters as one JSON object")
     submit.add_argument("--digits", type=int, help="pi's shorthand: pijobs submit --digits N")
+    submit.add_argument("--query", help="the query (the same as --param query=...; sql)")
+    submit.add_argument(
+        "--format", dest="result_format", help="the result's format (--param format=...; sql)"
+    )
+    submit.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        default=[],
+        metavar="NAME=FILE_OR_UPLOAD_ID",
+        help="an input (repeatable): an upload id, or a file, which is uploaded first",
+    )
     submit.add_argument("--cost-center", help="cost center to charge")
     submit.add_argument("--name", help="a name for the job")
     submit.add_argument("--idempotency-key", help="a repeat with the same key returns the same job")
@@ -95,6 +109,23 @@ def register(subparsers: Any) -> None:
     cancel.add_argument("job_id", metavar="ID")
     cancel.set_defaults(run=_runner(cmd_cancel))
 
+    upload = subparsers.add_parser(
+        "upload",
+        parents=[common],
+        help="upload a file for jobs to read; prints its upload id once pijobs has checked it",
+    )
+    upload.add_argument("file", type=Path, metavar="FILE")
+    upload.add_argument("--filename", default=None, help="the name to record (default: the file's)")
+    upload.add_argument("--no-wait", dest="wait", action="store_false", help="do not wait for the check")
+    upload.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the check")
+    upload.set_defaults(run=_runner(cmd_upload))
+
+    uploads = subparsers.add_parser("uploads", parents=[common], help="your uploads, newest first")
+    uploads.add_argument("--limit", type=int, default=None, help="uploads per page")
+    uploads.add_argument("--next", dest="next_token", default=None, help="page token from a previous list")
+    uploads.add_argument("--all", action="store_true", help="follow every page")
+    uploads.set_defaults(run=_runner(cmd_uploads))
+
 
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -124,6 +155,11 @@ def _runner(command: Command) -> Callable[[argparse.Namespace], int]:
         except WaitTimeoutError as exc:
             out.error(f"{exc}; it goes on: pijobs status {exc.job.get('job_id')}")
             return EXIT_FAILED
+        except UploadRefusedError as exc:
+            if out.json_mode and exc.upload:
+                out.json(exc.upload)
+            out.error(f"{exc}; nothing can use it: fix the file and upload it again")
+            return EXIT_FAILED
         except PijobsClientError as exc:
             out.error(str(exc))
             return EXIT_FAILED
@@ -146,6 +182,8 @@ def client_from(api_url: str | None, api_key: str | None, env: Any) -> PijobsCli
 # ---- commands ----------------------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
     function, params = submission(args, client)
+    if args.inputs:
+        params["inputs"] = {**params.get("inputs", {}), **resolve_inputs(client, args.inputs, out)}
     accepted = client.submit(
         function, params, cost_center=args.cost_center, name=args.name, idempotency_key=args.idempotency_key
     )
@@ -191,7 +229,7 @@ def resolve_job_id(client: PijobsClient, text: str) -> str:
 def submission(args: argparse.Namespace, client: PijobsClient) -> tuple[str, dict[str, Any]]:
     """The function and parameters the command line asks for."""
     if args.digits is not None:
-        if args.function not in (None, "pi") or args.params or args.params_json:
+        if args.function not in (None, "pi") or args.params or args.params_json or args.inputs:
             raise UsageError("--digits is pi's shorthand: use FUNCTION --param key=value for other functions")
         return "pi", {"digits": args.digits}
     if not args.function:
@@ -206,6 +244,10 @@ def submission(args: argparse.Namespace, client: PijobsClient) -> tuple[str, dic
             raise UsageError(f"--params-json is not JSON: {exc.msg} at column {exc.colno}") from None
         if not isinstance(params, dict):
             raise UsageError("--params-json must be a JSON object")
+    if args.query is not None:
+        params["query"] = args.query
+    if args.result_format is not None:
+        params["format"] = args.result_format
     if args.params:
         schema = client.function(args.function).get("parameters", {})
         for pair in args.params:
@@ -225,6 +267,85 @@ def typed_value(schema: dict[str, Any], text: str) -> Any:
         except json.JSONDecodeError:
             return text  # sent as it is: the API names the parameter and what it expects
     return text
+
+
+UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def resolve_inputs(client: PijobsClient, pairs: list[str], out: Output) -> dict[str, str]:
+    """``NAME=FILE_OR_UPLOAD_ID`` pairs as ``{name: upload_id}``: a file is uploaded (and checked) first."""
+    inputs: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"--input takes NAME=FILE_OR_UPLOAD_ID, not {pair!r}")
+        path = Path(value).expanduser()
+        if path.is_file():
+            upload = upload_with_progress(client, path, filename=None, wait=True, timeout=600.0)
+            out.note(f"uploaded {path} as {upload['upload_id']} ({upload['status']})")
+            inputs[name] = str(upload["upload_id"])
+        elif UPLOAD_ID.fullmatch(value):
+            inputs[name] = value
+        else:
+            raise UsageError(f"--input {name}: {value} is neither a file nor an upload id")
+    return inputs
+
+
+def cmd_upload(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
+    if not args.file.is_file():
+        raise UsageError(f"{args.file} is not a file")
+    upload = upload_with_progress(
+        client, args.file, filename=args.filename, wait=args.wait, timeout=args.timeout
+    )
+    if out.json_mode:
+        out.json(upload)
+        return EXIT_OK
+    out.note(
+        f"upload {upload['upload_id']} {upload['status']}: {upload['bytes']} bytes, sha256 {upload['sha256']}"
+    )
+    out.line(str(upload["upload_id"]))
+    return EXIT_OK
+
+
+def upload_with_progress(
+    client: PijobsClient, path: Path, *, filename: str | None, wait: bool, timeout: float
+) -> dict[str, Any]:
+    """``client.upload_file`` with a rich progress bar on a terminal's stderr (reading, then sending)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal:
+        return client.upload_file(path, filename=filename, wait=wait, timeout=timeout)
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"sha256 {path.name}", total=path.stat().st_size)
+        phases = {"hash": f"sha256 {path.name}", "send": f"sending {path.name}"}
+
+        def update(phase: str, done: int, total: int) -> None:
+            bar.update(task, description=phases.get(phase, phase), completed=done, total=total)
+
+        upload = client.upload_file(path, filename=filename, wait=False, on_progress=update)
+        if wait:
+            bar.update(task, description=f"checking {path.name}")
+            upload = client.wait_upload(str(upload["upload_id"]), timeout=timeout)
+    return upload
+
+
+def cmd_uploads(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    if args.all:
+        page: dict[str, Any] = {"uploads": list(client.iter_uploads(limit=args.limit)), "next": None}
+    else:
+        page = client.list_uploads(limit=args.limit, next_token=args.next_token)
+    if out.json_mode:
+        out.json(page)
+        return EXIT_OK
+    out.table(page.get("uploads", []), UPLOAD_COLUMNS, empty="no uploads")
+    if page.get("next"):
+        out.note(f"more: pijobs uploads --all, or --next {page['next']}")
+    return EXIT_OK
 
 
 def cmd_functions(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
@@ -406,6 +527,7 @@ def job_rows(job: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 LIST_COLUMNS = ("job_id", "status", "function", "params", "name", "created_at", "finished_at")
+UPLOAD_COLUMNS = ("upload_id", "status", "filename", "bytes", "created_at", "expires_at", "reason")
 PIPE_WIDTH = 200  # rich assumes 80 columns off a terminal; piped tables stay one line per row
 
 
@@ -482,15 +604,25 @@ class Output:
         stdout_console().print(table)
 
     def jobs_table(self, jobs: list[dict[str, Any]]) -> None:
+        self.table(jobs, LIST_COLUMNS, empty="no jobs", wrapped=("name",))
+
+    def table(
+        self,
+        rows: list[dict[str, Any]],
+        columns: tuple[str, ...],
+        *,
+        empty: str,
+        wrapped: tuple[str, ...] = ("reason",),
+    ) -> None:
         from rich.table import Table
         from rich.text import Text
 
-        if not jobs:
-            self.note("no jobs")
+        if not rows:
+            self.note(empty)
             return
         table = Table(box=None)
-        for column in LIST_COLUMNS:
-            table.add_column(column, no_wrap=column != "name", overflow="ellipsis")
-        for job in jobs:
-            table.add_row(*(Text(_text(job.get(column))) for column in LIST_COLUMNS))
+        for column in columns:
+            table.add_column(column, no_wrap=column not in wrapped, overflow="ellipsis")
+        for row in rows:
+            table.add_row(*(Text(_text(row.get(column))) for column in columns))
         stdout_console().print(table)

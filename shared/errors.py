@@ -42,6 +42,12 @@ class NoSuchJobError(PijobsError):
     code = "not_found"
 
 
+class NoSuchUploadError(PijobsError):
+    """No such upload of the caller's (another tenant's reads exactly like a missing one)."""
+
+    code = "not_found"
+
+
 class RouteNotFoundError(PijobsError):
     code = "not_found"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated
 
@@ -25,6 +26,7 @@ MAX_INPUTS = 8
 INPUT_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
 UPLOAD_ID_PATTERN = r"^[a-f0-9]{32}$"
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
+OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"  # an API key's id
 
 InputName = Annotated[str, StringConstraints(pattern=INPUT_NAME_PATTERN)]
 UploadId = Annotated[str, StringConstraints(pattern=UPLOAD_ID_PATTERN)]
@@ -47,6 +49,17 @@ def upload_key(owner: str, upload_id: str) -> str:
     return f"{upload_prefix(owner)}{upload_id}"
 
 
+def parse_upload_key(key: str) -> tuple[str, str] | None:
+    """``(owner, upload_id)`` of an upload's object key (as stored, not URL-encoded), None for any other."""
+    parts = key.removeprefix(UPLOADS_PREFIX).split("/")
+    if not key.startswith(UPLOADS_PREFIX) or len(parts) != 2:
+        return None
+    owner, upload_id = parts
+    if not re.fullmatch(OWNER_PATTERN, owner) or not re.fullmatch(UPLOAD_ID_PATTERN, upload_id):
+        return None
+    return owner, upload_id
+
+
 class UploadStatus(str, Enum):
     PENDING = "PENDING"  # nothing arrived yet
     AVAILABLE = "AVAILABLE"  # size and sha256 verified by pijobs
@@ -54,7 +67,9 @@ class UploadStatus(str, Enum):
 
 
 class UploadRecord(BaseModel):
-    """What pinning needs of an upload record (the uploads API keeps more: filename, times)."""
+    """An upload as the jobs table keeps it (``shared/uploads.py``): the object the customer declared, its
+    state, and when it expires. ``bytes`` and ``sha256`` are what was declared; an AVAILABLE upload's
+    object was read back and found to be exactly that."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -64,6 +79,14 @@ class UploadRecord(BaseModel):
     key: str
     bytes: int = Field(ge=0)
     sha256: str = Field(pattern=SHA256_PATTERN)
+    filename: str = ""
+    created_at: str | None = None  # (every upload the API makes has one: the uploads index needs it)
+    expires_at: int | None = None  # epoch seconds (the table's TTL attribute); unusable from then on
+    verified_at: str | None = None
+    reason: str | None = None  # why it was REJECTED
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now.timestamp()
 
 
 class PinnedInput(BaseModel):
@@ -85,17 +108,19 @@ def pin_inputs(
     uploads: Mapping[str, UploadRecord | None],
     *,
     owner: str,
+    now: datetime | None = None,
     field_prefix: str = "params.inputs",
 ) -> dict[str, PinnedInput]:
     """The pinned inputs of a job, from its requested ``{name: upload_id}`` and the upload records found
     (``uploads[upload_id]``, None or absent when there is none). Every problem is one detail naming
     ``params.inputs.<name>``, all raised together as a ValidationError; another owner's upload reads exactly
-    like a missing one."""
+    like a missing one, and an upload past its ``expires_at`` (as of ``now``) cannot be used."""
+    moment = now or datetime.now(timezone.utc)
     pinned: dict[str, PinnedInput] = {}
     problems: list[dict[str, str]] = []
     for name, upload_id in sorted(requested.items()):
         upload = uploads.get(upload_id)
-        problem = _problem_of(upload, upload_id, owner)
+        problem = _problem_of(upload, upload_id, owner, moment)
         if problem:
             problems.append({"field": f"{field_prefix}.{name}", "problem": problem})
             continue
@@ -108,13 +133,15 @@ def pin_inputs(
     return pinned
 
 
-def _problem_of(upload: UploadRecord | None, upload_id: str, owner: str) -> str | None:
+def _problem_of(upload: UploadRecord | None, upload_id: str, owner: str, now: datetime) -> str | None:
     if upload is None or upload.owner != owner or upload.upload_id != upload_id:
         return NOT_FOUND
     if not is_owned_key(upload.key, owner):
         return NOT_FOUND  # a record that points outside its owner's prefix is never trusted
     if upload.status is not UploadStatus.AVAILABLE:
         return f"the upload is {upload.status.value}, not AVAILABLE"
+    if upload.is_expired(now):
+        return "the upload has expired: upload the file again"
     return None
 
 

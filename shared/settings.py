@@ -60,6 +60,12 @@ class ApiSettings(StoreSettings):
     result_expiry_days: int = Field(default=7, ge=1)  # the results bucket's lifecycle (ResultExpiryDays)
     page_size: int = Field(default=20, ge=1, le=100)
     job_ttl_days: int = Field(default=90, ge=1)
+    # Uploads (POST /uploads): the largest file one presigned POST takes (S3's own limit for one POST is
+    # 5 GiB), how long that POST works, and the days the file is kept (the bucket's lifecycle on uploads/,
+    # UploadExpiryDays).
+    max_upload_bytes: int = Field(default=5 * (1 << 30), ge=1, le=5 * (1 << 30))
+    upload_url_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    upload_expiry_days: int = Field(default=7, ge=1)
 
 
 class AttemptSettings(StoreSettings):
@@ -120,3 +126,10 @@ class WorkerSettings(AttemptSettings):
 
     def backoff(self) -> Backoff:
         return Backoff(self.transient_base_seconds, self.transient_cap_seconds, self.transient_total_seconds)
+
+
+class VerifierSettings(_EnvSettings):
+    """The upload verifier (dispatcher/verifier.py): the table of the upload records and the bucket."""
+
+    table_name: NonEmpty
+    results_bucket: NonEmpty

@@ -466,16 +466,24 @@ TOKEN_MAX = 2048
 TOKEN_KEYS = ("pk", "owner", "created_at")  # the owner index's ExclusiveStartKey: table key + index keys
 
 
-def decode_token(token: str, owner: str) -> dict[str, Any]:
+def decode_token(
+    token: str,
+    owner: str,
+    *,
+    keys: tuple[str, ...] = TOKEN_KEYS,
+    owner_attribute: str = "owner",
+    pk_prefix: str = "job#",
+) -> dict[str, Any]:
     """A ``next`` token back into the query's start key, refusing anything this API did not issue for
-    ``owner``: exactly the key attributes, each a string, the owner the caller."""
+    ``owner``: exactly the key attributes (``keys``; the jobs' owner index by default), each a string, the
+    owner the caller, the item one of ``pk_prefix``."""
     problem = [{"field": "next", "problem": "not a token this API issued"}]
     try:
         if len(token) > TOKEN_MAX:
             raise ValueError("too long")
         padded = token + "=" * (-len(token) % 4)
         key = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not isinstance(key, dict) or sorted(key) != sorted(TOKEN_KEYS):
+        if not isinstance(key, dict) or sorted(key) != sorted(keys):
             raise ValueError("not a start key")
         if not all(
             isinstance(v, dict) and list(v) == ["S"] and isinstance(v["S"], str) for v in key.values()
@@ -483,6 +491,6 @@ def decode_token(token: str, owner: str) -> dict[str, Any]:
             raise ValueError("not string attributes")
     except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValidationError("invalid pagination token", details=problem) from exc
-    if key["owner"]["S"] != owner or not key["pk"]["S"].startswith("job#"):
+    if key[owner_attribute]["S"] != owner or not key["pk"]["S"].startswith(pk_prefix):
         raise ValidationError("invalid pagination token", details=problem)
     return key  # type: ignore[no-any-return]

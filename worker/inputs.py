@@ -8,7 +8,7 @@ byte that was not the one the job was accepted with.
 
 from __future__ import annotations
 
-import shutil
+import hashlib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,24 +23,33 @@ from shared.retry import Backoff
 
 log = get_logger(__name__)
 
-Fetch = Callable[[str, Path], None]
+# GETs a URL into a file; may return the (size, sha256) it computed on the way, else None (then the file is
+# read again to check it).
+Fetch = Callable[[str, Path], "tuple[int, str] | None"]
 FETCH_TIMEOUT_SECONDS = 60
 INPUTS_DIR = "inputs"
 
 
-def fetch_url(url: str, destination: Path) -> None:
-    """GET ``url`` into ``destination``. A refusal (403, 404: expired, or gone) is InputUnavailableError;
-    server errors and dropped connections are raised as they are, for the backoff to retry."""
+def fetch_url(url: str, destination: Path) -> tuple[int, str]:
+    """GET ``url`` into ``destination``, hashing as it arrives (one pass over a large input, not two):
+    its (size, sha256). A refusal (403, 404: expired, or gone) is InputUnavailableError; server errors and
+    dropped connections are raised as they are, for the backoff to retry."""
+    digest = hashlib.sha256()
+    size = 0
     try:
         with (
             urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_SECONDS) as response,
             destination.open("wb") as out,
         ):
-            shutil.copyfileobj(response, out, 1 << 20)
+            while block := response.read(1 << 20):
+                out.write(block)
+                digest.update(block)
+                size += len(block)
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403, 404, 410):
             raise errors.InputUnavailableError(f"the input's link was refused (HTTP {exc.code})") from exc
         raise
+    return size, digest.hexdigest()
 
 
 def download_inputs(job: JobRecord, scratch: Path, *, fetch: Fetch, backoff: Backoff) -> dict[str, Path]:
@@ -56,20 +65,22 @@ def download_inputs(job: JobRecord, scratch: Path, *, fetch: Fetch, backoff: Bac
         url = urls.get(name)
         if url is None or not _url_names_key(url, pin.key):
             raise errors.InputUnavailableError(f"input {name} has no link for its pinned object")
-        paths[name] = _download(name, url, folder / name, fetch=fetch, backoff=backoff)
-        _check(name, pin, paths[name])
+        paths[name], received = _download(name, url, folder / name, fetch=fetch, backoff=backoff)
+        _check(name, pin, paths[name], received)
         log.info("input_downloaded", input=name, bytes=pin.bytes)
     return paths
 
 
-def _download(name: str, url: str, path: Path, *, fetch: Fetch, backoff: Backoff) -> Path:
+def _download(
+    name: str, url: str, path: Path, *, fetch: Fetch, backoff: Backoff
+) -> tuple[Path, tuple[int, str] | None]:
     try:
-        backoff.call("download_input", lambda: fetch(url, path))
+        received = backoff.call("download_input", lambda: fetch(url, path))
     except errors.PijobsError:
         raise
     except Exception as exc:  # what the backoff gave up on: the operator's log has it
         raise errors.InputUnavailableError(f"input {name} could not be downloaded") from exc
-    return path
+    return path, received
 
 
 def _url_names_key(url: str, key: str) -> bool:
@@ -78,10 +89,10 @@ def _url_names_key(url: str, key: str) -> bool:
     return path.endswith("/" + key)
 
 
-def _check(name: str, pin: PinnedInput, path: Path) -> None:
+def _check(name: str, pin: PinnedInput, path: Path, received: tuple[int, str] | None) -> None:
     from worker.job import file_digest
 
-    size, sha256 = file_digest(path)
+    size, sha256 = received if received is not None else file_digest(path)
     if (size, sha256) != (pin.bytes, pin.sha256):
         log.error("input_corrupt", input=name, bytes=size, expected_bytes=pin.bytes, sha256=sha256)
         raise errors.InputCorruptError(

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import resource
 import signal
 import tempfile
 import threading
@@ -178,6 +179,7 @@ def compute_and_upload(services: WorkerServices, job: JobRecord) -> ResultInfo:
         heartbeat.check()
         _check_output(function, output, scratch)
         size, sha256 = file_digest(output.path)
+        log.info("function_finished", filename=output.filename, bytes=size)
         key = result_key(job.owner, job.job_id, output.filename)
         try:
             services.settings.backoff().call(
@@ -253,8 +255,13 @@ def _finish(services: WorkerServices, job: JobRecord, status: JobStatus, **field
     except errors.StaleStatusError:
         log.warning("job_finish_lost", status=services.store.get(job.job_id).status.value)
         return None
-    log.info("job_finished", status=status.value)
+    log.info("job_finished", status=status.value, peak_rss_bytes=peak_rss_bytes())
     return finished
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (Linux counts ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _succeed(services: WorkerServices, job: JobRecord, result: ResultInfo) -> bool:

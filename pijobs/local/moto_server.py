@@ -6,8 +6,9 @@ calls with the same name can both create a stack. AWS makes each such call atomi
 the same by serialising DynamoDB and CloudFormation requests behind one lock. SQS is never serialised: its
 long polls would hold the lock for seconds.
 
-The middleware also tells observers about each SQS, EC2 and CloudFormation request once moto has answered it
-(service, action, parameters), so the stand-ins wake on the calls that concern them instead of polling.
+The middleware also tells observers about each SQS, EC2 and CloudFormation request and each presigned S3 POST
+once moto has answered it (service, action, parameters), so the stand-ins wake on the calls that concern
+them instead of polling.
 """
 
 from __future__ import annotations
@@ -49,13 +50,25 @@ def is_serialised(environ: dict[str, Any]) -> bool:
     return signed_service(environ) in _SERIALISED_SERVICES
 
 
+def is_presigned_post(environ: dict[str, Any]) -> bool:
+    """An S3 POST of a form (a presigned POST: unsigned, its policy and signature are form fields)."""
+    return (
+        environ.get("REQUEST_METHOD") == "POST"
+        and not environ.get("HTTP_AUTHORIZATION")
+        and environ.get("CONTENT_TYPE", "").startswith("multipart/form-data")
+    )
+
+
 def observed_request(environ: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
-    """(service, action, parameters) of an SQS, EC2 or CloudFormation request, None for the others.
+    """(service, action, parameters) of an SQS, EC2 or CloudFormation request or of a presigned S3 POST,
+    None for the others.
 
     Reads the body (SQS's JSON protocol or the query protocol's form) and puts it back for moto.
     """
     target = environ.get("HTTP_X_AMZ_TARGET", "")
     service = "sqs" if target.startswith(_SQS_TARGET) else signed_service(environ)
+    if is_presigned_post(environ):
+        return "s3", "PostObject", {}  # a file, maybe large: its body is moto's alone to read
     if service not in _OBSERVED_SERVICES:
         return None
     try:

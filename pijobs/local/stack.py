@@ -49,6 +49,24 @@ LOCAL_TIMINGS = {
 }
 
 
+UPLOADS_VISIBILITY_S = 60
+
+
+def notification_configuration(declared: dict[str, Any], queue_arn: str) -> dict[str, Any]:
+    """A bucket's NotificationConfiguration as the template declares it (CloudFormation's shape, its one
+    queue being ``queue_arn``) in S3's API shape."""
+    return {
+        "QueueConfigurations": [
+            {
+                "QueueArn": queue_arn,
+                "Events": [entry["Event"]],
+                "Filter": {"Key": {"FilterRules": entry["Filter"]["S3Key"]["Rules"]}},
+            }
+            for entry in declared["QueueConfigurations"]
+        ]
+    }
+
+
 def visible_after(action: str, params: dict[str, Any]) -> list[float]:
     """Seconds after which the messages an SQS call sent or made visible can be received (queue-level
     delays and other queues included: a needless wake costs one empty receive)."""
@@ -112,6 +130,7 @@ class LocalStack:
         self._moto: Any = None
         self._gateway: Any = None
         self._esm: Any = None
+        self._verifier_esm: Any = None
         self._runner: Any = None
         self._reaper: Any = None
         self._data_dir: Any = None
@@ -136,6 +155,10 @@ class LocalStack:
     @property
     def esm(self) -> Any:
         return self._esm
+
+    @property
+    def verifier_esm(self) -> Any:
+        return self._verifier_esm
 
     @property
     def reaper(self) -> Any:
@@ -169,8 +192,9 @@ class LocalStack:
             self._moto = LocalMotoServer().start()
             self._set_env({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self._moto.url})
             self.outputs = self._deploy_primary()
-            self._disable_moto_event_source_mapping()
+            self._disable_moto_event_source_mappings()
             self._shorten_visibility_timeout()
+            self._send_upload_events()
             self._set_env(self._handler_env())
             self._reset_handler_caches()
             if self._data_dir is not None:
@@ -193,13 +217,23 @@ class LocalStack:
 
     def stop(self) -> None:
         # The keeper's last copy comes after everything that writes has stopped and before moto goes.
-        for part in (self._gateway, self._esm, self._reaper, self._runner, self._keeper, self._moto):
+        parts = (
+            self._gateway,
+            self._esm,
+            self._verifier_esm,
+            self._reaper,
+            self._runner,
+            self._keeper,
+            self._moto,
+        )
+        for part in parts:
             if part is not None:
                 try:
                     part.stop()
                 except Exception as exc:
                     log.warning("local_stack_stop_failed", part=type(part).__name__, error=str(exc))
-        self._gateway = self._esm = self._reaper = self._runner = self._keeper = self._moto = None
+        self._gateway = self._esm = self._verifier_esm = self._reaper = self._runner = self._keeper = None
+        self._moto = None
         if self._data_dir is not None:
             self._data_dir.unlock()
             self._data_dir = None
@@ -279,19 +313,44 @@ class LocalStack:
         )
         return str(plan["id"])
 
-    def _disable_moto_event_source_mapping(self) -> None:
-        """moto's own mapping would receive every message on send and, unable to run the Lambda without
-        Docker, put it back with its receive count raised. The local stand-in must be the only consumer."""
-        mapping_id = self.outputs.get("EventSourceMappingId")
-        if mapping_id:
-            self.client("lambda").update_event_source_mapping(UUID=mapping_id, Enabled=False)
+    def _disable_moto_event_source_mappings(self) -> None:
+        """moto's own mappings would receive every message on send and, unable to run the Lambda without
+        Docker, put it back with its receive count raised. The local stand-ins must be the only consumers."""
+        for output in ("EventSourceMappingId", "VerifierEventSourceMappingId"):
+            mapping_id = self.outputs.get(output)
+            if mapping_id:
+                self.client("lambda").update_event_source_mapping(UUID=mapping_id, Enabled=False)
+
+    def _send_upload_events(self) -> None:
+        """moto's CloudFormation skips a bucket's NotificationConfiguration: set the template's own with a
+        direct call. moto's S3 then sends ObjectCreated events (presigned POSTs too) to the uploads queue
+        as S3 does; it checks none of a POST policy's conditions, which is why the verifier exists."""
+        from pijobs.deploy import PRIMARY_TEMPLATE, template_path
+        from pijobs.local.cfn import load_template, resources_of_type
+
+        buckets = resources_of_type(load_template(template_path(PRIMARY_TEMPLATE)), "AWS::S3::Bucket")
+        declared = buckets["ResultsBucket"]["NotificationConfiguration"]
+        queue_arn = self.client("sqs").get_queue_attributes(
+            QueueUrl=self.outputs["UploadsQueueUrl"], AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        self.client("s3").put_bucket_notification_configuration(
+            Bucket=self.outputs["ResultsBucket"],
+            NotificationConfiguration=notification_configuration(declared, queue_arn),
+        )
 
     def _shorten_visibility_timeout(self) -> None:
         """On AWS the visibility timeout is >= 6x the dispatcher's timeout (minutes); locally a dispatcher
         call takes milliseconds, so a failed message comes back in seconds, on the laptop's time scale."""
-        self.client("sqs").set_queue_attributes(
+        sqs = self.client("sqs")
+        sqs.set_queue_attributes(
             QueueUrl=self.outputs["QueueUrl"],
             Attributes={"VisibilityTimeout": str(self.config.visibility_timeout)},
+        )
+        # A verification reads the whole file (a second or two for hundreds of MB here): long enough not to
+        # hand the same event to a second verifier meanwhile.
+        sqs.set_queue_attributes(
+            QueueUrl=self.outputs["UploadsQueueUrl"],
+            Attributes={"VisibilityTimeout": str(UPLOADS_VISIBILITY_S)},
         )
 
     def _handler_env(self) -> dict[str, str]:
@@ -320,6 +379,7 @@ class LocalStack:
         import api_handler.handler
         import dispatcher.handler
         import dispatcher.reaper
+        import dispatcher.verifier
         from pijobs.local.esm import LocalEventSourceMapping
         from pijobs.local.gateway import LocalGateway
         from pijobs.local.runner import InstanceRunner
@@ -340,6 +400,16 @@ class LocalStack:
             batch_size=self.config.batch_size,
             maximum_concurrency=self.config.maximum_concurrency,
             settings_provider=lambda: esm_settings(lam, mapping_id),  # `pijobs ops set` applies live
+            woken=True,
+        ).start()
+        self._verifier_esm = LocalEventSourceMapping(
+            lambda: self.client("sqs"),
+            self.outputs["UploadsQueueUrl"],
+            dispatcher.verifier.lambda_handler,
+            batch_size=1,
+            maximum_concurrency=2,
+            function_name="verifier",
+            timeout_s=900.0,
             woken=True,
         ).start()
         self._reaper = LocalSchedule(
@@ -364,12 +434,14 @@ class LocalStack:
 
     def _on_aws_request(self, service: str, action: str, params: dict[str, Any]) -> None:
         """What moto just answered: wake the stand-in it concerns."""
-        runner, esm = self._runner, self._esm
+        runner, esm, verifier = self._runner, self._esm, self._verifier_esm
         if runner is not None and action in RUNNER_WAKING_ACTIONS:
             runner.wake()
         if esm is not None and service == "sqs":
             for delay in visible_after(action, params):
                 esm.notify(delay)
+        if verifier is not None and action == "PostObject":
+            verifier.notify()  # moto's S3 put the file's event straight into the uploads queue
 
     def _env_value(self, key: str) -> str:
         return self.config.extra_env.get(key, LOCAL_TIMINGS[key])
@@ -393,9 +465,11 @@ class LocalStack:
         import api_handler.handler
         import dispatcher.handler
         import dispatcher.reaper
+        import dispatcher.verifier
         from shared import aws
 
         api_handler.handler.services.cache_clear()
         dispatcher.handler.services.cache_clear()
         dispatcher.reaper.services.cache_clear()
+        dispatcher.verifier.services.cache_clear()
         aws._cached_client.cache_clear()

@@ -8,7 +8,7 @@ from pathlib import Path
 import mpmath
 import pytest
 
-from pijobs.client import ApiError, PijobsClient
+from pijobs.client import ApiError, PijobsClient, UploadRefusedError
 from pijobs.local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
@@ -51,3 +51,28 @@ def test_the_other_operations(client: PijobsClient) -> None:
     with pytest.raises(ApiError) as missing:
         client.result_url("0" * 32)
     assert missing.value.status == 404 and missing.value.code == "not_found"
+
+
+def test_the_upload_operations(client: PijobsClient, tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text("a,b\n1,2\n")
+    bad.write_text("a,b\n1,3\n")  # the same size, another sha256
+    progress: list[tuple[str, int, int]] = []
+
+    upload = client.upload_file(good, on_progress=lambda *step: progress.append(step))
+    declared = client.create_upload(
+        "good.csv", good.stat().st_size, hashlib.sha256(good.read_bytes()).hexdigest()
+    )
+    client.send_upload(declared, bad)
+    with pytest.raises(UploadRefusedError) as refused:
+        client.wait_upload(declared["upload_id"], interval=0.1, timeout=30)
+
+    assert upload["status"] == "AVAILABLE" and upload["filename"] == "good.csv"
+    assert {phase for phase, _, _ in progress} == {"hash", "send"} and progress[-1][1:] == (8, 8)
+    assert refused.value.upload["status"] == "REJECTED"
+    assert refused.value.upload["reason"].startswith("checksum mismatch")
+    assert upload["upload_id"] in [u["upload_id"] for u in client.iter_uploads(limit=1)]
+    assert client.delete_upload(upload["upload_id"])["upload_id"] == upload["upload_id"]
+    with pytest.raises(ApiError) as gone:
+        client.get_upload(upload["upload_id"])
+    assert gone.value.status == 404

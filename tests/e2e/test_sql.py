@@ -1,8 +1,9 @@
 """An sql job end to end on the embedded stack: the dispatcher presigns the input, the instance's worker
 fetches it over HTTP from the local S3, checks it, runs DuckDB and stores the result, which downloads.
 
-The uploads API is not built yet: the test puts the input in S3 itself and writes the job with its pinned
-input the way POST /jobs will (``shared.inputs.pin_inputs``); everything after that is the real pipeline.
+The test puts the input in S3 itself and writes the job with its pinned input the way POST /jobs does
+(``shared.inputs.pin_inputs``), to make inputs the verifier never saw; everything after that is the real
+pipeline. tests/e2e/test_uploads.py goes through POST /uploads.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from shared.models import JobMessage, JobRecord, isoformat, new_job_id, utcnow
 from shared.queue import JobQueue
 from shared.status import JobStatus
 from shared.store import JobStore
+from shared.uploads import UploadStore
 from tests.e2e.test_http import Client
 
 pytestmark = pytest.mark.e2e
@@ -26,10 +28,10 @@ ROWS = b'{"team": "red", "points": 3}\n{"team": "blue", "points": 5}\n{"team": "
 
 
 def _upload(stack: LocalStack, owner: str, body: bytes) -> UploadRecord:
+    """The object and its record (the verifier, told of the object, deletes one that no record takes)."""
     upload_id = new_job_id()
     key = upload_key(owner, upload_id)
-    stack.client("s3").put_object(Bucket=stack.outputs["ResultsBucket"], Key=key, Body=body)
-    return UploadRecord(
+    record = UploadRecord(
         upload_id=upload_id,
         owner=owner,
         status=UploadStatus.AVAILABLE,
@@ -37,6 +39,9 @@ def _upload(stack: LocalStack, owner: str, body: bytes) -> UploadRecord:
         bytes=len(body),
         sha256=hashlib.sha256(body).hexdigest(),
     )
+    UploadStore(stack.client("dynamodb"), stack.outputs["TableName"]).create(record)
+    stack.client("s3").put_object(Bucket=stack.outputs["ResultsBucket"], Key=key, Body=body)
+    return record
 
 
 def _submit(stack: LocalStack, owner: str, upload: UploadRecord, query: str, fmt: str) -> str:

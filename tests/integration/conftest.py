@@ -17,6 +17,7 @@ from moto import mock_aws
 
 import api_handler.handler
 import dispatcher.handler
+import dispatcher.verifier
 from pijobs.deploy import upload_function_templates
 from pijobs.local.cfn import load_template, resources_of_type
 from pijobs.local.gateway import DEFAULT_ROUTES, compile_route, match_route
@@ -281,6 +282,7 @@ def _locked(method: Any, lock: threading.RLock) -> Any:
 def _clear_caches() -> None:
     api_handler.handler.services.cache_clear()
     dispatcher.handler.services.cache_clear()
+    dispatcher.verifier.services.cache_clear()
     aws._cached_client.cache_clear()
 
 

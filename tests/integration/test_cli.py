@@ -542,3 +542,40 @@ def test_a_unique_id_prefix_names_the_job(pijobs: Any, stack: LocalStack) -> Non
     assert by_prefix.code == 0 and by_prefix.json()["job_id"] == job_id
     assert unknown.code == 1 and "no job of yours starts with ffff0000" in unknown.err
     assert cancelled.code == 0 and cancelled.json()["status"] == "CANCELLED"
+
+
+def test_upload_a_file_query_it_and_download_the_result_as_parquet(
+    pijobs: Any, stack: LocalStack, tmp_path: Path
+) -> None:
+    data = tmp_path / "scores.csv"
+    data.write_text("team,points\nred,3\nblue,5\nred,4\n")
+
+    uploaded = pijobs("upload", str(data))
+    upload_id = uploaded.out.strip()
+    query = "SELECT team, sum(points) AS points FROM s GROUP BY team ORDER BY team"
+    by_id = pijobs("submit", "sql", "--query", query, "--input", f"s={upload_id}", "--format", "parquet",
+                   "--wait", "--json")  # fmt: skip
+    by_file = pijobs("submit", "sql", "--query", query, "--input", f"s={data}", "--wait", "--json")
+    listed = pijobs("uploads", "--json")
+
+    assert uploaded.code == 0 and len(upload_id) == 32 and "AVAILABLE" in uploaded.err, uploaded.err
+    assert by_id.code == 0, by_id.err
+    assert by_id.json()["result"]["filename"] == "result.parquet"
+    target = tmp_path / "out.parquet"
+    assert pijobs("result", by_id.json()["job_id"], "-o", str(target)).code == 0
+    duckdb = pytest.importorskip("duckdb")
+    assert duckdb.sql(f"SELECT * FROM '{target}'").fetchall() == [("blue", 5), ("red", 7)]
+    assert by_file.code == 0 and by_file.json()["params"]["inputs"]["s"] != upload_id
+    assert "uploaded" in by_file.err
+    assert upload_id in [u["upload_id"] for u in listed.json()["uploads"]]
+    assert "AVAILABLE" in pijobs("uploads").out
+
+
+def test_upload_and_inputs_say_what_is_wrong(pijobs: Any, tmp_path: Path) -> None:
+    missing = pijobs("upload", str(tmp_path / "nothing.csv"))
+    neither = pijobs("submit", "sql", "--query", "SELECT 1 FROM t", "--input", "t=nothing-here")
+    unknown = pijobs("submit", "sql", "--query", "SELECT 1 FROM t", "--input", f"t={'0' * 32}")
+
+    assert missing.code == 2 and "is not a file" in missing.err
+    assert neither.code == 2 and "neither a file nor an upload id" in neither.err
+    assert unknown.code == 1 and "params.inputs.t: no such upload" in unknown.err

@@ -44,6 +44,9 @@ bodies = st.one_of(
             "CostCenter": json_values,
             "name": json_values,
             "cost_center": json_values,
+            "filename": json_values,
+            "bytes": json_values,
+            "sha256": json_values,
         },
     ).map(json.dumps),
 )

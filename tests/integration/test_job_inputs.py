@@ -1,8 +1,9 @@
 """A job that reads inputs, under moto: the dispatcher presigns one GET per pinned input of the job's own
 owner, the worker fetches exactly those, checks them, and the sql function runs over them.
 
-The uploads API does not exist yet: a test puts the object in S3 and writes the job record with its pinned
-inputs the way the API will (``shared.inputs.pin_inputs``), then sends the job's message.
+A test here puts the object in S3 and writes the job record with its pinned inputs the way the API does
+(``shared.inputs.pin_inputs``), then sends the job's message; the uploads API and its verifier have their
+own tests (tests/integration/test_uploads.py).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def put_upload(cloud: Cloud, owner: str, body: bytes) -> UploadRecord:
 
 
 def submit_sql(cloud: Cloud, owner: str, pinned: dict[str, PinnedInput], query: str = QUERY) -> str:
-    """What POST /jobs will do for an sql job once the uploads API pins its inputs."""
+    """What POST /jobs does for an sql job once it has pinned its inputs."""
     job_id = new_job_id()
     now = isoformat(utcnow())
     params = {"query": query, "inputs": {n: p.upload_id for n, p in pinned.items()}, "format": "csv"}
@@ -193,8 +194,7 @@ def test_a_refused_input_link_gives_the_attempt_back_for_fresh_links(cloud: Clou
 
 
 def test_through_the_api_a_bad_query_or_an_unknown_upload_is_a_422(cloud: Cloud) -> None:
-    """Until the uploads API exists no upload does: a job naming one is refused at submit, never queued to
-    fail later."""
+    """A job naming an upload that does not exist is refused at submit, never queued to fail later."""
     inputs = {"t": "a" * 32}
     status, body, _ = cloud.api(
         "POST", "/jobs", {"function": "sql", "params": {"query": "ATTACH 'x.db'", "inputs": inputs}}

@@ -13,7 +13,7 @@ import pytest
 from api_handler.routes import OPERATIONS
 from pijobs.deploy import deploy_primary_local
 from shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
-from shared.settings import DispatcherSettings
+from shared.settings import ApiSettings, DispatcherSettings
 from shared.store import (
     DONE_SHARD,
     FINISHED_INDEX,
@@ -24,6 +24,7 @@ from shared.store import (
     WAIT_TAG,
     WAITING_INDEX,
 )
+from shared.uploads import UPLOADER, UPLOADS_INDEX
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 STACK_NAME = f"pijob-{JOB_ID}-1"  # the dispatcher names stacks pijob-<job id>-<attempt>
@@ -39,6 +40,8 @@ LOCAL_STACK_OUTPUTS = {
     "CfnServiceRoleArn",
     "InstanceProfileName",
     "FunctionsUrl",
+    "UploadsQueueUrl",
+    "VerifierEventSourceMappingId",
 }
 PARAMS = {
     "pi": {"digits": 1000},
@@ -142,6 +145,10 @@ def test_queue_table_and_mapping_follow_the_parameters(aws: dict[str, Any]) -> N
             {"AttributeName": DONE_SHARD, "KeyType": "HASH"},
             {"AttributeName": "finished_at", "KeyType": "RANGE"},
         ],
+        UPLOADS_INDEX: [
+            {"AttributeName": UPLOADER, "KeyType": "HASH"},
+            {"AttributeName": "created_at", "KeyType": "RANGE"},
+        ],
     }
     mapping = aws["lambda"].get_event_source_mapping(UUID=outputs["EventSourceMappingId"])
     assert mapping["BatchSize"] == 3
@@ -158,6 +165,7 @@ def test_lambdas_get_their_handlers_and_environment(aws: dict[str, Any], outputs
         "api_handler.handler.lambda_handler",
         "dispatcher.handler.lambda_handler",
         "dispatcher.reaper.lambda_handler",
+        "dispatcher.verifier.lambda_handler",
     }
     dispatcher = function_env(aws, outputs["DispatcherFunctionName"])
     assert dispatcher["PIJOBS_TABLE_NAME"] == outputs["TableName"]
@@ -173,6 +181,20 @@ def test_lambdas_get_their_handlers_and_environment(aws: dict[str, Any], outputs
     assert fixed["InstanceProfileName"] == outputs["InstanceProfileName"]
     reaper = function_env(aws, functions["dispatcher.reaper.lambda_handler"]["FunctionName"])
     assert reaper["PIJOBS_EVENT_SOURCE_MAPPING_ID"] == outputs["EventSourceMappingId"]
+    verifier = function_env(aws, functions["dispatcher.verifier.lambda_handler"]["FunctionName"])
+    assert verifier == {
+        "PIJOBS_TABLE_NAME": outputs["TableName"],
+        "PIJOBS_RESULTS_BUCKET": outputs["ResultsBucket"],
+    }
+    mapping = aws["lambda"].get_event_source_mapping(UUID=outputs["VerifierEventSourceMappingId"])
+    assert mapping["EventSourceArn"].endswith(outputs["UploadsQueueUrl"].rsplit("/", 1)[1])
+    assert mapping["FunctionArn"].endswith(outputs["VerifierFunctionName"])
+    api = function_env(aws, functions["api_handler.handler.lambda_handler"]["FunctionName"])
+    defaults = ApiSettings.model_fields  # the handler's defaults are the template's
+    assert (api["PIJOBS_UPLOAD_EXPIRY_DAYS"], api["PIJOBS_MAX_UPLOAD_BYTES"]) == (
+        str(defaults["upload_expiry_days"].default),
+        str(defaults["max_upload_bytes"].default),
+    )
 
 
 def test_api_has_every_route_with_its_key_requirement(aws: dict[str, Any], outputs: dict[str, str]) -> None:

@@ -28,6 +28,7 @@ from shared.functions import (
     installed_functions,
 )
 from shared.inputs import UPLOADS_PREFIX, upload_key
+from shared.uploads import UPLOAD_ITEM_PREFIX
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 FUNCTIONS = sorted(installed_functions().values(), key=lambda f: f.name)
@@ -56,6 +57,28 @@ EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
         "ListOwnJobs": ({"dynamodb:Query"}, {"${JobsTable.Arn}/index/owner-created-index"}),
         "Enqueue": ({"sqs:SendMessage"}, {"${JobsQueue.Arn}"}),
         "PresignResults": ({"s3:GetObject"}, {"${ResultsBucket.Arn}/results/*"}),
+        "ListOwnUploads": ({"dynamodb:Query"}, {"${JobsTable.Arn}/index/uploads-index"}),
+        "PresignAndDeleteUploads": (
+            {"s3:PutObject", "s3:DeleteObject"},
+            {f"${{ResultsBucket.Arn}}/{UPLOADS_PREFIX}*"},
+        ),
+    },
+    "VerifierRole": {
+        "Logs": ({"logs:CreateLogStream", "logs:PutLogEvents"}, {"${VerifierLogGroup.Arn}"}),
+        "ConsumeUploadEvents": (
+            {
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ReceiveMessage",
+            },
+            {"${UploadsQueue.Arn}"},
+        ),
+        "ReadAndDeleteUploads": (
+            {"s3:GetObject", "s3:DeleteObject"},
+            {f"${{ResultsBucket.Arn}}/{UPLOADS_PREFIX}*"},
+        ),
+        "UploadRecordsOnly": ({"dynamodb:GetItem", "dynamodb:UpdateItem"}, {"${JobsTable.Arn}"}),
     },
     "DispatcherRole": {
         "Logs": ({"logs:CreateLogStream", "logs:PutLogEvents"}, {"${DispatcherLogGroup.Arn}"}),
@@ -184,6 +207,7 @@ TRUSTED_SERVICE = {
     "ApiHandlerRole": "lambda.amazonaws.com",
     "DispatcherRole": "lambda.amazonaws.com",
     "ReaperRole": "lambda.amazonaws.com",
+    "VerifierRole": "lambda.amazonaws.com",
     "CfnServiceRole": "cloudformation.amazonaws.com",
     "InstanceRole": "ec2.amazonaws.com",
     "ApiGatewayCloudWatchRole": "apigateway.amazonaws.com",
@@ -319,6 +343,34 @@ def test_instance_role_has_no_iam_or_ec2_and_only_job_and_capacity_items(
     assert found["DeleteOwnJobStack"]["Condition"] == {"Null": {"aws:ResourceTag/JobId": "false"}}
 
 
+def test_the_verifier_touches_only_upload_items_and_reads_only_the_uploads_queue(
+    roles: dict[str, dict[str, Any]], primary: dict[str, Any]
+) -> None:
+    found = statements(roles["VerifierRole"])
+
+    leading_keys = found["UploadRecordsOnly"]["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+    assert leading_keys == [f"{UPLOAD_ITEM_PREFIX}*"]
+    mapping = primary["Resources"]["VerifierEventSourceMapping"]["Properties"]
+    assert render(mapping["EventSourceArn"]) == "${UploadsQueue.Arn}"
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    (event,) = primary["Resources"]["ResultsBucket"]["Properties"]["NotificationConfiguration"][
+        "QueueConfigurations"
+    ]
+    assert render(event["Queue"]) == "${UploadsQueue.Arn}" and event["Event"] == "s3:ObjectCreated:*"
+    assert event["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": UPLOADS_PREFIX}]
+    (send,) = primary["Resources"]["UploadsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert send["Principal"] == {"Service": "s3.amazonaws.com"} and send["Action"] == "sqs:SendMessage"
+    assert send["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+
+
+def test_uploads_expire_by_the_buckets_lifecycle(primary: dict[str, Any]) -> None:
+    rules = primary["Resources"]["ResultsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+
+    (uploads,) = [rule for rule in rules if rule.get("Prefix") == UPLOADS_PREFIX]
+    assert uploads["Status"] == "Enabled" and render(uploads["ExpirationInDays"]) == "${UploadExpiryDays}"
+    assert primary["Parameters"]["UploadExpiryDays"]["Default"] == 7
+
+
 def grants(statement: dict[str, Any], action: str, resource: str) -> bool:
     """Whether an Allow statement covers ``action`` on ``resource`` (IAM's wildcards: '*' and '?')."""
     return (
@@ -334,7 +386,8 @@ S3_READS = ("s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAttributes", "s3
 def test_no_instance_can_read_an_upload_only_the_dispatcher_presigns_them(
     roles: dict[str, dict[str, Any]], primary: dict[str, Any]
 ) -> None:
-    """A job's instance reads its inputs through the GETs its dispatch presigned, never with its role."""
+    """A job's instance reads its inputs through the GETs its dispatch presigned, never with its role; the
+    verifier reads each file once to check it; the API never reads one."""
     an_upload = "${ResultsBucket.Arn}/" + upload_key("key-b", "f" * 32)
     for sid, statement in statements(roles["InstanceRole"]).items():
         for action in S3_READS:
@@ -346,7 +399,7 @@ def test_no_instance_can_read_an_upload_only_the_dispatcher_presigns_them(
         for statement in found.values()
         if grants(statement, "s3:GetObject", an_upload)
     }
-    assert readers == {"DispatcherRole"}
+    assert readers == {"DispatcherRole", "VerifierRole"}
     bucket_policy = primary["Resources"]["ResultsBucketPolicy"]["Properties"]["PolicyDocument"]
     assert all(statement["Effect"] == "Deny" for statement in bucket_policy["Statement"])
 

@@ -11,8 +11,9 @@ import pytest
 from api_handler.openapi import document, shipped_registry
 from pijobs.client import OPERATION_METHODS, PijobsClient
 
-# The document's parameter names where Python spells them differently.
+# The document's parameter names where Python spells them differently (an id by what it names).
 ARGUMENT_OF = {"id": "job_id", "next": "next_token", "Idempotency-Key": "idempotency_key"}
+ARGUMENT_OF_TAG = {"uploads": {"id": "upload_id"}}
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +34,9 @@ def test_a_method_takes_its_operations_parameters(
 ) -> None:
     signature = inspect.signature(getattr(PijobsClient, OPERATION_METHODS[operation_id]))
     arguments = set(signature.parameters) - {"self"}
-    documented = {
-        ARGUMENT_OF.get(p["name"], p["name"]) for p in operations[operation_id].get("parameters", [])
-    }
+    operation = operations[operation_id]
+    names = {**ARGUMENT_OF, **ARGUMENT_OF_TAG.get(operation["tags"][0], {})}
+    documented = {names.get(p["name"], p["name"]) for p in operation.get("parameters", [])}
 
     assert documented <= arguments, f"{operation_id}: the client lacks {documented - arguments}"
 
@@ -56,3 +57,10 @@ def test_per_run_execute_takes_the_original_fields() -> None:
     assert {snake[name] for name in schema["properties"]} <= set(
         inspect.signature(PijobsClient.per_run_execute).parameters
     )
+
+
+def test_create_upload_takes_the_declarations_fields() -> None:
+    doc = document(shipped_registry())
+    schema = doc["components"]["schemas"]["CreateUploadRequest"]
+
+    assert set(schema["properties"]) <= set(inspect.signature(PijobsClient.create_upload).parameters)
