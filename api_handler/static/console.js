@@ -64,6 +64,9 @@
     const parts = Object.entries(params || {}).map(([k, v]) => `${k}=${clip(display(v), 40)}`);
     return clip(parts.join(", "), 90);
   }
+  function isWebLink(url) { // only http(s) links are followed (never javascript: or data:)
+    try { return /^https?:$/.test(new URL(url, location.href).protocol); } catch (exc) { return false; }
+  }
   const isLive = (job) => !job.finished_at; // the API sets finished_at exactly when a job ends
   const percent = (job) => (job.status === "SUCCEEDED" ? 100 : Math.round((job.progress || 0) * 100));
 
@@ -133,6 +136,7 @@
     tokens: [null], // tokens[i]: the `next` that reads page i
     page: 0,
     prefill: null, // a job to submit again
+    keepNotice: false,
   };
 
   async function loadFunctions() {
@@ -175,13 +179,16 @@
     if (!/^(INPUT|SELECT|TEXTAREA|BUTTON|A)$/.test(target.tagName)) target.tabIndex = -1;
     target.focus();
   }
-  function notify(text) {
+  function notify(text, { untilNextView = false } = {}) {
     setText("notice", text);
     $("notice").hidden = !text;
+    state.keepNotice = untilNextView; // shown on the view it leads to, gone after that
   }
 
   function route() {
     poller.stop();
+    if (state.keepNotice) state.keepNotice = false;
+    else notify("");
     if (!sessionStorage.getItem(KEY_STORE)) { showSignIn(); return; }
     const hash = location.hash.replace(/^#/, "");
     const detail = hash.match(/^\/jobs\/([0-9a-f]{32})$/);
@@ -312,7 +319,7 @@
     const bar = el("progress", { max: 100, "aria-label": `Progress of ${job.name || job.job_id}` });
     if (job.status === "SUCCEEDED" || typeof job.progress === "number") bar.value = percent(job);
     const label = el("span", { className: "pct", text: bar.hasAttribute("value") ? `${percent(job)} %` : "waiting" });
-    cell.append(el("span", {}, bar, " ", label));
+    cell.append(el("span", { className: "bar" }, bar, " ", label));
     return cell;
   }
 
@@ -388,7 +395,7 @@
 
     const download = $("detail-download");
     const url = job.result && job.result.url;
-    if (url && /^https?:$/.test(new URL(url, location.href).protocol)) {
+    if (url && isWebLink(url)) {
       download.href = url;
       download.setAttribute("download", job.result.filename || "");
       download.hidden = false;
@@ -666,7 +673,7 @@
     button.disabled = true;
     try {
       const accepted = await api("POST", "/jobs", body);
-      notify(`Job submitted (${accepted.job_id.slice(0, 8)}).`);
+      notify(`Job submitted (${accepted.job_id.slice(0, 8)}).`, { untilNextView: true });
       go(`#/jobs/${accepted.job_id}`);
     } catch (exc) {
       if (exc.status !== 403) showServerErrors(exc);
