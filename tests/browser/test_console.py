@@ -128,9 +128,10 @@ def test_the_progress_bar_moves_while_the_job_runs_and_ends_at_100(console: Cons
     fill_form(console, "word-count", {"text": "to be or not to be", "pause_seconds": "4"}, "slow count")
     page.click("#submit-button")
     expect(page.locator("#detail-status")).to_have_text("RUNNING")
+    job_id = page.url.rsplit("/", 1)[-1]
     page.click("#nav-jobs")  # the list polls too: watch the row's bar
 
-    bar = page.locator("#jobs-body tr progress").first
+    bar = page.locator(f'#jobs-body tr[data-job-id="{job_id}"] progress')
     seen: set[int] = set()
     deadline = time.monotonic() + 30
     while 100 not in seen:
@@ -142,7 +143,7 @@ def test_the_progress_bar_moves_while_the_job_runs_and_ends_at_100(console: Cons
         time.sleep(0.1)
 
     assert any(0 < value < 100 for value in seen), sorted(seen)  # it moved before the end
-    expect(page.locator("#jobs-body tr .badge").first).to_have_text("SUCCEEDED")
+    expect(page.locator(f'#jobs-body tr[data-job-id="{job_id}"] .badge')).to_have_text("SUCCEEDED")
 
 
 def test_cancel_a_long_job_after_confirming(console: Console, key: str) -> None:
