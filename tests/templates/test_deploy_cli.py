@@ -156,6 +156,7 @@ def test_deploy_creates_then_updates_the_primary_stack(
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     assert f"API: {outputs['ApiUrl']}" in printed
+    assert f"Console: {outputs['ApiUrl']}/console" in printed
     assert "pijobs keys create NAME" in printed
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
     assert parameters["MaxActiveStacks"] == "3"
