@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pijobs.client import PijobsClient
+from shared.models import job_key
 from tests.browser.conftest import Console
 
 playwright = pytest.importorskip(
@@ -297,3 +298,32 @@ def test_a_phone_sized_screen_needs_no_sideways_scrolling(console: Console, key:
     page.evaluate("() => { location.hash = '#/jobs'; }")
     expect(page.locator("#jobs-body tr")).to_have_count(1)
     page.screenshot(path=str(console.artifacts / "jobs-360px.png"), full_page=True)
+
+
+def test_names_and_errors_are_text_and_failed_attempts_are_listed(console: Console, key: str) -> None:
+    client = PijobsClient(console.stack.api_url, key)
+    markup = '<img src=x onerror="window.owned=1"><b>bold</b>'
+    job_id = client.submit("pi", {"digits": 10}, name=markup)["job_id"]
+    wait_for(client, job_id, "SUCCEEDED")
+    # What the reaper records when an attempt's infrastructure fails (shared/attempts.py), written here
+    # directly: a really lost instance would take the reaper's timeouts to show.
+    entry = {"attempt": {"N": "1"}, "code": {"S": "worker_lost"}, "at": {"S": "2026-01-02T03:04:05Z"}}
+    entry["message"] = {"S": "the instance stopped <i>answering</i>"}
+    console.stack.client("dynamodb").update_item(
+        TableName=console.stack.outputs["TableName"],
+        Key={"pk": {"S": job_key(job_id)}},
+        UpdateExpression="SET history = :history, attempts = :attempts",
+        ExpressionAttributeValues={":history": {"L": [{"M": entry}]}, ":attempts": {"N": "2"}},
+    )
+    page = console.sign_in(key).page
+
+    link = page.locator(f'#jobs-body a[data-job-id="{job_id}"]')
+    expect(link).to_have_text(markup)
+    link.click()
+    expect(page.locator("#detail-title")).to_have_text(markup)
+    expect(page.locator("#detail-attempts")).to_have_text("Attempts: 2")
+    history = page.locator("#detail-history li")
+    expect(history).to_have_count(1)
+    expect(history).to_contain_text("Attempt 1: worker_lost — the instance stopped <i>answering</i>")
+    assert page.locator("main img, main b, main i").count() == 0  # text, never markup
+    assert page.evaluate("window.owned") is None
