@@ -327,3 +327,25 @@ def test_names_and_errors_are_text_and_failed_attempts_are_listed(console: Conso
     expect(history).to_contain_text("Attempt 1: worker_lost — the instance stopped <i>answering</i>")
     assert page.locator("main img, main b, main i").count() == 0  # text, never markup
     assert page.evaluate("window.owned") is None
+
+
+def test_pages_of_twenty_newest_first(console: Console, key: str) -> None:
+    client = PijobsClient(console.stack.api_url, key)
+    ids = []
+    for n in range(21):  # cancelled at once: a page's worth of jobs without running them
+        ids.append(client.submit("pi", {"digits": 10 + n}, name=f"job {n:02d}")["job_id"])
+        client.cancel(ids[-1])
+    page = console.sign_in(key).page
+    rows = page.locator("#jobs-body tr")
+
+    expect(rows).to_have_count(20)
+    expect(rows.first).to_have_attribute("data-job-id", ids[-1])
+    expect(page.locator("#page-newer")).to_be_disabled()
+    page.click("#page-older")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-job-id", ids[0])
+    expect(page.locator("#page-older")).to_be_disabled()
+    expect(page.locator("#page-label")).to_have_text("Page 2")
+    page.click("#page-newer")
+    expect(rows).to_have_count(20)
+    expect(rows.last).to_have_attribute("data-job-id", ids[1])
