@@ -209,7 +209,10 @@
   }
   function signOut(message) {
     sessionStorage.removeItem(KEY_STORE);
-    Object.assign(state, { functions: null, tokens: [null], page: 0, prefill: null });
+    Object.assign(state, {
+      functions: null, tokens: [null], page: 0, prefill: null,
+      filters: { status: "", function: "", name_contains: "" },
+    });
     poller.stop();
     notify("");
     showSignIn(message);
@@ -231,8 +234,7 @@
       sessionStorage.setItem(KEY_STORE, key);
       state.functions = catalog.functions || [];
       input.value = "";
-      notify("");
-      go("#/jobs");
+      route(); // where the address pointed (a job's link, say), else the jobs
     } catch (exc) {
       input.setAttribute("aria-invalid", "true");
       setText("signin-error", exc.status === 403

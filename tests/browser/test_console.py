@@ -349,3 +349,16 @@ def test_pages_of_twenty_newest_first(console: Console, key: str) -> None:
     page.click("#page-newer")
     expect(rows).to_have_count(20)
     expect(rows.last).to_have_attribute("data-job-id", ids[1])
+
+
+def test_a_link_to_a_job_opens_it_once_signed_in(console: Console, key: str) -> None:
+    job_id = PijobsClient(console.stack.api_url, key).submit("pi", {"digits": 10}, name="linked")["job_id"]
+    page = console.page
+    page.goto(f"{console.url}#/jobs/{job_id}")
+    expect(page.locator("#view-signin")).to_be_visible()
+
+    page.fill("#api-key", key)
+    page.press("#api-key", "Enter")
+
+    expect(page.locator("#detail-title")).to_have_text("linked")
+    assert page.url.endswith(f"/console#/jobs/{job_id}")
