@@ -312,6 +312,9 @@
     const changed = signature !== shownRows;
     shownRows = signature;
     $("jobs-empty").hidden = jobs.length > 0;
+    // A filter is applied to a bounded number of jobs per page, so a page can be empty with older ones
+    // still to read.
+    setText("jobs-empty", page.next ? "None of the jobs read so far match; older ones may: Older →" : "No jobs match.");
     poller.next(jobs.some(isLive), changed);
   }
 

@@ -277,6 +277,7 @@ def test_the_console_works_from_the_keyboard_alone(console: Console, key: str) -
 
     _tab_to(page, "#nav-jobs", backwards=True)
     keyboard.press("Enter")
+    expect(page.locator("#jobs-body a")).to_have_text("typed, not clicked")
     _tab_to(page, "#jobs-body a")
     keyboard.press("Enter")
     expect(page.locator("#detail-title")).to_have_text("typed, not clicked")
