@@ -78,6 +78,13 @@ class ListJobsQuery(BaseModel):
     function: str | None = Field(
         default=None, pattern=f"^(?:{NAME_PATTERN.pattern})$", description="only jobs of this function"
     )
+    status: JobStatus | None = Field(default=None, description="only jobs in this state")
+    name_contains: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="only jobs whose name contains this text (case-sensitive)",
+    )
 
 
 class ListUploadsQuery(BaseModel):
@@ -173,7 +180,9 @@ class JobSummary(Model):
     function: str
     params: dict[str, Any]
     name: str | None
+    progress: float | None = Field(description="0 to 1 while it runs")
     created_at: str
+    started_at: str | None
     finished_at: str | None
     links: Links
 

@@ -111,7 +111,11 @@ def _operation(operation: Operation, registry: Registry, schemas: _Schemas) -> d
         for name in _path_names(operation.path)
     ]
     if operation.query is not None:
-        query_schema = operation.query.model_json_schema(mode="validation")
+        query_schema = operation.query.model_json_schema(
+            mode="validation", ref_template="#/components/schemas/{model}"
+        )
+        for def_name, definition in query_schema.pop("$defs", {}).items():  # an enum's, e.g. JobStatus
+            schemas.components.setdefault(def_name, definition)
         for name, schema in query_schema["properties"].items():
             parameters.append({"name": name, "in": "query", "required": False, "schema": _non_null(schema)})
     if operation.idempotency_key:
@@ -138,10 +142,13 @@ def _operation(operation: Operation, registry: Registry, schemas: _Schemas) -> d
 
 
 def _success(operation: Operation, schemas: _Schemas) -> dict[str, Any]:
-    schema = schemas.ref(operation.response) if operation.response else {"type": "object"}
+    if operation.response:
+        schema = schemas.ref(operation.response)
+    else:
+        schema = {"type": "object"} if operation.media_type == "application/json" else {"type": "string"}
     response: dict[str, Any] = {
         "description": operation.summary,
-        "content": {"application/json": {"schema": schema}},
+        "content": {operation.media_type: {"schema": schema}},
     }
     if operation.headers:
         response["headers"] = {

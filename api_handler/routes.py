@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from api_handler import contract, service
+from api_handler import console, contract, service
 from api_handler.service import ApiServices
 from api_handler.views import job_links, job_summary, job_view, upload_view
-from api_handler.web import Request, json_response
+from api_handler.web import Request, json_response, text_response
 from shared import errors
 from shared.models import isoformat
 
@@ -32,7 +32,7 @@ class Operation:
     summary: str
     handler: Handler
     status: int  # the success status
-    response: type[BaseModel] | None  # its body (None: any JSON, e.g. the OpenAPI document)
+    response: type[BaseModel] | None  # its body (None: any JSON, e.g. the OpenAPI document, or not JSON)
     errors: tuple[int, ...]  # the error statuses it may answer besides those every route may
     tag: str = "jobs"
     # "submission" (built from the enabled functions), "per_run_execute", or the body's model
@@ -42,6 +42,7 @@ class Operation:
     headers: Mapping[str, str] = field(default_factory=dict)  # response headers: name -> description
     api_key: bool = True
     links: Mapping[str, str] = field(default_factory=dict)  # link name -> operation id, given the job id
+    media_type: str = "application/json"  # of the success response (errors are always JSON)
 
 
 def post_jobs(services: ApiServices, request: Request) -> dict[str, Any]:
@@ -131,6 +132,11 @@ def get_openapi(services: ApiServices, request: Request) -> dict[str, Any]:
     return json_response(200, document(services.functions, server_url=request.base_url or None))
 
 
+def get_console(services: ApiServices, request: Request) -> dict[str, Any]:
+    page = console.page()
+    return text_response(200, page.html, page.headers)
+
+
 JOB_LINKS = {"GetJob": "getJob", "CancelJob": "cancelJob", "GetJobResult": "getJobResult"}
 SUBMITTED = {"Location": "the job's URL"}
 REPLAYED = {
@@ -207,6 +213,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET", "/openapi.json", operation_id="getOpenApi", handler=get_openapi, tag="meta", api_key=False,
         summary="This document (no API key needed)",
         status=200, response=None, errors=(),
+    ),
+    Operation(
+        "GET", "/console", operation_id="getConsole", handler=get_console, tag="meta", api_key=False,
+        summary="The customer console: a web page that asks for your API key (no key needed to load it)",
+        status=200, response=None, errors=(), media_type="text/html",
+        headers=console.header_descriptions(),
     ),
 )  # fmt: skip
 

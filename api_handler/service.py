@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -217,7 +218,12 @@ def get_job(services: ApiServices, owner: str, job_id: str) -> JobRecord:
 
 def list_jobs(services: ApiServices, owner: str, query: ListJobsQuery) -> tuple[list[JobRecord], str | None]:
     return services.store.list_for_owner(
-        owner, limit=query.limit or services.settings.page_size, token=query.next, function=query.function
+        owner,
+        limit=query.limit or services.settings.page_size,
+        token=query.next,
+        function=query.function,
+        status=query.status,
+        name_contains=query.name_contains,
     )
 
 
@@ -277,10 +283,21 @@ def result_url(services: ApiServices, job: JobRecord) -> str:
     return str(
         services.s3.generate_presigned_url(
             "get_object",
-            Params={"Bucket": job.result.bucket, "Key": job.result.key},
+            Params={
+                "Bucket": job.result.bucket,
+                "Key": job.result.key,
+                # a link followed in a browser saves the file under its name instead of showing it
+                "ResponseContentDisposition": _attachment(job.result.filename),
+            },
             ExpiresIn=services.settings.result_url_seconds,
         )
     )
+
+
+def _attachment(filename: str) -> str:
+    """A Content-Disposition naming the file, its name reduced to characters no header can misread."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", filename).lstrip(".") or "result"
+    return f'attachment; filename="{safe}"'
 
 
 def _checked_id(job_id: str) -> str:

@@ -62,7 +62,9 @@ def job_summary(job: JobRecord, *, base_url: str) -> JobSummary:
         function=job.function,
         params=job.params,
         name=job.name,
+        progress=job.progress,
         created_at=job.created_at,
+        started_at=job.started_at,
         finished_at=job.finished_at,
         links=job_links(base_url, job.job_id),
     )

@@ -183,6 +183,11 @@ def json_response(status: int, payload: Any, headers: dict[str, str] | None = No
     }
 
 
+def text_response(status: int, body: str, headers: dict[str, str]) -> dict[str, Any]:
+    """A response that is not JSON (the console's HTML): ``headers`` carry its Content-Type."""
+    return {"statusCode": status, "headers": dict(headers), "body": body}
+
+
 def error_response(exc: Exception, request_id: str = "") -> dict[str, Any]:
     """The one mapping from exceptions to HTTP: known errors by class, anything else a plain 500."""
     if isinstance(exc, errors.PijobsError):

@@ -221,6 +221,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"Note: {stack.port_note}")
         print(f"API: {stack.api_url}")
         print(f"API key: {stack.api_key}")
+        print(f"Console: {stack.api_url}/console (in a browser; sign in with the API key)")
         print(f"AWS endpoint: {stack.aws_endpoint}")
         print("For the command line in another shell:")
         print(f"  export PIJOBS_API_URL={stack.api_url} PIJOBS_API_KEY={stack.api_key}")

@@ -138,6 +138,7 @@ OPERATION_METHODS = {
     "listUploads": "list_uploads",
     "getUpload": "get_upload",
     "deleteUpload": "delete_upload",
+    "getConsole": "console_url",
 }
 
 
@@ -226,6 +227,10 @@ class PijobsClient:
         """The API's OpenAPI document (needs no key)."""
         return self._call("GET", "/openapi.json")
 
+    def console_url(self) -> str:
+        """The customer console's address, to open in a browser (a web page: it asks for the key itself)."""
+        return f"{self.base_url}/console"
+
     def functions(self) -> list[dict[str, Any]]:
         """The business functions this API offers, each with its parameter schema and limits."""
         return list(self._call("GET", "/functions")["functions"])
@@ -235,19 +240,41 @@ class PijobsClient:
         return self._call("GET", f"/functions/{_quote(name)}")
 
     def list_jobs(
-        self, *, limit: int | None = None, next_token: str | None = None, function: str | None = None
+        self,
+        *,
+        limit: int | None = None,
+        next_token: str | None = None,
+        function: str | None = None,
+        status: str | None = None,
+        name_contains: str | None = None,
     ) -> dict[str, Any]:
-        """One page of your jobs, newest first: ``{"jobs": [...], "next": <token or None>}``."""
-        pairs = (("limit", limit), ("next", next_token), ("function", function))
+        """One page of your jobs, newest first: ``{"jobs": [...], "next": <token or None>}``; ``function``,
+        ``status`` and ``name_contains`` keep only the jobs that match them all."""
+        pairs = (
+            ("limit", limit),
+            ("next", next_token),
+            ("function", function),
+            ("status", status),
+            ("name_contains", name_contains),
+        )
         query = {k: str(v) for k, v in pairs if v is not None}
         suffix = f"?{urllib.parse.urlencode(query)}" if query else ""
         return self._call("GET", f"/jobs{suffix}")
 
-    def iter_jobs(self, *, limit: int | None = None, function: str | None = None) -> Iterator[dict[str, Any]]:
+    def iter_jobs(
+        self,
+        *,
+        limit: int | None = None,
+        function: str | None = None,
+        status: str | None = None,
+        name_contains: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
         """Every job, newest first, following ``next`` page by page (``limit`` is the page size)."""
         token: str | None = None
         while True:
-            page = self.list_jobs(limit=limit, next_token=token, function=function)
+            page = self.list_jobs(
+                limit=limit, next_token=token, function=function, status=status, name_contains=name_contains
+            )
             yield from page.get("jobs", [])
             token = page.get("next")
             if not token:

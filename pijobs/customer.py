@@ -96,6 +96,10 @@ def register(subparsers: Any) -> None:
     listing.add_argument("--next", dest="next_token", default=None, help="page token from a previous list")
     listing.add_argument("--all", action="store_true", help="follow every page")
     listing.add_argument("--function", default=None, metavar="NAME", help="only this function's jobs")
+    listing.add_argument("--status", default=None, metavar="STATE", help="only jobs in this state")
+    listing.add_argument(
+        "--name-contains", default=None, metavar="TEXT", help="only jobs whose name contains TEXT"
+    )
     listing.set_defaults(run=_runner(cmd_list))
 
     result = subparsers.add_parser("result", parents=[common], help="download a job's result, verified")
@@ -369,11 +373,12 @@ def cmd_status(args: argparse.Namespace, client: PijobsClient, out: Output) -> i
 def cmd_list(args: argparse.Namespace, client: PijobsClient, out: Output) -> int:
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
+    filters = {"function": args.function, "status": args.status, "name_contains": args.name_contains}
     if args.all:
-        jobs = list(client.iter_jobs(limit=args.limit, function=args.function))
+        jobs = list(client.iter_jobs(limit=args.limit, **filters))
         page: dict[str, Any] = {"jobs": jobs, "next": None}
     else:
-        page = client.list_jobs(limit=args.limit, next_token=args.next_token, function=args.function)
+        page = client.list_jobs(limit=args.limit, next_token=args.next_token, **filters)
     if out.json_mode:
         out.json(page)
         return EXIT_OK

@@ -683,6 +683,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     outputs = result.outputs
     print(f"Stack {result.stack_name}: {result.action}")
     print(f"API: {outputs.get('ApiUrl', '?')}")
+    print(f"Console: {outputs.get('ApiUrl', '?')}/console")
     plan = outputs.get("UsagePlanId")
     plan_arg = f" --usage-plan-id {plan}" if plan else ""
     print(f"Create an API key: pijobs keys create NAME{plan_arg}")

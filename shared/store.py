@@ -76,11 +76,19 @@ class JobStore:
         return job
 
     def list_for_owner(
-        self, owner: str, *, limit: int, token: str | None = None, function: str | None = None
+        self,
+        owner: str,
+        *,
+        limit: int,
+        token: str | None = None,
+        function: str | None = None,
+        status: JobStatus | None = None,
+        name_contains: str | None = None,
     ) -> tuple[list[JobRecord], str | None]:
-        """Newest first, ``limit`` a page; with ``function`` only that function's jobs (the filter runs after
-        DynamoDB's limit, so short pages are read on until the page is full, the jobs end, or LIST_READS
-        queries were made: a page may then be short, with a token to go on)."""
+        """Newest first, ``limit`` a page; with ``function``, ``status`` or ``name_contains`` only the jobs
+        that match them all (the filter runs after DynamoDB's limit, so short pages are read on until the
+        page is full, the jobs end, or LIST_READS queries were made: a page may then be short, with a token
+        to go on)."""
         query: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": OWNER_INDEX,
@@ -89,10 +97,18 @@ class JobStore:
             "ExpressionAttributeValues": {":owner": {"S": owner}},
             "ScanIndexForward": False,
         }
-        if function is not None:
-            query["FilterExpression"] = "#function = :function"
-            query["ExpressionAttributeNames"]["#function"] = "function"
-            query["ExpressionAttributeValues"][":function"] = {"S": function}
+        conditions = []
+        for attribute, value, condition in (
+            ("function", function, "#function = :function"),
+            ("status", status.value if status is not None else None, "#status = :status"),
+            ("name", name_contains, "contains(#name, :name)"),
+        ):
+            if value is not None:
+                conditions.append(condition)
+                query["ExpressionAttributeNames"][f"#{attribute}"] = attribute
+                query["ExpressionAttributeValues"][f":{attribute}"] = {"S": value}
+        if conditions:
+            query["FilterExpression"] = " AND ".join(conditions)
         last = decode_token(token, owner) if token else None
         jobs: list[JobRecord] = []
         for _ in range(LIST_READS):

@@ -39,6 +39,7 @@ class Up:
             assert self.process.poll() is None and time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.2)
         self.url, self.key = self.value("API: "), self.value("API key: ")
+        assert self.value("Console: ").startswith(f"{self.url}/console ")
 
     def lines(self) -> list[str]:
         return self.log_path.read_text().splitlines()

@@ -116,6 +116,9 @@ def test_submit_a_function_with_typed_params_then_download_its_result(pijobs: An
     assert [j["job_id"] for j in pijobs("list", "--function", "word-count", "--json").json()["jobs"]] == [
         job["job_id"]
     ]
+    listed = pijobs("list", "--status", "SUCCEEDED", "--name-contains", "nothing like it", "--json")
+    assert listed.code == 0 and listed.json()["jobs"] == []
+    assert pijobs("list", "--status", "finished").code == 1  # the API's 422, named
     from_json = pijobs("submit", "word-count", "--params-json", '{"text": "x", "top": 1}', "--wait", "--json")
     assert from_json.code == 0 and from_json.json()["result"]["metadata"] == {"words": 1, "distinct": 1}
 

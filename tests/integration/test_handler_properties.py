@@ -69,7 +69,9 @@ headers = st.dictionaries(
     max_size=4,
 )
 queries = st.none() | st.dictionaries(
-    st.sampled_from(["limit", "next", "function", "other"]), st.text(max_size=60), max_size=3
+    st.sampled_from(["limit", "next", "function", "status", "name_contains", "other"]),
+    st.text(max_size=60),
+    max_size=3,
 )
 
 
@@ -106,6 +108,13 @@ def test_no_request_gets_a_server_error_or_a_leak(
 
     status, text = response["statusCode"], response["body"]
     assert status < 500, text
+    resource = match_route(ROUTES, path)
+    operation = next(
+        (op for op in OPERATIONS if resource and (op.method, op.path) == (method, resource[0])), None
+    )
+    if status < 400 and operation is not None and operation.media_type != "application/json":
+        assert response["headers"]["Content-Type"].startswith(operation.media_type)  # the console's page
+        return
     assert response["headers"]["Content-Type"] == "application/json"
     payload = json.loads(text)
     if status >= 400:

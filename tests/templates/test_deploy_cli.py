@@ -83,6 +83,7 @@ def test_package_uploads_code_templates_and_manifest(
     lambda_zip = s3.get_object(Bucket=BUCKET, Key=manifest["lambda_key"])["Body"].read()
     names = zip_names(lambda_zip)
     assert {"api_handler/handler.py", "dispatcher/handler.py", "shared/__init__.py"} <= names
+    assert {f"api_handler/static/console.{kind}" for kind in ("html", "css", "js")} <= names  # GET /console
     # the functions' definitions (for validation), not the worker runtime; their entry points for discovery
     assert {
         "worker/__init__.py",
@@ -156,6 +157,7 @@ def test_deploy_creates_then_updates_the_primary_stack(
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     assert f"API: {outputs['ApiUrl']}" in printed
+    assert f"Console: {outputs['ApiUrl']}/console" in printed
     assert "pijobs keys create NAME" in printed
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
     assert parameters["MaxActiveStacks"] == "3"

@@ -43,7 +43,7 @@ def test_every_operation_of_the_table_is_documented_once(doc: dict[str, Any]) ->
     assert sorted(ids) == sorted(op.operation_id for op in OPERATIONS)
 
 
-def test_only_the_document_itself_is_open_without_a_key(doc: dict[str, Any]) -> None:
+def test_only_the_document_and_the_console_page_are_open_without_a_key(doc: dict[str, Any]) -> None:
     assert doc["security"] == [{"apiKey": []}]
     assert doc["components"]["securitySchemes"]["apiKey"] == {
         "type": "apiKey",
@@ -53,7 +53,22 @@ def test_only_the_document_itself_is_open_without_a_key(doc: dict[str, Any]) -> 
     open_routes = [
         path for path, item in doc["paths"].items() for op in item.values() if op.get("security") == []
     ]
-    assert open_routes == ["/openapi.json"]
+    assert open_routes == ["/openapi.json", "/console"]
+
+
+def test_the_console_is_documented_as_a_web_page_with_its_security_headers(doc: dict[str, Any]) -> None:
+    answer = doc["paths"]["/console"]["get"]["responses"]["200"]
+
+    assert answer["content"] == {"text/html": {"schema": {"type": "string"}}}
+    assert {"Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy"} <= set(answer["headers"])
+    assert "parameters" not in doc["paths"]["/console"]["get"]
+
+
+def test_list_jobs_documents_its_filters(doc: dict[str, Any]) -> None:
+    parameters = {p["name"]: p["schema"] for p in doc["paths"]["/jobs"]["get"]["parameters"]}
+
+    assert set(parameters) == {"limit", "next", "function", "status", "name_contains"}
+    assert parameters["status"]["$ref"].endswith("/JobStatus")
 
 
 def test_every_error_answer_is_the_envelope_and_every_api_error_status_is_documented(

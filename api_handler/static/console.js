@@ -1,0 +1,713 @@
+// The pijobs customer console: plain JS over the API's own JSON (GET /functions, GET/POST/DELETE /jobs).
+// Rules kept throughout: the API key lives in sessionStorage only and goes out only as the x-api-key header
+// of a same-origin request (never in a URL, never logged); nothing the API returns is parsed as HTML (all
+// text goes in through textContent); the page has no dependency outside this file and its CSS.
+"use strict";
+(() => {
+  const KEY_STORE = "pijobs.apiKey";
+  const BASE = location.pathname.replace(/\/console\/?$/, ""); // the API's root (a stage prefix on AWS)
+  const PAGE_SIZE = 20;
+  const POLL_FIRST_MS = 1000;
+  const POLL_MAX_MS = 15000;
+  const $ = (id) => document.getElementById(id);
+
+  // ---- small DOM helpers (text only) --------------------------------------------------------------------
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "text") node.textContent = String(value);
+      else if (name === "className") node.className = value;
+      else node.setAttribute(name, value === true ? "" : String(value));
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(typeof child === "string" ? document.createTextNode(child) : child);
+    }
+    return node;
+  }
+  const setText = (id, text) => { $(id).textContent = text === null || text === undefined ? "" : String(text); };
+
+  function formatTime(iso) {
+    if (!iso) return "";
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return String(iso);
+    return new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" }).format(date);
+  }
+  function seconds(fromIso, toIso) {
+    if (!fromIso) return null;
+    const from = Date.parse(fromIso);
+    const to = toIso ? Date.parse(toIso) : Date.now();
+    return Number.isNaN(from) || Number.isNaN(to) ? null : Math.max(0, (to - from) / 1000);
+  }
+  function formatDuration(s) {
+    if (s === null) return "";
+    if (s < 60) return `${s < 10 ? s.toFixed(1) : Math.round(s)} s`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+    return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+  }
+  function formatBytes(n) {
+    if (typeof n !== "number") return "";
+    const units = ["bytes", "KB", "MB", "GB", "TB"];
+    let value = n;
+    let unit = 0;
+    while (value >= 1000 && unit < units.length - 1) { value /= 1000; unit += 1; }
+    const short = unit === 0 ? `${n} bytes` : `${value.toFixed(1)} ${units[unit]}`;
+    return unit === 0 ? short : `${short} (${n.toLocaleString("en-US")} bytes)`;
+  }
+  const display = (value) => (typeof value === "string" ? value : JSON.stringify(value));
+  function clip(text, max) {
+    const chars = Array.from(text);
+    return chars.length > max ? `${chars.slice(0, max - 1).join("")}…` : text;
+  }
+  function paramsSummary(params) {
+    const parts = Object.entries(params || {}).map(([k, v]) => `${k}=${clip(display(v), 40)}`);
+    return clip(parts.join(", "), 90);
+  }
+  function isWebLink(url) { // only http(s) links are followed (never javascript: or data:)
+    try { return /^https?:$/.test(new URL(url, location.href).protocol); } catch (exc) { return false; }
+  }
+  const isLive = (job) => !job.finished_at; // the API sets finished_at exactly when a job ends
+  const percent = (job) => (job.status === "SUCCEEDED" ? 100 : Math.round((job.progress || 0) * 100));
+
+  // ---- the API --------------------------------------------------------------------------------------------
+  class ApiError extends Error {
+    constructor(status, envelope) {
+      const error = (envelope && envelope.error) || {};
+      super(error.message || `the API answered ${status}`);
+      this.status = status;
+      this.code = error.code || "http_" + status;
+      this.details = Array.isArray(error.details) ? error.details.filter((d) => d && d.field) : [];
+    }
+  }
+
+  async function api(method, path, body, key) {
+    const headers = { Accept: "application/json" };
+    const apiKey = key || sessionStorage.getItem(KEY_STORE);
+    if (apiKey) headers["x-api-key"] = apiKey;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(BASE + path, {
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: "omit", cache: "no-store", referrerPolicy: "no-referrer",
+      });
+    } catch (exc) {
+      throw new ApiError(0, { error: { code: "network", message: "the API cannot be reached; try again" } });
+    }
+    let data = null;
+    try { data = await response.json(); } catch (exc) { data = null; }
+    if (!response.ok) {
+      const error = new ApiError(response.status, data);
+      if (response.status === 403 && !key && sessionStorage.getItem(KEY_STORE)) signOut("Your API key was refused; sign in again.");
+      throw error;
+    }
+    return data;
+  }
+  const query = (params) => {
+    const pairs = Object.entries(params).filter(([, v]) => v !== null && v !== undefined && v !== "");
+    return pairs.length ? "?" + new URLSearchParams(pairs).toString() : "";
+  };
+
+  // ---- polling with backoff ---------------------------------------------------------------------------
+  // While something shown is still running, the view asks again: after 1 s, then 1.6x longer each time
+  // nothing changed (up to 15 s), back to 1 s when something did; never while the tab is hidden.
+  const poller = {
+    timer: null, delay: POLL_FIRST_MS, refresh: null,
+    start(refresh) { this.stop(); this.refresh = refresh; this.delay = POLL_FIRST_MS; },
+    next(live, changed) {
+      clearTimeout(this.timer);
+      if (!live || !this.refresh) return;
+      this.delay = changed ? POLL_FIRST_MS : Math.min(POLL_MAX_MS, Math.round(this.delay * 1.6));
+      const refresh = this.refresh;
+      this.timer = setTimeout(() => { if (!document.hidden && this.refresh === refresh) refresh(); }, this.delay);
+    },
+    stop() { clearTimeout(this.timer); this.timer = null; this.refresh = null; },
+  };
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && poller.refresh) poller.refresh();
+  });
+
+  // ---- state shared by the views ----------------------------------------------------------------------
+  const state = {
+    functions: null, // GET /functions
+    document: null, // GET /openapi.json: the job states and the labels' schemas, as the API declares them
+    filters: { status: "", function: "", name_contains: "" },
+    tokens: [null], // tokens[i]: the `next` that reads page i
+    page: 0,
+    prefill: null, // a job to submit again
+    keepNotice: false,
+  };
+
+  async function loadFunctions() {
+    if (!state.functions) state.functions = (await api("GET", "/functions")).functions || [];
+    return state.functions;
+  }
+  async function loadDocument() {
+    if (!state.document) {
+      try { state.document = await api("GET", "/openapi.json"); } catch (exc) { state.document = {}; }
+    }
+    return state.document;
+  }
+  function jobStates(doc) {
+    const schema = ((doc.components || {}).schemas || {}).JobStatus || {};
+    return Array.isArray(schema.enum) ? schema.enum : [];
+  }
+  function labelSchemas(doc) {
+    try {
+      const choices = doc.paths["/jobs"].post.requestBody.content["application/json"].schema.oneOf;
+      const named = choices.find((c) => c.properties && c.properties.function);
+      return { name: named.properties.name || {}, cost_center: named.properties.cost_center || {} };
+    } catch (exc) {
+      return { name: {}, cost_center: {} };
+    }
+  }
+
+  // ---- navigation -------------------------------------------------------------------------------------
+  const VIEWS = ["signin", "jobs", "detail", "submit"];
+  function show(view, focus) {
+    for (const name of VIEWS) $("view-" + name).hidden = name !== view;
+    $("nav").hidden = view === "signin";
+    for (const [id, current] of [["nav-jobs", "jobs"], ["nav-submit", "submit"]]) {
+      if (view === current) $(id).setAttribute("aria-current", "page");
+      else $(id).removeAttribute("aria-current");
+    }
+    focusOn(focus || document.querySelector(`#view-${view} h1`));
+  }
+  function focusOn(target) { // a heading or message takes the focus too, so a screen reader reads it
+    if (!target) return;
+    if (!/^(INPUT|SELECT|TEXTAREA|BUTTON|A)$/.test(target.tagName)) target.tabIndex = -1;
+    target.focus();
+  }
+  function notify(text, { untilNextView = false } = {}) {
+    setText("notice", text);
+    $("notice").hidden = !text;
+    state.keepNotice = untilNextView; // shown on the view it leads to, gone after that
+  }
+
+  function route() {
+    poller.stop();
+    if (state.keepNotice) state.keepNotice = false;
+    else notify("");
+    if (!sessionStorage.getItem(KEY_STORE)) { showSignIn(); return; }
+    const hash = location.hash.replace(/^#/, "");
+    const detail = hash.match(/^\/jobs\/([0-9a-f]{32})$/);
+    if (detail) openDetail(detail[1]);
+    else if (hash === "/submit") openSubmit();
+    else openJobs();
+  }
+  function go(hash) {
+    if (location.hash === hash) route();
+    else location.hash = hash;
+  }
+
+  // ---- sign in ----------------------------------------------------------------------------------------
+  function showSignIn(message) {
+    document.title = "Sign in · pijobs console";
+    setText("signin-error", message || "");
+    show("signin", $("api-key"));
+  }
+  function signOut(message) {
+    sessionStorage.removeItem(KEY_STORE);
+    Object.assign(state, {
+      functions: null, tokens: [null], page: 0, prefill: null,
+      filters: { status: "", function: "", name_contains: "" },
+    });
+    poller.stop();
+    notify("");
+    showSignIn(message);
+  }
+  $("signin-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const input = $("api-key");
+    const key = input.value.trim();
+    setText("signin-error", "");
+    input.removeAttribute("aria-invalid");
+    if (!key) {
+      input.setAttribute("aria-invalid", "true");
+      setText("signin-error", "Enter your API key.");
+      input.focus();
+      return;
+    }
+    try {
+      const catalog = await api("GET", "/functions", undefined, key);
+      sessionStorage.setItem(KEY_STORE, key);
+      state.functions = catalog.functions || [];
+      input.value = "";
+      route(); // where the address pointed (a job's link, say), else the jobs
+    } catch (exc) {
+      input.setAttribute("aria-invalid", "true");
+      setText("signin-error", exc.status === 403
+        ? "That API key was refused (403). Check it and try again."
+        : `Could not sign in: ${exc.message}`);
+      input.focus();
+    }
+  });
+  $("sign-out").addEventListener("click", () => { signOut(""); history.replaceState(null, "", "#/jobs"); });
+
+  // ---- jobs -------------------------------------------------------------------------------------------
+  async function openJobs() {
+    document.title = "Jobs · pijobs console";
+    show("jobs");
+    await fillFilters();
+    poller.start(() => loadJobs(false));
+    await loadJobs(true);
+  }
+
+  async function fillFilters() {
+    const status = $("filter-status");
+    if (status.options.length <= 1) {
+      for (const name of jobStates(await loadDocument())) status.append(el("option", { value: name, text: name }));
+    }
+    const fn = $("filter-function");
+    if (fn.options.length <= 1) {
+      try {
+        for (const f of await loadFunctions()) fn.append(el("option", { value: f.name, text: f.name }));
+      } catch (exc) { /* the list still works without the choice */ }
+    }
+    status.value = state.filters.status;
+    fn.value = state.filters.function;
+    $("filter-name").value = state.filters.name_contains;
+  }
+
+  $("filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.filters = {
+      status: $("filter-status").value,
+      function: $("filter-function").value,
+      name_contains: $("filter-name").value.trim(),
+    };
+    state.tokens = [null];
+    state.page = 0;
+    poller.start(() => loadJobs(false));
+    loadJobs(true);
+  });
+  $("page-older").addEventListener("click", () => { state.page += 1; loadJobs(true); });
+  $("page-newer").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); loadJobs(true); });
+
+  let shownRows = "";
+  async function loadJobs(fresh) {
+    const view = $("view-jobs");
+    if (view.hidden) return;
+    let page;
+    try {
+      page = await api("GET", "/jobs" + query({ limit: PAGE_SIZE, next: state.tokens[state.page], ...state.filters }));
+    } catch (exc) {
+      if (exc.status === 403) return;
+      setText("jobs-error", `Could not load the jobs: ${exc.message}`);
+      poller.next(true, false);
+      return;
+    }
+    if (view.hidden) return;
+    setText("jobs-error", "");
+    state.tokens[state.page + 1] = page.next || null;
+    state.tokens.length = state.page + 2;
+    $("page-older").disabled = !page.next;
+    $("page-newer").disabled = state.page === 0;
+    setText("page-label", `Page ${state.page + 1}`);
+    const jobs = page.jobs || [];
+    const signature = jobs.map((j) => `${j.job_id}:${j.status}:${j.progress}`).join(",");
+    if (fresh || signature !== shownRows) renderRows(jobs);
+    else updateDurations(jobs);
+    const changed = signature !== shownRows;
+    shownRows = signature;
+    $("jobs-empty").hidden = jobs.length > 0;
+    // A filter is applied to a bounded number of jobs per page, so a page can be empty with older ones
+    // still to read.
+    setText("jobs-empty", page.next ? "None of the jobs read so far match; older ones may: Older →" : "No jobs match.");
+    poller.next(jobs.some(isLive), changed);
+  }
+
+  function progressCell(job) {
+    const cell = el("td", { "data-label": "Progress" });
+    if (job.status !== "SUCCEEDED" && !isLive(job)) { cell.append("—"); return cell; }
+    const bar = el("progress", { max: 100, "aria-label": `Progress of ${job.name || job.job_id}` });
+    if (job.status === "SUCCEEDED" || typeof job.progress === "number") bar.value = percent(job);
+    const label = el("span", { className: "pct", text: bar.hasAttribute("value") ? `${percent(job)} %` : "waiting" });
+    cell.append(el("span", { className: "bar" }, bar, " ", label));
+    return cell;
+  }
+
+  function renderRows(jobs) {
+    const body = $("jobs-body");
+    const focused = document.activeElement && body.contains(document.activeElement)
+      ? document.activeElement.getAttribute("data-job-id") : null;
+    const rows = jobs.map((job) => {
+      const link = el("a", { href: `#/jobs/${job.job_id}`, "data-job-id": job.job_id, text: job.name || `Job ${job.job_id.slice(0, 8)}` });
+      return el("tr", { "data-job-id": job.job_id, "data-status": job.status },
+        el("td", { "data-label": "Job" }, link, el("br"), el("span", { className: "muted mono", text: job.job_id.slice(0, 12) })),
+        el("td", { "data-label": "Status" }, el("span", { className: `badge ${job.status}`, text: job.status })),
+        el("td", { "data-label": "Function", text: job.function }),
+        el("td", { "data-label": "Parameters", className: "params mono", title: paramsSummary(job.params), text: paramsSummary(job.params) }),
+        el("td", { "data-label": "Created" }, el("time", { datetime: job.created_at, text: formatTime(job.created_at) })),
+        el("td", { "data-label": "Duration", className: "duration", text: formatDuration(seconds(job.created_at, job.finished_at)) }),
+        progressCell(job));
+    });
+    body.replaceChildren(...rows);
+    if (focused) {
+      const again = body.querySelector(`a[data-job-id="${focused}"]`);
+      if (again) again.focus();
+    }
+  }
+  function updateDurations(jobs) {
+    for (const job of jobs) {
+      const cell = document.querySelector(`#jobs-body tr[data-job-id="${job.job_id}"] .duration`);
+      if (cell) cell.textContent = formatDuration(seconds(job.created_at, job.finished_at));
+    }
+  }
+
+  // ---- one job ------------------------------------------------------------------------------------------
+  let currentJob = null;
+  async function openDetail(jobId) {
+    document.title = "Job · pijobs console";
+    currentJob = null;
+    for (const id of ["detail-title", "detail-status", "detail-id", "detail-error", "detail-attempts"]) setText(id, "");
+    for (const id of ["detail-timeline", "detail-history", "detail-params", "detail-result"]) $(id).replaceChildren();
+    for (const id of ["detail-download", "detail-cancel", "detail-progress", "detail-result-card", "history-title"]) $(id).hidden = true;
+    show("detail");
+    poller.start(() => loadDetail(jobId));
+    await loadDetail(jobId);
+    focusOn($("detail-title"));
+  }
+
+  async function loadDetail(jobId) {
+    if ($("view-detail").hidden) return;
+    let job;
+    try {
+      job = await api("GET", `/jobs/${jobId}`);
+    } catch (exc) {
+      if (exc.status === 403) return;
+      setText("detail-error", exc.status === 404 ? "No such job (or not one of yours)." : `Could not load the job: ${exc.message}`);
+      if (exc.status !== 404) poller.next(true, false);
+      return;
+    }
+    if ($("view-detail").hidden) return;
+    const before = currentJob ? `${currentJob.status}:${currentJob.progress}` : "";
+    currentJob = job;
+    renderDetail(job);
+    poller.next(isLive(job), before !== `${job.status}:${job.progress}`);
+  }
+
+  function renderDetail(job) {
+    const title = job.name || `Job ${job.job_id.slice(0, 8)}`;
+    document.title = `${title} · pijobs console`;
+    setText("detail-title", title);
+    setText("detail-status", job.status);
+    $("detail-status").className = `badge ${job.status}`;
+    setText("detail-id", `${job.job_id} · ${job.function}${job.version ? " v" + job.version : ""}`);
+    setText("detail-error", "");
+    $("detail-cancel").hidden = !isLive(job);
+
+    const download = $("detail-download");
+    const url = job.result && job.result.url;
+    if (url && isWebLink(url)) {
+      download.href = url;
+      download.setAttribute("download", job.result.filename || "");
+      download.hidden = false;
+    } else {
+      download.hidden = true;
+      download.removeAttribute("href");
+    }
+
+    const live = isLive(job);
+    $("detail-progress").hidden = !(live || job.status === "SUCCEEDED");
+    const bar = $("detail-progressbar");
+    if (job.status === "SUCCEEDED" || typeof job.progress === "number") bar.value = percent(job);
+    else bar.removeAttribute("value");
+    setText("detail-progress-label", bar.hasAttribute("value") ? `${percent(job)} %` : `${job.status.toLowerCase()}…`);
+
+    renderTimeline(job);
+    const params = $("detail-params");
+    params.replaceChildren(...Object.entries(job.params || {}).flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { className: "mono", text: display(v) })]));
+    if (job.cost_center) params.append(el("dt", { text: "cost center" }), el("dd", { text: job.cost_center }));
+
+    $("detail-result-card").hidden = !job.result;
+    if (job.result) {
+      const r = job.result;
+      const pairs = [["file", r.filename], ["size", formatBytes(r.bytes)], ["sha256", r.sha256], ["type", r.content_type]];
+      for (const [k, v] of Object.entries(r.metadata || {})) pairs.push([k, display(v)]);
+      pairs.push(["kept until", r.expires_at ? formatTime(r.expires_at) : ""]);
+      if (!r.url) pairs.push(["download", "expired: submit the job again"]);
+      $("detail-result").replaceChildren(...pairs.filter(([, v]) => v !== "").flatMap(([k, v]) => [
+        el("dt", { text: k }), el("dd", { className: k === "sha256" ? "mono" : null, "data-key": k, text: v })]));
+    }
+  }
+
+  function renderTimeline(job) {
+    const phases = [
+      ["Queued", job.created_at, job.dispatched_at || (job.status === "QUEUED" ? null : job.finished_at)],
+      ["Provisioning", job.dispatched_at, job.started_at || (job.status === "PROVISIONING" ? null : job.finished_at)],
+      ["Running", job.started_at, job.finished_at],
+    ];
+    const items = phases.map(([label, from, to]) => {
+      if (!from) return el("li", { className: "pending", text: `${label}: ${isLive(job) ? "not yet" : "skipped"}` });
+      const took = formatDuration(seconds(from, to));
+      const text = to ? `${label}: ${took}` : `${label}: ${took} so far`;
+      return el("li", {}, text, " ", el("span", { className: "muted", text: `(from ${formatTime(from)})` }));
+    });
+    if (job.finished_at) {
+      items.push(el("li", {}, `${job.status} at ${formatTime(job.finished_at)}`, " ",
+        el("span", { className: "muted", text: `(${formatDuration(seconds(job.created_at, job.finished_at))} in all)` })));
+    }
+    if (job.error) items.push(el("li", { className: "error", text: `${job.error.code}: ${job.error.message}` }));
+    $("detail-timeline").replaceChildren(...items);
+    setText("detail-attempts", `Attempts: ${job.attempts}`);
+    const history = job.history || [];
+    $("history-title").hidden = history.length === 0;
+    $("detail-history").replaceChildren(...history.map((h) =>
+      el("li", {}, `Attempt ${h.attempt}: `, el("code", { text: h.code }), ` — ${h.message} `, el("span", { className: "muted", text: `(${formatTime(h.at)})` }))));
+  }
+
+  const dialog = $("confirm-cancel");
+  $("detail-cancel").addEventListener("click", () => { if (currentJob) dialog.showModal(); });
+  $("confirm-no").addEventListener("click", () => dialog.close("keep"));
+  $("confirm-yes").addEventListener("click", async () => {
+    dialog.close("cancel");
+    const job = currentJob;
+    if (!job) return;
+    try {
+      await api("DELETE", `/jobs/${job.job_id}`);
+      notify("The job was cancelled.");
+    } catch (exc) {
+      if (exc.status !== 403) setText("detail-error", `Could not cancel: ${exc.message}`);
+    }
+    poller.start(() => loadDetail(job.job_id));
+    await loadDetail(job.job_id);
+    focusOn($("detail-title"));
+  });
+  $("detail-resubmit").addEventListener("click", () => {
+    if (!currentJob) return;
+    const { function: fn, params, name, cost_center: costCenter } = currentJob;
+    state.prefill = { function: fn, params, name, cost_center: costCenter };
+    go("#/submit");
+  });
+
+  // ---- submit: a form from each function's JSON Schema ------------------------------------------------
+  function resolve(schema, root) {
+    let s = schema || {};
+    for (let i = 0; i < 8 && s.$ref; i += 1) {
+      const name = s.$ref.replace(/^#\/(\$defs|definitions)\//, "");
+      s = ((root.$defs || root.definitions || {})[name]) || {};
+    }
+    const options = s.anyOf || s.oneOf;
+    if (Array.isArray(options)) { // an optional field: its schema without the null branch
+      const real = options.filter((o) => o.type !== "null");
+      if (real.length === 1) return { ...real[0], ...Object.fromEntries(Object.entries(s).filter(([k]) => !["anyOf", "oneOf"].includes(k))) };
+    }
+    return s;
+  }
+
+  const fields = []; // {path, input, error, schema, required, kind}
+
+  function fieldFor(path, name, schema, required, value, container) {
+    const id = "field-" + path.replace(/[^A-Za-z0-9_-]/g, "-");
+    const hintId = id + "-hint";
+    const errorId = id + "-error";
+    let kind;
+    let input;
+    if (Array.isArray(schema.enum)) {
+      kind = "enum";
+      input = el("select", { id });
+      if (!required) input.append(el("option", { value: "", text: "—" }));
+      for (const option of schema.enum) input.append(el("option", { value: JSON.stringify(option), text: display(option) }));
+    } else if (schema.type === "boolean") {
+      kind = "boolean";
+      input = el("input", { id, type: "checkbox" });
+    } else if (schema.type === "integer" || schema.type === "number") {
+      kind = schema.type;
+      input = el("input", { id, type: "text", inputmode: schema.type === "integer" ? "numeric" : "decimal", autocomplete: "off" });
+    } else if (schema.type === "object" || schema.type === "array") {
+      // Where a function names uploaded files (sql's `inputs`), the file picker goes here once the uploads
+      // API is there (POST /uploads, another change): pick or drop a file, upload it, fill in its upload_id.
+      // Until then the value is typed as JSON, e.g. {"sales": "<upload_id>"}.
+      kind = "json";
+      input = el("textarea", { id, rows: 3, spellcheck: "false", className: "mono" });
+    } else {
+      kind = "string";
+      const long = schema.maxLength === undefined ? !schema.pattern : schema.maxLength > 200;
+      input = long ? el("textarea", { id, rows: 4 }) : el("input", { id, type: "text", autocomplete: "off" });
+    }
+    const label = el("label", { for: id, text: (schema.title || name) + (required ? " (required)" : "") });
+    const hintText = [schema.description, bounds(schema)].filter(Boolean).join(" · ");
+    const hint = el("p", { id: hintId, className: "hint", text: hintText });
+    const error = el("p", { id: errorId, className: "error" });
+    input.setAttribute("aria-describedby", `${hintId} ${errorId}`);
+    input.dataset.path = path;
+    if (required && kind !== "boolean") input.setAttribute("aria-required", "true");
+    if (Array.isArray(schema.examples) && schema.examples.length && kind !== "boolean" && kind !== "enum") {
+      input.setAttribute("placeholder", `e.g. ${display(schema.examples[0])}`);
+    }
+    const initial = value !== undefined ? value : schema.default;
+    if (initial !== undefined && initial !== null) {
+      if (kind === "boolean") input.checked = Boolean(initial);
+      else if (kind === "enum") input.value = JSON.stringify(initial);
+      else if (kind === "json") input.value = JSON.stringify(initial);
+      else input.value = String(initial);
+    }
+    const box = el("div", { className: kind === "boolean" ? "field check" : "field" });
+    if (kind === "boolean") box.append(input, label, hint, error);
+    else box.append(label, input, hint, error);
+    container.append(box);
+    fields.push({ path, input, error, schema, required, kind });
+  }
+
+  function bounds(schema) {
+    const n = (v) => Number(v).toLocaleString("en-US");
+    const parts = [];
+    if (schema.minimum !== undefined && schema.maximum !== undefined) parts.push(`${n(schema.minimum)} to ${n(schema.maximum)}`);
+    else if (schema.minimum !== undefined) parts.push(`at least ${n(schema.minimum)}`);
+    else if (schema.maximum !== undefined) parts.push(`at most ${n(schema.maximum)}`);
+    if (schema.maxLength !== undefined) parts.push(`up to ${n(schema.maxLength)} characters`);
+    return parts.join(", ");
+  }
+
+  // The schema's own rules, worded like the API's problems; the API has the last word (and its limits,
+  // such as a deployment's maximum digits, come back as field errors).
+  function check(field) {
+    const { input, schema, required, kind } = field;
+    if (kind === "boolean") return { value: input.checked };
+    const raw = input.value;
+    if (raw.trim() === "") return required ? { problem: "Field required" } : { skip: true };
+    let value = raw;
+    if (kind === "enum") return { value: JSON.parse(raw) };
+    if (kind === "integer" || kind === "number") {
+      const text = raw.trim();
+      if (kind === "integer" && !/^-?[0-9]+$/.test(text)) return { problem: "must be a whole number" };
+      if (kind === "number" && (!/^-?[0-9.eE+-]+$/.test(text) || !Number.isFinite(Number(text)))) return { problem: "must be a number" };
+      value = Number(text);
+      const n = (v) => Number(v).toLocaleString("en-US");
+      if (schema.minimum !== undefined && value < schema.minimum) return { problem: `must be at least ${n(schema.minimum)}` };
+      if (schema.maximum !== undefined && value > schema.maximum) return { problem: `must be at most ${n(schema.maximum)}` };
+      if (schema.exclusiveMinimum !== undefined && value <= schema.exclusiveMinimum) return { problem: `must be greater than ${n(schema.exclusiveMinimum)}` };
+      if (schema.exclusiveMaximum !== undefined && value >= schema.exclusiveMaximum) return { problem: `must be less than ${n(schema.exclusiveMaximum)}` };
+      return { value };
+    }
+    if (kind === "json") {
+      try { value = JSON.parse(raw); } catch (exc) { return { problem: "must be JSON" }; }
+      const isObject = value !== null && typeof value === "object" && !Array.isArray(value);
+      if (schema.type === "object" && !isObject) return { problem: "must be a JSON object" };
+      if (schema.type === "array" && !Array.isArray(value)) return { problem: "must be a JSON list" };
+      const count = isObject ? Object.keys(value).length : value.length;
+      if (schema.minProperties !== undefined && count < schema.minProperties) return { problem: `must have at least ${schema.minProperties} entries` };
+      if (schema.maxProperties !== undefined && count > schema.maxProperties) return { problem: `must have at most ${schema.maxProperties} entries` };
+      return { value };
+    }
+    const length = Array.from(value).length;
+    if (schema.minLength !== undefined && length < schema.minLength) return { problem: `must have at least ${schema.minLength} characters` };
+    if (schema.maxLength !== undefined && length > schema.maxLength) return { problem: `must have at most ${schema.maxLength} characters` };
+    if (schema.pattern) {
+      let pattern = null;
+      try { pattern = new RegExp(schema.pattern, "u"); } catch (exc) { pattern = null; } // the API checks it
+      if (pattern && !pattern.test(value)) return { problem: `does not have the expected form` };
+    }
+    return { value };
+  }
+
+  function showProblem(field, problem) {
+    field.error.textContent = problem;
+    field.input.setAttribute("aria-invalid", "true");
+  }
+  function clearProblems() {
+    for (const f of fields) { f.error.textContent = ""; f.input.removeAttribute("aria-invalid"); }
+    setText("submit-error", "");
+  }
+
+  async function openSubmit() {
+    document.title = "New job · pijobs console";
+    show("submit");
+    let functions;
+    try {
+      [functions] = await Promise.all([loadFunctions(), loadDocument()]);
+    } catch (exc) {
+      if (exc.status !== 403) setText("submit-error", `Could not load the functions: ${exc.message}`);
+      return;
+    }
+    const select = $("submit-function");
+    select.replaceChildren(...functions.map((f) => el("option", { value: f.name, text: `${f.title} (${f.name})` })));
+    const prefill = state.prefill;
+    state.prefill = null;
+    if (prefill && functions.some((f) => f.name === prefill.function)) select.value = prefill.function;
+    renderForm(prefill);
+  }
+
+  function renderForm(prefill) {
+    const fn = (state.functions || []).find((f) => f.name === $("submit-function").value);
+    fields.length = 0;
+    clearProblems();
+    const params = $("submit-params");
+    params.replaceChildren(el("legend", { text: "Parameters" }));
+    setText("submit-function-description", fn ? fn.description : "");
+    if (fn) {
+      const schema = fn.parameters || {};
+      const required = new Set(schema.required || []);
+      const given = (prefill && prefill.params) || {};
+      for (const [name, prop] of Object.entries(schema.properties || {})) {
+        fieldFor(`params.${name}`, name, resolve(prop, schema), required.has(name), given[name], params);
+      }
+    }
+    const labels = $("submit-labels");
+    labels.replaceChildren();
+    const schemas = labelSchemas(state.document || {});
+    fieldFor("name", "name", { title: "Name", description: "to find the job again", ...schemas.name }, false, prefill ? prefill.name : undefined, labels);
+    fieldFor("cost_center", "cost_center", { title: "Cost center", description: "a label for the bill", ...schemas.cost_center }, false, prefill ? prefill.cost_center : undefined, labels);
+    $("submit-function").setAttribute("data-path", "function");
+  }
+  $("submit-function").addEventListener("change", () => renderForm(null));
+
+  $("submit-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearProblems();
+    const body = { function: $("submit-function").value, params: {} };
+    let firstBad = null;
+    for (const field of fields) {
+      const outcome = check(field);
+      if (outcome.problem) {
+        showProblem(field, outcome.problem);
+        firstBad = firstBad || field.input;
+      } else if (!outcome.skip) {
+        if (field.path.startsWith("params.")) body.params[field.path.slice(7)] = outcome.value;
+        else body[field.path] = outcome.value;
+      }
+    }
+    if (firstBad) {
+      setText("submit-error", "Some fields need a change (marked below).");
+      firstBad.focus();
+      return;
+    }
+    const button = $("submit-button");
+    button.disabled = true;
+    try {
+      const accepted = await api("POST", "/jobs", body);
+      notify(`Job submitted (${accepted.job_id.slice(0, 8)}).`, { untilNextView: true });
+      go(`#/jobs/${accepted.job_id}`);
+    } catch (exc) {
+      if (exc.status !== 403) showServerErrors(exc);
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  // The API's `details` name the field at fault (`params.digits`, `name`, `function`, ...): each problem is
+  // shown on the field it names (or the closest enclosing one), the rest above the button.
+  function showServerErrors(exc) {
+    const unplaced = [];
+    let firstBad = null;
+    for (const detail of exc.details) {
+      const field = fields
+        .filter((f) => detail.field === f.path || detail.field.startsWith(f.path + "."))
+        .sort((a, b) => b.path.length - a.path.length)[0];
+      if (field) {
+        const inner = detail.field.slice(field.path.length + 1);
+        showProblem(field, (field.error.textContent ? field.error.textContent + "; " : "") + (inner ? `${inner}: ` : "") + detail.problem);
+        firstBad = firstBad || field.input;
+      } else {
+        unplaced.push(`${detail.field}: ${detail.problem}`);
+      }
+    }
+    setText("submit-error", [`The API refused the job: ${exc.message}`, ...unplaced].join(" — "));
+    focusOn(firstBad || $("submit-error"));
+  }
+
+  window.addEventListener("hashchange", route);
+  route();
+})();

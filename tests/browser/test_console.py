@@ -1,0 +1,365 @@
+"""The customer console as a customer uses it, in headless Chromium against the embedded stack: sign in,
+submit through the form generated from a function's schema, watch the job, download and check its result,
+cancel, filter, see a refused field on the field itself, and all of it from the keyboard."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pijobs.client import PijobsClient
+from shared.models import job_key
+from tests.browser.conftest import Console
+
+playwright = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright is not installed (tox -e browser installs it)"
+)
+expect = playwright.expect
+pytestmark = pytest.mark.browser
+
+
+def wordcount_installed(client: PijobsClient) -> None:
+    if "word-count" not in {f["name"] for f in client.functions()}:
+        pytest.skip("the word-count test plug-in is not installed (tox installs tests/plugins/wordcount)")
+
+
+def wait_for(client: PijobsClient, job_id: str, status: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (job := client.get(job_id))["status"] != status:
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    return job
+
+
+def fill_form(console: Console, function: str, values: dict[str, str], name: str) -> None:
+    page = console.page
+    page.click("#nav-submit")
+    page.select_option("#submit-function", function)
+    for field, value in values.items():
+        page.fill(f"#field-params-{field}", value)
+    page.fill("#field-name", name)
+
+
+def test_a_wrong_key_is_refused_plainly_and_a_good_one_is_kept_in_the_tab_only(
+    console: Console, key: str
+) -> None:
+    page = console.open().page
+    expect(page.locator("#api-key")).to_be_focused()
+    console.screenshot("signin")
+
+    page.fill("#api-key", "not-a-key-of-this-api")
+    page.click("#signin-form button[type=submit]")
+
+    expect(page.locator("#signin-error")).to_have_text(re.compile(r"refused \(403\)"))
+    expect(page.locator("#api-key")).to_have_attribute("aria-invalid", "true")
+    assert page.evaluate("sessionStorage.length") == 0
+
+    page.fill("#api-key", key)
+    page.click("#signin-form button[type=submit]")
+
+    expect(page.locator("#view-jobs")).to_be_visible()
+    expect(page.locator("#jobs-empty")).to_be_visible()  # a new key: no jobs yet
+    assert page.evaluate("Object.values(sessionStorage)") == [key]
+    assert page.evaluate("localStorage.length") == 0 and page.evaluate("document.cookie") == ""
+    keyed = [r for r in console.requests if "x-api-key" in r.headers]
+    assert keyed and all(r.url.startswith(console.stack.api_url + "/") for r in keyed)
+    assert not any(key in r.url for r in console.requests)  # never in a URL
+
+    page.click("#sign-out")
+    expect(page.locator("#view-signin")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_submit_from_the_generated_form_then_download_and_check_the_result(
+    console: Console, key: str, tmp_path: Path
+) -> None:
+    page = console.sign_in(key).page
+    fill_form(console, "pi", {"digits": "2000"}, "pi from the browser")
+    expect(page.locator("#field-params-digits")).to_have_attribute("aria-required", "true")
+    expect(page.locator("#field-params-digits-hint")).to_contain_text("1 to 100,000,000")
+    console.screenshot("submit")
+    page.click("#submit-button")
+
+    expect(page.locator("#view-detail")).to_be_visible()
+    expect(page.locator("#detail-status")).to_have_text("SUCCEEDED")
+    expect(page.locator("#detail-progressbar")).to_have_js_property("value", 100)
+    expect(page.locator("#detail-progress-label")).to_have_text("100 %")
+    expect(page.locator("#detail-timeline")).to_contain_text("Running:")
+    expect(page.locator("#detail-params")).to_contain_text("2000")
+    shown_sha256 = page.locator('#detail-result [data-key="sha256"]').inner_text()
+    console.screenshot("detail")
+
+    with page.expect_download() as download_info:
+        page.click("#detail-download")
+    download = download_info.value
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+
+    assert download.suggested_filename == "pi-2000.txt"
+    content = saved.read_bytes()
+    job_id = page.url.rsplit("/", 1)[-1]
+    job = PijobsClient(console.stack.api_url, key).get(job_id)
+    assert hashlib.sha256(content).hexdigest() == shown_sha256 == job["result"]["sha256"]
+    digits = content.decode().splitlines()[-1]
+    assert digits.startswith("3.14159265358979323846") and len(digits) == 2 + 2000
+    assert len(content) == job["result"]["bytes"]
+
+    page.click("#nav-jobs")
+    row = page.locator(f'#jobs-body tr[data-job-id="{job_id}"]')
+    expect(row).to_contain_text("pi from the browser")
+    expect(row.locator("progress")).to_have_js_property("value", 100)
+    console.screenshot("jobs")
+
+
+def test_the_progress_bar_moves_while_the_job_runs_and_ends_at_100(console: Console, key: str) -> None:
+    client = PijobsClient(console.stack.api_url, key)
+    wordcount_installed(client)
+    earlier = [
+        client.submit("pi", {"digits": 5000}, name="monthly report", cost_center="cc-42")["job_id"],
+        client.submit("pi", {"digits": 100_000}, name="benchmark 100k")["job_id"],
+    ]
+    for job_id in earlier:
+        wait_for(client, job_id, "SUCCEEDED")
+    page = console.sign_in(key).page
+    fill_form(console, "word-count", {"text": "to be or not to be", "pause_seconds": "4"}, "slow count")
+    page.click("#submit-button")
+    expect(page.locator("#detail-status")).to_have_text("RUNNING")
+    job_id = page.url.rsplit("/", 1)[-1]
+    page.click("#nav-jobs")  # the list polls too: watch the row's bar
+
+    bar = page.locator(f'#jobs-body tr[data-job-id="{job_id}"] progress')
+    seen: set[int] = set()
+    deadline = time.monotonic() + 30
+    while 100 not in seen:
+        assert time.monotonic() < deadline, f"the bar showed only {sorted(seen)}"
+        value = bar.evaluate("p => p.hasAttribute('value') ? Math.round(p.value) : -1")
+        if 0 < value < 100 and not any(0 < v < 100 for v in seen):
+            console.screenshot("jobs-running")
+        seen.add(value)
+        time.sleep(0.1)
+
+    assert any(0 < value < 100 for value in seen), sorted(seen)  # it moved before the end
+    expect(page.locator(f'#jobs-body tr[data-job-id="{job_id}"] .badge')).to_have_text("SUCCEEDED")
+
+
+def test_cancel_a_long_job_after_confirming(console: Console, key: str) -> None:
+    client = PijobsClient(console.stack.api_url, key)
+    wordcount_installed(client)
+    page = console.sign_in(key).page
+    fill_form(console, "word-count", {"text": "long", "pause_seconds": "300"}, "long one")
+    page.click("#submit-button")
+    expect(page.locator("#detail-status")).to_have_text("RUNNING")
+    job_id = page.url.rsplit("/", 1)[-1]
+
+    page.click("#detail-cancel")  # changing one's mind: the dialog's Escape keeps the job
+    expect(page.locator("#confirm-cancel")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("#confirm-cancel")).to_be_hidden()
+    assert client.get(job_id)["status"] == "RUNNING"
+
+    page.click("#detail-cancel")
+    page.click("#confirm-yes")
+
+    expect(page.locator("#detail-status")).to_have_text("CANCELLED")
+    expect(page.locator("#notice")).to_have_text("The job was cancelled.")
+    expect(page.locator("#detail-cancel")).to_be_hidden()
+    expect(page.locator("#detail-timeline")).to_contain_text("cancelled by the customer")
+    assert client.get(job_id)["status"] == "CANCELLED"
+
+
+def test_filter_by_status_function_and_name(console: Console, key: str) -> None:
+    client = PijobsClient(console.stack.api_url, key)
+    wordcount_installed(client)
+    done = client.submit("pi", {"digits": 10}, name="alpha done")["job_id"]
+    stopped = client.submit("word-count", {"text": "x", "pause_seconds": 300}, name="beta stopped")["job_id"]
+    client.cancel(stopped)
+    wait_for(client, done, "SUCCEEDED")
+    page = console.sign_in(key).page
+    rows = page.locator("#jobs-body tr")
+    expect(rows).to_have_count(2)
+
+    page.select_option("#filter-status", "CANCELLED")
+    page.click("#filters button[type=submit]")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-job-id", stopped)
+
+    page.select_option("#filter-status", "")
+    page.select_option("#filter-function", "pi")
+    page.click("#filters button[type=submit]")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-job-id", done)
+
+    page.select_option("#filter-function", "")
+    page.fill("#filter-name", "beta")
+    page.press("#filter-name", "Enter")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-job-id", stopped)
+
+    page.fill("#filter-name", "gamma")
+    page.press("#filter-name", "Enter")
+    expect(rows).to_have_count(0)
+    expect(page.locator("#jobs-empty")).to_be_visible()
+
+
+def test_problems_are_shown_on_the_field_they_name(console: Console, key: str) -> None:
+    page = console.sign_in(key).page
+    digits = page.locator("#field-params-digits")
+    problem = page.locator("#field-params-digits-error")
+    fill_form(console, "pi", {"digits": "many"}, "bad")
+    posted = len([r for r in console.requests if r.method == "POST"])
+
+    page.click("#submit-button")  # the schema's own rule, checked in the page: nothing is sent
+    expect(problem).to_have_text("must be a whole number")
+    expect(digits).to_have_attribute("aria-invalid", "true")
+    expect(digits).to_be_focused()
+    assert len([r for r in console.requests if r.method == "POST"]) == posted
+
+    digits.fill("0")
+    page.click("#submit-button")
+    expect(problem).to_have_text("must be at least 1")
+
+    digits.fill("50000000")  # within the schema, over this deployment's limit: the API's 422 says so
+    page.click("#submit-button")
+    expect(problem).to_have_text("must be between 1 and 10000000")
+    expect(digits).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#submit-error")).to_contain_text("The API refused the job")
+    console.screenshot("submit-error")
+
+    digits.fill("20")
+    page.fill("#field-cost_center", "no spaces allowed")
+    page.click("#submit-button")
+    expect(page.locator("#field-cost_center-error")).not_to_be_empty()
+    expect(problem).to_be_empty()
+
+
+def _tab_to(page: Any, selector: str, *, backwards: bool = False, presses: int = 30) -> None:
+    """Tab (or Shift+Tab) until ``selector`` has the focus, failing after ``presses``; the focus shows."""
+    for _ in range(presses):
+        if page.evaluate("s => document.activeElement === document.querySelector(s)", selector):
+            outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+            assert outline != "none", f"{selector} has the focus but shows no outline"
+            return
+        page.keyboard.press("Shift+Tab" if backwards else "Tab")
+    raise AssertionError(f"{selector} was not reached with {'Shift+Tab' if backwards else 'Tab'}")
+
+
+def test_the_console_works_from_the_keyboard_alone(console: Console, key: str) -> None:
+    page = console.open().page
+    keyboard = page.keyboard
+    expect(page.locator("#api-key")).to_be_focused()
+    keyboard.type(key)
+    keyboard.press("Enter")
+    expect(page.locator("#view-jobs")).to_be_visible()
+
+    _tab_to(page, "#view-jobs .heading a")  # "New job"
+    keyboard.press("Enter")
+    expect(page.locator("#field-params-digits")).to_be_visible()  # the form, built from GET /functions
+    _tab_to(page, "#submit-function")
+    keyboard.press("Tab")  # pi is first: its one field next
+    expect(page.locator("#field-params-digits")).to_be_focused()
+    keyboard.type("300")
+    _tab_to(page, "#field-name")
+    keyboard.type("typed, not clicked")
+    _tab_to(page, "#submit-button")
+    keyboard.press("Enter")
+
+    expect(page.locator("#detail-status")).to_have_text("SUCCEEDED")
+    expect(page.locator("#detail-title")).to_be_focused()
+    _tab_to(page, "#detail-resubmit")
+    keyboard.press("Enter")  # submit again: the same parameters, filled in
+    expect(page.locator("#field-params-digits")).to_have_value("300")
+    expect(page.locator("#field-name")).to_have_value("typed, not clicked")
+
+    _tab_to(page, "#nav-jobs", backwards=True)
+    keyboard.press("Enter")
+    expect(page.locator("#jobs-body a")).to_have_text("typed, not clicked")
+    _tab_to(page, "#jobs-body a")
+    keyboard.press("Enter")
+    expect(page.locator("#detail-title")).to_have_text("typed, not clicked")
+
+
+def test_a_phone_sized_screen_needs_no_sideways_scrolling(console: Console, key: str) -> None:
+    PijobsClient(console.stack.api_url, key).submit(
+        "pi", {"digits": 10}, name="small screen", cost_center="cc-1"
+    )
+    page = console.page
+    page.set_viewport_size({"width": 360, "height": 740})
+    console.sign_in(key)
+    expect(page.locator("#jobs-body tr")).to_have_count(1)
+
+    for view in ("#/jobs", "#/submit"):
+        page.evaluate("h => { location.hash = h; }", view)
+        page.wait_for_timeout(300)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360, view
+    page.evaluate("() => { location.hash = '#/jobs'; }")
+    expect(page.locator("#jobs-body tr")).to_have_count(1)
+    page.screenshot(path=str(console.artifacts / "jobs-360px.png"), full_page=True)
+
+
+def test_names_and_errors_are_text_and_failed_attempts_are_listed(console: Console, key: str) -> None:
+    client = PijobsClient(console.stack.api_url, key)
+    markup = '<img src=x onerror="window.owned=1"><b>bold</b>'
+    job_id = client.submit("pi", {"digits": 10}, name=markup)["job_id"]
+    wait_for(client, job_id, "SUCCEEDED")
+    # What the reaper records when an attempt's infrastructure fails (shared/attempts.py), written here
+    # directly: a really lost instance would take the reaper's timeouts to show.
+    entry = {"attempt": {"N": "1"}, "code": {"S": "worker_lost"}, "at": {"S": "2026-01-02T03:04:05Z"}}
+    entry["message"] = {"S": "the instance stopped <i>answering</i>"}
+    console.stack.client("dynamodb").update_item(
+        TableName=console.stack.outputs["TableName"],
+        Key={"pk": {"S": job_key(job_id)}},
+        UpdateExpression="SET history = :history, attempts = :attempts",
+        ExpressionAttributeValues={":history": {"L": [{"M": entry}]}, ":attempts": {"N": "2"}},
+    )
+    page = console.sign_in(key).page
+
+    link = page.locator(f'#jobs-body a[data-job-id="{job_id}"]')
+    expect(link).to_have_text(markup)
+    link.click()
+    expect(page.locator("#detail-title")).to_have_text(markup)
+    expect(page.locator("#detail-attempts")).to_have_text("Attempts: 2")
+    history = page.locator("#detail-history li")
+    expect(history).to_have_count(1)
+    expect(history).to_contain_text("Attempt 1: worker_lost — the instance stopped <i>answering</i>")
+    assert page.locator("main img, main b, main i").count() == 0  # text, never markup
+    assert page.evaluate("window.owned") is None
+
+
+def test_pages_of_twenty_newest_first(console: Console, key: str) -> None:
+    client = PijobsClient(console.stack.api_url, key)
+    ids = []
+    for n in range(21):  # cancelled at once: a page's worth of jobs without running them
+        ids.append(client.submit("pi", {"digits": 10 + n}, name=f"job {n:02d}")["job_id"])
+        client.cancel(ids[-1])
+    page = console.sign_in(key).page
+    rows = page.locator("#jobs-body tr")
+
+    expect(rows).to_have_count(20)
+    expect(rows.first).to_have_attribute("data-job-id", ids[-1])
+    expect(page.locator("#page-newer")).to_be_disabled()
+    page.click("#page-older")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-job-id", ids[0])
+    expect(page.locator("#page-older")).to_be_disabled()
+    expect(page.locator("#page-label")).to_have_text("Page 2")
+    page.click("#page-newer")
+    expect(rows).to_have_count(20)
+    expect(rows.last).to_have_attribute("data-job-id", ids[1])
+
+
+def test_a_link_to_a_job_opens_it_once_signed_in(console: Console, key: str) -> None:
+    job_id = PijobsClient(console.stack.api_url, key).submit("pi", {"digits": 10}, name="linked")["job_id"]
+    page = console.page
+    page.goto(f"{console.url}#/jobs/{job_id}")
+    expect(page.locator("#view-signin")).to_be_visible()
+
+    page.fill("#api-key", key)
+    page.press("#api-key", "Enter")
+
+    expect(page.locator("#detail-title")).to_have_text("linked")
+    assert page.url.endswith(f"/console#/jobs/{job_id}")
