@@ -133,7 +133,7 @@ def get_openapi(services: ApiServices, request: Request) -> dict[str, Any]:
 
 
 def get_console(services: ApiServices, request: Request) -> dict[str, Any]:
-    page = console.page()
+    page = console.page(service.upload_origin(services))
     return text_response(200, page.html, page.headers)
 
 

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -19,7 +20,7 @@ from shared import errors
 from shared.capacity import CapacityCounter
 from shared.fairshare import next_tag
 from shared.functions import BusinessFunction, Registry, catalog_entry, job_deadline
-from shared.inputs import UploadRecord, UploadStatus, pin_inputs, upload_key
+from shared.inputs import UPLOADS_PREFIX, UploadRecord, UploadStatus, pin_inputs, upload_key
 from shared.logs import get_logger
 from shared.models import JobMessage, JobRecord, JobRequest, isoformat, new_job_id, utcnow
 from shared.queue import JobQueue
@@ -368,6 +369,16 @@ def create_upload(
     log.info("upload_created", upload_id=upload_id, owner=owner, bytes=request.bytes)
     expires_at = now + timedelta(seconds=settings.upload_url_seconds)
     return upload, PresignedPost(str(post["url"]), {k: str(v) for k, v in post["fields"].items()}, expires_at)
+
+
+def upload_origin(services: ApiServices) -> str:
+    """Where the browser sends an upload's presigned POST (scheme://host[:port]): the origin of a URL signed
+    by the same client, for the same bucket, as ``create_upload``'s (a local signature, no AWS call)."""
+    post = services.presigner.generate_presigned_post(
+        Bucket=services.settings.results_bucket, Key=UPLOADS_PREFIX, ExpiresIn=60
+    )
+    parts = urlsplit(str(post["url"]))
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def get_upload(services: ApiServices, owner: str, upload_id: str) -> UploadRecord:

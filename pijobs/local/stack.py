@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import sys
+import urllib.parse
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -63,6 +64,24 @@ def notification_configuration(declared: dict[str, Any], queue_arn: str) -> dict
                 "Filter": {"Key": {"FilterRules": entry["Filter"]["S3Key"]["Rules"]}},
             }
             for entry in declared["QueueConfigurations"]
+        ]
+    }
+
+
+def cors_configuration(declared: dict[str, Any], origin: str) -> dict[str, Any]:
+    """A bucket's CorsConfiguration as the template declares it (CloudFormation's shape) in S3's API shape,
+    each unconditional rule allowing ``origin``: here the console's origin is the local gateway's, where
+    the template names the API's execute-api origin (the extra origins' rule is a deployment's choice)."""
+    return {
+        "CORSRules": [
+            {
+                "ID": rule["Id"],
+                "AllowedOrigins": [origin],
+                "AllowedMethods": list(rule["AllowedMethods"]),
+                "MaxAgeSeconds": int(rule["MaxAge"]),
+            }
+            for rule in declared["CorsRules"]
+            if rule  # the conditional rule (an !If) reads as None
         ]
     }
 
@@ -202,6 +221,7 @@ class LocalStack:
             self._set_capacity()
             self.api_key_id, self.api_key = self._default_key()
             self._start_standins()
+            self._allow_console_uploads()
             if self._keeper is not None:
                 self._data_dir.save_state(api_port=self._gateway.port, default_key_id=self.api_key_id)
                 self._keeper.start()
@@ -321,21 +341,36 @@ class LocalStack:
             if mapping_id:
                 self.client("lambda").update_event_source_mapping(UUID=mapping_id, Enabled=False)
 
-    def _send_upload_events(self) -> None:
-        """moto's CloudFormation skips a bucket's NotificationConfiguration: set the template's own with a
-        direct call. moto's S3 then sends ObjectCreated events (presigned POSTs too) to the uploads queue
-        as S3 does; it checks none of a POST policy's conditions, which is why the verifier exists."""
+    @staticmethod
+    def _results_bucket_declared() -> dict[str, Any]:
         from pijobs.deploy import PRIMARY_TEMPLATE, template_path
         from pijobs.local.cfn import load_template, resources_of_type
 
         buckets = resources_of_type(load_template(template_path(PRIMARY_TEMPLATE)), "AWS::S3::Bucket")
-        declared = buckets["ResultsBucket"]["NotificationConfiguration"]
+        return buckets["ResultsBucket"]
+
+    def _send_upload_events(self) -> None:
+        """moto's CloudFormation skips a bucket's NotificationConfiguration: set the template's own with a
+        direct call. moto's S3 then sends ObjectCreated events (presigned POSTs too) to the uploads queue
+        as S3 does; it checks none of a POST policy's conditions, which is why the verifier exists."""
+        declared = self._results_bucket_declared()["NotificationConfiguration"]
         queue_arn = self.client("sqs").get_queue_attributes(
             QueueUrl=self.outputs["UploadsQueueUrl"], AttributeNames=["QueueArn"]
         )["Attributes"]["QueueArn"]
         self.client("s3").put_bucket_notification_configuration(
             Bucket=self.outputs["ResultsBucket"],
             NotificationConfiguration=notification_configuration(declared, queue_arn),
+        )
+
+    def _allow_console_uploads(self) -> None:
+        """The template's CORS rule for the console's uploads, with the local gateway's origin (known once it
+        listens) for the API's. moto's server answers a preflight by the bucket's rules (403 for an origin
+        they do not allow); without any rules it would allow every origin."""
+        declared = self._results_bucket_declared()["CorsConfiguration"]
+        parts = urllib.parse.urlsplit(self.api_url)
+        self.client("s3").put_bucket_cors(
+            Bucket=self.outputs["ResultsBucket"],
+            CORSConfiguration=cors_configuration(declared, f"{parts.scheme}://{parts.netloc}"),
         )
 
     def _shorten_visibility_timeout(self) -> None:

@@ -41,7 +41,8 @@ def test_the_demo_runs_from_the_installed_package(tmp_path: Path) -> None:
 
 def test_the_console_page_ships_in_the_installed_package(tmp_path: Path) -> None:
     code = (
-        "import api_handler, sys; from api_handler.console import page; p = page(); "
+        "import api_handler, sys; from api_handler.console import page; "
+        "p = page('https://uploads.example'); "
         "print(api_handler.__file__); print(len(p.html.encode()))"
     )
     built = _isolated("-c", code, cwd=tmp_path)

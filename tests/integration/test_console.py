@@ -10,6 +10,7 @@ import json
 import re
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -50,8 +51,22 @@ def test_the_console_is_html_with_its_security_headers_and_needs_no_key(
     csp = dict(part.strip().split(" ", 1) for part in headers["Content-Security-Policy"].split(";"))
     assert csp["default-src"] == "'none'"
     assert csp["frame-ancestors"] == "'none'"
-    assert csp["connect-src"] == "'self'"
+    assert csp["connect-src"].startswith("'self' ")
     assert response["body"].startswith("<!doctype html>")
+
+
+def test_the_page_may_connect_to_this_api_and_to_where_uploads_are_posted_only(cloud: Cloud) -> None:
+    """The file picker sends a file to its presigned POST's URL (the results bucket's origin): that origin,
+    as the API hands it out, is the one other place the page may connect to; no path, no wildcard."""
+    status, created, _ = cloud.api("POST", "/uploads", {"filename": "t.csv", "bytes": 3, "sha256": "0" * 64})
+    assert status == 201, created
+    where = urlsplit(created["url"])
+
+    policy = _call("GET")["headers"]["Content-Security-Policy"]
+    csp = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+
+    assert csp["connect-src"].split() == ["'self'", f"{where.scheme}://{where.netloc}"]
+    assert "*" not in csp["connect-src"]
 
 
 def test_the_policy_allows_exactly_the_inline_script_and_style_sent(cloud: Cloud) -> None:
