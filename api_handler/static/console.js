@@ -1,7 +1,8 @@
-// The pijobs customer console: plain JS over the API's own JSON (GET /functions, GET/POST/DELETE /jobs).
-// Rules kept throughout: the API key lives in sessionStorage only and goes out only as the x-api-key header
-// of a same-origin request (never in a URL, never logged); nothing the API returns is parsed as HTML (all
-// text goes in through textContent); the page has no dependency outside this file and its CSS.
+// The pijobs customer console: plain JS over the API's own JSON (GET /functions, GET/POST/DELETE /jobs,
+// POST/GET /uploads). Rules kept throughout: the API key lives in sessionStorage only and goes out only as
+// the x-api-key header of a same-origin request (never in a URL, never logged; a file's presigned POST to
+// the bucket carries no key); nothing the API returns is parsed as HTML (all text goes in through
+// textContent); the page has no dependency outside this file and its CSS.
 "use strict";
 (() => {
   const KEY_STORE = "pijobs.apiKey";
@@ -500,6 +501,7 @@
   const fields = []; // {path, input, error, schema, required, kind}
 
   function fieldFor(path, name, schema, required, value, container) {
+    if (path === "params.inputs" && schema.type === "object") { inputsField(path, schema, required, value, container); return; }
     const id = "field-" + path.replace(/[^A-Za-z0-9_-]/g, "-");
     const hintId = id + "-hint";
     const errorId = id + "-error";
@@ -517,9 +519,6 @@
       kind = schema.type;
       input = el("input", { id, type: "text", inputmode: schema.type === "integer" ? "numeric" : "decimal", autocomplete: "off" });
     } else if (schema.type === "object" || schema.type === "array") {
-      // Where a function names uploaded files (sql's `inputs`), the file picker goes here once the uploads
-      // API is there (POST /uploads, another change): pick or drop a file, upload it, fill in its upload_id.
-      // Until then the value is typed as JSON, e.g. {"sales": "<upload_id>"}.
       kind = "json";
       input = el("textarea", { id, rows: 3, spellcheck: "false", className: "mono" });
     } else {
@@ -566,6 +565,7 @@
   function check(field) {
     const { input, schema, required, kind } = field;
     if (kind === "boolean") return { value: input.checked };
+    if (kind === "inputs") return checkInputs(field);
     const raw = input.value;
     if (raw.trim() === "") return required ? { problem: "Field required" } : { skip: true };
     let value = raw;
@@ -608,7 +608,11 @@
     field.input.setAttribute("aria-invalid", "true");
   }
   function clearProblems() {
-    for (const f of fields) { f.error.textContent = ""; f.input.removeAttribute("aria-invalid"); }
+    for (const f of fields) {
+      f.error.textContent = "";
+      f.input.removeAttribute("aria-invalid");
+      for (const row of f.rows || []) showRowProblem(row, "");
+    }
     setText("submit-error", "");
   }
 
@@ -677,6 +681,15 @@
     const button = $("submit-button");
     button.disabled = true;
     try {
+      const picker = fields.find((f) => f.kind === "inputs");
+      if (picker && body.params.inputs) {
+        const inputs = await uploadedInputs(picker);
+        if (!inputs) {
+          setText("submit-error", "An input needs a change (marked below).");
+          return;
+        }
+        body.params.inputs = inputs;
+      }
       const accepted = await api("POST", "/jobs", body);
       notify(`Job submitted (${accepted.job_id.slice(0, 8)}).`, { untilNextView: true });
       go(`#/jobs/${accepted.job_id}`);
@@ -687,6 +700,213 @@
     }
   });
 
+  // ---- submit: a function's input files (sql's `inputs`: {name: upload_id}) ------------------------------
+  // One row per input: its name and either a new file or one of the caller's AVAILABLE uploads. A new file
+  // is sent as soon as it is chosen: its sha256 computed here, POST /uploads declares it, the file goes in
+  // the presigned POST's form (its fields first, the file last) straight to the bucket, and GET /uploads/{id}
+  // is asked (with backoff) until pijobs checked it: AVAILABLE, or REJECTED with the reason on the row.
+  const NEW_FILE = "";
+  const UPLOAD_POLL_FIRST_MS = 250;
+  const UPLOAD_POLL_MAX_MS = 5000;
+  const UPLOAD_WAIT_MS = 10 * 60 * 1000;
+  let rowCount = 0;
+
+  function inputsField(path, schema, required, value, container) {
+    const id = "field-" + path.replace(/[^A-Za-z0-9_-]/g, "-");
+    const group = el("div", { id, role: "group", "aria-labelledby": `${id}-label`, "aria-describedby": `${id}-hint ${id}-error` });
+    const rowsBox = el("div", { className: "input-rows" });
+    const add = el("button", { type: "button", id: `${id}-add`, text: "Add an input" });
+    const hint = [schema.description, schema.maxProperties ? `up to ${schema.maxProperties}` : ""].filter(Boolean).join(" · ");
+    const error = el("p", { id: `${id}-error`, className: "error" });
+    const field = { path, input: group, error, schema, required, kind: "inputs", rows: [], rowsBox, uploads: [] };
+    group.append(el("span", { id: `${id}-label`, className: "label", text: (schema.title || "Inputs") + (required ? " (required)" : "") }),
+      el("p", { id: `${id}-hint`, className: "hint", text: hint }), rowsBox, add, error);
+    container.append(el("div", { className: "field" }, group));
+    fields.push(field);
+    add.addEventListener("click", () => { const row = addInputRow(field, "", ""); row.name.focus(); });
+    const given = value && typeof value === "object" ? Object.entries(value) : [];
+    if (given.length) for (const [name, uploadId] of given) addInputRow(field, name, String(uploadId));
+    else addInputRow(field, "", "");
+    loadAvailableUploads(field);
+  }
+
+  async function loadAvailableUploads(field) {
+    let page;
+    try { page = await api("GET", "/uploads" + query({ limit: 100 })); } catch (exc) { return; } // a new file still works
+    field.uploads = (page.uploads || []).filter((u) => u.status === "AVAILABLE");
+    for (const row of field.rows) fillUploadChoices(field, row);
+  }
+
+  function uploadLabel(upload) {
+    return `${upload.filename} (${formatBytes(upload.bytes).replace(/ \(.*\)$/, "")}, ${formatTime(upload.created_at)})`;
+  }
+
+  function fillUploadChoices(field, row) {
+    const chosen = row.source.value;
+    const options = [el("option", { value: NEW_FILE, text: "a new file (choose below)" })];
+    for (const upload of field.uploads) options.push(el("option", { value: upload.upload_id, text: uploadLabel(upload) }));
+    if (chosen && !field.uploads.some((u) => u.upload_id === chosen)) options.push(el("option", { value: chosen, text: `upload ${chosen.slice(0, 12)}` }));
+    row.source.replaceChildren(...options);
+    row.source.value = chosen;
+  }
+
+  function addInputRow(field, name, uploadId) {
+    rowCount += 1;
+    const id = `input-${rowCount}`;
+    const row = {
+      id, upload: null, sending: null, file: null,
+      name: el("input", { id: `${id}-name`, type: "text", autocomplete: "off", spellcheck: "false", "aria-describedby": `${id}-error`, "data-row": id }),
+      source: el("select", { id: `${id}-source`, "aria-describedby": `${id}-error` }),
+      bar: el("progress", { id: `${id}-progress`, max: 100, value: 0, "aria-labelledby": `${id}-progress-label` }),
+      barLabel: el("span", { id: `${id}-progress-label`, text: "" }),
+      state: el("span", { id: `${id}-state`, className: "upload-state" }),
+      error: el("p", { id: `${id}-error`, className: "error", role: "alert" }),
+    };
+    row.picker = el("input", { id: `${id}-file`, type: "file", "aria-describedby": `${id}-error` });
+    const remove = el("button", { type: "button", className: "link", id: `${id}-remove`, text: "Remove", "aria-label": `Remove input ${rowCount}` });
+    row.progress = el("div", { className: "progress-line", hidden: true }, row.bar, row.barLabel, row.state);
+    row.box = el("div", { className: "input-row", "data-row": id },
+      el("div", { className: "field" }, el("label", { for: row.name.id, text: "Name" }), row.name),
+      el("div", { className: "field grow" }, el("label", { for: row.source.id, text: "File" }), row.source,
+        el("label", { for: row.picker.id, className: "visually-hidden", text: "New file" }), row.picker, row.progress),
+      remove, row.error);
+    row.name.value = name;
+    row.source.append(el("option", { value: uploadId, text: uploadId }));
+    fillUploadChoices(field, row);
+    row.picker.hidden = row.source.value !== NEW_FILE;
+    row.source.addEventListener("change", () => {
+      row.picker.hidden = row.source.value !== NEW_FILE;
+      row.progress.hidden = row.source.value !== NEW_FILE || !row.sending;
+      showRowProblem(row, "");
+    });
+    row.picker.addEventListener("change", () => {
+      const file = row.picker.files && row.picker.files[0];
+      row.upload = null;
+      row.sending = file ? sendFile(row, file) : null;
+      if (row.sending) row.sending.catch(() => {}); // shown on the row; asked again at submit
+    });
+    remove.addEventListener("click", () => {
+      field.rows = field.rows.filter((r) => r !== row);
+      row.box.remove();
+      focusOn(field.rows.length ? field.rows[field.rows.length - 1].name : $(`${field.input.id}-add`));
+    });
+    field.rows.push(row);
+    field.rowsBox.append(row.box);
+    return row;
+  }
+
+  function showRowProblem(row, problem) {
+    row.error.textContent = problem;
+    if (problem) row.name.setAttribute("aria-invalid", "true");
+    else row.name.removeAttribute("aria-invalid");
+  }
+
+  function showUploadProgress(row, fraction, state) {
+    row.progress.hidden = false;
+    const pct = Math.round(fraction * 100);
+    row.bar.value = pct;
+    row.barLabel.textContent = `${pct} %`;
+    row.state.textContent = state;
+    row.state.setAttribute("data-state", state);
+  }
+
+  async function sha256Hex(file) {
+    const digest = await crypto.subtle.digest("SHA-256", await file.arrayBuffer());
+    return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  // The presigned POST through XMLHttpRequest, whose upload events (unlike fetch's) report the bytes sent.
+  function postFile(url, formFields, file, onProgress) {
+    return new Promise((resolve, reject) => {
+      const form = new FormData();
+      for (const [name, value] of Object.entries(formFields)) form.append(name, value);
+      form.append("file", file); // last: S3 reads the fields before the file
+      const request = new XMLHttpRequest();
+      request.open("POST", url);
+      request.upload.addEventListener("progress", (event) => { if (event.lengthComputable) onProgress(event.loaded / event.total); });
+      request.addEventListener("load", () => (request.status >= 200 && request.status < 300
+        ? resolve() : reject(new Error(`the storage refused the file (${request.status}); choose it again`))));
+      request.addEventListener("error", () => reject(new Error("the file could not be sent; check the connection and choose it again")));
+      request.send(form);
+    });
+  }
+
+  const sleep = (ms) => new Promise((done) => { setTimeout(done, ms); });
+
+  async function checkedUpload(uploadId) {
+    const deadline = Date.now() + UPLOAD_WAIT_MS;
+    let delay = UPLOAD_POLL_FIRST_MS;
+    for (;;) {
+      const upload = await api("GET", `/uploads/${uploadId}`);
+      if (upload.status !== "PENDING") return upload;
+      if (Date.now() > deadline) throw new Error("the file is still being checked; submit again in a moment");
+      await sleep(delay);
+      delay = Math.min(UPLOAD_POLL_MAX_MS, Math.round(delay * 1.6));
+    }
+  }
+
+  async function sendFile(row, file) {
+    showRowProblem(row, "");
+    showUploadProgress(row, 0, "reading");
+    try {
+      const sha256 = await sha256Hex(file);
+      const created = await api("POST", "/uploads", { filename: file.name, bytes: file.size, sha256 });
+      showUploadProgress(row, 0, "sending");
+      await postFile(created.url, created.fields || {}, file, (fraction) => showUploadProgress(row, fraction, "sending"));
+      showUploadProgress(row, 1, "checking");
+      const upload = await checkedUpload(created.upload_id);
+      showUploadProgress(row, 1, upload.status);
+      if (upload.status !== "AVAILABLE") throw new Error(`the file was refused: ${upload.reason || upload.status}`);
+      row.upload = upload;
+      return upload.upload_id;
+    } catch (exc) {
+      const fieldProblems = exc.details && exc.details.length ? exc.details.map((d) => `${d.field}: ${d.problem}`).join("; ") : "";
+      showRowProblem(row, fieldProblems ? `${exc.message} (${fieldProblems})` : exc.message);
+      row.state.textContent = row.state.textContent === "REJECTED" ? "REJECTED" : "not sent";
+      throw exc;
+    }
+  }
+
+  function checkInputs(field) {
+    const { rows, schema, required } = field;
+    if (!rows.length) return required ? { problem: "Add at least one input" } : { skip: true };
+    const namePattern = Object.keys(schema.patternProperties || {})[0];
+    const seen = new Set();
+    let bad = false;
+    for (const row of rows) {
+      const name = row.name.value.trim();
+      let problem = "";
+      if (!name) problem = "Name required";
+      else if (namePattern && !new RegExp(namePattern, "u").test(name)) problem = "the name must be lowercase letters, digits and _ (not starting with a digit)";
+      else if (seen.has(name)) problem = "another input has this name";
+      else if (row.source.value === NEW_FILE && !row.sending) problem = "choose a file or one of your uploads";
+      seen.add(name);
+      showRowProblem(row, problem);
+      bad = bad || Boolean(problem);
+    }
+    if (schema.maxProperties !== undefined && rows.length > schema.maxProperties) return { problem: `at most ${schema.maxProperties} inputs` };
+    return bad ? { problem: "An input needs a change" } : { value: true }; // the upload_ids come once the files are checked
+  }
+
+  // {name: upload_id} once every new file is AVAILABLE; null (with the reason on its row) if one is not.
+  async function uploadedInputs(field) {
+    const inputs = {};
+    let firstBad = null;
+    for (const row of field.rows) {
+      let uploadId = row.source.value;
+      if (uploadId === NEW_FILE) {
+        try { uploadId = await row.sending; } catch (exc) {
+          if (exc.status === 403) throw exc;
+          firstBad = firstBad || row.name;
+          continue;
+        }
+      }
+      inputs[row.name.value.trim()] = uploadId;
+    }
+    if (firstBad) { focusOn(firstBad); return null; }
+    return inputs;
+  }
+
   // The API's `details` name the field at fault (`params.digits`, `name`, `function`, ...): each problem is
   // shown on the field it names (or the closest enclosing one), the rest above the button.
   function showServerErrors(exc) {
@@ -696,8 +916,12 @@
       const field = fields
         .filter((f) => detail.field === f.path || detail.field.startsWith(f.path + "."))
         .sort((a, b) => b.path.length - a.path.length)[0];
-      if (field) {
-        const inner = detail.field.slice(field.path.length + 1);
+      const inner = field ? detail.field.slice(field.path.length + 1) : "";
+      const row = field && field.kind === "inputs" ? field.rows.find((r) => r.name.value.trim() === inner.split(".")[0]) : null;
+      if (row) {
+        showRowProblem(row, detail.problem);
+        firstBad = firstBad || row.name;
+      } else if (field) {
         showProblem(field, (field.error.textContent ? field.error.textContent + "; " : "") + (inner ? `${inner}: ` : "") + detail.problem);
         firstBad = firstBad || field.input;
       } else {

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from pijobs.client import PijobsClient
+from shared.inputs import NOT_FOUND
 from shared.models import job_key
 from tests.browser.conftest import Console
 
@@ -363,3 +365,78 @@ def test_a_link_to_a_job_opens_it_once_signed_in(console: Console, key: str) -> 
 
     expect(page.locator("#detail-title")).to_have_text("linked")
     assert page.url.endswith(f"/console#/jobs/{job_id}")
+
+
+def test_a_picked_file_is_uploaded_with_progress_checked_and_queried(
+    console: Console, key: str, tmp_path: Path
+) -> None:
+    csv = tmp_path / "sales.csv"
+    csv.write_text("city,amount\n" + "".join(f"city{i},{i}\n" for i in range(2000)))
+    page = console.sign_in(key).page
+    fill_form(console, "sql", {"query": "SELECT count(*) AS n FROM t"}, "a picked file")
+    row = page.locator(".input-row").first
+    row.get_by_label("Name").fill("t")
+    expect(row.get_by_label("File", exact=True)).to_have_value("")  # a new file, no upload chosen
+
+    row.get_by_label("New file").set_input_files(str(csv))
+
+    bar = row.locator("progress")
+    expect(row.locator(".upload-state")).to_have_text("AVAILABLE")
+    expect(bar).to_have_js_property("value", 100)
+    expect(page.locator(f"#{bar.get_attribute('aria-labelledby')}")).to_have_text("100 %")
+    console.screenshot("submit-inputs")
+    (upload,) = PijobsClient(console.stack.api_url, key).list_uploads()["uploads"]
+    assert upload["status"] == "AVAILABLE" and upload["filename"] == "sales.csv"
+    assert upload["sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()
+    stack = console.stack
+    posted = [r for r in console.requests if r.method == "POST" and not r.url.startswith(stack.api_url)]
+    assert [r.url for r in posted] == [f"{stack.aws_endpoint}/{stack.outputs['ResultsBucket']}"]
+    assert all("x-api-key" not in r.headers for r in posted)  # the key goes to the API only
+
+    page.click("#submit-button")
+
+    expect(page.locator("#view-detail")).to_be_visible()
+    expect(page.locator("#detail-status")).to_have_text("SUCCEEDED")
+    job = PijobsClient(console.stack.api_url, key).get(page.url.rsplit("/", 1)[-1])
+    assert job["params"]["inputs"] == {"t": upload["upload_id"]}
+    assert job["result"]["metadata"]["rows"] == 1
+
+
+def test_an_upload_the_api_refuses_is_shown_on_its_row(console: Console, key: str, tmp_path: Path) -> None:
+    client = PijobsClient(console.stack.api_url, key)
+    csv = tmp_path / "gone.csv"
+    csv.write_text("a\n1\n")
+    upload = client.upload_file(csv)
+    page = console.sign_in(key).page
+    fill_form(console, "sql", {"query": "SELECT * FROM t"}, "a deleted input")
+    row = page.locator(".input-row").first
+    row.get_by_label("Name").fill("t")
+    row.get_by_label("File", exact=True).select_option(upload["upload_id"])  # one of the caller's uploads
+    expect(row.get_by_label("New file")).to_be_hidden()
+    client.delete_upload(upload["upload_id"])  # gone before the job is submitted
+
+    page.click("#submit-button")
+
+    problem = row.locator(".error")
+    expect(problem).to_have_text(NOT_FOUND)
+    expect(row.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
+    expect(row.get_by_label("Name")).to_be_focused()
+    expect(page.locator("#submit-error")).to_contain_text("The API refused the job")
+    assert client.list_jobs()["jobs"] == []
+
+
+def test_the_bucket_lets_the_console_origin_post_and_no_other(console: Console) -> None:
+    """The browser asks first (a preflight: the upload's progress events make it one); the local stack put
+    the template's CORS rule on the bucket, so another origin is refused (moto allows all without rules)."""
+    stack = console.stack
+    bucket = f"{stack.aws_endpoint}/{stack.outputs['ResultsBucket']}"
+
+    def preflight(origin: str, method: str = "POST") -> requests.Response:
+        headers = {"Origin": origin, "Access-Control-Request-Method": method}
+        return requests.options(bucket, headers=headers, timeout=10)
+
+    allowed = preflight(stack.api_url)
+    assert allowed.status_code == 200
+    assert allowed.headers["Access-Control-Allow-Origin"] == stack.api_url
+    assert allowed.headers["Access-Control-Allow-Methods"] == "POST"
+    assert preflight("https://elsewhere.example").status_code == 403
