@@ -667,7 +667,8 @@
       const outcome = check(field);
       if (outcome.problem) {
         showProblem(field, outcome.problem);
-        firstBad = firstBad || field.input;
+        const badRow = (field.rows || []).find((r) => r.error.textContent);
+        firstBad = firstBad || (badRow ? badRow.name : field.input);
       } else if (!outcome.skip) {
         if (field.path.startsWith("params.")) body.params[field.path.slice(7)] = outcome.value;
         else body[field.path] = outcome.value;
@@ -754,7 +755,7 @@
     rowCount += 1;
     const id = `input-${rowCount}`;
     const row = {
-      id, upload: null, sending: null, file: null,
+      id, upload: null, sending: null, failure: "",
       name: el("input", { id: `${id}-name`, type: "text", autocomplete: "off", spellcheck: "false", "aria-describedby": `${id}-error`, "data-row": id }),
       source: el("select", { id: `${id}-source`, "aria-describedby": `${id}-error` }),
       bar: el("progress", { id: `${id}-progress`, max: 100, value: 0, "aria-labelledby": `${id}-progress-label` }),
@@ -861,7 +862,8 @@
       return upload.upload_id;
     } catch (exc) {
       const fieldProblems = exc.details && exc.details.length ? exc.details.map((d) => `${d.field}: ${d.problem}`).join("; ") : "";
-      showRowProblem(row, fieldProblems ? `${exc.message} (${fieldProblems})` : exc.message);
+      row.failure = fieldProblems ? `${exc.message} (${fieldProblems})` : exc.message;
+      showRowProblem(row, row.failure);
       row.state.textContent = row.state.textContent === "REJECTED" ? "REJECTED" : "not sent";
       throw exc;
     }
@@ -897,6 +899,7 @@
       if (uploadId === NEW_FILE) {
         try { uploadId = await row.sending; } catch (exc) {
           if (exc.status === 403) throw exc;
+          showRowProblem(row, `${row.failure || exc.message}; choose the file again`);
           firstBad = firstBad || row.name;
           continue;
         }

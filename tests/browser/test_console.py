@@ -5,6 +5,7 @@ cancel, filter, see a refused field on the field itself, and all of it from the 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from pathlib import Path
@@ -440,3 +441,35 @@ def test_the_bucket_lets_the_console_origin_post_and_no_other(console: Console) 
     assert allowed.headers["Access-Control-Allow-Origin"] == stack.api_url
     assert allowed.headers["Access-Control-Allow-Methods"] == "POST"
     assert preflight("https://elsewhere.example").status_code == 403
+
+
+def test_a_rejected_file_shows_why_on_its_row_and_no_job_is_sent(
+    console: Console, key: str, tmp_path: Path
+) -> None:
+    """The declared sha256 is changed on its way to POST /uploads (as if the file changed after it was
+    read): pijobs checks what arrived, REJECTS it, and the reason is shown on the row."""
+    csv = tmp_path / "changed.csv"
+    csv.write_text("a\n1\n")
+    page = console.sign_in(key).page
+
+    def declare_another_sha256(route: Any) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        body = {**json.loads(route.request.post_data or "{}"), "sha256": "0" * 64}
+        route.continue_(post_data=json.dumps(body))
+
+    page.route("**/uploads", declare_another_sha256)
+    fill_form(console, "sql", {"query": "SELECT * FROM t"}, "a rejected input")
+    row = page.locator(".input-row").first
+    row.get_by_label("Name").fill("t")
+    row.get_by_label("New file").set_input_files(str(csv))
+
+    expect(row.locator(".upload-state")).to_have_text("REJECTED")
+    expect(row.locator(".error")).to_contain_text("checksum mismatch")
+    page.click("#submit-button")
+
+    expect(page.locator("#submit-error")).to_have_text("An input needs a change (marked below).")
+    expect(row.locator(".error")).to_contain_text("checksum mismatch")
+    expect(row.get_by_label("Name")).to_be_focused()
+    assert not [r for r in console.requests if r.method == "POST" and r.url.endswith("/jobs")]
