@@ -764,7 +764,7 @@
       error: el("p", { id: `${id}-error`, className: "error", role: "alert" }),
     };
     row.picker = el("input", { id: `${id}-file`, type: "file", "aria-describedby": `${id}-error` });
-    const remove = el("button", { type: "button", className: "link", id: `${id}-remove`, text: "Remove", "aria-label": `Remove input ${rowCount}` });
+    const remove = el("button", { type: "button", className: "link", id: `${id}-remove`, text: "Remove", "aria-label": "Remove this input" });
     row.progress = el("div", { className: "progress-line", hidden: true }, row.bar, row.barLabel, row.state);
     row.box = el("div", { className: "input-row", "data-row": id },
       el("div", { className: "field" }, el("label", { for: row.name.id, text: "Name" }), row.name),
