@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import sys
 import tempfile
 import threading
@@ -43,7 +44,13 @@ GROUPS = 1000
 
 # --- pure parts -------------------------------------------------------------------------------------------
 def seconds(stamp: str | None) -> float | None:
-    return None if not stamp else datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    if not stamp:
+        return None
+    # Python 3.10's fromisoformat takes a fraction of exactly 3 or 6 digits.
+    text = re.sub(
+        r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], stamp.replace("Z", "+00:00"), count=1
+    )
+    return datetime.fromisoformat(text).timestamp()
 
 
 def worker_events(lines: Iterable[str], job_id: str) -> dict[str, float]:

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,8 +211,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     data_dir = None if args.ephemeral else (args.data_dir or default_data_dir())
     stack = _local_stack(args, data_dir=data_dir)
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGTERM, _stop_handler(stopped))
     with stack:
+        # Ctrl-C too, from here on, even where the shell that started `up` had SIGINT ignored (a script's
+        # background job): `up` says Ctrl-C stops it, and a second one while it stops ends it at once.
+        signal.signal(signal.SIGINT, _stop_handler(stopped))
         if stack.data_dir is None:
             print("Data: ephemeral (nothing is kept after the stop)")
         else:
@@ -230,13 +234,21 @@ def cmd_up(args: argparse.Namespace) -> int:
             " AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1"
         )
         print("Running; Ctrl-C stops everything.", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            # A timed wait, not stopped.wait(): Python runs a signal's handler in the main thread only, and a
-            # Ctrl-C that the kernel delivers to another thread would not wake a main thread blocked for good.
-            while not stopped.wait(0.5):
-                pass
+        # A timed wait, not stopped.wait(): Python runs a signal's handler in the main thread only, and a
+        # signal that the kernel delivers to another thread would not wake a main thread blocked for good.
+        while not stopped.wait(0.5):
+            pass
     print("Stopped.")
     return 0
+
+
+def _stop_handler(stopped: threading.Event) -> Callable[[int, Any], None]:
+    def handle(signum: int, frame: Any) -> None:
+        if stopped.is_set():
+            raise KeyboardInterrupt  # asked again while stopping: stop at once
+        stopped.set()
+
+    return handle
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

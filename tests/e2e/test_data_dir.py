@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 import requests
@@ -24,7 +24,7 @@ TIMEOUT_S = 120
 class Up:
     """One `pijobs up --data-dir` process and what it printed."""
 
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, *, sigint: Any = signal.SIG_DFL) -> None:
         self.log_path = log_path
         self._log: IO[str] = log_path.open("w")
         self.process = subprocess.Popen(
@@ -33,6 +33,8 @@ class Up:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PIJOBS_LOG_LEVEL": "WARNING"},
             start_new_session=True,
+            # What a shell hands a command: SIGINT as it is in a terminal, or ignored (a script's `&` job)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
         )
         deadline = time.monotonic() + TIMEOUT_S
         while not self.value("API key: "):
@@ -156,7 +158,8 @@ TGKILL = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
 def test_ctrl_c_stops_up_whichever_thread_the_kernel_hands_it_to(tmp_path: Path) -> None:
     # The kernel may deliver a Ctrl-C to any thread of `pijobs up`; Python runs its handler in the main
     # thread only, so a main thread blocked for good in a wait never saw it and `up` ran on (a CI hang).
-    up = Up(tmp_path / "data", tmp_path / "up.log")
+    # And `up` started with SIGINT ignored, as a shell script's background job is, still stops on it.
+    up = Up(tmp_path / "data", tmp_path / "up.log", sigint=signal.SIG_IGN)
     try:
         threads = sorted(int(tid) for tid in os.listdir(f"/proc/{up.process.pid}/task"))
         other = next(tid for tid in threads if tid != up.process.pid)

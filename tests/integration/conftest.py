@@ -250,6 +250,9 @@ def _make_primary(env_overrides: dict[str, str]) -> Cloud:
 # middleware (pijobs/local/moto_server.py); in-process, the same guarantee is a lock around the backend.
 _ATOMIC_CALLS = {
     "moto.cloudformation.models:CloudFormationBackend": ("create_stack", "update_stack", "delete_stack"),
+    # The whole DynamoDB request, not only the backend's write: UpdateItem's response deep-copies the item
+    # before the backend call, and another thread's write could change it mid-copy.
+    "moto.dynamodb.responses:DynamoHandler": ("call_action",),
     "moto.dynamodb.models:DynamoDBBackend": (
         "put_item",
         "update_item",
