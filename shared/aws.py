@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
+
+T = TypeVar("T")
 
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
 _lock = threading.Lock()
@@ -38,6 +41,17 @@ def _cached_client(service: str, endpoint: str | None, region: str, signature: s
     with _lock:  # boto3's default session is not thread-safe while it creates clients
         session = boto3.session.Session(region_name=region)
         return session.client(service, endpoint_url=endpoint, config=config)
+
+
+def conditional_write(write: Callable[[], T]) -> T | None:
+    """``write()``, a DynamoDB call with a condition; None when the condition did not hold (the caller decides
+    what that means: lost a race, already done, stale). Any other error is raised."""
+    try:
+        return write()
+    except Exception as exc:
+        if error_code(exc) == "ConditionalCheckFailedException":
+            return None
+        raise
 
 
 def error_code(exc: Exception) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.aws import error_code
+from shared.aws import conditional_write, error_code
 from shared.errors import CapacityFullError
 
 CAPACITY_KEY = {"pk": {"S": "capacity#global"}}
@@ -118,8 +118,8 @@ class CapacityCounter:
         owner = state.get("owner_of", {}).get(job_id)
         if owner is None:
             return False
-        try:
-            self._ddb.update_item(
+        released = conditional_write(
+            lambda: self._ddb.update_item(
                 TableName=self._table,
                 Key=CAPACITY_KEY,
                 UpdateExpression="ADD #active :minus, #owners.#owner :minus REMOVE #holders.#job",
@@ -133,11 +133,8 @@ class CapacityCounter:
                 },
                 ExpressionAttributeValues={":minus": {"N": "-1"}, ":owner": {"S": owner}},
             )
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False  # released meanwhile by someone else
-            raise
-        return True
+        )
+        return released is not None  # else released meanwhile by someone else
 
     # ---- the operator's limit and the reaper's repair ------------------------------------------------
     def set_limit(self, limit: int) -> None:
@@ -183,8 +180,8 @@ class CapacityCounter:
             absent = "attribute_not_exists(#active) OR " if expected_active == 0 else ""
             request["ConditionExpression"] = f"{absent}#active = :expected"
             values[":expected"] = {"N": str(expected_active)}
-        try:
-            self._ddb.update_item(
+        written = conditional_write(
+            lambda: self._ddb.update_item(
                 TableName=self._table,
                 Key=CAPACITY_KEY,
                 UpdateExpression="SET #active = :n, #limit = if_not_exists(#limit, :default), "
@@ -198,11 +195,8 @@ class CapacityCounter:
                 ExpressionAttributeValues=values,
                 **request,
             )
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        )
+        return written is not None
 
     # ---- the admission tick --------------------------------------------------------------------------
     def claim_tick(self, due: float, *, previous: float | None = None, stale_before: float = 0.0) -> bool:
@@ -227,8 +221,8 @@ class CapacityCounter:
     def _conditional(
         self, expression: str, condition: str, names: dict[str, str], values: dict[str, Any]
     ) -> bool:
-        try:
-            self._ddb.update_item(
+        written = conditional_write(
+            lambda: self._ddb.update_item(
                 TableName=self._table,
                 Key=CAPACITY_KEY,
                 UpdateExpression=expression,
@@ -236,11 +230,8 @@ class CapacityCounter:
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        )
+        return written is not None
 
     def _create(self, limit: int) -> None:
         try:

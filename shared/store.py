@@ -9,7 +9,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from shared.aws import error_code
+from shared.aws import conditional_write, error_code
 from shared.errors import (
     IdempotencyConflictError,
     LinkedWriteRefusedError,
@@ -227,8 +227,8 @@ class JobStore:
         if previous is not None:
             values[":previous"] = {"S": previous}
             condition = "#through = :previous"
-        try:
-            self._ddb.update_item(
+        claimed = conditional_write(
+            lambda: self._ddb.update_item(
                 TableName=self._table,
                 Key=METRICS_WATERMARK_KEY,
                 UpdateExpression="SET #through = :until",
@@ -236,11 +236,8 @@ class JobStore:
                 ExpressionAttributeNames={"#through": "through"},
                 ExpressionAttributeValues=values,
             )
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return None
-            raise
-        return previous or start
+        )
+        return None if claimed is None else previous or start
 
     def is_anyone_waiting(self) -> bool:
         return any(
@@ -417,12 +414,10 @@ class JobStore:
         return self._conditional_update(job_id, fields, expected=expected)
 
     def _conditional_update(self, job_id: str, updates: dict[str, Any], *, expected: JobStatus) -> JobRecord:
-        try:
-            response = self._ddb.update_item(**self._update_request(job_id, updates, expected=expected))
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise StaleStatusError(f"job {job_id} is no longer {expected.value}") from exc
-            raise
+        request = self._update_request(job_id, updates, expected=expected)
+        response = conditional_write(lambda: self._ddb.update_item(**request))
+        if response is None:
+            raise StaleStatusError(f"job {job_id} is no longer {expected.value}")
         return JobRecord.from_item(_python_item(response["Attributes"]))
 
     def _update_request(self, job_id: str, updates: dict[str, Any], *, expected: JobStatus) -> dict[str, Any]:

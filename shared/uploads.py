@@ -20,7 +20,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from shared.aws import error_code
+from shared.aws import conditional_write
 from shared.errors import NoSuchUploadError, StaleStatusError
 from shared.inputs import UploadRecord, UploadStatus
 from shared.models import from_dynamo, to_dynamo
@@ -182,8 +182,8 @@ class UploadStore:
             names["#reason"] = "reason"
             values[":reason"] = {"S": reason}
             expression += ", #reason = :reason"
-        try:
-            response = self._ddb.update_item(
+        response = conditional_write(
+            lambda: self._ddb.update_item(
                 TableName=self._table,
                 Key=upload_item_key(upload_id),
                 UpdateExpression=expression,
@@ -192,16 +192,15 @@ class UploadStore:
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise StaleStatusError(f"upload {upload_id} is no longer {current.value}") from exc
-            raise
+        )
+        if response is None:
+            raise StaleStatusError(f"upload {upload_id} is no longer {current.value}")
         return _record(response["Attributes"])
 
     def delete(self, upload_id: str, owner: str) -> UploadRecord:
         """Remove the caller's own upload record (NoSuchUploadError for anyone else's or a missing one)."""
-        try:
-            response = self._ddb.delete_item(
+        response = conditional_write(
+            lambda: self._ddb.delete_item(
                 TableName=self._table,
                 Key=upload_item_key(upload_id),
                 ConditionExpression="#uploader = :owner",
@@ -209,8 +208,7 @@ class UploadStore:
                 ExpressionAttributeValues={":owner": {"S": owner}},
                 ReturnValues="ALL_OLD",
             )
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise NoSuchUploadError(f"no upload {upload_id}") from exc
-            raise
+        )
+        if response is None:
+            raise NoSuchUploadError(f"no upload {upload_id}")
         return _record(response["Attributes"])
