@@ -67,7 +67,7 @@ def page(upload_origin: str) -> Page:
     """The page and its headers, built once (per uploads origin) from the package's files."""
     if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", upload_origin):
         raise ValueError(f"not an origin: {upload_origin!r}")
-    static = resources.files("api_handler") / STATIC
+    static = resources.files("pijobs.api_handler") / STATIC
     template = (static / "console.html").read_text(encoding="utf-8")
     style = (static / "console.css").read_text(encoding="utf-8")
     script = (static / "console.js").read_text(encoding="utf-8")

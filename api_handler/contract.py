@@ -8,12 +8,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
+from pijobs.shared.functions import NAME_PATTERN
+from pijobs.shared.inputs import SHA256_PATTERN, UPLOAD_ID_PATTERN, UploadStatus
+from pijobs.shared.models import AttemptInfo, ErrorInfo
+from pijobs.shared.status import JobStatus
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
-
-from shared.functions import NAME_PATTERN
-from shared.inputs import SHA256_PATTERN, UPLOAD_ID_PATTERN, UploadStatus
-from shared.models import AttemptInfo, ErrorInfo
-from shared.status import JobStatus
 
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 PAGE_LIMIT_RANGE = (1, 100)

@@ -5,18 +5,18 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from api_handler.routes import route_for
-from api_handler.service import ApiServices
-from api_handler.web import error_response, parse_event
-from shared import aws
-from shared.capacity import CapacityCounter
-from shared.errors import PijobsError
-from shared.logs import clear_context, configure_logging, get_logger
-from shared.queue import JobQueue
-from shared.settings import ApiSettings
-from shared.store import JobStore
-from shared.tenants import TenantStore
-from shared.uploads import UploadStore
+from pijobs.api_handler.routes import route_for
+from pijobs.api_handler.service import ApiServices
+from pijobs.api_handler.web import error_response, parse_event
+from pijobs.shared import aws
+from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.errors import PijobsError
+from pijobs.shared.logs import clear_context, configure_logging, get_logger
+from pijobs.shared.queue import JobQueue
+from pijobs.shared.settings import ApiSettings
+from pijobs.shared.store import JobStore
+from pijobs.shared.tenants import TenantStore
+from pijobs.shared.uploads import UploadStore
 
 log = get_logger(__name__)
 

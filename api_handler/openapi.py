@@ -13,14 +13,13 @@ import json
 from importlib import metadata
 from typing import Any
 
+from pijobs.api_handler import contract
+from pijobs.api_handler.routes import OPERATIONS, Operation
+from pijobs.api_handler.service import PI_SHORTHAND
+from pijobs.shared import errors
+from pijobs.shared.functions import ENTRY_POINT_GROUP, Registry, load_registry
+from pijobs.shared.models import JobRequest
 from pydantic import BaseModel
-
-from api_handler import contract
-from api_handler.routes import OPERATIONS, Operation
-from api_handler.service import PI_SHORTHAND
-from shared import errors
-from shared.functions import ENTRY_POINT_GROUP, Registry, load_registry
-from shared.models import JobRequest
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"

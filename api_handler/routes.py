@@ -12,14 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pijobs.api_handler import console, contract, service
+from pijobs.api_handler.service import ApiServices
+from pijobs.api_handler.views import job_links, job_summary, job_view, upload_view
+from pijobs.api_handler.web import Request, json_response, text_response
+from pijobs.shared import errors
+from pijobs.shared.models import isoformat
 from pydantic import BaseModel
-
-from api_handler import console, contract, service
-from api_handler.service import ApiServices
-from api_handler.views import job_links, job_summary, job_view, upload_view
-from api_handler.web import Request, json_response, text_response
-from shared import errors
-from shared.models import isoformat
 
 Handler = Callable[[ApiServices, Request], dict[str, Any]]
 
@@ -127,7 +126,7 @@ def delete_upload(services: ApiServices, request: Request) -> dict[str, Any]:
 
 
 def get_openapi(services: ApiServices, request: Request) -> dict[str, Any]:
-    from api_handler.openapi import document  # it imports this module's table
+    from pijobs.api_handler.openapi import document  # it imports this module's table
 
     return json_response(200, document(services.functions, server_url=request.base_url or None))
 

@@ -11,24 +11,28 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from pijobs.api_handler.contract import (
+    CreateUploadRequest,
+    ListJobsQuery,
+    ListUploadsQuery,
+    PerRunExecuteRequest,
+)
+from pijobs.api_handler.web import validation_error
+from pijobs.shared import errors
+from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.fairshare import next_tag
+from pijobs.shared.functions import BusinessFunction, Registry, catalog_entry, job_deadline
+from pijobs.shared.inputs import UPLOADS_PREFIX, UploadRecord, UploadStatus, pin_inputs, upload_key
+from pijobs.shared.logs import get_logger
+from pijobs.shared.models import JobMessage, JobRecord, JobRequest, isoformat, new_job_id, utcnow
+from pijobs.shared.queue import JobQueue
+from pijobs.shared.settings import ApiSettings
+from pijobs.shared.status import JobStatus
+from pijobs.shared.store import JobStore
+from pijobs.shared.tenants import TenantStore
+from pijobs.shared.uploads import UploadStore, checksum_header
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
-
-from api_handler.contract import CreateUploadRequest, ListJobsQuery, ListUploadsQuery, PerRunExecuteRequest
-from api_handler.web import validation_error
-from shared import errors
-from shared.capacity import CapacityCounter
-from shared.fairshare import next_tag
-from shared.functions import BusinessFunction, Registry, catalog_entry, job_deadline
-from shared.inputs import UPLOADS_PREFIX, UploadRecord, UploadStatus, pin_inputs, upload_key
-from shared.logs import get_logger
-from shared.models import JobMessage, JobRecord, JobRequest, isoformat, new_job_id, utcnow
-from shared.queue import JobQueue
-from shared.settings import ApiSettings
-from shared.status import JobStatus
-from shared.store import JobStore
-from shared.tenants import TenantStore
-from shared.uploads import UploadStore, checksum_header
 
 log = get_logger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from api_handler.contract import JobSummary, JobView, Links, ResultView, UploadView
-from shared.inputs import UploadRecord
-from shared.models import JobRecord, isoformat
+from pijobs.api_handler.contract import JobSummary, JobView, Links, ResultView, UploadView
+from pijobs.shared.inputs import UploadRecord
+from pijobs.shared.models import JobRecord, isoformat
 
 
 def job_links(base_url: str, job_id: str) -> Links:

@@ -7,10 +7,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pijobs.shared import errors
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
-
-from shared import errors
 
 ERROR_STATUS: dict[type[errors.PijobsError], int] = {
     errors.MalformedRequestError: 400,

@@ -54,7 +54,7 @@ def _bits(digits: int) -> int:
 
 
 def _engine(digits: int, path: str) -> None:
-    from worker.pi import compute_pi
+    from pijobs.worker.pi import compute_pi
 
     with open(path, "wb") as out:
         compute_pi(digits, out)
@@ -108,7 +108,7 @@ CHILDREN: dict[str, Callable[[int, str], None]] = {
 
 #: Imported before the clock starts, so that the timings compare computations, not imports.
 IMPORTS = {
-    "engine": "worker.pi",
+    "engine": "pijobs.worker.pi",
     "const_pi": "gmpy2",
     "mpmath": "mpmath",
     "flint-1t": "flint",

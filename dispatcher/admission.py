@@ -14,15 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from shared import errors
-from shared.capacity import CapacityCounter
-from shared.fairshare import WaitingJob, admission_order, next_tag, owner_limit
-from shared.logs import get_logger
-from shared.models import JobMessage, JobRecord, isoformat, utcnow
-from shared.queue import JobQueue
-from shared.status import JobStatus
-from shared.store import JobStore
-from shared.tenants import TenantStore
+from pijobs.shared import errors
+from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.fairshare import WaitingJob, admission_order, next_tag, owner_limit
+from pijobs.shared.logs import get_logger
+from pijobs.shared.models import JobMessage, JobRecord, isoformat, utcnow
+from pijobs.shared.queue import JobQueue
+from pijobs.shared.status import JobStatus
+from pijobs.shared.store import JobStore
+from pijobs.shared.tenants import TenantStore
 
 log = get_logger(__name__)
 

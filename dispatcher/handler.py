@@ -5,18 +5,17 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, TypedDict
 
+from pijobs.dispatcher.service import DispatchServices, dispatch
+from pijobs.shared import aws
+from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.logs import clear_context, configure_logging, get_logger
+from pijobs.shared.models import JobMessage
+from pijobs.shared.queue import JobQueue
+from pijobs.shared.settings import DispatcherSettings
+from pijobs.shared.stacks import StackLauncher
+from pijobs.shared.store import JobStore
+from pijobs.shared.tenants import TenantStore
 from pydantic import ValidationError
-
-from dispatcher.service import DispatchServices, dispatch
-from shared import aws
-from shared.capacity import CapacityCounter
-from shared.logs import clear_context, configure_logging, get_logger
-from shared.models import JobMessage
-from shared.queue import JobQueue
-from shared.settings import DispatcherSettings
-from shared.stacks import StackLauncher
-from shared.store import JobStore
-from shared.tenants import TenantStore
 
 log = get_logger(__name__)
 

@@ -14,17 +14,17 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, TextIO
 
-from dispatcher.admission import Admission, keep_ticking
-from dispatcher.service import retry_or_fail
-from shared import aws, errors, metrics
-from shared.capacity import CapacityCounter
-from shared.logs import bind_job, clear_context, configure_logging, get_logger
-from shared.models import JobMessage, JobRecord, isoformat, utcnow
-from shared.queue import JobQueue
-from shared.settings import ReaperSettings
-from shared.stacks import FAILED_STACK_STATES, StackLauncher, job_id_of, stack_name_for
-from shared.status import JobStatus
-from shared.store import JobStore
+from pijobs.dispatcher.admission import Admission, keep_ticking
+from pijobs.dispatcher.service import retry_or_fail
+from pijobs.shared import aws, errors, metrics
+from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.logs import bind_job, clear_context, configure_logging, get_logger
+from pijobs.shared.models import JobMessage, JobRecord, isoformat, utcnow
+from pijobs.shared.queue import JobQueue
+from pijobs.shared.settings import ReaperSettings
+from pijobs.shared.stacks import FAILED_STACK_STATES, StackLauncher, job_id_of, stack_name_for
+from pijobs.shared.status import JobStatus
+from pijobs.shared.store import JobStore
 
 log = get_logger(__name__)
 

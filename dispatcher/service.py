@@ -6,11 +6,11 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dispatcher.admission import Admission, admit_waiting, keep_ticking, on_tick, park
-from shared import errors
-from shared.attempts import failure_fields, status_after_failure
-from shared.capacity import CapacityCounter
-from shared.functions import (
+from pijobs.dispatcher.admission import Admission, admit_waiting, keep_ticking, on_tick, park
+from pijobs.shared import errors
+from pijobs.shared.attempts import failure_fields, status_after_failure
+from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.functions import (
     TEMPLATE_FILE,
     BusinessFunction,
     Registry,
@@ -18,15 +18,15 @@ from shared.functions import (
     job_deadline,
     job_stack_parameters,
 )
-from shared.inputs import is_owned_key
-from shared.logs import bind_job, get_logger
-from shared.models import JobMessage, JobRecord
-from shared.queue import JobQueue
-from shared.settings import DispatcherSettings, RetrySettings
-from shared.stacks import StackLauncher, stack_name_for
-from shared.status import JobStatus
-from shared.store import JobStore
-from shared.tenants import TenantStore
+from pijobs.shared.inputs import is_owned_key
+from pijobs.shared.logs import bind_job, get_logger
+from pijobs.shared.models import JobMessage, JobRecord
+from pijobs.shared.queue import JobQueue
+from pijobs.shared.settings import DispatcherSettings, RetrySettings
+from pijobs.shared.stacks import StackLauncher, stack_name_for
+from pijobs.shared.status import JobStatus
+from pijobs.shared.store import JobStore
+from pijobs.shared.tenants import TenantStore
 
 log = get_logger(__name__)
 

@@ -23,16 +23,15 @@ from enum import Enum
 from functools import lru_cache
 from typing import Any
 
+from pijobs.dispatcher.handler import BatchItemFailure, PartialBatchResponse
+from pijobs.shared import aws
+from pijobs.shared.errors import StaleStatusError
+from pijobs.shared.inputs import UploadStatus, parse_upload_key
+from pijobs.shared.logs import clear_context, configure_logging, get_logger
+from pijobs.shared.models import isoformat, utcnow
+from pijobs.shared.settings import VerifierSettings
+from pijobs.shared.uploads import Received, UploadStore, digest_of, rejection_reason
 from structlog.contextvars import bind_contextvars
-
-from dispatcher.handler import BatchItemFailure, PartialBatchResponse
-from shared import aws
-from shared.errors import StaleStatusError
-from shared.inputs import UploadStatus, parse_upload_key
-from shared.logs import clear_context, configure_logging, get_logger
-from shared.models import isoformat, utcnow
-from shared.settings import VerifierSettings
-from shared.uploads import Received, UploadStore, digest_of, rejection_reason
 
 log = get_logger(__name__)
 

@@ -65,7 +65,7 @@ def describe_failure(exc: BaseException) -> str:
         named = str(exc.strerror or "")
         return named if "--port" in named else "a port is in use: choose another with --port (0: a free one)"
     if isinstance(exc, ValueError | LookupError | RuntimeError | OSError) or type(exc).__module__.startswith(
-        ("pijobs", "shared")
+        "pijobs"
     ):
         return str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {exc} (pijobs --debug ... shows where)"
@@ -261,7 +261,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:
-    from api_handler.openapi import render, shipped_registry
+    from pijobs.api_handler.openapi import render, shipped_registry
 
     text = render(shipped_registry())
     if args.write is not None:
@@ -280,7 +280,7 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from pijobs.keys import create_api_key, find_usage_plan
-    from shared import aws
+    from pijobs.shared import aws
 
     apigw = aws.client("apigateway")
     usage_plan = args.usage_plan_id or find_usage_plan(apigw)
@@ -296,7 +296,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     import json
 
     from pijobs.keys import find_usage_plan, list_api_keys
-    from shared import aws
+    from pijobs.shared import aws
 
     apigw = aws.client("apigateway")
     keys = list_api_keys(apigw, args.usage_plan_id or find_usage_plan(apigw))
@@ -313,7 +313,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     from pijobs.keys import find_usage_plan, revoke_api_key
-    from shared import aws
+    from pijobs.shared import aws
 
     apigw = aws.client("apigateway")
     revoke_api_key(apigw, args.usage_plan_id or find_usage_plan(apigw), args.key_id)

@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.functions import (
+from pijobs.shared.functions import (
     ENTRY_POINT_GROUP,
     TEMPLATE_FILE,
     WORKER_FILE,
@@ -67,9 +67,12 @@ PRIMARY_TEMPLATE = "primary.yaml"
 TEMPLATE_PREFIX = "templates/"
 CAPABILITIES = ["CAPABILITY_IAM"]
 MANIFEST_KEY = "pijobs/manifest.json"
-LAMBDA_PACKAGES = ("shared", "api_handler", "dispatcher")
+LAMBDA_PACKAGES = ("pijobs.shared", "pijobs.api_handler", "pijobs.dispatcher")
 LAMBDA_REQUIREMENTS = ("pydantic>=2.6", "structlog>=24.1")  # boto3 comes with the Lambda runtime
-WORKER_PACKAGES = ("shared", "worker")  # the generic worker runtime; each function adds its own package
+WORKER_PACKAGES = (
+    "pijobs.shared",
+    "pijobs.worker",
+)  # the generic worker runtime; each function adds its own package
 WORKER_REQUIREMENTS = ("pydantic>=2.6", "structlog>=24.1", "boto3>=1.34")  # each function adds its own
 # The entry points of the packaged functions, for importlib.metadata in a zip that pip did not install.
 REGISTRY_DIST_INFO = "pijobs_functions-0.dist-info"
@@ -317,7 +320,7 @@ def write_registry(functions: Iterable[BusinessFunction], target: Path) -> None:
 
 
 def function_package(function: BusinessFunction) -> str:
-    """The package holding a function's module and template (``worker.pi``, ``pijobs_wordcount``)."""
+    """The package holding a function's module and template (``pijobs.worker.pi``, ``pijobs_wordcount``)."""
     module = sys.modules[type(function).__module__]
     return module.__name__ if hasattr(module, "__path__") else module.__name__.rpartition(".")[0]
 

@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from typing import Any, TextIO, TypedDict
 
 from pijobs.customer import stdout_console
-from shared import aws
-from shared.status import JobStatus
+from pijobs.shared import aws
+from pijobs.shared.status import JobStatus
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -160,7 +160,7 @@ def _interval(text: str) -> float:
 
 
 def _weight(text: str) -> float:
-    from shared.fairshare import WEIGHT_RANGE
+    from pijobs.shared.fairshare import WEIGHT_RANGE
 
     try:
         value = float(text)
@@ -232,7 +232,7 @@ def cmd_ops_tenants(args: argparse.Namespace) -> int:
 
 
 def cmd_ops_tenant(args: argparse.Namespace) -> int:
-    from shared.tenants import TenantStore
+    from pijobs.shared.tenants import TenantStore
 
     if args.weight is None and args.max_active is None and not args.default_cap:
         raise OpsUsageError("nothing to change: give --weight, --max-active or --default-cap")
@@ -258,9 +258,9 @@ def tenant_rows(
     every tenant with a setting scans the table, which is fine for ``ops tenants``, not for a redraw every
     few seconds.
     """
-    from shared.fairshare import TenantPolicy, owner_limit
-    from shared.store import JobStore
-    from shared.tenants import TenantStore
+    from pijobs.shared.fairshare import TenantPolicy, owner_limit
+    from pijobs.shared.store import JobStore
+    from pijobs.shared.tenants import TenantStore
 
     ddb = aws.client("dynamodb")
     tenants = TenantStore(ddb, resources.table_name)
@@ -404,7 +404,7 @@ def live_jobs_by_state(statuses: Iterable[str]) -> dict[str, int]:
 def gather_status(resources: StackResources, *, waiting: dict[str, int] | None = None) -> dict[str, Any]:
     """Queues, live jobs by state, capacity, jobs waiting for a slot and the mapping (``ops status --json``);
     ``waiting`` as in ``tenant_rows``."""
-    from shared.store import JobStore
+    from pijobs.shared.store import JobStore
 
     sqs, ddb, lam = aws.client("sqs"), aws.client("dynamodb"), aws.client("lambda")
     store = JobStore(ddb, resources.table_name)
@@ -467,7 +467,7 @@ def check_batch_window(batch_size: int | None, mapping: dict[str, Any]) -> None:
 
 
 def _capacity(resources: StackResources) -> Any:
-    from shared.capacity import CapacityCounter
+    from pijobs.shared.capacity import CapacityCounter
 
     return CapacityCounter(
         aws.client("dynamodb"), resources.table_name, default_limit=resources.max_active_stacks_default

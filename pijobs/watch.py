@@ -13,9 +13,9 @@ from typing import Any
 
 from pijobs import ops
 from pijobs.customer import stdout_console
-from shared import aws
-from shared.models import isoformat, utcnow
-from shared.status import TERMINAL_STATES
+from pijobs.shared import aws
+from pijobs.shared.models import isoformat, utcnow
+from pijobs.shared.status import TERMINAL_STATES
 
 FINAL_STATES = tuple(sorted(TERMINAL_STATES))
 COMPLETION_BUCKETS = 30  # the sparkline: completions per minute over the last half hour
@@ -135,7 +135,7 @@ def watch_status(
     from rich.live import Live
 
     from pijobs.cli import describe_failure
-    from shared.store import JobStore
+    from pijobs.shared.store import JobStore
 
     store = JobStore(aws.client("dynamodb"), resources.table_name)
     history = CompletionHistory(store.finished_between)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.models import isoformat, utcnow
-from shared.status import JobStatus
-from shared.store import Append
+from pijobs.shared.models import isoformat, utcnow
+from pijobs.shared.status import JobStatus
+from pijobs.shared.store import Append
 
 INFRASTRUCTURE_MESSAGES = {
     "stack_create_failed": "the job's infrastructure could not be created",

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.aws import conditional_write, error_code
-from shared.errors import CapacityFullError
+from pijobs.shared.aws import conditional_write, error_code
+from pijobs.shared.errors import CapacityFullError
 
 CAPACITY_KEY = {"pk": {"S": "capacity#global"}}
 _EMPTY_MAP: dict[str, Any] = {"M": {}}

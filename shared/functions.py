@@ -19,10 +19,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pijobs.shared import errors
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
-
-from shared import errors
 
 ENTRY_POINT_GROUP = "pijobs.functions"
 NAME_PATTERN = re.compile(r"[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?")
@@ -135,8 +134,9 @@ class BusinessFunction(ABC):
     instance_types: ClassVar[tuple[str, ...]]  # the allow-list ``instance_type`` chooses from
     stack_parameter_names: ClassVar[tuple[str, ...]] = ()  # the template parameters a job may set
     requirements: ClassVar[tuple[str, ...]] = ()  # what the worker needs installed besides pijobs' own
-    # True: the request model has an ``inputs`` field of type ``shared.inputs.Inputs`` ({name: upload_id}),
-    # which the API pins at submit and the worker downloads before ``run`` (``RunContext.inputs``).
+    # True: the request model has an ``inputs`` field of type ``pijobs.shared.inputs.Inputs``
+    # ({name: upload_id}), which the API pins at submit and the worker downloads before ``run``
+    # (``RunContext.inputs``).
     accepts_inputs: ClassVar[bool] = False
 
     def check(self, params: Any, limits: Any) -> list[tuple[str, str]]:
@@ -302,7 +302,9 @@ def check_function(function: BusinessFunction, where: str) -> None:
     if getattr(function, "accepts_inputs", False) and "inputs" not in getattr(
         function.request_model, "model_fields", {}
     ):
-        problems.append("accepts_inputs needs an 'inputs' field (shared.inputs.Inputs) in request_model")
+        problems.append(
+            "accepts_inputs needs an 'inputs' field (pijobs.shared.inputs.Inputs) in request_model"
+        )
     reserved = sorted(set(function.stack_parameter_names) & set(PLATFORM_PARAMETERS))
     if reserved:
         problems.append(f"stack_parameter_names may not include the platform's {reserved}")

@@ -16,9 +16,8 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated
 
+from pijobs.shared import errors
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-
-from shared import errors
 
 UPLOADS_PREFIX = "uploads/"
 MAX_INPUTS = 8

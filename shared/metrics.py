@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
-from shared.status import TERMINAL_STATES, JobStatus
+from pijobs.shared.status import TERMINAL_STATES, JobStatus
 
 NAMESPACE = "pijobs"
 STACK_DIMENSION = "Stack"  # the primary stack's name: two deployments in one account never mix

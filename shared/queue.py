@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.models import JobMessage
+from pijobs.shared.models import JobMessage
 
 
 class JobQueue:

@@ -16,9 +16,8 @@ from typing import TypeVar
 
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from botocore.exceptions import HTTPClientError
-
-from shared.aws import error_code
-from shared.logs import get_logger
+from pijobs.shared.aws import error_code
+from pijobs.shared.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -7,10 +7,9 @@ import os
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
+from pijobs.shared.functions import Registry, load_registry, parse_enabled
+from pijobs.shared.retry import Backoff
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from shared.functions import Registry, load_registry, parse_enabled
-from shared.retry import Backoff
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 SettingsT = TypeVar("SettingsT", bound="_EnvSettings")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.aws import error_code
+from pijobs.shared.aws import error_code
 
 STACK_PREFIX = "pijob-"
 FAILED_STACK_STATES = frozenset(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from shared.errors import InvalidTransitionError
+from pijobs.shared.errors import InvalidTransitionError
 
 
 class JobStatus(str, Enum):

@@ -8,18 +8,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
-from shared.aws import conditional_write, error_code
-from shared.errors import (
+from pijobs.shared.aws import conditional_write, error_code
+from pijobs.shared.errors import (
     IdempotencyConflictError,
     LinkedWriteRefusedError,
     NoSuchJobError,
     StaleStatusError,
     ValidationError,
 )
-from shared.fairshare import INDEX_SHARDS, WaitingJob, shard_of
-from shared.models import JobRecord, isoformat, job_key, to_dynamo, utcnow
-from shared.status import JobStatus, ensure_transition
+from pijobs.shared.fairshare import INDEX_SHARDS, WaitingJob, shard_of
+from pijobs.shared.models import JobRecord, isoformat, job_key, to_dynamo, utcnow
+from pijobs.shared.status import JobStatus, ensure_transition
 
 OWNER_INDEX = "owner-created-index"
 # Sparse indexes (docs/scheduling.md): an item is in one only while it has the index's key attributes.

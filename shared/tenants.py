@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.fairshare import DEFAULT_WEIGHT, WEIGHT_RANGE, TenantPolicy
+from pijobs.shared.fairshare import DEFAULT_WEIGHT, WEIGHT_RANGE, TenantPolicy
 
 TENANT_PREFIX = "tenant#"
 

@@ -1,7 +1,7 @@
 """Customer uploads: their records in the jobs table and the checks that make one AVAILABLE.
 
-An upload is one object under its owner's prefix (``shared.inputs.upload_key``), sent by the customer with a
-presigned POST, and one item ``pk = upload#<upload_id>`` in the jobs table. The item names its owner in
+An upload is one object under its owner's prefix (``pijobs.shared.inputs.upload_key``), sent by the customer
+with a presigned POST, and one item ``pk = upload#<upload_id>`` in the jobs table. The item names its owner in
 ``uploader``, not ``owner``: the jobs' owner index (``owner`` + ``created_at``) must not list uploads, which
 have their own sparse index (``uploader`` + ``created_at``). Its ``expires_at`` is the table's TTL attribute.
 
@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
-from shared.aws import conditional_write
-from shared.errors import NoSuchUploadError, StaleStatusError
-from shared.inputs import UploadRecord, UploadStatus
-from shared.models import from_dynamo, to_dynamo
-from shared.store import decode_token, encode_token
+from pijobs.shared.aws import conditional_write
+from pijobs.shared.errors import NoSuchUploadError, StaleStatusError
+from pijobs.shared.inputs import UploadRecord, UploadStatus
+from pijobs.shared.models import from_dynamo, to_dynamo
+from pijobs.shared.store import decode_token, encode_token
 
 UPLOAD_ITEM_PREFIX = "upload#"
 UPLOADS_INDEX = "uploads-index"

@@ -15,11 +15,11 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from shared import errors
-from shared.inputs import PinnedInput
-from shared.logs import get_logger
-from shared.models import JobRecord
-from shared.retry import Backoff
+from pijobs.shared import errors
+from pijobs.shared.inputs import PinnedInput
+from pijobs.shared.logs import get_logger
+from pijobs.shared.models import JobRecord
+from pijobs.shared.retry import Backoff
 
 log = get_logger(__name__)
 
@@ -90,7 +90,7 @@ def _url_names_key(url: str, key: str) -> bool:
 
 
 def _check(name: str, pin: PinnedInput, path: Path, received: tuple[int, str] | None) -> None:
-    from worker.job import file_digest
+    from pijobs.worker.job import file_digest
 
     size, sha256 = received if received is not None else file_digest(path)
     if (size, sha256) != (pin.bytes, pin.sha256):

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared import aws, errors
-from shared.attempts import failure_fields, status_after_failure
-from shared.capacity import CapacityCounter
-from shared.functions import (
+from pijobs.shared import aws, errors
+from pijobs.shared.attempts import failure_fields, status_after_failure
+from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.functions import (
     FILENAME_PATTERN,
     METADATA_MAX_BYTES,
     BusinessFunction,
@@ -40,13 +40,13 @@ from shared.functions import (
     installed_functions,
     result_key,
 )
-from shared.logs import bind_job, configure_logging, get_logger
-from shared.models import JobRecord, ResultInfo, isoformat, utcnow
-from shared.settings import WorkerSettings
-from shared.stacks import StackLauncher
-from shared.status import JobStatus
-from shared.store import JobStore, park_fields
-from worker.inputs import Fetch, download_inputs, fetch_url
+from pijobs.shared.logs import bind_job, configure_logging, get_logger
+from pijobs.shared.models import JobRecord, ResultInfo, isoformat, utcnow
+from pijobs.shared.settings import WorkerSettings
+from pijobs.shared.stacks import StackLauncher
+from pijobs.shared.status import JobStatus
+from pijobs.shared.store import JobStore, park_fields
+from pijobs.worker.inputs import Fetch, download_inputs, fetch_url
 
 log = get_logger(__name__)
 

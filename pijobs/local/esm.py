@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from pijobs.local.lambda_context import LambdaContext
-from shared.logs import clear_context
+from pijobs.shared.logs import clear_context
 
 log = structlog.get_logger(__name__)
 

@@ -50,7 +50,7 @@ class _Replies:
 
 def _warm(clients: list[str], functions: list[str]) -> None:
     if clients:
-        from shared import aws
+        from pijobs.shared import aws
 
         for service in clients:
             aws.client(service)
@@ -111,7 +111,9 @@ def serve(module: ModuleType, requests: IO[bytes], replies: _Replies) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pijobs.local.forkserver", description=__doc__)
-    parser.add_argument("module", help="the module whose main(argv) each copy runs, e.g. worker.__main__")
+    parser.add_argument(
+        "module", help="the module whose main(argv) each copy runs, e.g. pijobs.worker.__main__"
+    )
     parser.add_argument("--clients", default="", help="comma-separated AWS clients to make beforehand")
     parser.add_argument("--warm", action="append", default=[], help="module:function to call beforehand")
     args = parser.parse_args(argv)

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
 
-from api_handler.routes import KEYLESS, ROUTES
+from pijobs.api_handler.routes import KEYLESS, ROUTES
 from pijobs.local.lambda_context import LambdaContext
 
 log = structlog.get_logger(__name__)

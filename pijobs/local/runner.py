@@ -1,9 +1,9 @@
 """Runs the worker of each EC2 instance that a business-function stack launched, as its UserData would.
 
 moto creates instances but runs nothing on them. The runner watches moto's EC2 for live instances tagged
-``JobId`` and starts, once per instance, ``python -m worker --job-id <JobId>`` with the stack's table and
-bucket in its environment. When the instance is terminated (or stopped, or vanishes) while its worker still
-runs, the worker's whole process group gets SIGTERM, then SIGKILL, as a machine going away would.
+``JobId`` and starts, once per instance, ``python -m pijobs.worker --job-id <JobId>`` with the stack's
+table and bucket in its environment. When the instance is terminated (or stopped, or vanishes) while its
+worker still runs, the worker's whole process group gets SIGTERM, then SIGKILL, as a machine going away would.
 
 The runner looks again as soon as it is woken (``wake()``: the local stack calls it on each CreateStack,
 DeleteStack, RunInstances or TerminateInstances moto answers) and otherwise every ``poll_interval`` seconds.
@@ -42,9 +42,9 @@ KILL_GRACE_S = 3.0
 _LIVE_STATES = ["pending", "running"]
 _STOP_JOIN_TIMEOUT_S = 10.0
 _FORK_REPLY_TIMEOUT_S = 30.0  # the server answers once it has warmed up, a few seconds at worst
-WORKER_MODULE = "worker.__main__"
+WORKER_MODULE = "pijobs.worker.__main__"
 WORKER_CLIENTS = "dynamodb,s3,cloudformation"
-WORKER_WARM = "shared.functions:installed_functions"
+WORKER_WARM = "pijobs.shared.functions:installed_functions"
 
 
 class Process(Protocol):
@@ -364,7 +364,7 @@ class InstanceRunner:
                 return server.spawn(argv, env, log_path)
             except OSError as exc:  # a cold interpreter still runs it
                 log.warning("worker_fork_failed", instance_id=instance_id, error=repr(exc))
-        command = [self._python, "-m", "worker", *argv]
+        command = [self._python, "-m", "pijobs.worker", *argv]
         output: IO[bytes] | int = subprocess.DEVNULL
         if self._log_dir is not None:
             output = (self._log_dir / f"{instance_id}.log").open("ab")

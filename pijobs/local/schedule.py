@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pijobs.local.lambda_context import LambdaContext
-from shared.logs import get_logger
+from pijobs.shared.logs import get_logger
 
 log = get_logger(__name__)
 

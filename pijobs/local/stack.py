@@ -18,8 +18,8 @@ from typing import Any
 
 import boto3
 
-from shared.functions import installed_functions
-from shared.logs import configure_logging, get_logger
+from pijobs.shared.functions import installed_functions
+from pijobs.shared.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
 
@@ -403,7 +403,7 @@ class LocalStack:
         return {**env, **self.config.extra_env}
 
     def _set_capacity(self) -> None:
-        from shared.capacity import CapacityCounter
+        from pijobs.shared.capacity import CapacityCounter
 
         counter = CapacityCounter(
             self.client("dynamodb"), self.outputs["TableName"], default_limit=self.config.max_active_stacks
@@ -411,10 +411,9 @@ class LocalStack:
         counter.set_limit(self.config.max_active_stacks)
 
     def _start_standins(self) -> None:
-        import api_handler.handler
-        import dispatcher.handler
-        import dispatcher.reaper
-        import dispatcher.verifier
+        from pijobs.api_handler import handler as api_handler
+        from pijobs.dispatcher import handler as dispatcher
+        from pijobs.dispatcher import reaper, verifier
         from pijobs.local.esm import LocalEventSourceMapping
         from pijobs.local.gateway import LocalGateway
         from pijobs.local.runner import InstanceRunner
@@ -422,7 +421,7 @@ class LocalStack:
         from pijobs.ops import esm_settings
 
         self._gateway = LocalGateway(
-            api_handler.handler.lambda_handler,
+            api_handler.lambda_handler,
             self.client("apigateway"),
             self.outputs["UsagePlanId"],
             port=self.config.api_port,
@@ -431,7 +430,7 @@ class LocalStack:
         self._esm = LocalEventSourceMapping(
             lambda: self.client("sqs"),
             self.outputs["QueueUrl"],
-            dispatcher.handler.lambda_handler,
+            dispatcher.lambda_handler,
             batch_size=self.config.batch_size,
             maximum_concurrency=self.config.maximum_concurrency,
             settings_provider=lambda: esm_settings(lam, mapping_id),  # `pijobs ops set` applies live
@@ -440,7 +439,7 @@ class LocalStack:
         self._verifier_esm = LocalEventSourceMapping(
             lambda: self.client("sqs"),
             self.outputs["UploadsQueueUrl"],
-            dispatcher.verifier.lambda_handler,
+            verifier.lambda_handler,
             batch_size=1,
             maximum_concurrency=2,
             function_name="verifier",
@@ -448,7 +447,7 @@ class LocalStack:
             woken=True,
         ).start()
         self._reaper = LocalSchedule(
-            dispatcher.reaper.lambda_handler, interval=self.config.reaper_interval, name="reaper"
+            reaper.lambda_handler, interval=self.config.reaper_interval, name="reaper"
         ).start()
         worker_env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("PIJOBS_")},
@@ -497,14 +496,13 @@ class LocalStack:
 
     @staticmethod
     def _reset_handler_caches() -> None:
-        import api_handler.handler
-        import dispatcher.handler
-        import dispatcher.reaper
-        import dispatcher.verifier
-        from shared import aws
+        from pijobs.api_handler import handler as api_handler
+        from pijobs.dispatcher import handler as dispatcher
+        from pijobs.dispatcher import reaper, verifier
+        from pijobs.shared import aws
 
-        api_handler.handler.services.cache_clear()
-        dispatcher.handler.services.cache_clear()
-        dispatcher.reaper.services.cache_clear()
-        dispatcher.verifier.services.cache_clear()
+        api_handler.services.cache_clear()
+        dispatcher.services.cache_clear()
+        reaper.services.cache_clear()
+        verifier.services.cache_clear()
         aws._cached_client.cache_clear()

@@ -31,7 +31,7 @@ def _parents() -> dict[int, int]:
 
 
 def _worker_processes(root: int) -> list[int]:
-    """The descendants of ``root`` that run the worker: exec'd (``-m worker``) or forked from a warm
+    """The descendants of ``root`` that run the worker: exec'd (``-m pijobs.worker``) or forked from a warm
     interpreter of it (their command line is the fork server's)."""
     parents = _parents()
     found, todo = [], [root]

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.store import JobStore
 
 from pijobs.local.stack import LocalStack
-from shared.capacity import CapacityCounter
-from shared.store import JobStore
 from tests.e2e.test_http import Client
 
 pytestmark = pytest.mark.e2e

@@ -2,8 +2,8 @@
 fetches it over HTTP from the local S3, checks it, runs DuckDB and stores the result, which downloads.
 
 The test puts the input in S3 itself and writes the job with its pinned input the way POST /jobs does
-(``shared.inputs.pin_inputs``), to make inputs the verifier never saw; everything after that is the real
-pipeline. tests/e2e/test_uploads.py goes through POST /uploads.
+(``pijobs.shared.inputs.pin_inputs``), to make inputs the verifier never saw; everything after that is the
+real pipeline. tests/e2e/test_uploads.py goes through POST /uploads.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import json
 
 import pytest
 import requests
+from pijobs.shared.inputs import UploadRecord, UploadStatus, pin_inputs, upload_key
+from pijobs.shared.models import JobMessage, JobRecord, isoformat, new_job_id, utcnow
+from pijobs.shared.queue import JobQueue
+from pijobs.shared.status import JobStatus
+from pijobs.shared.store import JobStore
+from pijobs.shared.uploads import UploadStore
 
 from pijobs.local.stack import LocalStack
-from shared.inputs import UploadRecord, UploadStatus, pin_inputs, upload_key
-from shared.models import JobMessage, JobRecord, isoformat, new_job_id, utcnow
-from shared.queue import JobQueue
-from shared.status import JobStatus
-from shared.store import JobStore
-from shared.uploads import UploadStore
 from tests.e2e.test_http import Client
 
 pytestmark = pytest.mark.e2e

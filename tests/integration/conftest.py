@@ -14,21 +14,21 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from pijobs.api_handler import handler as api_handler
+from pijobs.dispatcher import handler as dispatcher
+from pijobs.dispatcher import verifier
+from pijobs.shared import aws
+from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.functions import installed_functions
+from pijobs.shared.models import JobRecord
+from pijobs.shared.settings import WorkerSettings
+from pijobs.shared.stacks import stack_name_for
+from pijobs.shared.store import JobStore
+from pijobs.worker.job import WorkerServices, build_services, run_job
 
-import api_handler.handler
-import dispatcher.handler
-import dispatcher.verifier
 from pijobs.deploy import upload_function_templates
 from pijobs.local.cfn import load_template, resources_of_type
 from pijobs.local.gateway import DEFAULT_ROUTES, compile_route, match_route
-from shared import aws
-from shared.capacity import CapacityCounter
-from shared.functions import installed_functions
-from shared.models import JobRecord
-from shared.settings import WorkerSettings
-from shared.stacks import stack_name_for
-from shared.store import JobStore
-from worker.job import WorkerServices, build_services, run_job
 
 ROOT = Path(__file__).resolve().parents[2]
 PRIMARY_TEMPLATE = ROOT / "infra" / "primary.yaml"
@@ -97,7 +97,7 @@ class Cloud:
                 "identity": {"apiKeyId": key_id},
             },
         }
-        response = api_handler.handler.lambda_handler(event, None)
+        response = api_handler.lambda_handler(event, None)
         return response["statusCode"], json.loads(response["body"]), response["headers"]
 
     def submit(self, digits: int = 50, **extra: Any) -> str:
@@ -125,7 +125,7 @@ class Cloud:
 
     def dispatch(self, records: list[dict[str, Any]]) -> list[str]:
         """Call the dispatcher like the event source mapping: delete what succeeded, return failures."""
-        result = dispatcher.handler.lambda_handler({"Records": records}, None)
+        result = dispatcher.lambda_handler({"Records": records}, None)
         failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
         for record in records:
             if record["messageId"] not in failed:
@@ -283,9 +283,9 @@ def _locked(method: Any, lock: threading.RLock) -> Any:
 
 
 def _clear_caches() -> None:
-    api_handler.handler.services.cache_clear()
-    dispatcher.handler.services.cache_clear()
-    dispatcher.verifier.services.cache_clear()
+    api_handler.services.cache_clear()
+    dispatcher.services.cache_clear()
+    verifier.services.cache_clear()
     aws._cached_client.cache_clear()
 
 

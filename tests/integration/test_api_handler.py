@@ -145,9 +145,9 @@ def test_queue_failure_is_503_and_the_job_is_not_left_queued(
     cloud: Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PIJOBS_QUEUE_URL", cloud.queue_url + "-missing")
-    import api_handler.handler
+    import pijobs.api_handler.handler
 
-    api_handler.handler.services.cache_clear()
+    pijobs.api_handler.handler.services.cache_clear()
 
     status, body, _ = cloud.api("POST", "/jobs", {"digits": 10}, headers={"Idempotency-Key": "k1"})
 

@@ -16,11 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from pijobs.shared.store import JobStore
 
 from pijobs import cli
 from pijobs.local.stack import LocalConfig, LocalStack
 from pijobs.ops import esm_settings
-from shared.store import JobStore
 
 pytestmark = [
     pytest.mark.e2e,

@@ -12,9 +12,9 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
+import pijobs.api_handler.handler
 import pytest
 
-import api_handler.handler
 from tests.integration.conftest import Cloud
 
 
@@ -30,7 +30,7 @@ def _call(method: str, *, key_id: str | None = None, query: dict[str, str] | Non
         "isBase64Encoded": False,
         "requestContext": {"requestId": str(uuid.uuid4()), "stage": "test", "identity": {"apiKeyId": key_id}},
     }
-    return api_handler.handler.lambda_handler(event, None)
+    return pijobs.api_handler.handler.lambda_handler(event, None)
 
 
 def _sha256(text: str) -> str:

@@ -7,10 +7,10 @@ import sys
 import threading
 import time
 
+import pijobs.dispatcher.handler
 import pytest
+from pijobs.shared.stacks import job_id_of
 
-import dispatcher.handler
-from shared.stacks import job_id_of
 from tests.integration.conftest import Cloud
 
 
@@ -37,7 +37,9 @@ def test_duplicate_delivery_creates_exactly_one_stack(cloud: Cloud) -> None:
     duplicate = {**record, "messageId": "dup-1"}
 
     assert cloud.dispatch([record]) == []
-    assert dispatcher.handler.lambda_handler({"Records": [duplicate]}, None) == {"batchItemFailures": []}
+    assert pijobs.dispatcher.handler.lambda_handler({"Records": [duplicate]}, None) == {
+        "batchItemFailures": []
+    }
 
     assert [s["StackName"] for s in cloud.live_stacks()] == [f"pijob-{job_id}-1"]
     assert cloud.capacity().state()["active"] == 1  # type: ignore[index]
@@ -52,7 +54,7 @@ def test_concurrent_duplicate_delivery_creates_exactly_one_stack(cloud: Cloud) -
     def deliver(n: int) -> None:
         barrier.wait()
         results.append(
-            dispatcher.handler.lambda_handler({"Records": [{**record, "messageId": f"m{n}"}]}, None)
+            pijobs.dispatcher.handler.lambda_handler({"Records": [{**record, "messageId": f"m{n}"}]}, None)
         )
 
     threads = [threading.Thread(target=deliver, args=(n,)) for n in range(6)]
@@ -126,7 +128,7 @@ def test_bad_or_orphan_messages_are_reported_not_raised(cloud: Cloud, body: str)
     records = cloud.receive()
     bad = {"messageId": "bad-1", "receiptHandle": "r", "body": body}
 
-    response = dispatcher.handler.lambda_handler({"Records": [bad, *records]}, None)
+    response = pijobs.dispatcher.handler.lambda_handler({"Records": [bad, *records]}, None)
 
     assert response == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
     assert cloud.job(good).status.value == "PROVISIONING"
@@ -149,7 +151,7 @@ def test_stack_creation_failure_is_retried_then_fails_with_nothing_left(
 ) -> None:
     monkeypatch.setenv("PIJOBS_ARTIFACTS_URL", "https://pijobs-missing.s3.amazonaws.com/")
     monkeypatch.setenv("PIJOBS_RETRY_BASE_SECONDS", "0")
-    dispatcher.handler.services.cache_clear()
+    pijobs.dispatcher.handler.services.cache_clear()
     job_id = cloud.submit()
 
     seen = []

@@ -6,13 +6,13 @@ import sys
 import threading
 from typing import Any
 
+import pijobs.dispatcher.handler
+import pijobs.dispatcher.reaper
 import pytest
+from pijobs.shared import aws
+from pijobs.shared.status import JobStatus
+from pijobs.shared.tenants import TenantStore
 
-import dispatcher.handler
-import dispatcher.reaper
-from shared import aws
-from shared.status import JobStatus
-from shared.tenants import TenantStore
 from tests.integration.conftest import Cloud
 
 
@@ -46,7 +46,7 @@ def test_concurrent_dispatch_never_gives_a_slot_without_its_transition(cloud: Cl
 
     def deliver(record: dict[str, Any]) -> None:
         barrier.wait()
-        dispatcher.handler.lambda_handler({"Records": [record]}, None)
+        pijobs.dispatcher.handler.lambda_handler({"Records": [record]}, None)
 
     threads = [threading.Thread(target=deliver, args=(record,)) for record in records]
     previous = sys.getswitchinterval()
@@ -130,7 +130,7 @@ def test_a_cancelled_waiting_job_leaves_both_indexes(cloud: Cloud) -> None:
 
 
 def test_the_reaper_reads_live_jobs_through_the_index_and_never_scans(cloud: Cloud) -> None:
-    dispatcher.reaper.services.cache_clear()
+    pijobs.dispatcher.reaper.services.cache_clear()
     done, live = _submit(cloud, "key-a", 2)
     assert cloud.dispatch(cloud.receive()) == []
     assert cloud.run_worker(done) == 0
@@ -138,7 +138,7 @@ def test_the_reaper_reads_live_jobs_through_the_index_and_never_scans(cloud: Clo
     client = aws.client("dynamodb")
     client.meta.events.register("before-call.dynamodb.Scan", lambda **kwargs: scans.append("Scan"))
 
-    result = dispatcher.reaper.reap(dispatcher.reaper.services())
+    result = pijobs.dispatcher.reaper.reap(pijobs.dispatcher.reaper.services())
 
     assert scans == []
     assert result["live"] == 1  # the finished job is not read at all
@@ -149,7 +149,7 @@ def test_a_job_is_admitted_and_ticked_for_even_before_the_waiting_index_shows_it
     cloud: Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On AWS a GSI lags its table by a moment: the job a call just parked must not wait for the index."""
-    from shared.store import JobStore
+    from pijobs.shared.store import JobStore
 
     monkeypatch.setattr(JobStore, "waiting_jobs", lambda self, **kwargs: [])
     monkeypatch.setattr(JobStore, "is_anyone_waiting", lambda self: False)

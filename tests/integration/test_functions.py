@@ -3,11 +3,11 @@ dispatcher keeping each job on its function's version."""
 
 from __future__ import annotations
 
+import pijobs.dispatcher.handler
 import pytest
+from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions
 
-import dispatcher.handler
 from pijobs.deploy import put_function_artifact
-from shared.functions import TEMPLATE_FILE, artifact_key, installed_functions
 from tests.integration.conftest import Cloud
 
 ONLY_PI = [{"PIJOBS_ENABLED_FUNCTIONS": "pi"}]
@@ -67,7 +67,7 @@ def test_a_job_whose_function_was_disabled_since_fails_plainly(
 ) -> None:
     job_id = cloud.api("POST", "/jobs", {"function": "word-count", "params": {"text": "a b"}})[1]["job_id"]
     monkeypatch.setenv("PIJOBS_ENABLED_FUNCTIONS", "pi")
-    dispatcher.handler.services.cache_clear()
+    pijobs.dispatcher.handler.services.cache_clear()
 
     assert cloud.dispatch(cloud.receive()) == []  # handled: not retried, not dead-lettered
 

@@ -11,11 +11,11 @@ import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
 
+import pijobs.api_handler.handler  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from pijobs.api_handler.routes import OPERATIONS  # noqa: E402
 
-import api_handler.handler  # noqa: E402
-from api_handler.routes import OPERATIONS  # noqa: E402
 from pijobs.local.gateway import DEFAULT_ROUTES, compile_route, match_route  # noqa: E402
 from tests.integration.conftest import Cloud  # noqa: E402
 
@@ -104,7 +104,7 @@ def _event(
 def test_no_request_gets_a_server_error_or_a_leak(
     cloud: Cloud, method: str, path: str, body: str | None, head: dict[str, str], query: Any, key: str
 ) -> None:
-    response = api_handler.handler.lambda_handler(_event(method, path, body, head, query, key), None)
+    response = pijobs.api_handler.handler.lambda_handler(_event(method, path, body, head, query, key), None)
 
     status, text = response["statusCode"], response["body"]
     assert status < 500, text

@@ -6,9 +6,9 @@ import base64
 import json
 from typing import Any
 
+import pijobs.api_handler.handler
 import pytest
 
-import api_handler.handler
 from tests.integration.conftest import Cloud
 
 DEEP = "[" * 10_000 + "]" * 10_000
@@ -115,7 +115,7 @@ def test_a_body_not_declared_as_json_is_415(cloud: Cloud, content_type: str | No
         "isBase64Encoded": False,
         "requestContext": {"requestId": "r", "stage": "test", "identity": {"apiKeyId": "key-a"}},
     }
-    response = api_handler.handler.lambda_handler(event, None)
+    response = pijobs.api_handler.handler.lambda_handler(event, None)
     _assert_clear_error(response["statusCode"], json.loads(response["body"]), 415, "Content-Type")
     assert cloud.api("GET", "/jobs")[1]["jobs"] == []  # nothing was submitted
 
@@ -130,7 +130,7 @@ def test_invalid_utf8_is_400_not_silently_replaced(cloud: Cloud) -> None:
         "isBase64Encoded": True,
         "requestContext": {"requestId": "r", "stage": "test", "identity": {"apiKeyId": "key-a"}},
     }
-    response = api_handler.handler.lambda_handler(event, None)
+    response = pijobs.api_handler.handler.lambda_handler(event, None)
     _assert_clear_error(response["statusCode"], json.loads(response["body"]), 400, "body")
 
 

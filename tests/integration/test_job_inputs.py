@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from pijobs.shared.inputs import PinnedInput, UploadRecord, UploadStatus, pin_inputs, upload_key
+from pijobs.shared.models import JobMessage, JobRecord, isoformat, new_job_id, utcnow
+from pijobs.shared.queue import JobQueue
+from pijobs.shared.status import JobStatus
+from pijobs.worker.job import WorkerServices
 
-from shared.inputs import PinnedInput, UploadRecord, UploadStatus, pin_inputs, upload_key
-from shared.models import JobMessage, JobRecord, isoformat, new_job_id, utcnow
-from shared.queue import JobQueue
-from shared.status import JobStatus
 from tests.integration.conftest import Cloud
-from worker.job import WorkerServices
 
 CSV = b"city,amount\nOslo,3\nLima,5\nOslo,4\n"
 QUERY = "SELECT city, sum(amount) AS total FROM t GROUP BY city ORDER BY city"
@@ -179,7 +179,7 @@ def test_a_refused_input_link_gives_the_attempt_back_for_fresh_links(cloud: Clou
     assert cloud.dispatch(cloud.receive()) == []
 
     def expired(url: str, destination: Path) -> None:
-        from shared.errors import InputUnavailableError
+        from pijobs.shared.errors import InputUnavailableError
 
         raise InputUnavailableError("the input's link was refused (HTTP 403)")
 

@@ -709,7 +709,7 @@ def test_runner_passes_the_worker_argv(
     with make_runner(aws, moto_server, fake, records):
         wait_for(argv_file.exists)
 
-    assert wait_for(lambda: argv_file.read_text().strip()) == f"-m worker --job-id {job_id}"
+    assert wait_for(lambda: argv_file.read_text().strip()) == f"-m pijobs.worker --job-id {job_id}"
 
 
 def test_runner_falls_back_without_a_stack_and_does_not_restart_exited_workers(

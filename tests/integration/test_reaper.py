@@ -6,25 +6,27 @@ import io
 import json
 from datetime import timedelta
 
+import pijobs.dispatcher.handler
+import pijobs.dispatcher.reaper
+import pijobs.dispatcher.service
 import pytest
+from pijobs.shared import metrics
+from pijobs.shared.models import isoformat, utcnow
+from pijobs.shared.status import JobStatus
 
-import dispatcher.handler
-import dispatcher.reaper
-import dispatcher.service
-from shared import metrics
-from shared.models import isoformat, utcnow
-from shared.status import JobStatus
 from tests.integration.conftest import Cloud
 
 
 @pytest.fixture(autouse=True)
 def _fresh_reaper(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIJOBS_RETRY_BASE_SECONDS", "0")
-    dispatcher.reaper.services.cache_clear()
+    pijobs.dispatcher.reaper.services.cache_clear()
 
 
 def reap(minutes_later: float = 0) -> dict[str, object]:
-    return dispatcher.reaper.reap(dispatcher.reaper.services(), utcnow() + timedelta(minutes=minutes_later))
+    return pijobs.dispatcher.reaper.reap(
+        pijobs.dispatcher.reaper.services(), utcnow() + timedelta(minutes=minutes_later)
+    )
 
 
 def _running(cloud: Cloud, digits: int = 40) -> str:
@@ -165,16 +167,15 @@ def test_a_parked_job_is_never_sent_again_and_a_lost_admission_tick_is_restarted
 
 def test_no_job_id_leaks_into_the_next_event(cloud: Cloud) -> None:
     """The sweep's summary and the next invocation carry no job_id of a job looked at before."""
+    import pijobs.dispatcher.handler
     import structlog
-
-    import dispatcher.handler
 
     _running(cloud)
     assert reap()["live"] == 1
     assert "job_id" not in structlog.contextvars.get_contextvars()  # reaper_swept is logged without one
 
     structlog.contextvars.bind_contextvars(job_id="f" * 32)  # left over from an earlier invocation
-    assert dispatcher.handler.process_record({"messageId": "m", "body": "not json"}) is False
+    assert pijobs.dispatcher.handler.process_record({"messageId": "m", "body": "not json"}) is False
     assert "job_id" not in structlog.contextvars.get_contextvars()
 
 
@@ -201,8 +202,8 @@ def test_a_running_job_whose_stack_name_the_dispatcher_could_not_record_is_not_t
 ) -> None:
     """The worker started before the dispatcher wrote the stack's name (that write then loses): the worker
     writes it, so the reaper finds the stack instead of retrying a healthy job."""
-    import worker.job
-    from shared.settings import WorkerSettings
+    import pijobs.worker.job
+    from pijobs.shared.settings import WorkerSettings
 
     job_id = cloud.submit()
     assert cloud.dispatch(cloud.receive()) == []
@@ -215,7 +216,7 @@ def test_a_running_job_whose_stack_name_the_dispatcher_could_not_record_is_not_t
     settings = WorkerSettings(
         table_name=cloud.table, results_bucket=cloud.bucket, stack_name=str(stack_name), instance_id="i-1"
     )
-    assert worker.job._start(worker.job.build_services(settings), job_id) is not None
+    assert pijobs.worker.job._start(pijobs.worker.job.build_services(settings), job_id) is not None
 
     assert reap(minutes_later=2)["actions"] == {}
 
@@ -239,7 +240,7 @@ def test_a_provisioning_job_whose_stack_name_was_not_recorded_is_not_called_vani
 def _sweep_metrics(minutes_later: float) -> list[dict[str, object]]:
     out = io.StringIO()
     moment = utcnow() + timedelta(minutes=minutes_later)
-    dispatcher.reaper.reap(dispatcher.reaper.services(), moment, metrics_to=out)
+    pijobs.dispatcher.reaper.reap(pijobs.dispatcher.reaper.services(), moment, metrics_to=out)
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
@@ -288,9 +289,8 @@ def test_two_sweeps_at_once_count_a_finished_job_once(cloud: Cloud) -> None:
 def test_a_metrics_failure_is_logged_and_the_sweep_goes_on(
     cloud: Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from pijobs.shared.store import JobStore
     from structlog.testing import capture_logs
-
-    from shared.store import JobStore
 
     def broken(self: JobStore, after: str, until: str) -> list[dict[str, object]]:
         raise RuntimeError("the index is not there")

@@ -9,14 +9,14 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pijobs.dispatcher.verifier
 import pytest
 import requests
+from pijobs.dispatcher.verifier import Verdict, verify_object
+from pijobs.shared.inputs import UploadStatus, upload_key
+from pijobs.shared.models import utcnow
+from pijobs.shared.uploads import UploadStore, checksum_header
 
-import dispatcher.verifier
-from dispatcher.verifier import Verdict, verify_object
-from shared.inputs import UploadStatus, upload_key
-from shared.models import utcnow
-from shared.uploads import UploadStore, checksum_header
 from tests.integration.conftest import Cloud
 
 CSV = b"city,amount\nOslo,3\nLima,5\nOslo,4\n"
@@ -43,7 +43,7 @@ def send(created: dict[str, Any], content: bytes) -> None:
 def verify(cloud: Cloud, created: dict[str, Any], key_id: str = "key-a") -> Verdict:
     """What the S3 event does: the verifier on the upload's object."""
     return verify_object(
-        dispatcher.verifier.services(), cloud.bucket, upload_key(key_id, created["upload_id"])
+        pijobs.dispatcher.verifier.services(), cloud.bucket, upload_key(key_id, created["upload_id"])
     )
 
 
@@ -107,10 +107,10 @@ def test_a_bad_declaration_is_a_422_naming_the_field(cloud: Cloud) -> None:
 
 
 def test_the_size_limit_is_the_operators(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
-    import api_handler.handler
+    import pijobs.api_handler.handler
 
     monkeypatch.setenv("PIJOBS_MAX_UPLOAD_BYTES", "10")
-    api_handler.handler.services.cache_clear()
+    pijobs.api_handler.handler.services.cache_clear()
 
     status, answer, _ = cloud.api("POST", "/uploads", {"filename": "t.csv", "bytes": 11, "sha256": SHA})
 
@@ -178,7 +178,7 @@ def test_an_object_without_its_upload_record_is_deleted_and_other_keys_are_left_
     orphan = upload_key("key-a", "a" * 32)
     cloud.s3.put_object(Bucket=cloud.bucket, Key=orphan, Body=CSV)
     cloud.s3.put_object(Bucket=cloud.bucket, Key="results/x/result.csv", Body=CSV)
-    services = dispatcher.verifier.services()
+    services = pijobs.dispatcher.verifier.services()
 
     assert verify_object(services, cloud.bucket, orphan) is Verdict.DELETED
     assert verify_object(services, cloud.bucket, "results/x/result.csv") is Verdict.SKIPPED
@@ -205,7 +205,7 @@ def test_the_handler_reads_s3_events_and_ignores_the_test_event(cloud: Cloud) ->
         {"messageId": "3", "body": "not json"},
     ]
 
-    answer = dispatcher.verifier.lambda_handler({"Records": records}, None)
+    answer = pijobs.dispatcher.verifier.lambda_handler({"Records": records}, None)
 
     assert answer == {"batchItemFailures": []}
     assert upload(cloud, created["upload_id"])["status"] == "AVAILABLE"
@@ -217,7 +217,7 @@ def test_a_verification_that_fails_is_retried_by_the_queue(
     created = declare(cloud)
     send(created, CSV)
     monkeypatch.setenv("PIJOBS_TABLE_NAME", "no-such-table")
-    dispatcher.verifier.services.cache_clear()
+    pijobs.dispatcher.verifier.services.cache_clear()
     event = {
         "Records": [
             {
@@ -227,7 +227,7 @@ def test_a_verification_that_fails_is_retried_by_the_queue(
         ]
     }
 
-    answer = dispatcher.verifier.lambda_handler(
+    answer = pijobs.dispatcher.verifier.lambda_handler(
         {"Records": [{"messageId": "m", "body": json.dumps(event)}]}, None
     )
 

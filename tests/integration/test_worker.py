@@ -7,16 +7,16 @@ from collections.abc import Callable
 from typing import Any
 
 import mpmath
+import pijobs.dispatcher.reaper
+import pijobs.worker.job
+import pijobs.worker.pi.engine
 import pytest
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError
+from pijobs.shared.store import JobStore
+from pijobs.worker.job import WorkerServices
 
-import dispatcher.reaper
-import worker.job
-import worker.pi.engine
-from shared.store import JobStore
 from tests.integration.conftest import Cloud
-from worker.job import WorkerServices
 
 
 def _provisioned(cloud: Cloud, digits: int) -> str:
@@ -54,7 +54,7 @@ def test_worker_failure_ends_failed_with_stack_deleted_and_slot_released(
     def broken(*args: object, **kwargs: object) -> None:
         raise MemoryError("out of memory while summing the series")
 
-    monkeypatch.setattr(worker.pi.engine, "compute_pi", broken)
+    monkeypatch.setattr(pijobs.worker.pi.engine, "compute_pi", broken)
 
     assert cloud.run_worker(job_id) == 1
 
@@ -72,7 +72,7 @@ def test_worker_of_a_cancelled_job_cleans_up_without_computing(
     job_id = _provisioned(cloud, 500)
     assert cloud.api("DELETE", f"/jobs/{job_id}")[0] == 202
     monkeypatch.setattr(
-        worker.pi.engine, "compute_pi", lambda *a, **k: pytest.fail("computed a cancelled job")
+        pijobs.worker.pi.engine, "compute_pi", lambda *a, **k: pytest.fail("computed a cancelled job")
     )
 
     assert cloud.run_worker(job_id) == 1
@@ -94,7 +94,7 @@ def test_cancel_while_running_stops_the_computation(cloud: Cloud, monkeypatch: p
             progress(step / 200)  # type: ignore[operator]
         pytest.fail("the worker kept computing a cancelled job")
 
-    monkeypatch.setattr(worker.pi.engine, "compute_pi", slow)
+    monkeypatch.setattr(pijobs.worker.pi.engine, "compute_pi", slow)
 
     assert cloud.run_worker(job_id) == 1
 
@@ -129,7 +129,7 @@ def test_a_job_that_cannot_fit_in_memory_fails_with_a_clear_reason(
     cloud: Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_id = _provisioned(cloud, 50_000)
-    monkeypatch.setattr(worker.job, "available_memory", lambda: 10 * 2**20)
+    monkeypatch.setattr(pijobs.worker.job, "available_memory", lambda: 10 * 2**20)
 
     assert cloud.run_worker(job_id) == 1
 
@@ -175,7 +175,7 @@ def test_the_slot_is_held_until_the_stack_is_being_deleted(
     cloud: Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Released first, the slot would let the next job's stack start beside this one: one over the cap."""
-    from shared.stacks import StackLauncher
+    from pijobs.shared.stacks import StackLauncher
 
     job_id = _provisioned(cloud, 10)
     held_at_delete: list[int] = []
@@ -277,8 +277,10 @@ def test_a_result_that_cannot_be_stored_is_retried_on_a_new_attempt_that_succeed
     assert cloud.receive() == []  # the worker sends no message: it parks the job for the next admission
     assert job.wait_tag is not None
 
-    dispatcher.reaper.services.cache_clear()  # the reaper's next sweep starts the admission tick
-    assert dispatcher.reaper.reap(dispatcher.reaper.services())["actions"] == {"admission_tick": "restarted"}
+    pijobs.dispatcher.reaper.services.cache_clear()  # the reaper's next sweep starts the admission tick
+    assert pijobs.dispatcher.reaper.reap(pijobs.dispatcher.reaper.services())["actions"] == {
+        "admission_tick": "restarted"
+    }
     assert cloud.dispatch(cloud.receive(wait_seconds=3)) == []
     assert cloud.job(job_id).stack_name != first_stack
     assert cloud.run_worker(job_id) == 0

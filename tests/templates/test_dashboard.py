@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from shared import metrics
+from pijobs.shared import metrics
 
 PRIMARY = Path(__file__).resolve().parents[2] / "infra" / "primary.yaml"
 

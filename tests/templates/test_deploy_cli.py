@@ -16,9 +16,9 @@ from pathlib import Path
 
 import boto3
 import pytest
+from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
 
 from pijobs import deploy
-from shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
 
 BUCKET = "pijobs-artifacts-test"
 
@@ -82,20 +82,26 @@ def test_package_uploads_code_templates_and_manifest(
     assert manifest["runtime"] == "python3.12"
     lambda_zip = s3.get_object(Bucket=BUCKET, Key=manifest["lambda_key"])["Body"].read()
     names = zip_names(lambda_zip)
-    assert {"api_handler/handler.py", "dispatcher/handler.py", "shared/__init__.py"} <= names
-    assert {f"api_handler/static/console.{kind}" for kind in ("html", "css", "js")} <= names  # GET /console
+    assert {
+        "pijobs/api_handler/handler.py",
+        "pijobs/dispatcher/handler.py",
+        "pijobs/shared/__init__.py",
+    } <= names
+    assert {
+        f"pijobs/api_handler/static/console.{kind}" for kind in ("html", "css", "js")
+    } <= names  # GET /console
     # the functions' definitions (for validation), not the worker runtime; their entry points for discovery
     assert {
-        "worker/__init__.py",
-        "worker/pi/function.py",
-        "worker/sql/function.py",
-        "worker/sql/query.py",
+        "pijobs/worker/__init__.py",
+        "pijobs/worker/pi/function.py",
+        "pijobs/worker/sql/function.py",
+        "pijobs/worker/sql/query.py",
         "pijobs_wordcount/__init__.py",
     } <= names
-    assert "worker/job.py" not in names and not any("__pycache__" in n for n in names)
+    assert "pijobs/worker/job.py" not in names and not any("__pycache__" in n for n in names)
     registry = zip_member(lambda_zip, f"{deploy.REGISTRY_DIST_INFO}/entry_points.txt").decode()
     assert (
-        "pi = worker.pi.function:PiFunction" in registry
+        "pi = pijobs.worker.pi.function:PiFunction" in registry
         and "word-count = pijobs_wordcount:WordCount" in registry
     )
     assert set(manifest["functions"]) == {"pi", "sql", "word-count"}
@@ -103,7 +109,12 @@ def test_package_uploads_code_templates_and_manifest(
         assert packaged["template_key"] == f"functions/{name}/{packaged['version']}/template.yaml"
         worker_zip = s3.get_object(Bucket=BUCKET, Key=packaged["worker_key"])["Body"].read()
         own = zip_member(worker_zip, f"{deploy.REGISTRY_DIST_INFO}/entry_points.txt").decode()
-        assert {"worker/__main__.py", "worker/job.py", "shared/__init__.py"} <= zip_names(worker_zip)
+        assert {
+            "pijobs/__init__.py",
+            "pijobs/worker/__main__.py",
+            "pijobs/worker/job.py",
+            "pijobs/shared/__init__.py",
+        } <= zip_names(worker_zip)
         assert own.splitlines()[1:] == [f"{name} = {deploy.entry_point_of(installed_functions()[name])}"]
         template = s3.get_object(Bucket=BUCKET, Key=packaged["template_key"])["Body"].read()
         assert template == installed_functions()[name].template_path().read_bytes()
@@ -165,7 +176,7 @@ def test_deploy_creates_then_updates_the_primary_stack(
     dispatcher = boto3.client("lambda").get_function_configuration(
         FunctionName=outputs["DispatcherFunctionName"]
     )
-    assert dispatcher["Handler"] == "dispatcher.handler.lambda_handler"
+    assert dispatcher["Handler"] == "pijobs.dispatcher.handler.lambda_handler"
 
     assert run(["deploy", "--param", "MaxActiveStacks=5", "--poll-seconds", "1"]) == 0
 
@@ -199,7 +210,10 @@ def test_pip_targets_the_lambda_platform(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setattr(subprocess, "run", lambda command, check: calls.append(command))
 
     deploy.build_zip(
-        ("shared",), deploy.LAMBDA_REQUIREMENTS, platform=deploy.PLATFORMS["arm64"], python_version="3.13"
+        ("pijobs.shared",),
+        deploy.LAMBDA_REQUIREMENTS,
+        platform=deploy.PLATFORMS["arm64"],
+        python_version="3.13",
     )
 
     (command,) = calls
@@ -234,8 +248,8 @@ def test_lambda_zip_with_dependencies_imports_pydantic_core_for_the_platform(tmp
 def test_package_then_deploy_then_the_dispatchers_config_launches_a_job_stack(moto_endpoint: str) -> None:
     """The real artifacts (with manylinux wheels) deployed with `pijobs deploy`; the dispatcher's environment
     as deployed creates a business-function stack from the uploaded template."""
-    from shared.settings import DispatcherSettings
-    from shared.stacks import StackLauncher
+    from pijobs.shared.settings import DispatcherSettings
+    from pijobs.shared.stacks import StackLauncher
 
     assert run(["package", "--bucket", BUCKET]) == 0
     assert run(["deploy", "--bucket", BUCKET, "--poll-seconds", "1"]) == 0
@@ -303,6 +317,6 @@ def test_the_wheel_ships_the_templates_and_the_pi_entry_point(tmp_path: Path) ->
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         registered = archive.read(entry_points).decode()
         shipped = archive.read("pijobs/templates/primary.yaml")
-    assert "worker/pi/template.yaml" in names
+    assert "pijobs/worker/pi/template.yaml" in names
     assert shipped == (root / "infra" / "primary.yaml").read_bytes()
-    assert "pi = worker.pi.function:PiFunction" in registered
+    assert "pi = pijobs.worker.pi.function:PiFunction" in registered

@@ -9,8 +9,7 @@ import pytest
 pytest.importorskip("cfnlint", reason="cfn-lint is in the templates dependency group")
 
 from cfnlint.api import ManualArgs, lint
-
-from shared.functions import installed_functions
+from pijobs.shared.functions import installed_functions
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 FUNCTION_TEMPLATES = [f.template_path() for f in installed_functions().values()]

@@ -9,12 +9,10 @@ from typing import Any
 
 import boto3
 import pytest
-
-from api_handler.routes import OPERATIONS
-from pijobs.deploy import deploy_primary_local
-from shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
-from shared.settings import ApiSettings, DispatcherSettings
-from shared.store import (
+from pijobs.api_handler.routes import OPERATIONS
+from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
+from pijobs.shared.settings import ApiSettings, DispatcherSettings
+from pijobs.shared.store import (
     DONE_SHARD,
     FINISHED_INDEX,
     LIVE_INDEX,
@@ -24,7 +22,9 @@ from shared.store import (
     WAIT_TAG,
     WAITING_INDEX,
 )
-from shared.uploads import UPLOADER, UPLOADS_INDEX
+from pijobs.shared.uploads import UPLOADER, UPLOADS_INDEX
+
+from pijobs.deploy import deploy_primary_local
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 STACK_NAME = f"pijob-{JOB_ID}-1"  # the dispatcher names stacks pijob-<job id>-<attempt>
@@ -162,10 +162,10 @@ def test_lambdas_get_their_handlers_and_environment(aws: dict[str, Any], outputs
     functions = {f["Handler"]: f for f in aws["lambda"].list_functions()["Functions"]}
 
     assert set(functions) == {
-        "api_handler.handler.lambda_handler",
-        "dispatcher.handler.lambda_handler",
-        "dispatcher.reaper.lambda_handler",
-        "dispatcher.verifier.lambda_handler",
+        "pijobs.api_handler.handler.lambda_handler",
+        "pijobs.dispatcher.handler.lambda_handler",
+        "pijobs.dispatcher.reaper.lambda_handler",
+        "pijobs.dispatcher.verifier.lambda_handler",
     }
     dispatcher = function_env(aws, outputs["DispatcherFunctionName"])
     assert dispatcher["PIJOBS_TABLE_NAME"] == outputs["TableName"]
@@ -179,9 +179,9 @@ def test_lambdas_get_their_handlers_and_environment(aws: dict[str, Any], outputs
     assert set(fixed) == {"TableName", "ResultsBucket", "InstanceProfileName", "SubnetId", "VpcId"}
     assert fixed["TableName"] == outputs["TableName"]
     assert fixed["InstanceProfileName"] == outputs["InstanceProfileName"]
-    reaper = function_env(aws, functions["dispatcher.reaper.lambda_handler"]["FunctionName"])
+    reaper = function_env(aws, functions["pijobs.dispatcher.reaper.lambda_handler"]["FunctionName"])
     assert reaper["PIJOBS_EVENT_SOURCE_MAPPING_ID"] == outputs["EventSourceMappingId"]
-    verifier = function_env(aws, functions["dispatcher.verifier.lambda_handler"]["FunctionName"])
+    verifier = function_env(aws, functions["pijobs.dispatcher.verifier.lambda_handler"]["FunctionName"])
     assert verifier == {
         "PIJOBS_TABLE_NAME": outputs["TableName"],
         "PIJOBS_RESULTS_BUCKET": outputs["ResultsBucket"],
@@ -189,7 +189,7 @@ def test_lambdas_get_their_handlers_and_environment(aws: dict[str, Any], outputs
     mapping = aws["lambda"].get_event_source_mapping(UUID=outputs["VerifierEventSourceMappingId"])
     assert mapping["EventSourceArn"].endswith(outputs["UploadsQueueUrl"].rsplit("/", 1)[1])
     assert mapping["FunctionArn"].endswith(outputs["VerifierFunctionName"])
-    api = function_env(aws, functions["api_handler.handler.lambda_handler"]["FunctionName"])
+    api = function_env(aws, functions["pijobs.api_handler.handler.lambda_handler"]["FunctionName"])
     defaults = ApiSettings.model_fields  # the handler's defaults are the template's
     assert (api["PIJOBS_UPLOAD_EXPIRY_DAYS"], api["PIJOBS_MAX_UPLOAD_BYTES"]) == (
         str(defaults["upload_expiry_days"].default),
@@ -229,7 +229,10 @@ def test_job_stack_launches_one_locked_down_instance_and_deleting_it_terminates_
     assert all(v["Encrypted"] for v in ec2.describe_volumes(VolumeIds=volume_ids)["Volumes"])
     user_data = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
     script = base64.b64decode(user_data["UserData"]["Value"]).decode()
-    assert f'timeout --kill-after=30 "$deadline_seconds" python3.11 -m worker --job-id "{JOB_ID}"' in script
+    assert (
+        f'timeout --kill-after=30 "$deadline_seconds" python3.11 -m pijobs.worker --job-id "{JOB_ID}"'
+        in script
+    )
     assert f'PIJOBS_TABLE_NAME="{outputs["TableName"]}"' in script
     assert f'PIJOBS_STACK_NAME="{STACK_NAME}"' in script
     assert "deadline_seconds=900" in script

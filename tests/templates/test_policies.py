@@ -15,9 +15,8 @@ import pytest
 pytest.importorskip("cfnlint", reason="cfn-lint is in the templates dependency group")
 
 from cfnlint.decode.decode import decode_str
-
-from api_handler.routes import OPERATIONS
-from shared.functions import (
+from pijobs.api_handler.routes import OPERATIONS
+from pijobs.shared.functions import (
     FUNCTIONS_PREFIX,
     PLATFORM_PARAMETERS,
     SUPPORTED_INSTANCE_TYPES,
@@ -27,8 +26,8 @@ from shared.functions import (
     BusinessFunction,
     installed_functions,
 )
-from shared.inputs import UPLOADS_PREFIX, upload_key
-from shared.uploads import UPLOAD_ITEM_PREFIX
+from pijobs.shared.inputs import UPLOADS_PREFIX, upload_key
+from pijobs.shared.uploads import UPLOAD_ITEM_PREFIX
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 FUNCTIONS = sorted(installed_functions().values(), key=lambda f: f.name)

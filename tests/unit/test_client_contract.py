@@ -7,8 +7,8 @@ import inspect
 from typing import Any
 
 import pytest
+from pijobs.api_handler.openapi import document, shipped_registry
 
-from api_handler.openapi import document, shipped_registry
 from pijobs.client import OPERATION_METHODS, PijobsClient
 
 # The document's parameter names where Python spells them differently (an id by what it names).

@@ -4,8 +4,7 @@ which must be an origin (scheme, host, port) and nothing broader: no wildcard, n
 from __future__ import annotations
 
 import pytest
-
-from api_handler.console import page
+from pijobs.api_handler.console import page
 
 
 def directives(policy: str) -> dict[str, str]:

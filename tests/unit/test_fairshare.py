@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from shared.fairshare import (
+from pijobs.shared.fairshare import (
     INDEX_SHARDS,
     TenantPolicy,
     WaitingJob,

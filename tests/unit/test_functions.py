@@ -6,10 +6,8 @@ from importlib import metadata
 from typing import Any, ClassVar
 
 import pytest
-from pydantic import BaseModel, ConfigDict
-
-from shared import errors
-from shared.functions import (
+from pijobs.shared import errors
+from pijobs.shared.functions import (
     ENTRY_POINT_GROUP,
     PLATFORM_PARAMETERS,
     BusinessFunction,
@@ -21,7 +19,8 @@ from shared.functions import (
     load_registry,
     parse_enabled,
 )
-from worker.pi.function import PiFunction, PiParams
+from pijobs.worker.pi.function import PiFunction, PiParams
+from pydantic import BaseModel, ConfigDict
 
 
 class EchoParams(BaseModel):
@@ -100,7 +99,7 @@ def test_pi_registers_through_its_entry_point() -> None:
     installed = installed_functions()
     assert isinstance(installed["pi"], PiFunction)
     names = {e.name: e.value for e in metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    assert names["pi"] == "worker.pi.function:PiFunction"
+    assert names["pi"] == "pijobs.worker.pi.function:PiFunction"
 
 
 def test_a_plug_in_class_is_loaded_and_checked() -> None:
@@ -224,7 +223,7 @@ def test_pi_sets_only_digits_and_picks_the_instance_by_size() -> None:
 
 
 def test_the_recorded_deadline_is_the_one_the_stack_gets() -> None:
-    from shared.functions import job_deadline
+    from pijobs.shared.functions import job_deadline
 
     assert job_deadline(Echo(), EchoParams()) == 120
     assert job_deadline(Sneaky(), EchoParams()) == 120

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from shared import errors
-from shared.functions import BusinessFunction, FunctionRegistryError, check_function
-from shared.inputs import PinnedInput, UploadRecord, UploadStatus, is_owned_key, pin_inputs, upload_key
-from worker.pi.function import PiFunction, PiParams
+from pijobs.shared import errors
+from pijobs.shared.functions import BusinessFunction, FunctionRegistryError, check_function
+from pijobs.shared.inputs import PinnedInput, UploadRecord, UploadStatus, is_owned_key, pin_inputs, upload_key
+from pijobs.worker.pi.function import PiFunction, PiParams
 
 A, B = "a" * 32, "b" * 32
 SHA = "5" * 64

@@ -7,9 +7,8 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
-from shared import metrics
-from shared.status import TERMINAL_STATES, JobStatus
+from pijobs.shared import metrics
+from pijobs.shared.status import TERMINAL_STATES, JobStatus
 
 NOW = datetime(2026, 12, 3, 17, 0, tzinfo=timezone.utc)
 

@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from api_handler import contract
-from api_handler.openapi import document, render, shipped_registry
-from api_handler.routes import OPERATIONS
-from api_handler.web import ERROR_STATUS
-from shared.functions import load_registry
+from pijobs.api_handler import contract
+from pijobs.api_handler.openapi import document, render, shipped_registry
+from pijobs.api_handler.routes import OPERATIONS
+from pijobs.api_handler.web import ERROR_STATUS
+from pijobs.shared.functions import load_registry
 
 openapi_spec_validator = pytest.importorskip("openapi_spec_validator")
 

@@ -161,7 +161,7 @@ def test_completions_leave_the_view_when_they_leave_the_window() -> None:
 @pytest.fixture
 def deployment(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """ops' readers replaced by a scripted deployment: ``reads`` counts them, ``fail_from`` breaks them."""
-    from shared.store import JobStore
+    from pijobs.shared.store import JobStore
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     script: dict[str, Any] = {"reads": 0, "fail_from": None, "tenants_fail_from": None}

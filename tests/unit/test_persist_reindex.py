@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pijobs.shared.fairshare import shard_of
+from pijobs.shared.store import DONE_SHARD, LIVE_SHARD
+
 from pijobs.local.persist import _reindexed
-from shared.fairshare import shard_of
-from shared.store import DONE_SHARD, LIVE_SHARD
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 

@@ -15,8 +15,7 @@ import gmpy2
 import mpmath
 import pytest
 from gmpy2 import mpz
-
-from worker.pi import (
+from pijobs.worker.pi import (
     Estimate,
     PiStats,
     PiTooLargeError,
@@ -28,7 +27,7 @@ from worker.pi import (
     fixed,
     scratch,
 )
-from worker.pi.verify import VerificationError, verify_bytes
+from pijobs.worker.pi.verify import VerificationError, verify_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE_DIGITS = 100_050
@@ -300,7 +299,7 @@ def test_verify_rejects_a_wrong_digit() -> None:
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "worker.pi", *args],
+        [sys.executable, "-m", "pijobs.worker.pi", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -332,7 +331,10 @@ def test_cli_rejects_bad_input(args: list[str]) -> None:
 
 
 def test_engine_does_not_import_flint() -> None:
-    code = "import io, sys, worker.pi as p; p.compute_pi(10, io.BytesIO()); assert 'flint' not in sys.modules"
+    code = (
+        "import io, sys, pijobs.worker.pi as p; p.compute_pi(10, io.BytesIO()); "
+        "assert 'flint' not in sys.modules"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=60)
 
@@ -373,7 +375,7 @@ def test_a_stopped_pool_thread_fails_the_check_instead_of_hanging(monkeypatch: p
 
 
 def test_cli_reports_a_failed_verification(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.pi import __main__ as cli
+    from pijobs.worker.pi import __main__ as cli
 
     def wrong(path: str, digits: int) -> None:
         raise VerificationError("first difference at byte 7 (decimal 6)")

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from api_handler.service import Submission, parse_per_run_execute, parse_submission
-from shared.errors import ValidationError
-from shared.functions import load_registry
-from shared.models import JobMessage
-from worker.pi.function import PiFunction
+from pijobs.api_handler.service import Submission, parse_per_run_execute, parse_submission
+from pijobs.shared.errors import ValidationError
+from pijobs.shared.functions import load_registry
+from pijobs.shared.models import JobMessage
+from pijobs.worker.pi.function import PiFunction
 
 MAX = 10_000_000
 REGISTRY = load_registry(["pi"], {"pi": {"max_digits": MAX}}, installed={"pi": PiFunction()})

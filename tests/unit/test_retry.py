@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError, EndpointConnectionError
-
-from shared.retry import Backoff, is_transient
+from pijobs.shared.retry import Backoff, is_transient
 
 
 def _client_error(code: str, status: int) -> ClientError:

@@ -10,11 +10,10 @@ from typing import Any
 
 import duckdb
 import pytest
-
-from shared.errors import JobCancelledError
-from shared.functions import JobRefusedError, RunContext
-from worker.sql.engine import detect_format, engine_settings
-from worker.sql.function import SqlFunction, SqlLimits, SqlParams
+from pijobs.shared.errors import JobCancelledError
+from pijobs.shared.functions import JobRefusedError, RunContext
+from pijobs.worker.sql.engine import detect_format, engine_settings
+from pijobs.worker.sql.function import SqlFunction, SqlLimits, SqlParams
 
 IDS = {"t": "a" * 32, "p": "b" * 32, "j": "c" * 32}
 

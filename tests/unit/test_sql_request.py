@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pijobs.shared.functions import check_function
+from pijobs.worker.sql.function import SqlFunction, SqlLimits, SqlParams
+from pijobs.worker.sql.query import QueryShapeError, check_query_shape
 from pydantic import ValidationError
-
-from shared.functions import check_function
-from worker.sql.function import SqlFunction, SqlLimits, SqlParams
-from worker.sql.query import QueryShapeError, check_query_shape
 
 UPLOAD = "0123456789abcdef0123456789abcdef"
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
-from shared.errors import InvalidTransitionError
-from shared.status import TERMINAL_STATES, TRANSITIONS, JobStatus, can_transition, ensure_transition
+from pijobs.shared.errors import InvalidTransitionError
+from pijobs.shared.status import TERMINAL_STATES, TRANSITIONS, JobStatus, can_transition, ensure_transition
 
 S = JobStatus
 ALLOWED = {

@@ -8,13 +8,13 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pijobs.dispatcher.verifier import created_objects
+from pijobs.shared import errors
+from pijobs.shared.inputs import UploadRecord, UploadStatus, parse_upload_key, pin_inputs, upload_key
+from pijobs.shared.uploads import UPLOAD_TRANSITIONS, Received, checksum_header, digest_of, rejection_reason
 
-from dispatcher.verifier import created_objects
 from pijobs.local.moto_server import is_presigned_post, observed_request
 from pijobs.local.stack import notification_configuration
-from shared import errors
-from shared.inputs import UploadRecord, UploadStatus, parse_upload_key, pin_inputs, upload_key
-from shared.uploads import UPLOAD_TRANSITIONS, Received, checksum_header, digest_of, rejection_reason
 
 BODY = b"a,b\n1,2\n"
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from shared import errors
-from shared.inputs import PinnedInput
-from shared.models import JobRecord
-from shared.retry import Backoff, is_transient
-from worker.inputs import download_inputs, fetch_url
+from pijobs.shared import errors
+from pijobs.shared.inputs import PinnedInput
+from pijobs.shared.models import JobRecord
+from pijobs.shared.retry import Backoff, is_transient
+from pijobs.worker.inputs import download_inputs, fetch_url
 
 BODY = b"a,b\n1,2\n"
 KEY = "uploads/key-a/" + "a" * 32

@@ -1,4 +1,4 @@
-"""``python -m worker.pi N [--out FILE] [--workers K] [--verify] [--progress]``."""
+"""``python -m pijobs.worker.pi N [--out FILE] [--workers K] [--verify] [--progress]``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 import time
 from typing import BinaryIO
 
-from worker.pi.engine import MAX_DIGITS, PiStats, compute_pi
-from worker.pi.verify import VerificationError, verify_file
+from pijobs.worker.pi.engine import MAX_DIGITS, PiStats, compute_pi
+from pijobs.worker.pi.verify import VerificationError, verify_file
 
 
 def _digits(text: str) -> int:
@@ -32,7 +32,9 @@ def _workers(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m worker.pi", description="Write '3.' and N digits of pi.")
+    parser = argparse.ArgumentParser(
+        prog="python -m pijobs.worker.pi", description="Write '3.' and N digits of pi."
+    )
     parser.add_argument("digits", type=_digits, help=f"number of decimals, 1..{MAX_DIGITS:,}")
     parser.add_argument("--out", help="output file (default: standard output)")
     parser.add_argument("--workers", type=_workers, help="processes to use (default: all cores)")

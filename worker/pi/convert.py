@@ -4,7 +4,7 @@ A fraction x in [0, 1) is held as ``frac / 2**bits`` with an absolute error of a
 Multiplying by 10**L gives the next L digits (integer part) and the fraction of the rest; each half keeps
 only the bits its own digits need. Only multiplications are used above the leaves (GMP's own conversion
 divides, which costs several multiplications), and every truncation is checked against the error bound,
-so the digits are exact or :class:`~worker.pi.fixed.AmbiguousDigitsError` is raised.
+so the digits are exact or :class:`~pijobs.worker.pi.fixed.AmbiguousDigitsError` is raised.
 
 10**L is 5**L shifted by L bits, so the tree multiplies by 5**L (30 % fewer bits than 10**L; the
 conversion takes about 13 % less time) and shifts.
@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from gmpy2 import mpz
-
-from worker.pi.fixed import AmbiguousDigitsError, precision_bits
+from pijobs.worker.pi.fixed import AmbiguousDigitsError, precision_bits
 
 #: Pieces this short are converted by GMP directly.
 LEAF_DIGITS = 20_000

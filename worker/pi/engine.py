@@ -22,10 +22,9 @@ from multiprocessing.pool import AsyncResult
 from typing import Any, BinaryIO, TypeVar
 
 from gmpy2 import mpz
-
-from worker.pi import chudnovsky, convert, fixed
-from worker.pi.function import MAX_DIGITS
-from worker.pi.scratch import Scratch
+from pijobs.worker.pi import chudnovsky, convert, fixed
+from pijobs.worker.pi.function import MAX_DIGITS
+from pijobs.worker.pi.scratch import Scratch
 
 #: Below this many digits one process is faster than starting a pool.
 POOL_MIN_DIGITS = 400_000
@@ -207,7 +206,7 @@ def _wait(future: Future[Any] | AsyncResult[Any], timeout: float) -> None:
 class _Processes:
     """A process pool, always terminated on exit, that notices a worker that died (e.g. out of memory).
 
-    Big results travel through files in ``scratch`` (see worker.pi.scratch), removed on exit.
+    Big results travel through files in ``scratch`` (see pijobs.worker.pi.scratch), removed on exit.
     """
 
     def __init__(self, count: int) -> None:

@@ -9,10 +9,9 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
+from pijobs.shared.functions import BusinessFunction, JobRefusedError, OutputFile, RunContext
+from pijobs.shared.models import isoformat, utcnow
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
-
-from shared.functions import BusinessFunction, JobRefusedError, OutputFile, RunContext
-from shared.models import isoformat, utcnow
 
 MAX_DIGITS = 100_000_000  # what the engine computes at all; operators set a lower limit (PiLimits)
 # Instance types by the most digits they serve (memory first: ~40 bytes a digit at the peak, see docs/pi.md).
@@ -75,7 +74,7 @@ class PiFunction(BusinessFunction):
         return {"Digits": str(params.digits)}  # recorded on the instance's tags for operators
 
     def run(self, ctx: RunContext) -> OutputFile:
-        from worker.pi.engine import PiTooLargeError, compute_pi
+        from pijobs.worker.pi.engine import PiTooLargeError, compute_pi
 
         filename = f"pi-{ctx.params.digits}.txt"
         path = ctx.scratch / filename

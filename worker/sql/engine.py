@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-
-from shared import errors
-from shared.functions import JobRefusedError, OutputFile, RunContext
-from shared.logs import get_logger
-from worker.sql.function import SqlLimits
-from worker.sql.query import QueryShapeError, check_query_shape
+from pijobs.shared import errors
+from pijobs.shared.functions import JobRefusedError, OutputFile, RunContext
+from pijobs.shared.logs import get_logger
+from pijobs.worker.sql.function import SqlLimits
+from pijobs.worker.sql.query import QueryShapeError, check_query_shape
 
 log = get_logger(__name__)
 

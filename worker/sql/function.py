@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from pijobs.shared.functions import BusinessFunction, OutputFile, RunContext
+from pijobs.shared.inputs import Inputs
+from pijobs.worker.sql.query import MAX_QUERY_CHARS, QueryShapeError, check_query_shape
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
-
-from shared.functions import BusinessFunction, OutputFile, RunContext
-from shared.inputs import Inputs
-from worker.sql.query import MAX_QUERY_CHARS, QueryShapeError, check_query_shape
 
 DEADLINE_SECONDS = 3600  # boot, download, query and upload; the operator's size limits keep it in reach
 INSTANCE_TYPE = "r7i.large"  # memory first: 16 GiB for 2 vCPUs, and DuckDB spills to disk past it
@@ -78,7 +77,7 @@ class SqlFunction(BusinessFunction):
         return DEADLINE_SECONDS
 
     def run(self, ctx: RunContext) -> OutputFile:
-        from worker.sql.engine import run_query
+        from pijobs.worker.sql.engine import run_query
 
         limits = ctx.limits if isinstance(ctx.limits, SqlLimits) else SqlLimits()
         return run_query(ctx, limits)
