@@ -14,6 +14,7 @@ from pijobs.shared.errors import PijobsError
 from pijobs.shared.logs import clear_context, configure_logging, get_logger
 from pijobs.shared.queue import JobQueue
 from pijobs.shared.settings import ApiSettings
+from pijobs.shared.stacks import StackLauncher
 from pijobs.shared.store import JobStore
 from pijobs.shared.tenants import TenantStore
 from pijobs.shared.uploads import UploadStore
@@ -35,6 +36,7 @@ def services() -> ApiServices:
         functions=settings.functions(),
         uploads=UploadStore(ddb, settings.table_name),
         presigner=aws.presigning_s3_client(),
+        stacks=StackLauncher(aws.client("cloudformation")),
     )
 
 

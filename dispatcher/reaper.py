@@ -18,6 +18,7 @@ from pijobs.dispatcher.admission import Admission, keep_ticking
 from pijobs.dispatcher.service import retry_or_fail
 from pijobs.shared import aws, errors, metrics
 from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.logs import bind_job, clear_context, configure_logging, get_logger
 from pijobs.shared.models import JobMessage, JobRecord, isoformat, utcnow
 from pijobs.shared.queue import JobQueue
@@ -36,6 +37,10 @@ class ReaperServices:
     queue: JobQueue
     capacity: CapacityCounter
     stacks: StackLauncher
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return Lifecycle(self.store, self.capacity, self.stacks)
 
     @property
     def admission(self) -> Admission:
@@ -153,13 +158,10 @@ def _infrastructure_problem(
 def _time_out(services: ReaperServices, job: JobRecord) -> str:
     message = f"the job ran past its deadline of {job.deadline_seconds} s"
     error = {"code": "deadline_exceeded", "message": message}
-    try:
-        services.store.transition(job.job_id, JobStatus.RUNNING, JobStatus.TIMED_OUT, error=error)
+    try:  # the lifecycle deletes the stack, then releases the slot: live stacks never exceed the cap
+        services.lifecycle.transition(job, JobStatus.TIMED_OUT, error=error)
     except errors.StaleStatusError:
         return "lost_race"
-    if job.stack_name:
-        services.stacks.delete(job.stack_name)
-    services.capacity.release(job.job_id)  # after the delete request: live stacks never exceed the cap
     log.warning("job_timed_out", deadline_seconds=job.deadline_seconds)
     return "timed_out"
 

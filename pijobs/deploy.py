@@ -16,10 +16,11 @@ Public API
 ``-> Artifacts``
     Build the Lambda zip (``shared api_handler dispatcher``, every packaged function's package, pydantic and
     structlog for the Lambda platform) and, per business function, its worker artifact (``shared worker``,
-    the function's package, pydantic, structlog, boto3 and the function's requirements for Amazon Linux
-    2023's python3.11, x86_64). Upload the Lambda zip and the primary template under content-addressed keys,
-    each function's template and worker under ``functions/<name>/<version>/`` (a version already there with
-    other content is refused unless ``replace``), and write ``pijobs/manifest.json`` in the bucket.
+    the function's package, pydantic, structlog and the function's requirements for Amazon Linux 2023's
+    python3.11, x86_64; no boto3: the worker makes no AWS call). Upload the Lambda zip and the primary
+    template under content-addressed keys, each function's template and worker under
+    ``functions/<name>/<version>/`` (a version already there with other content is refused unless
+    ``replace``), and write ``pijobs/manifest.json`` in the bucket.
 
 ``deploy(cfn, s3, ec2, *, stack_name="pijobs", bucket=None, params=None, poll_seconds=10) -> Deployment``
     Create or update the primary stack from the packaged artifacts (the manifest gives the parameters
@@ -73,7 +74,10 @@ WORKER_PACKAGES = (
     "pijobs.shared",
     "pijobs.worker",
 )  # the generic worker runtime; each function adds its own package
-WORKER_REQUIREMENTS = ("pydantic>=2.6", "structlog>=24.1", "boto3>=1.34")  # each function adds its own
+WORKER_REQUIREMENTS = (
+    "pydantic>=2.6",
+    "structlog>=24.1",
+)  # each function adds its own; no boto3: no AWS calls
 # The entry points of the packaged functions, for importlib.metadata in a zip that pip did not install.
 REGISTRY_DIST_INFO = "pijobs_functions-0.dist-info"
 WORKER_PYTHON = "3.11"  # Amazon Linux 2023's python3.11 package, what the business-function UserData runs

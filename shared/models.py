@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from pijobs.shared.channel import ChannelGrant
 from pijobs.shared.inputs import PinnedInput
 from pijobs.shared.status import JobStatus
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -52,6 +53,17 @@ class ResultInfo(BaseModel):
     def filename(self) -> str:
         """The name the customer downloads the result under (the key's last part)."""
         return self.key.rsplit("/", 1)[-1]
+
+
+class DeclaredOutput(BaseModel):
+    """A result file as its worker declared it before the upload: the stored object must be exactly it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    filename: str
+    bytes: int
+    sha256: str
+    content_type: str = "application/octet-stream"
 
 
 class ErrorInfo(BaseModel):
@@ -101,10 +113,13 @@ class JobRecord(BaseModel):
     stack_name: str | None = None
     stack_id: str | None = None
     instance_id: str | None = None
-    # The inputs pinned at submit ({name: PinnedInput}); and, from dispatch, one presigned GET per input for
-    # this attempt's instance (never shown in the job view; expiry DispatcherSettings.input_url_seconds).
+    # The inputs pinned at submit ({name: PinnedInput}); the worker channel's start presigns a GET of each for
+    # the attempt's instance, answered to it and kept nowhere.
     inputs: dict[str, PinnedInput] | None = None
-    input_urls: dict[str, str] | None = None
+    # The current attempt's worker channel: the sha256 of its token (never the token) and that attempt.
+    channel: ChannelGrant | None = None
+    # The result file the worker declared (worker channel ``output``), checked against the stored object.
+    output: DeclaredOutput | None = None
     limits: dict[str, Any] | None = None  # the operator's limits for the function, as of dispatch
     result: ResultInfo | None = None
     error: ErrorInfo | None = None
