@@ -4,6 +4,7 @@ dispatcher keeping each job on its function's version."""
 from __future__ import annotations
 
 import base64
+
 import pijobs.dispatcher.handler
 import pytest
 from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions
