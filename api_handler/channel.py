@@ -53,7 +53,7 @@ class HeartbeatRequest(BaseModel):
 class OutputRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    filename: str = Field(pattern=FILENAME_PATTERN.pattern)
+    filename: str = Field(pattern=f"^{FILENAME_PATTERN.pattern}$")
     bytes: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     content_type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
