@@ -7,6 +7,7 @@ of a first-party module, at module level or inside a function, is an edge.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -208,3 +209,29 @@ LIBRARY = (
     "pijobs.keys",
     "pijobs.client",
 )
+
+
+def test_a_plug_in_needs_only_the_plug_in_api() -> None:
+    """The test plug-in and the guide's code import pijobs.functions and no other pijobs module (but the
+    embedded stack, which the guide uses to test a function end to end)."""
+    plugin = REPO / "tests" / "plugins" / "wordcount"
+    lines = [
+        line
+        for path in plugin.rglob("*.py")
+        if "build" not in path.parts
+        for line in path.read_text().splitlines()
+    ]
+    guide = (REPO / "docs" / "functions.md").read_text()
+    lines += [
+        line for block in guide.split("```python")[1:] for line in block.split("```", 1)[0].splitlines()
+    ]
+    imported = {
+        match.group(1) for line in lines if (match := re.match(r"\s*(?:from|import) (pijobs\S*)", line))
+    }
+    assert imported == {"pijobs.functions", "pijobs.local.stack"}
+    assert any("pijobs.functions" in line for line in (plugin / "pijobs_wordcount" / "__init__.py").open())
+
+
+def test_the_plug_in_api_builds_on_the_shared_package_alone() -> None:
+    wrong = [f"{i.line} {i.text}" for i in IMPORTS if i.source == "pijobs.functions"]
+    assert wrong and all("pijobs.shared" in line for line in wrong)
