@@ -21,20 +21,20 @@ from pijobs.shared import errors
 from pijobs.shared.attempts import failure_fields, status_after_failure
 from pijobs.shared.aws import error_code
 from pijobs.shared.channel import RETRY_CODES, FinishOutcome, Operation, token_matches
+from pijobs.shared.digest import digest_chunks, read_chunks
 from pijobs.shared.functions import FILENAME_PATTERN, METADATA_MAX_BYTES, result_key
 from pijobs.shared.inputs import is_owned_key
 from pijobs.shared.logs import bind_job, get_logger
 from pijobs.shared.models import DeclaredOutput, JobRecord, ResultInfo, isoformat, utcnow
 from pijobs.shared.status import JobStatus
 from pijobs.shared.store import park_fields
-from pijobs.shared.uploads import checksum_header, digest_of
+from pijobs.shared.uploads import checksum_header
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 log = get_logger(__name__)
 
 BEARER = re.compile(r"Bearer ([^\s]{1,256})")
-READ_CHUNK = 1 << 20
 
 
 # ---- the bodies -------------------------------------------------------------------------------------------
@@ -286,8 +286,8 @@ def _check_stored(services: Any, key: str, declared: DeclaredOutput) -> None:
         matches = stored == checksum_header(declared.sha256)
     else:  # storage kept no checksum (the local stand-in): read the object back
         body = services.s3.get_object(Bucket=bucket, Key=key)["Body"]
-        received = digest_of(iter(lambda: body.read(READ_CHUNK), b""), declared_bytes=declared.bytes)
-        matches = (received.bytes, received.sha256) == (declared.bytes, declared.sha256)
+        received = digest_chunks(read_chunks(body), limit=declared.bytes)
+        matches = received.matches(declared.bytes, declared.sha256)
     if not matches:
         raise errors.ResultMismatchError("the stored result's sha256 is not the declared one")
 

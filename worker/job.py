@@ -18,7 +18,6 @@ that cannot reach the channel gives up after its backoff and exits: the reaper s
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import resource
@@ -33,6 +32,7 @@ from typing import Any
 
 from pijobs.shared import errors
 from pijobs.shared.channel import TOKEN_ENV, FinishOutcome
+from pijobs.shared.digest import file_digest
 from pijobs.shared.functions import (
     FILENAME_PATTERN,
     METADATA_MAX_BYTES,
@@ -164,7 +164,8 @@ def compute_and_upload(services: WorkerServices, grant: dict[str, Any]) -> dict[
         output = function.run(context)
         heartbeat.check()
         _check_output(function, output, scratch)
-        size, sha256 = file_digest(output.path)
+        stored = file_digest(output.path)
+        size, sha256 = stored.bytes, stored.sha256
         log.info("function_finished", filename=output.filename, bytes=size)
         post = services.channel.output(output.filename, size, sha256, output.content_type)
         try:
@@ -203,17 +204,6 @@ def _check_output(function: BusinessFunction, output: object, scratch: Path) -> 
         raise errors.FunctionError(f"function {name} returned metadata that is not JSON") from exc
     if len(encoded) > METADATA_MAX_BYTES:
         raise errors.FunctionError(f"function {name} returned {len(encoded)} bytes of metadata")
-
-
-def file_digest(path: Path) -> tuple[int, str]:
-    """Size and sha256 of a file, read in 1 MiB blocks."""
-    sha = hashlib.sha256()
-    size = 0
-    with path.open("rb") as stream:
-        while block := stream.read(1 << 20):
-            sha.update(block)
-            size += len(block)
-    return size, sha.hexdigest()
 
 
 def _finish(services: WorkerServices, outcome: FinishOutcome, **fields: Any) -> int:
