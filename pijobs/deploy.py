@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pijobs import job_template
 from pijobs.shared.functions import (
     ENTRY_POINT_GROUP,
     TEMPLATE_FILE,
@@ -431,6 +432,11 @@ def package(
     chosen = list(load_registry(functions))
     if not chosen:
         raise PackagingError("no business function is installed: install one (pijobs brings pi)")
+    for function in chosen:  # before anything is built or uploaded: a job template keeps its invariants
+        try:
+            job_template.check(function.template_path(), function.name)
+        except job_template.JobTemplateError as exc:
+            raise PackagingError(exc.message) from exc
     lambda_zip = build_zip(
         LAMBDA_PACKAGES,
         LAMBDA_REQUIREMENTS,
