@@ -16,6 +16,7 @@ import re
 from datetime import timedelta
 from typing import Any, Literal
 
+from pijobs.api_handler.service import ApiServices
 from pijobs.api_handler.web import validation_error
 from pijobs.shared import errors
 from pijobs.shared.attempts import failure_fields, status_after_failure
@@ -76,7 +77,7 @@ class FinishRequest(BaseModel):
 
 # ---- one call ---------------------------------------------------------------------------------------------
 def handle(
-    services: Any, job_id: str, operation: str, authorization: str | None, body: dict[str, Any]
+    services: ApiServices, job_id: str, operation: str, authorization: str | None, body: dict[str, Any]
 ) -> Any:
     """One channel call: authenticate, then the operation. Returns the answer's JSON."""
     handlers = {
@@ -92,7 +93,7 @@ def handle(
     return handlers[operation](services, job, body)
 
 
-def authenticate(services: Any, job_id: str, authorization: str | None) -> JobRecord:
+def authenticate(services: ApiServices, job_id: str, authorization: str | None) -> JobRecord:
     """The job whose current attempt ``authorization`` is the token of, while that attempt is live."""
     match = BEARER.fullmatch((authorization or "").strip())
     if match is None:
@@ -120,7 +121,7 @@ def _parse(model: type[BaseModel], body: dict[str, Any]) -> Any:
         raise validation_error(exc) from exc
 
 
-def start(services: Any, job: JobRecord, body: dict[str, Any]) -> dict[str, Any]:
+def start(services: ApiServices, job: JobRecord, body: dict[str, Any]) -> dict[str, Any]:
     """PROVISIONING -> RUNNING (a repeated start of a RUNNING attempt answers the same); the job's function,
     parameters, limits and deadline, and a fresh presigned GET for each pinned input."""
     request: StartRequest = _parse(StartRequest, body)
@@ -150,7 +151,7 @@ def start(services: Any, job: JobRecord, body: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def _input_grants(services: Any, job: JobRecord) -> dict[str, dict[str, Any]]:
+def _input_grants(services: ApiServices, job: JobRecord) -> dict[str, dict[str, Any]]:
     """A presigned GET for each pinned input, for exactly its object; answered, never stored or logged."""
     grants: dict[str, dict[str, Any]] = {}
     for name, pin in sorted((job.inputs or {}).items()):
@@ -166,7 +167,7 @@ def _input_grants(services: Any, job: JobRecord) -> dict[str, dict[str, Any]]:
     return grants
 
 
-def heartbeat(services: Any, job: JobRecord, body: dict[str, Any]) -> dict[str, Any]:
+def heartbeat(services: ApiServices, job: JobRecord, body: dict[str, Any]) -> dict[str, Any]:
     request: HeartbeatRequest = _parse(HeartbeatRequest, body)
     _require_running(job, "heartbeat")
     services.store.update_fields(
@@ -179,7 +180,7 @@ def heartbeat(services: Any, job: JobRecord, body: dict[str, Any]) -> dict[str, 
     return {"status": JobStatus.RUNNING.value, "cancelled": False}
 
 
-def output(services: Any, job: JobRecord, body: dict[str, Any]) -> dict[str, Any]:
+def output(services: ApiServices, job: JobRecord, body: dict[str, Any]) -> dict[str, Any]:
     """A presigned POST for exactly the declared file at the job's own result key (size and sha256 in its
     signed policy); the declaration is kept for ``finish`` to check the stored object against."""
     request: OutputRequest = _parse(OutputRequest, body)
@@ -212,7 +213,7 @@ def output(services: Any, job: JobRecord, body: dict[str, Any]) -> dict[str, Any
     return {"url": post["url"], "fields": post["fields"], "expires_at": isoformat(expires_at)}
 
 
-def finish(services: Any, job: JobRecord, body: dict[str, Any]) -> dict[str, Any]:
+def finish(services: ApiServices, job: JobRecord, body: dict[str, Any]) -> dict[str, Any]:
     """The attempt's end: SUCCEEDED once the stored object is exactly the declared one, FAILED with the
     worker's code, or RETRY (QUEUED again while attempts remain). The lifecycle releases the slot and
     deletes the stack."""
@@ -243,7 +244,7 @@ def _require_running(job: JobRecord, what: str) -> None:
         )
 
 
-def _succeed(services: Any, job: JobRecord, metadata: dict[str, Any]) -> JobRecord:
+def _succeed(services: ApiServices, job: JobRecord, metadata: dict[str, Any]) -> JobRecord:
     declared = job.output
     if declared is None:
         raise errors.WorkerConflictError(
@@ -264,12 +265,12 @@ def _succeed(services: Any, job: JobRecord, metadata: dict[str, Any]) -> JobReco
         content_type=declared.content_type,
         metadata=metadata,
     )
-    return services.lifecycle.transition(  # type: ignore[no-any-return]
+    return services.lifecycle.transition(
         job, JobStatus.SUCCEEDED, attempt=job.attempts, result=result, progress=1.0
     )
 
 
-def _check_stored(services: Any, key: str, declared: DeclaredOutput) -> None:
+def _check_stored(services: ApiServices, key: str, declared: DeclaredOutput) -> None:
     """The object at ``key`` is exactly the declared one: its size, and its sha256 (S3's stored checksum
     where it has one, else read back)."""
     bucket = services.settings.results_bucket
@@ -292,7 +293,7 @@ def _check_stored(services: Any, key: str, declared: DeclaredOutput) -> None:
         raise errors.ResultMismatchError("the stored result's sha256 is not the declared one")
 
 
-def _give_back(services: Any, job: JobRecord, code: str) -> JobRecord:
+def _give_back(services: ApiServices, job: JobRecord, code: str) -> JobRecord:
     """An infrastructure failure on the instance: QUEUED again while attempts remain, else FAILED. A job
     queued again goes straight back to the waiting index at the front (the fair-share clock's present);
     the admission tick, which the reaper restarts if none is running, admits it (docs/scheduling.md)."""
@@ -306,6 +307,6 @@ def _give_back(services: Any, job: JobRecord, code: str) -> JobRecord:
     if target is JobStatus.QUEUED:
         clock = (services.capacity.state() or {}).get("clock", 0.0)
         fields |= park_fields(job.job_id, clock)
-    return services.lifecycle.transition(  # type: ignore[no-any-return]
+    return services.lifecycle.transition(
         job, target, attempt=job.attempts, **fields, stack_name=None, stack_id=None, instance_id=None
     )
