@@ -10,6 +10,7 @@ from pijobs.api_handler.service import ApiServices
 from pijobs.api_handler.web import error_response, parse_event
 from pijobs.shared import aws
 from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.compute import CloudFormationBackend
 from pijobs.shared.errors import PijobsError
 from pijobs.shared.logs import clear_context, configure_logging, get_logger
 from pijobs.shared.queue import JobQueue
@@ -36,7 +37,7 @@ def services() -> ApiServices:
         functions=settings.functions(),
         uploads=UploadStore(ddb, settings.table_name),
         presigner=aws.presigning_s3_client(),
-        stacks=StackLauncher(aws.client("cloudformation")),
+        compute=CloudFormationBackend(StackLauncher(aws.client("cloudformation"))),
     )
 
 

@@ -20,6 +20,7 @@ from pijobs.api_handler.contract import (
 from pijobs.api_handler.web import validation_error
 from pijobs.shared import errors
 from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.compute import ComputeBackend
 from pijobs.shared.fairshare import next_tag
 from pijobs.shared.functions import BusinessFunction, Registry, catalog_entry, job_deadline, result_key
 from pijobs.shared.ids import is_id
@@ -29,7 +30,6 @@ from pijobs.shared.logs import get_logger
 from pijobs.shared.models import JobMessage, JobRecord, JobRequest, isoformat, new_job_id, utcnow
 from pijobs.shared.queue import JobQueue
 from pijobs.shared.settings import ApiSettings
-from pijobs.shared.stacks import StackLauncher
 from pijobs.shared.status import JobStatus
 from pijobs.shared.store import JobStore
 from pijobs.shared.tenants import TenantStore
@@ -54,11 +54,11 @@ class ApiServices:
     capacity: CapacityCounter
     uploads: UploadStore
     presigner: Any  # an S3 client that signs with SigV4 (the presigned POSTs and the worker's input GETs)
-    stacks: StackLauncher  # deletes an attempt's stack when it ends here (a cancel, the worker's finish)
+    compute: ComputeBackend  # destroys an attempt's infrastructure when it ends here (a cancel, a finish)
 
     @property
     def lifecycle(self) -> Lifecycle:
-        return Lifecycle(self.store, self.capacity, self.stacks)
+        return Lifecycle(self.store, self.capacity, self.compute)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from pijobs.shared import errors
 from pijobs.shared.attempts import failure_fields, status_after_failure
 from pijobs.shared.capacity import CapacityCounter
 from pijobs.shared.channel import mint_token
+from pijobs.shared.compute import ComputeBackend, LaunchRequest
 from pijobs.shared.functions import (
-    TEMPLATE_FILE,
     WORKER_FILE,
     Registry,
     artifact_key,
@@ -24,7 +24,6 @@ from pijobs.shared.logs import bind_job, get_logger
 from pijobs.shared.models import JobMessage, JobRecord
 from pijobs.shared.queue import JobQueue
 from pijobs.shared.settings import DispatcherSettings, RetrySettings
-from pijobs.shared.stacks import StackLauncher, stack_name_for
 from pijobs.shared.status import JobStatus
 from pijobs.shared.store import JobStore
 from pijobs.shared.tenants import TenantStore
@@ -44,8 +43,6 @@ class RetryServices(Protocol):
     @property
     def capacity(self) -> CapacityCounter: ...
     @property
-    def stacks(self) -> StackLauncher: ...
-    @property
     def lifecycle(self) -> Lifecycle: ...
 
 
@@ -55,14 +52,14 @@ class DispatchServices:
     store: JobStore
     queue: JobQueue
     capacity: CapacityCounter
-    stacks: StackLauncher
+    compute: ComputeBackend
     functions: Registry
     tenants: TenantStore
     s3: Any = None  # presigns the GET of each job's worker artifact
 
     @property
     def lifecycle(self) -> Lifecycle:
-        return Lifecycle(self.store, self.capacity, self.stacks)
+        return Lifecycle(self.store, self.capacity, self.compute)
 
     @property
     def admission(self) -> Admission:
@@ -118,7 +115,6 @@ def _create_stack(services: DispatchServices, job: JobRecord) -> str:
     attempt: a new worker channel token (its hash on the record, the token only in the stack's NoEcho
     parameter) and a presigned GET of the worker artifact. The instance gets no credentials."""
     settings = services.settings
-    name = stack_name_for(job.job_id, job.attempts)
     token, grant = mint_token(job.attempts)
     try:
         function = services.functions.get(job.function)
@@ -144,22 +140,30 @@ def _create_stack(services: DispatchServices, job: JobRecord) -> str:
     if not services.store.grant_channel(job.job_id, job.attempts, channel=grant, limits=limits):
         log.info("job_already_granted", attempts=job.attempts)
         return "duplicate"
-    template_url = settings.template_url(artifact_key(function.name, version, TEMPLATE_FILE))
+    request = LaunchRequest(
+        job_id=job.job_id,
+        attempt=job.attempts,
+        owner=job.owner,
+        cost_center=job.cost_center,
+        function=function.name,
+        version=version,
+        parameters=parameters,
+    )
     try:
-        stack_id = services.stacks.create(
-            name,
-            template_url,
-            parameters,
-            {"JobId": job.job_id, "Owner": job.owner, "CostCenter": job.cost_center or ""},
-        )
+        launched = services.compute.launch(request)
     except Exception as exc:
-        log.exception("stack_create_failed", stack_name=name)
+        log.exception("stack_create_failed", attempts=job.attempts)
         retry_or_fail(services, job, code="stack_create_failed", reason=f"creating the stack failed: {exc}")
         return "retried"
     # A lost write: the worker already moved the job on, or it was cancelled; the name identifies the stack.
     with contextlib.suppress(errors.StaleStatusError):
-        services.store.update_fields(job.job_id, JobStatus.PROVISIONING, stack_name=name, stack_id=stack_id)
-    log.info("job_dispatched", stack_name=name, attempts=job.attempts)
+        services.store.update_fields(
+            job.job_id,
+            JobStatus.PROVISIONING,
+            stack_name=launched.handle,
+            stack_id=launched.infrastructure_id,
+        )
+    log.info("job_dispatched", stack_name=launched.handle, attempts=job.attempts)
     return "dispatched"
 
 

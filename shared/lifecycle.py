@@ -7,8 +7,9 @@ It owns, in one place:
 - the state-change event, written in the same transaction as the change (an outbox item, ``event#...``, with
   a TTL; the webhooks read them from there): job id, owner, function, version, previous and new status,
   attempt, error code and time;
-- the side effects: an attempt that ends (a live job that becomes QUEUED or terminal) has its stack deleted
-  and then its capacity slot released, in that order, so live stacks never outnumber MaxActiveStacks.
+- the side effects: an attempt that ends (a live job that becomes QUEUED or terminal) has its infrastructure
+  destroyed (the compute backend, shared/compute.py) and then its capacity slot released, in that order, so
+  live stacks never outnumber MaxActiveStacks.
 
 Callers say what happened (the target and the record's new fields), not which items to write.
 """
@@ -20,9 +21,9 @@ from datetime import timedelta
 from typing import Any
 
 from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.compute import ComputeBackend
 from pijobs.shared.logs import get_logger
 from pijobs.shared.models import JobRecord, isoformat, utcnow
-from pijobs.shared.stacks import StackLauncher, stack_name_for
 from pijobs.shared.status import JobStatus
 from pijobs.shared.store import JobStore
 
@@ -69,7 +70,7 @@ def event_key(event: dict[str, Any]) -> str:
 class Lifecycle:
     store: JobStore
     capacity: CapacityCounter
-    stacks: StackLauncher
+    compute: ComputeBackend
 
     def transition(
         self,
@@ -100,14 +101,13 @@ class Lifecycle:
         return changed
 
     def end_attempt(self, job: JobRecord) -> None:
-        """Delete the attempt's stack, then give its slot back (each is idempotent; the reaper repeats what
-        fails here: orphan stacks are deleted and the capacity recounted)."""
-        name = job.stack_name or stack_name_for(job.job_id, job.attempts)
+        """Destroy the attempt's infrastructure, then give its slot back (each is idempotent; the reaper
+        repeats what fails here: orphan infrastructure is destroyed and the capacity recounted)."""
         try:
-            self.stacks.delete(name)
-            log.info("stack_delete_requested", stack_name=name)
+            self.compute.destroy(job.job_id, job.attempts)
+            log.info("infrastructure_destroy_requested", attempt=job.attempts)
         except Exception:
-            log.exception("stack_delete_failed", stack_name=name)
+            log.exception("infrastructure_destroy_failed", attempt=job.attempts)
         try:
             self.capacity.release(job.job_id)
         except Exception:
