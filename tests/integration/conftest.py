@@ -190,8 +190,7 @@ class Cloud:
             api_url=API_URL,
             worker_token=self.worker_token(job_id),
             instance_id=instance["InstanceId"] if instance else None,
-            heartbeat_seconds=0.05,
-            **overrides,
+            **{"heartbeat_seconds": 0.05, **overrides},
         )
         services = build_services(settings, job_id)
         services.channel = Channel(

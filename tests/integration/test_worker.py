@@ -359,3 +359,13 @@ def test_a_result_uploaded_for_a_job_cancelled_meanwhile_is_not_linked(cloud: Cl
     assert job.status.value == "CANCELLED" and job.result is None
     assert cloud.api("GET", f"/jobs/{job_id}/result")[0] == 409
     assert cloud.live_stacks() == [] and cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_a_job_costs_three_channel_calls_and_one_per_heartbeat(cloud: Cloud) -> None:
+    """start, output and finish; each heartbeat one more (the budget: four plus one per heartbeat)."""
+    job_id = _provisioned(cloud, 10)
+    made: list[WorkerServices] = []
+
+    assert cloud.run_worker(job_id, adapt=made.append, heartbeat_seconds=600) == 0
+
+    assert made[0].channel.calls == 3 and cloud.job(job_id).status.value == "SUCCEEDED"
