@@ -26,7 +26,7 @@ from pijobs.shared.digest import digest_chunks, read_chunks
 from pijobs.shared.functions import FILENAME_PATTERN, METADATA_MAX_BYTES, result_key
 from pijobs.shared.inputs import is_owned_key
 from pijobs.shared.logs import bind_job, get_logger
-from pijobs.shared.models import DeclaredOutput, JobRecord, ResultInfo, isoformat, utcnow
+from pijobs.shared.models import JobRecord, ResultInfo, isoformat, utcnow
 from pijobs.shared.status import JobStatus
 from pijobs.shared.store import park_fields
 from pijobs.shared.uploads import checksum_header
@@ -71,6 +71,7 @@ class FinishRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outcome: Literal["SUCCEEDED", "FAILED", "RETRY"]
+    output: OutputRequest | None = None  # SUCCEEDED: the file ``output`` granted the POST for
     metadata: dict[str, Any] | None = None
     error: FailureInfo | None = None
 
@@ -182,7 +183,7 @@ def heartbeat(services: ApiServices, job: JobRecord, body: dict[str, Any]) -> di
 
 def output(services: ApiServices, job: JobRecord, body: dict[str, Any]) -> dict[str, Any]:
     """A presigned POST for exactly the declared file at the job's own result key (size and sha256 in its
-    signed policy); the declaration is kept for ``finish`` to check the stored object against."""
+    signed policy); ``finish`` declares it again and the stored object must be exactly it."""
     request: OutputRequest = _parse(OutputRequest, body)
     _require_running(job, "output")
     settings = services.settings
@@ -191,8 +192,6 @@ def output(services: ApiServices, job: JobRecord, body: dict[str, Any]) -> dict[
             "the result is larger than one POST takes",
             details=[{"field": "bytes", "problem": f"must be at most {settings.max_result_bytes}"}],
         )
-    declared = DeclaredOutput(**request.model_dump())
-    services.store.update_fields(job.job_id, JobStatus.RUNNING, attempt=job.attempts, output=declared)
     checksum = {
         "x-amz-checksum-algorithm": "SHA256",
         "x-amz-checksum-sha256": checksum_header(request.sha256),
@@ -221,7 +220,11 @@ def finish(services: ApiServices, job: JobRecord, body: dict[str, Any]) -> dict[
     _require_running(job, "finish")
     outcome = FinishOutcome(request.outcome)
     if outcome is FinishOutcome.SUCCEEDED:
-        finished = _succeed(services, job, request.metadata or {})
+        if request.output is None:
+            raise errors.ValidationError(
+                "a success names its output", details=[{"field": "output", "problem": "required"}]
+            )
+        finished = _succeed(services, job, request.output, request.metadata or {})
     elif request.error is None:
         raise errors.ValidationError(
             "a failure names its error", details=[{"field": "error", "problem": "required"}]
@@ -244,12 +247,11 @@ def _require_running(job: JobRecord, what: str) -> None:
         )
 
 
-def _succeed(services: ApiServices, job: JobRecord, metadata: dict[str, Any]) -> JobRecord:
-    declared = job.output
-    if declared is None:
-        raise errors.WorkerConflictError(
-            "no output was declared", details=[{"field": "output", "problem": "call output first"}]
-        )
+def _succeed(
+    services: ApiServices, job: JobRecord, declared: OutputRequest, metadata: dict[str, Any]
+) -> JobRecord:
+    """SUCCEEDED with the result at the job's own key, once the stored object is exactly the declared file:
+    what the record then says of it is what was checked."""
     if len(json.dumps(metadata, allow_nan=False)) > METADATA_MAX_BYTES:
         raise errors.ValidationError(
             "the result's metadata is too large",
@@ -270,25 +272,27 @@ def _succeed(services: ApiServices, job: JobRecord, metadata: dict[str, Any]) ->
     )
 
 
-def _check_stored(services: ApiServices, key: str, declared: DeclaredOutput) -> None:
+def _check_stored(services: ApiServices, key: str, declared: OutputRequest) -> None:
     """The object at ``key`` is exactly the declared one: its size, and its sha256 (S3's stored checksum
-    where it has one, else read back)."""
+    where it has one, else read back). One GET: its body is read only when S3 kept no checksum."""
     bucket = services.settings.results_bucket
     try:
-        head = services.s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        stored = services.s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     except Exception as exc:
         if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
             raise errors.ResultMismatchError("the declared result was not stored") from exc
         raise
-    if int(head.get("ContentLength", -1)) != declared.bytes:
-        raise errors.ResultMismatchError("the stored result's size is not the declared one")
-    stored = head.get("ChecksumSHA256")
-    if stored:
-        matches = stored == checksum_header(declared.sha256)
-    else:  # storage kept no checksum (the local stand-in): read the object back
-        body = services.s3.get_object(Bucket=bucket, Key=key)["Body"]
-        received = digest_chunks(read_chunks(body), limit=declared.bytes)
-        matches = received.matches(declared.bytes, declared.sha256)
+    body = stored["Body"]
+    try:
+        if int(stored.get("ContentLength", -1)) != declared.bytes:
+            raise errors.ResultMismatchError("the stored result's size is not the declared one")
+        if stored.get("ChecksumSHA256"):
+            matches = stored["ChecksumSHA256"] == checksum_header(declared.sha256)
+        else:  # storage kept no checksum (the local stand-in): read the object back
+            received = digest_chunks(read_chunks(body), limit=declared.bytes)
+            matches = received.matches(declared.bytes, declared.sha256)
+    finally:
+        body.close()
     if not matches:
         raise errors.ResultMismatchError("the stored result's sha256 is not the declared one")
 

@@ -55,17 +55,6 @@ class ResultInfo(BaseModel):
         return self.key.rsplit("/", 1)[-1]
 
 
-class DeclaredOutput(BaseModel):
-    """A result file as its worker declared it before the upload: the stored object must be exactly it."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    filename: str
-    bytes: int
-    sha256: str
-    content_type: str = "application/octet-stream"
-
-
 class ErrorInfo(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -118,8 +107,6 @@ class JobRecord(BaseModel):
     inputs: dict[str, PinnedInput] | None = None
     # The current attempt's worker channel: the sha256 of its token (never the token) and that attempt.
     channel: ChannelGrant | None = None
-    # The result file the worker declared (worker channel ``output``), checked against the stored object.
-    output: DeclaredOutput | None = None
     limits: dict[str, Any] | None = None  # the operator's limits for the function, as of dispatch
     result: ResultInfo | None = None
     error: ErrorInfo | None = None

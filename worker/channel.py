@@ -80,9 +80,9 @@ class Channel:
     def heartbeat(self, progress: float, *, retry: bool = True) -> dict[str, Any]:
         return self.call(Operation.HEARTBEAT, {"progress": progress}, retry=retry)
 
-    def output(self, filename: str, size: int, sha256: str, content_type: str) -> dict[str, Any]:
-        body = {"filename": filename, "bytes": size, "sha256": sha256, "content_type": content_type}
-        return self.call(Operation.OUTPUT, body)
+    def output(self, **declared: Any) -> dict[str, Any]:
+        """``filename``, ``bytes``, ``sha256``, ``content_type``: a presigned POST for exactly that file."""
+        return self.call(Operation.OUTPUT, declared)
 
     def finish(self, outcome: str, **fields: Any) -> dict[str, Any]:
         return self.call(Operation.FINISH, {"outcome": outcome, **fields})

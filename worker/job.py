@@ -120,7 +120,7 @@ def _run(services: WorkerServices) -> int:
     except Exception:
         log.exception("job_failed")  # the operator's log has the exception; the customer gets WORKER_FAILED
         return _finish(services, FinishOutcome.FAILED, error=WORKER_FAILED)
-    return _finish(services, FinishOutcome.SUCCEEDED, metadata=output)
+    return _finish(services, FinishOutcome.SUCCEEDED, **output)
 
 
 def _start(services: WorkerServices) -> dict[str, Any] | None:
@@ -139,7 +139,7 @@ def _start(services: WorkerServices) -> dict[str, Any] | None:
 
 def compute_and_upload(services: WorkerServices, grant: dict[str, Any]) -> dict[str, Any]:
     """Run the job's function in a scratch directory under a heartbeat, then upload what it wrote.
-    Returns the result's metadata."""
+    Returns what ``finish`` tells of it: the file as declared for its upload, and its metadata."""
     function = services.function(str(grant["function"]))
     params = function.parse_params(grant["params"])
     inputs = {name: InputGrant.model_validate(value) for name, value in (grant.get("inputs") or {}).items()}
@@ -167,7 +167,13 @@ def compute_and_upload(services: WorkerServices, grant: dict[str, Any]) -> dict[
         stored = file_digest(output.path)
         size, sha256 = stored.bytes, stored.sha256
         log.info("function_finished", filename=output.filename, bytes=size)
-        post = services.channel.output(output.filename, size, sha256, output.content_type)
+        declared = {
+            "filename": output.filename,
+            "bytes": size,
+            "sha256": sha256,
+            "content_type": output.content_type,
+        }
+        post = services.channel.output(**declared)
         try:
             backoff.call("upload_result", lambda: services.post(post["url"], post["fields"], output.path))
         except errors.ResultUploadError:
@@ -175,7 +181,7 @@ def compute_and_upload(services: WorkerServices, grant: dict[str, Any]) -> dict[
         except Exception as exc:
             raise errors.ResultUploadError(f"the result could not be stored: {exc!r}") from exc
     log.info("result_uploaded", filename=output.filename, bytes=size, sha256=sha256)
-    return dict(output.metadata)
+    return {"output": declared, "metadata": dict(output.metadata)}
 
 
 def _check_pinned(requested: dict[str, str], inputs: dict[str, InputGrant]) -> None:

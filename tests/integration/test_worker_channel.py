@@ -30,6 +30,7 @@ BODIES: dict[str, Any] = {
     "output": {"filename": "x.txt", "bytes": 3, "sha256": hashlib.sha256(b"abc").hexdigest()},
     "finish": {"outcome": "FAILED", "error": {"code": "refused", "message": "no"}},
 }
+SUCCEEDED = {"outcome": "SUCCEEDED", "output": BODIES["output"]}
 
 
 def _raw(cloud: Cloud, job_id: str) -> dict[str, Any]:
@@ -102,7 +103,7 @@ def test_a_cannot_upload_under_b_s_prefix_or_succeed_with_b_s_file(
     assert ["content-length-range", 3, 3] in policy["conditions"]
     # A file planted under B's prefix (as moto lets a POST do) makes neither job succeed.
     cloud.s3.put_object(Bucket=cloud.bucket, Key=f"results/key-b/{b}/x.txt", Body=b"abc")
-    status, body = cloud.worker_call(a, "finish", {"outcome": "SUCCEEDED"}, token=jobs["token_a"])
+    status, body = cloud.worker_call(a, "finish", SUCCEEDED, token=jobs["token_a"])
     _refused(status, body, 409)
     assert body["error"]["code"] == "result_mismatch"
     assert cloud.job(a).status is JobStatus.RUNNING and cloud.job(b).result is None
@@ -115,10 +116,10 @@ def test_a_wrong_file_at_a_s_own_key_does_not_succeed(cloud: Cloud, jobs: dict[s
     assert status == 200
     for body in (b"abd", b"abcd"):  # another sha256, another size
         requests.post(post["url"], data=post["fields"], files={"file": ("x.txt", body)}, timeout=10)
-        status, answer = cloud.worker_call(a, "finish", {"outcome": "SUCCEEDED"}, token=jobs["token_a"])
+        status, answer = cloud.worker_call(a, "finish", SUCCEEDED, token=jobs["token_a"])
         _refused(status, answer, 409)
     requests.post(post["url"], data=post["fields"], files={"file": ("x.txt", b"abc")}, timeout=10)
-    status, answer = cloud.worker_call(a, "finish", {"outcome": "SUCCEEDED"}, token=jobs["token_a"])
+    status, answer = cloud.worker_call(a, "finish", SUCCEEDED, token=jobs["token_a"])
     assert status == 200 and answer == {"status": "SUCCEEDED"}
     job = cloud.job(a)
     assert job.result is not None and job.result.key == f"results/key-a/{a}/x.txt"
@@ -139,7 +140,7 @@ def test_a_token_stops_working_when_its_attempt_is_cancelled(cloud: Cloud, jobs:
     for operation in OPERATIONS:
         status, body = cloud.worker_call(a, operation, BODIES[operation], token=jobs["token_a"])
         _refused(status, body, 410)
-    status, body = cloud.worker_call(a, "finish", {"outcome": "SUCCEEDED"}, token=jobs["token_a"])
+    status, body = cloud.worker_call(a, "finish", SUCCEEDED, token=jobs["token_a"])
     _refused(status, body, 410)
 
     assert _raw(cloud, a) == cancelled and cloud.job(a).status is JobStatus.CANCELLED
@@ -212,14 +213,15 @@ def test_unknown_jobs_operations_and_bad_bodies_are_4xx_never_500(cloud: Cloud, 
         ("heartbeat", {"progress": 0.5, "status": "SUCCEEDED"}),
         ("output", {"filename": "x", "bytes": -1, "sha256": "0" * 64}),
         ("output", {"filename": "x", "bytes": 1, "sha256": "nothex"}),
-        ("finish", {"outcome": "SUCCEEDED", "metadata": {"x": "y" * 20_000}}),
+        ("finish", {**SUCCEEDED, "metadata": {"x": "y" * 20_000}}),
+        ("finish", {"outcome": "SUCCEEDED"}),  # no output named
         ("finish", {"outcome": "FAILED"}),
         ("finish", {"outcome": "RETRY", "error": {"code": "anything_else", "message": "x"}}),
         ("finish", {"outcome": "CANCELLED"}),
     ):
         status, answer = cloud.worker_call(a, operation, body, token=token)
         assert 400 <= status < 500, (operation, body, status, answer)
-    _refused(*cloud.worker_call(a, "finish", {"outcome": "SUCCEEDED"}, token=token), 409)  # nothing declared
+    _refused(*cloud.worker_call(a, "finish", SUCCEEDED, token=token), 409)  # nothing stored
     assert cloud.job(a).status is JobStatus.RUNNING
 
 
