@@ -40,7 +40,8 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, wordcount_plugin: None) -> Iterator[LocalStack]:
+    """The embedded stack, with the word-count plug-in (the commands' tests of a function other than pi)."""
     config = LocalConfig(max_active_stacks=2, log_dir=tmp_path_factory.mktemp("workers"))
     with LocalStack(config) as local:
         yield local
