@@ -509,13 +509,12 @@ def test_each_failure_is_one_line_with_its_exit_code(stack: LocalStack, tmp_path
         (["submit", "--digits", "5"], _base_env(), 2, "no API URL"),
     ]
     for argv, env, code, says in cases:
-        started = time.monotonic()
         exit_code, _, err = _pijobs_process(argv, env)
         problem = [line for line in err.splitlines() if line.startswith("pijobs")]
         assert exit_code == code, (argv, err)
         assert says in err and "Traceback" not in err, (argv, err)
         assert len(problem) == 1, (argv, err)
-        assert time.monotonic() - started < 20, argv  # a busy port is found at once, not after the start
+        assert "_started" not in err, (argv, err)  # refused before anything starts (a busy port: before moto)
 
 
 def test_a_closed_pipe_is_not_an_error(stack: LocalStack) -> None:
