@@ -3,10 +3,13 @@ and the server's serialisation of DynamoDB and CloudFormation requests."""
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import os
+import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -310,6 +313,50 @@ def test_gateway_throttles_per_key_with_the_usage_plan(aws: ClientFactory) -> No
     assert codes[:2] == [201, 201]
     assert 429 in codes
     assert _envelope(next(r for r in responses if r.status_code == 429))["code"] == "throttled"
+
+
+def _request(sock: socket.socket, key: str) -> None:
+    sock.sendall(b"GET /jobs HTTP/1.1\r\nHost: x\r\nx-api-key: " + key.encode() + b"\r\n\r\n")
+
+
+def _response_status(sock: socket.socket) -> int | None:
+    """The status of the response read from ``sock``; None when the gateway closed it without one."""
+    reader = http.client.HTTPResponse(sock)
+    try:
+        reader.begin()
+    except (http.client.RemoteDisconnected, ConnectionError):
+        return None
+    reader.read()
+    return reader.status
+
+
+def test_a_kept_alive_connection_is_answered_however_long_it_was_idle(aws: ClientFactory, plan: str) -> None:
+    """The flake behind "Connection aborted: RemoteDisconnected" under load: a gateway that ended idle
+    connections on a timer closed one just as a client (urllib3, which had found it open) sent a request on
+    it. Here the client sends only after the gateway had many times its request timeout to do so."""
+    _, key = make_key(aws("apigateway"), plan)
+    with (
+        LocalGateway(echo_handler, aws("apigateway"), plan, request_timeout_s=0.1) as gw,
+        socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock,
+    ):
+        _request(sock, key)
+        assert _response_status(sock) == 201
+        # Idle for 20 times the timeout, or until the gateway closes it (readable at once: EOF).
+        closed_early = select.select([sock], [], [], 2.0)[0]
+
+        _request(sock, key)
+        assert _response_status(sock) == 201, "closed while idle" if closed_early else "no answer"
+
+
+def test_a_request_that_stalls_once_begun_is_dropped_at_the_timeout(aws: ClientFactory, plan: str) -> None:
+    """Only the wait between requests is the client's to take: half a request does not hold a thread."""
+    with (
+        LocalGateway(echo_handler, aws("apigateway"), plan, request_timeout_s=0.1) as gw,
+        socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock,
+    ):
+        sock.sendall(b"GET /jobs HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        assert select.select([sock], [], [], 10.0)[0], "the gateway kept waiting for the rest"
+        assert _response_status(sock) is None
 
 
 # --- event source mapping -----------------------------------------------------------------------------------
