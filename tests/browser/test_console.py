@@ -27,11 +27,6 @@ expect = playwright.expect
 pytestmark = pytest.mark.browser
 
 
-def wordcount_installed(client: PijobsClient) -> None:
-    if "word-count" not in {f["name"] for f in client.functions()}:
-        pytest.skip("the word-count test plug-in is not installed (tox installs tests/plugins/wordcount)")
-
-
 def wait_for(client: PijobsClient, job_id: str, status: str, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while (job := client.get(job_id))["status"] != status:
@@ -122,7 +117,6 @@ def test_submit_from_the_generated_form_then_download_and_check_the_result(
 
 def test_the_progress_bar_moves_while_the_job_runs_and_ends_at_100(console: Console, key: str) -> None:
     client = PijobsClient(console.stack.api_url, key)
-    wordcount_installed(client)
     earlier = [
         client.submit("pi", {"digits": 5000}, name="monthly report", cost_center="cc-42")["job_id"],
         client.submit("pi", {"digits": 100_000}, name="benchmark 100k")["job_id"],
@@ -153,7 +147,6 @@ def test_the_progress_bar_moves_while_the_job_runs_and_ends_at_100(console: Cons
 
 def test_cancel_a_long_job_after_confirming(console: Console, key: str) -> None:
     client = PijobsClient(console.stack.api_url, key)
-    wordcount_installed(client)
     page = console.sign_in(key).page
     fill_form(console, "word-count", {"text": "long", "pause_seconds": "300"}, "long one")
     page.click("#submit-button")
@@ -178,7 +171,6 @@ def test_cancel_a_long_job_after_confirming(console: Console, key: str) -> None:
 
 def test_filter_by_status_function_and_name(console: Console, key: str) -> None:
     client = PijobsClient(console.stack.api_url, key)
-    wordcount_installed(client)
     done = client.submit("pi", {"digits": 10}, name="alpha done")["job_id"]
     stopped = client.submit("word-count", {"text": "x", "pause_seconds": 300}, name="beta stopped")["job_id"]
     client.cancel(stopped)
