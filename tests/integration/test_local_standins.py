@@ -656,7 +656,7 @@ def test_sqs_long_polls_do_not_block_dynamodb(aws: ClientFactory) -> None:
         )
     )
     poll.start()
-    wait_for(_long_polling)  # the server is waiting for a message to arrive
+    wait_for(_long_polling, timeout_s=15)  # the server is waiting for a message to arrive
 
     aws("dynamodb").list_tables()  # held up until the poll ends if the server serialised them
 
@@ -985,7 +985,7 @@ def test_woken_esm_receives_on_notify_and_not_before_a_delay_or_visibility_timeo
             lambda _service, action, params: [esm.notify(d) for d in visible_after(action, params)]
         )
         with esm:
-            wait_for(lambda: receives.count >= 2)  # both pollers found the queue empty: asleep for a minute
+            wait_for(lambda: receives.count >= 2, timeout_s=15)  # both pollers found it empty: asleep
             sent = time.monotonic()
             sqs.send_message(QueueUrl=queue_url, MessageBody="now")
             sqs.send_message(QueueUrl=queue_url, MessageBody="fails-once")
