@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pijobs.errors import OperationError
+
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED"})
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 USER_AGENT = "pijobs-cli"
@@ -37,8 +39,8 @@ _CHUNK = 1 << 16
 _UPLOAD_CHUNK = 1 << 20
 
 
-class PijobsClientError(Exception):
-    """Base of the client's errors."""
+class PijobsClientError(OperationError):
+    """Base of the client's errors (an OperationError of pijobs.errors: the API or the transfer said no)."""
 
 
 class TransportError(PijobsClientError):

@@ -25,20 +25,17 @@ Public API
     Create or update the primary stack from the packaged artifacts (the manifest gives the parameters
     ``pijobs package`` decided; ``params`` win), wait until it is complete, return its outputs.
 
-``register(subparsers) -> None``
-    Add ``pijobs package`` and ``pijobs deploy`` to the command line.
+The command line's ``pijobs package`` and ``pijobs deploy`` are ``pijobs.cli.deploy``.
 
 Clients are plain boto3 clients, so ``AWS_ENDPOINT_URL`` points all of this at a moto server.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -50,12 +47,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pijobs.errors import OperationError
 from pijobs.shared.functions import (
     ENTRY_POINT_GROUP,
     TEMPLATE_FILE,
     WORKER_FILE,
     BusinessFunction,
-    FunctionRegistryError,
     artifact_key,
     entry_point_of,
     installed_functions,
@@ -123,7 +120,7 @@ def placeholder_zip(module: str = "placeholder") -> bytes:
     return buffer.getvalue()
 
 
-class PackagingError(Exception):
+class PackagingError(OperationError):
     """What `pijobs package` refuses to do, said plainly."""
 
 
@@ -567,131 +564,6 @@ def _previous(stack: Mapping[str, Any] | None, key: str) -> str | None:
         if parameter["ParameterKey"] == key:
             return str(parameter["ParameterValue"])
     return None
-
-
-# ---- command line ---------------------------------------------------------------------------------------
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``pijobs package`` and ``pijobs deploy``."""
-    pack = subparsers.add_parser("package", help="build the Lambda zip and worker artifact, upload them")
-    pack.add_argument("--bucket", required=True, help="artifacts bucket (created if missing)")
-    pack.add_argument("--arch", choices=sorted(PLATFORMS), default="x86_64", help="Lambda architecture")
-    pack.add_argument(
-        "--python",
-        dest="python_version",
-        choices=PYTHON_VERSIONS,
-        default="3.12",
-        help="Lambda Python version (LambdaRuntime pythonX.Y)",
-    )
-    pack.add_argument(
-        "--no-deps",
-        dest="with_deps",
-        action="store_false",
-        help="skip the third-party dependencies (tests only: the zips will not run)",
-    )
-    pack.add_argument(
-        "--pip-arg",
-        dest="pip_args",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="extra argument for pip, e.g. --pip-arg=--find-links=wheels (repeatable)",
-    )
-    pack.add_argument(
-        "--function",
-        dest="functions",
-        action="append",
-        default=None,
-        metavar="NAME",
-        help="business function to package (repeatable; default: every installed one)",
-    )
-    pack.add_argument(
-        "--replace",
-        action="store_true",
-        help="overwrite a function version already packaged with other content",
-    )
-    pack.set_defaults(run=cmd_package)
-
-    dep = subparsers.add_parser("deploy", help="create or update the primary stack on AWS")
-    dep.add_argument("--stack-name", default="pijobs", help="primary stack name (default pijobs)")
-    dep.add_argument("--bucket", help="artifacts bucket of pijobs package (default: the stack's current one)")
-    dep.add_argument(
-        "--param",
-        dest="params",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="template parameter, e.g. --param MaxActiveStacks=20 (repeatable)",
-    )
-    dep.add_argument("--poll-seconds", type=int, default=10, help="stack status polling interval")
-    dep.set_defaults(run=cmd_deploy)
-
-
-def parse_params(pairs: Iterable[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"pijobs: --param takes KEY=VALUE, not {pair!r}")
-        params[key.strip()] = value
-    return params
-
-
-def cmd_package(args: argparse.Namespace) -> int:
-    import boto3
-
-    try:
-        artifacts = package(
-            boto3.client("s3"),
-            bucket=args.bucket,
-            arch=args.arch,
-            python_version=args.python_version,
-            with_deps=args.with_deps,
-            pip_args=args.pip_args,
-            functions=args.functions,
-            replace=args.replace,
-        )
-    except (PackagingError, FunctionRegistryError) as exc:
-        print(f"pijobs: {exc}", file=sys.stderr)
-        return 1
-    print(f"Uploaded to s3://{artifacts.bucket}:")
-    keys = [artifacts.lambda_key, artifacts.primary_template_key]
-    for function in artifacts.functions.values():
-        keys += [function.template_key, function.worker_key]
-    for key in keys:
-        print(f"  {key}")
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:  # e.g. the moto server of `pijobs up`, which deployed its own stack and serves its own API
-        print(f"These went to the AWS endpoint {endpoint}, not to AWS. The embedded stack (pijobs up)")
-        print("needs no deploy; for AWS, unset AWS_ENDPOINT_URL and package again with your credentials.")
-    else:
-        print(f"Next: pijobs deploy --stack-name pijobs --bucket {artifacts.bucket}")
-    return 0
-
-
-def cmd_deploy(args: argparse.Namespace) -> int:
-    import boto3
-
-    cfn = boto3.client("cloudformation")
-    result = deploy(
-        cfn,
-        boto3.client("s3"),
-        boto3.client("ec2"),
-        stack_name=args.stack_name,
-        bucket=args.bucket,
-        params=parse_params(args.params),
-        poll_seconds=args.poll_seconds,
-    )
-    if result.action == "updated":
-        redeploy_api(boto3.client("apigateway"), result.outputs)
-    outputs = result.outputs
-    print(f"Stack {result.stack_name}: {result.action}")
-    print(f"API: {outputs.get('ApiUrl', '?')}")
-    print(f"Console: {outputs.get('ApiUrl', '?')}/console")
-    plan = outputs.get("UsagePlanId")
-    plan_arg = f" --usage-plan-id {plan}" if plan else ""
-    print(f"Create an API key: pijobs keys create NAME{plan_arg}")
-    print(f"Then: curl -H 'x-api-key: <key>' -d '{{\"digits\": 1000}}' {outputs.get('ApiUrl', '')}/jobs")
-    return 0
 
 
 def _error_code(exc: Exception) -> str:

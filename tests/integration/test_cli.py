@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -52,6 +53,7 @@ def pijobs(stack: LocalStack, capsys: pytest.CaptureFixture[str], monkeypatch: p
     monkeypatch.setenv("PIJOBS_API_URL", stack.api_url)
     monkeypatch.setenv("PIJOBS_API_KEY", stack.api_key)
     monkeypatch.delenv("PIJOBS_STACK_NAME", raising=False)
+    monkeypatch.setenv("COLUMNS", "80")  # an ordinary terminal: tables fit it
 
     def run(*argv: str) -> Run:
         capsys.readouterr()
@@ -161,7 +163,7 @@ def test_status_list_and_cancel_a_queued_job(pijobs: Any, stack: LocalStack) -> 
     listed = [job["job_id"] for job in every_page.json()["jobs"]]
     assert set(ids) <= set(listed) and every_page.json()["next"] is None
     assert listed.index(ids[2]) < listed.index(ids[0])  # newest first
-    assert human.code == 0 and ids[2] in human.out and "QUEUED" in human.out and "--next" in human.err
+    assert human.code == 0 and ids[2][:12] in human.out and "QUEUED" in human.out and "--next" in human.err
     assert cancelled.code == 0 and cancelled.json()["status"] == "CANCELLED"
     assert again.code == 1 and "409" in again.err and "job_finished" in again.err
     assert pijobs("status", ids[0], "--json").json()["status"] == "CANCELLED"
@@ -170,7 +172,7 @@ def test_status_list_and_cancel_a_queued_job(pijobs: Any, stack: LocalStack) -> 
 def test_submit_wait_then_download_a_verified_result(pijobs: Any, stack: LocalStack, tmp_path: Path) -> None:
     waited = pijobs("submit", "--digits", "1000", "--wait", "--interval", "0.2", "--timeout", "120")
     assert waited.code == 0, waited.out + waited.err
-    assert "SUCCEEDED" in waited.out and "url http" in waited.out
+    assert re.search(r"^status +SUCCEEDED$", waited.out, re.M) and re.search(r"^url +http", waited.out, re.M)
     job_id = waited.out.split()[waited.out.split().index("job_id") + 1]
     job = pijobs("status", job_id, "--json").json()
     target = tmp_path / "pi.txt"
@@ -446,7 +448,7 @@ class FinishingClient:
 def test_submit_wait_exits_zero_only_on_success_and_keeps_stdout_json(
     final: str, code: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("pijobs.customer.client_from", lambda *_: FinishingClient(final))
+    monkeypatch.setattr("pijobs.cli.customer.connect", lambda *_: FinishingClient(final))
 
     exit_code = cli.main(["submit", "--digits", "5", "--wait", "--json"])
 
@@ -591,3 +593,55 @@ def test_upload_and_inputs_say_what_is_wrong(pijobs: Any, tmp_path: Path) -> Non
     assert missing.code == 2 and "is not a file" in missing.err
     assert neither.code == 2 and "neither a file nor an upload id" in neither.err
     assert unknown.code == 1 and "params.inputs.t: no such upload" in unknown.err
+
+
+# ---- tables at 80 columns -----------------------------------------------------------------------------------
+def _fits(run: Run, width: int = 80) -> list[str]:
+    lines = run.out.splitlines()
+    assert run.code == 0, run.err
+    assert lines, run.err
+    assert [line for line in lines if len(line) > width] == []
+    return lines
+
+
+def test_tables_fit_80_columns_with_status_function_and_ids_every_command_takes(
+    pijobs: Any, stack: LocalStack, tmp_path: Path
+) -> None:
+    data = tmp_path / "a-rather-long-file-name-that-a-narrow-table-has-to-cut-somewhere.csv"
+    data.write_text("team,points\nred,3\nblue,5\n")
+    query = "SELECT team, sum(points) AS points, count(*) AS games FROM s GROUP BY team ORDER BY team"
+    with dispatch_paused(stack):
+        sql = pijobs("submit", "sql", "--query", query, "--input", f"s={data}",
+                     "--name", "a long name for a job that goes on and on", "--json")  # fmt: skip
+        pi = pijobs("submit", "--digits", "80", "--json")
+        listing = pijobs("list", "--limit", "5")
+        wide = pijobs("list", "--limit", "5", "--wide")
+        uploads = pijobs("uploads")
+        for job in (sql, pi):
+            assert pijobs("cancel", job.json()["job_id"]).code == 0
+    sql_id = sql.json()["job_id"]
+
+    lines = _fits(listing)
+    assert lines[0].split()[:3] == ["ID", "STATUS", "FUNCTION"]
+    row = next(line for line in lines if line.startswith(sql_id[:12]))
+    shown_id, status, function = row.split()[:3]
+    assert (status, function) == ("QUEUED", "sql") and "query=SELECT" in row
+    assert pijobs("status", shown_id, "--json").json()["job_id"] == sql_id  # the prefix names the job
+    assert sql_id in wide.out and query in wide.out  # --wide: whole, however long the line
+
+    upload_lines = _fits(uploads)
+    assert upload_lines[0].split()[:2] == ["UPLOAD", "STATUS"]
+    upload_id = pijobs("status", sql_id, "--json").json()["params"]["inputs"]["s"]
+    shown_upload = next(line for line in upload_lines if line.startswith(upload_id[:12])).split()[0]
+    with dispatch_paused(stack):
+        again = pijobs("submit", "sql", "--query", query, "--input", f"s={shown_upload}", "--json")
+        assert again.code == 0, again.err
+        again_job = pijobs("cancel", again.json()["job_id"], "--json").json()
+        assert again_job["params"]["inputs"] == {"s": upload_id}  # an upload id's prefix works too
+
+    functions = _fits(pijobs("functions"))
+    assert functions[0].split()[:2] == ["NAME", "VERSION"]
+    assert any(line.startswith("pi ") and "digits:integer" in line for line in functions)
+    keys = _fits(pijobs("keys", "list"))
+    assert keys[0].split() == ["ID", "NAME", "STATE", "CREATED"]
+    assert any(stack.api_key_id in line for line in keys[1:])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -19,6 +18,11 @@ import pytest
 from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
 
 from pijobs import deploy
+from pijobs.cli import build_parser
+from pijobs.cli import main as cli_main
+from pijobs.cli.deploy import parse_params
+from pijobs.cli.render import Output
+from pijobs.errors import UsageError
 
 BUCKET = "pijobs-artifacts-test"
 
@@ -53,10 +57,9 @@ def reset(endpoint: str) -> None:
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="pijobs")
-    deploy.register(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    return int(args.run(args))
+    """The command as the command line runs it, with its failures raised rather than printed."""
+    args = build_parser().parse_args(argv)
+    return int(args.run(args, Output()))
 
 
 def zip_names(body: bytes) -> set[str]:
@@ -142,7 +145,7 @@ def test_a_packaged_version_is_never_changed_under_its_jobs(moto_endpoint: str, 
 def test_package_refuses_a_function_that_is_not_installed(
     moto_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(["package", "--bucket", BUCKET, "--no-deps", "--function", "nope"]) == 1
+    assert cli_main(["package", "--bucket", BUCKET, "--no-deps", "--function", "nope"]) == 1
     assert "enabled functions ['nope'] are not installed" in capsys.readouterr().err
 
 
@@ -201,8 +204,8 @@ def test_deploy_refuses_a_parameter_the_template_does_not_have(moto_endpoint: st
 
 
 def test_param_must_be_key_equals_value() -> None:
-    with pytest.raises(SystemExit):
-        deploy.parse_params(["MaxActiveStacks"])
+    with pytest.raises(UsageError, match="--param takes KEY=VALUE"):
+        parse_params(["MaxActiveStacks"])
 
 
 def test_pip_targets_the_lambda_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
