@@ -24,7 +24,7 @@ from typing import Any, TypedDict
 
 from pijobs.errors import OperationError, UsageError
 from pijobs.shared import aws
-from pijobs.shared.status import JobStatus
+from pijobs.shared.status import UNFINISHED_STATES
 
 STACK_ENV = "PIJOBS_STACK_NAME"
 DEFAULT_STACK = "pijobs"
@@ -37,7 +37,6 @@ UNBATCHED_MAX = 10  # AWS: a standard queue's BatchSize above 10 needs MaximumBa
 PEEK_HOLD_SECONDS = 10
 REDRIVE_HOLD_SECONDS = 30
 PEEK_LIMIT = 100
-LIVE_STATES = (JobStatus.QUEUED, JobStatus.PROVISIONING, JobStatus.RUNNING)
 
 
 def stack_name(given: str | None = None, env: Mapping[str, str] | None = None) -> str:
@@ -125,7 +124,7 @@ def queue_counts(sqs: Any, queue_url: str) -> dict[str, int]:
 
 def live_jobs_by_state(statuses: Iterable[str]) -> dict[str, int]:
     counts = Counter(statuses)
-    return {state.value: counts.get(state.value, 0) for state in LIVE_STATES}
+    return {state.value: counts.get(state.value, 0) for state in UNFINISHED_STATES}
 
 
 def gather_status(resources: StackResources, *, waiting: dict[str, int] | None = None) -> dict[str, Any]:

@@ -595,7 +595,7 @@ def test_upload_and_inputs_say_what_is_wrong(pijobs: Any, tmp_path: Path) -> Non
     assert unknown.code == 1 and "params.inputs.t: no such upload" in unknown.err
 
 
-# ---- tables at 80 columns -----------------------------------------------------------------------------------
+# ---- tables at 80 columns ---------------------------------------------------------------------------------
 def _fits(run: Run, width: int = 80) -> list[str]:
     lines = run.out.splitlines()
     assert run.code == 0, run.err

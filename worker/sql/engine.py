@@ -13,14 +13,16 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 from pijobs.shared import errors
 from pijobs.shared.functions import JobRefusedError, OutputFile, RunContext
 from pijobs.shared.logs import get_logger
-from pijobs.worker.sql.function import SqlLimits
 from pijobs.worker.sql.query import QueryShapeError, check_query_shape
+
+if TYPE_CHECKING:  # the plug-in imports this module inside run(): its model is a type here, no import
+    from pijobs.worker.sql.function import SqlLimits
 
 log = get_logger(__name__)
 
