@@ -165,8 +165,33 @@ class BusinessFunction(ABC):
         module = importlib.import_module(type(self).__module__)
         return Path(str(module.__file__)).resolve().parent / self.template
 
-    def parameter_schema(self) -> dict[str, Any]:
-        return self.request_model.model_json_schema()
+    def parameter_bounds(self, limits: Any) -> dict[str, dict[str, int | float]]:
+        """The bounds the operator's limits put on parameters, as JSON-schema keywords (``minimum``,
+        ``maximum``): ``{"digits": {"maximum": limits.max_digits}}``. The catalog, the OpenAPI document and
+        the console's form show them in the parameter's schema, and a request beyond them is refused saying
+        them: the deployment's bound is stated once, here, not as a wider one in the request model."""
+        return {}
+
+    def parameter_schema(self, limits: Any = None) -> dict[str, Any]:
+        """The request model's JSON schema; with ``limits``, narrowed to the deployment's bounds."""
+        schema = self.request_model.model_json_schema()
+        if limits is not None:
+            for name, keywords in self.parameter_bounds(limits).items():
+                schema["properties"][name].update(keywords)
+        return schema
+
+    def bound_problems(self, params: Any, limits: Any) -> list[tuple[str, str]]:
+        """``(parameter, problem)`` for each value outside its ``parameter_bounds``."""
+        problems = []
+        for name in self.parameter_bounds(limits):
+            value = getattr(params, name, None)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            schema = self.parameter_schema(limits)["properties"][name]
+            low, high = schema.get("minimum"), schema.get("maximum")
+            if (low is not None and value < low) or (high is not None and value > high):
+                problems.append((name, range_problem(low, high)))
+        return problems
 
     def parse_params(self, params: Mapping[str, Any]) -> Any:
         return self.request_model.model_validate(params)
@@ -183,9 +208,16 @@ def catalog_entry(function: BusinessFunction, limits: BaseModel) -> dict[str, An
         "version": function.version,
         "title": function.title,
         "description": function.description,
-        "parameters": function.parameter_schema(),
+        "parameters": function.parameter_schema(limits),
         "limits": limits.model_dump(mode="json"),
     }
+
+
+def range_problem(low: float | None, high: float | None) -> str:
+    """How a bound is said in an error: ``must be between 1 and 10000000``."""
+    if low is not None and high is not None:
+        return f"must be between {low} and {high}"
+    return f"must be at least {low}" if low is not None else f"must be at most {high}"
 
 
 def clamp_deadline(seconds: int) -> int:

@@ -84,7 +84,9 @@ def test_submit_from_the_generated_form_then_download_and_check_the_result(
     page = console.sign_in(key).page
     fill_form(console, "pi", {"digits": "2000"}, "pi from the browser")
     expect(page.locator("#field-params-digits")).to_have_attribute("aria-required", "true")
-    expect(page.locator("#field-params-digits-hint")).to_contain_text("1 to 100,000,000")
+    expect(page.locator("#field-params-digits-hint")).to_contain_text(
+        "1 to 10,000,000"
+    )  # the deployment's bound
     console.screenshot("submit")
     page.click("#submit-button")
 

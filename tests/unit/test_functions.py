@@ -167,9 +167,13 @@ def test_limits_apply_per_function_and_bad_ones_stop_the_start() -> None:
     installed = {"pi": PiFunction()}
     registry = load_registry(["pi"], {"pi": {"max_digits": 500}}, installed=installed)
     assert registry.catalog()[0]["limits"] == {"max_digits": 500}
-    assert registry.get("pi").check(PiParams(digits=501), registry.limits["pi"]) == [
+    pi = registry.get("pi")
+    assert pi.bound_problems(PiParams(digits=501), registry.limits["pi"]) == [
         ("digits", "must be between 1 and 500")
     ]
+    assert pi.bound_problems(PiParams(digits=500), registry.limits["pi"]) == []
+    digits = registry.catalog()[0]["parameters"]["properties"]["digits"]
+    assert (digits["minimum"], digits["maximum"]) == (1, 500)  # the deployment's bound, stated once
     with pytest.raises(FunctionRegistryError, match="limits for function 'pi': max_digits"):
         load_registry(["pi"], {"pi": {"max_digits": "lots"}}, installed=installed)
     with pytest.raises(FunctionRegistryError, match="limits for function 'pi': max_dgits"):
