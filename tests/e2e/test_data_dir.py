@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import platform
 import signal
@@ -110,6 +111,17 @@ def test_jobs_results_and_keys_survive_a_restart(tmp_path: Path) -> None:
     second = Up(data_dir, tmp_path / "up-2.log")
     try:
         assert (second.url, second.key) == (first.url, first.key)
+        # The AWS endpoint stays too: the exports the first run printed still work for `pijobs keys`/`ops`.
+        assert second.value("AWS endpoint: ") == first.value("AWS endpoint: ")
+        listed = subprocess.run(
+            [sys.executable, "-m", "pijobs.cli", "keys", "list", "--json"],
+            env={**os.environ, **_aws_env(first)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "second" in [key["name"] for key in json.loads(listed.stdout)["keys"]]
         assert "restored" in second.value("Data: ")
         session = second.session()
         job = _wait_for(session, second.url, done, {"SUCCEEDED"})
