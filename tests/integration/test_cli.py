@@ -438,7 +438,8 @@ class FinishingClient:
         return {"job_id": "j-1", "status": "QUEUED", "links": {}}
 
     def wait(self, job_id: str, *, on_update: Any = None, **_: Any) -> dict[str, Any]:
-        on_update({"job_id": job_id, "status": "RUNNING", "progress": 0.5})
+        soon = "2999-01-01T00:00:00.000Z"  # the API's estimate from the job's own rate
+        on_update({"job_id": job_id, "status": "RUNNING", "progress": 0.5, "estimated_finish_at": soon})
         job = {"job_id": job_id, "status": self.final, "progress": 1.0, "error": None, "result": None}
         on_update(job)
         return job
@@ -455,7 +456,7 @@ def test_submit_wait_exits_zero_only_on_success_and_keeps_stdout_json(
     captured = capsys.readouterr()
     assert exit_code == code
     assert json.loads(captured.out)["status"] == final  # stdout: the job's JSON and nothing else
-    assert "RUNNING" in captured.err  # progress went to stderr
+    assert "RUNNING 50% ETA 00:00:00 UTC" in captured.err  # progress and its ETA went to stderr
 
 
 # ---- every failure is one line -----------------------------------------------------------------------------
