@@ -91,15 +91,16 @@ def _fit(columns: list[Column], natural: dict[int, int], width: int) -> tuple[li
     for column in flex:
         widths[id(column)] = min(MIN_FLEX, natural[id(column)])
     room -= sum(widths[id(c)] for c in flex)
-    growing = [c for c in flex if widths[id(c)] < natural[id(c)]]
-    while room > 0 and growing:  # one character at a time, to each in turn, up to its natural width
-        for column in list(growing):
-            if room <= 0:
-                break
-            widths[id(column)] += 1
-            room -= 1
-            if widths[id(column)] >= natural[id(column)]:
-                growing.remove(column)
+    wanted = {id(c): natural[id(c)] - widths[id(c)] for c in flex}
+    total = sum(wanted.values())
+    if total > 0 and room > 0:  # what is left, shared in proportion to what each would still take
+        for column in flex:
+            widths[id(column)] += min(wanted[id(column)], room * wanted[id(column)] // total)
+        spare = width - sum(widths.values()) - len(GAP) * (len(columns) - 1)
+        for column in flex:  # the rounding's remainder, to the first that can take it
+            extra = min(spare, natural[id(column)] - widths[id(column)])
+            widths[id(column)] += max(0, extra)
+            spare -= max(0, extra)
     return columns, widths
 
 
@@ -336,6 +337,12 @@ def job_rows(job: dict[str, Any]) -> list[tuple[str, str]]:
     if result:
         rows += [("result", str(result.get("filename"))), ("bytes", str(result.get("bytes")))]
         rows.append(("sha256", str(result.get("sha256"))))
+        metadata = result.get("metadata") or {}
+        if isinstance(metadata.get("columns"), list):  # a table (sql): its shape, as a person reads it
+            columns = ", ".join(f"{c.get('name')} {c.get('type')}" for c in metadata["columns"])
+            rows.append(("columns", columns))
+        if "rows" in metadata:
+            rows.append(("rows", str(metadata["rows"])))
     return rows
 
 

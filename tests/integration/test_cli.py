@@ -580,6 +580,9 @@ def test_upload_a_file_query_it_and_download_the_result_as_parquet(
     assert pijobs("result", by_id.json()["job_id"], "-o", str(target)).code == 0
     duckdb = pytest.importorskip("duckdb")
     assert duckdb.sql(f"SELECT * FROM '{target}'").fetchall() == [("blue", 5), ("red", 7)]
+    shown = pijobs("status", by_id.json()["job_id"]).out
+    assert re.search(r"^columns +team VARCHAR, points BIGINT$", shown, re.M), shown  # sum() stays an integer
+    assert re.search(r"^rows +2$", shown, re.M), shown
     assert by_file.code == 0 and by_file.json()["params"]["inputs"]["s"] != upload_id
     assert "uploaded" in by_file.err
     assert upload_id in [u["upload_id"] for u in listed.json()["uploads"]]
