@@ -18,7 +18,7 @@ from pijobs.api_handler import contract
 from pijobs.api_handler.operation import Operation
 from pijobs.api_handler.service import PI_SHORTHAND
 from pijobs.shared import errors
-from pijobs.shared.functions import ENTRY_POINT_GROUP, Registry, load_registry
+from pijobs.shared.functions import ENTRY_POINT_GROUP, NAME_PATTERN, Registry, load_registry
 from pijobs.shared.models import JobRequest
 from pydantic import BaseModel
 
@@ -32,7 +32,11 @@ JOB_ID = {"type": "string", "pattern": contract.JOB_ID_PATTERN, "description": "
 UPLOAD_ID = {"type": "string", "pattern": contract.UPLOAD_ID_PATTERN, "description": "the upload's id"}
 PATH_PARAMETERS = {
     "id": JOB_ID,
-    "name": {"type": "string", "pattern": "^[a-z0-9-]{1,64}$", "description": "a function's name"},
+    "name": {
+        "type": "string",
+        "pattern": f"^(?:{NAME_PATTERN.pattern})$",
+        "description": "a function's name",
+    },
 }
 PATH_PARAMETERS_BY_TAG = {"uploads": {"id": UPLOAD_ID}}  # where a name means something else
 DESCRIPTIONS = {

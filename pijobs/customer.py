@@ -24,12 +24,12 @@ from typing import Any
 
 from pijobs.client import PijobsClient
 from pijobs.errors import OperationError, UsageError
+from pijobs.shared.ids import is_id
 
 URL_ENV = "PIJOBS_API_URL"
 KEY_ENV = "PIJOBS_API_KEY"
 PREFIX_PATTERN = re.compile(r"[0-9a-f]{4,31}")
 PREFIX_SCAN_LIMIT = 1000  # jobs or uploads looked through to expand a prefix
-UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 #: Called with each file ``resolve_inputs`` uploads: (path, upload); ``upload_file`` is the way to send one.
 Uploader = Callable[[PijobsClient, Path], dict[str, Any]]
@@ -146,7 +146,7 @@ def resolve_inputs(
         if path.is_file():
             sent = send(client, path)
             yield name, str(sent["upload_id"]), sent
-        elif UPLOAD_ID.fullmatch(value):
+        elif is_id(value):
             yield name, value, None
         elif PREFIX_PATTERN.fullmatch(value):
             yield name, resolve_upload_id(client, value), None

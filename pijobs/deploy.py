@@ -219,9 +219,7 @@ def deploy_primary_local(
     s3.put_object(Bucket=bucket, Key=primary_key, Body=template_path(PRIMARY_TEMPLATE).read_bytes())
     defaults: dict[str, str] = {
         "ArtifactsBucket": bucket,
-        "ApiHandlerKey": lambda_key,
-        "DispatcherKey": lambda_key,
-        "ReaperKey": lambda_key,
+        "LambdaKey": lambda_key,
         "EnabledFunctions": "*",
     }
     if "VpcId" not in given or "SubnetId" not in given:
@@ -264,9 +262,7 @@ class Artifacts:
     def stack_parameters(self) -> dict[str, str]:
         return {
             "ArtifactsBucket": self.bucket,
-            "ApiHandlerKey": self.lambda_key,
-            "DispatcherKey": self.lambda_key,
-            "ReaperKey": self.lambda_key,
+            "LambdaKey": self.lambda_key,
             "EnabledFunctions": ",".join(sorted(self.functions)),
             "LambdaArchitecture": self.arch,
             "LambdaRuntime": self.runtime,
