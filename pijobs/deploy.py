@@ -414,18 +414,26 @@ def package(
     pip_args: Sequence[str] = (),
     functions: Sequence[str] | None = None,
     replace: bool = False,
+    remove: Sequence[str] = (),
 ) -> Artifacts:
     """Build and upload everything the primary stack needs; returns where it went (also in the manifest).
 
-    ``functions``: the installed business functions to package (default: every installed one).
+    ``functions``: the installed business functions to build (default: every installed one). The functions
+    the bucket's manifest already lists stay in it, so the next ``deploy`` keeps offering them: packaging one
+    function adds or updates that one. ``remove`` takes functions out of the manifest (their artifacts stay,
+    for jobs already queued for them). The Lambda zip carries every function the manifest lists, so each
+    must be installed here at the version the manifest has.
     """
     if arch not in PLATFORMS:
         raise ValueError(f"arch must be one of {sorted(PLATFORMS)}")
     if python_version not in PYTHON_VERSIONS:
         raise ValueError(f"python_version must be one of {PYTHON_VERSIONS}")
-    chosen = list(load_registry(functions))
-    if not chosen:
-        raise PackagingError("no business function is installed: install one (pijobs brings pi)")
+    chosen = list(load_registry(functions)) if functions is None or functions else []
+    kept = _kept_functions(s3, bucket, chosen, remove)
+    installed = installed_functions()
+    offered = sorted([*chosen, *(installed[name] for name in kept)], key=lambda f: f.name)
+    if not offered:
+        raise PackagingError("no business function to offer: install one (pijobs brings pi) and package it")
     lambda_zip = build_zip(
         LAMBDA_PACKAGES,
         LAMBDA_REQUIREMENTS,
@@ -433,7 +441,7 @@ def package(
         python_version=python_version,
         with_deps=with_deps,
         pip_args=pip_args,
-        functions=chosen,
+        functions=offered,
     )
     primary = template_path(PRIMARY_TEMPLATE).read_bytes()
     uploads = {
@@ -441,7 +449,7 @@ def package(
         content_key(TEMPLATE_PREFIX, "primary", primary, ".yaml"): primary,
     }
     ensure_bucket(s3, bucket)
-    packaged: dict[str, FunctionArtifacts] = {}
+    packaged: dict[str, FunctionArtifacts] = dict(kept)
     for function in chosen:
         worker_zip = build_zip(
             WORKER_PACKAGES,
@@ -475,6 +483,35 @@ def package(
         ContentType="application/json",
     )
     return artifacts
+
+
+def _kept_functions(
+    s3: Any, bucket: str, chosen: Sequence[BusinessFunction], remove: Sequence[str]
+) -> dict[str, FunctionArtifacts]:
+    """The functions of the bucket's manifest that stay as they are (not rebuilt, not removed), each
+    installed here at its packaged version (the Lambda zip carries its request model)."""
+    try:
+        previous = read_manifest(s3, bucket).functions
+    except ValueError:  # no manifest yet: a first package
+        previous = {}
+    building = {f.name for f in chosen}
+    both = sorted(set(remove) & building)
+    if both:
+        raise PackagingError(f"{both}: a function is packaged (--function) or removed (--remove), not both")
+    stray = sorted(set(remove) - set(previous))
+    if stray:
+        raise PackagingError(f"cannot remove {stray}: s3://{bucket} offers {sorted(previous) or 'none'}")
+    kept = {name: f for name, f in previous.items() if name not in building and name not in remove}
+    installed = installed_functions()
+    for name, artifacts in sorted(kept.items()):
+        here = installed.get(name)
+        if here is None or here.version != artifacts.version:
+            found = "not installed" if here is None else f"installed at version {here.version}"
+            raise PackagingError(
+                f"the deployment offers {name} {artifacts.version}, which is {found} here: install it, "
+                f"package it too (--function {name}), or take it out (--remove {name})"
+            )
+    return kept
 
 
 def read_manifest(s3: Any, bucket: str) -> Artifacts:

@@ -220,6 +220,28 @@ def range_problem(low: float | None, high: float | None) -> str:
     return f"must be at least {low}" if low is not None else f"must be at most {high}"
 
 
+def shadowed_bounds(model: type[BaseModel], model_name: str) -> list[str]:
+    """Fields bounded twice the same way, where pydantic applies the type's bound and ignores the field's:
+    ``inputs: Inputs = Field(max_length=1)`` still takes ``MAX_INPUTS``. Refused at start-up, with the form
+    that works, rather than ignored."""
+    problems = []
+    for name, info in model.model_fields.items():
+        kinds: dict[str, list[Any]] = {}
+        for constraint in info.metadata:
+            for attribute in ("max_length", "min_length", "ge", "gt", "le", "lt"):
+                if getattr(constraint, attribute, None) is not None:
+                    kinds.setdefault(attribute, []).append(getattr(constraint, attribute))
+        for attribute, values in kinds.items():
+            tightest = min(values) if attribute in ("max_length", "le", "lt") else max(values)
+            if values[-1] != tightest:  # pydantic applies the last one
+                problems.append(
+                    f"{model_name}.{name}: its {attribute}={tightest} is ignored (its type's own "
+                    f"{attribute}={values[-1]} wins): write {name}: Annotated[<its type>, "
+                    f"Field({attribute}={tightest})] instead of = Field(...)"
+                )
+    return problems
+
+
 def clamp_deadline(seconds: int) -> int:
     """A deadline within the templates' DeadlineSeconds range."""
     return min(max(int(seconds), DEADLINE_RANGE[0]), DEADLINE_RANGE[1])
@@ -325,6 +347,8 @@ def check_function(function: BusinessFunction, where: str) -> None:
             problems.append(f"{model_name} is not a pydantic model")
         elif model.model_config.get("extra") != "forbid":
             problems.append(f"{model_name} must forbid extra fields (model_config extra='forbid')")
+        else:
+            problems += shadowed_bounds(model, model_name)
     unsupported = sorted(set(function.resource_types) - SUPPORTED_RESOURCE_TYPES)
     if unsupported:
         problems.append(f"the platform's service role cannot create {unsupported}")

@@ -47,7 +47,15 @@ def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="NAME",
-        help="business function to package (repeatable; default: every installed one)",
+        help="business function to package (repeatable; default: every installed one); the others the"
+        " bucket already has stay offered",
+    )
+    pack.add_argument(
+        "--remove",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="take a function out of what the deployment offers (repeatable; its artifacts stay)",
     )
     pack.add_argument(
         "--replace",
@@ -91,8 +99,9 @@ def cmd_package(args: argparse.Namespace, out: Output) -> int:
         python_version=args.python_version,
         with_deps=args.with_deps,
         pip_args=args.pip_args,
-        functions=args.functions,
+        functions=args.functions if args.functions or not args.remove else [],
         replace=args.replace,
+        remove=args.remove,
     )
     if out.json_mode:
         out.json(asdict(artifacts))
@@ -103,6 +112,8 @@ def cmd_package(args: argparse.Namespace, out: Output) -> int:
         keys += [function.template_key, function.worker_key]
     for key in keys:
         print(f"  {key}")
+    offered = ", ".join(f"{name} {f.version}" for name, f in sorted(artifacts.functions.items()))
+    print(f"The deployment offers: {offered} (after pijobs deploy)")
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:  # e.g. the moto server of `pijobs up`, which deployed its own stack and serves its own API
         print(f"These went to the AWS endpoint {endpoint}, not to AWS. The embedded stack (pijobs up)")

@@ -6,6 +6,7 @@ import argparse
 import errno
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,18 @@ def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
     demo.add_argument("--digits", type=positive, default=15000, help="digits to compute (default 15000)")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the job")
     demo.set_defaults(run=cmd_demo)
+
+    logs = subparsers.add_parser(
+        "logs", help="print a job's worker log (the embedded stack: one file per attempt)"
+    )
+    logs.add_argument("job_id", metavar="ID", help="the job's id, or a unique prefix of it")
+    logs.add_argument(
+        "--log-dir",
+        type=Path,
+        default=None,
+        help="the workers' log directory that pijobs up printed (default: the default data directory's)",
+    )
+    logs.set_defaults(run=cmd_logs)
 
     openapi = subparsers.add_parser(
         "openapi", help="the API's OpenAPI document (pijobs' own functions): print it, write it or check it"
@@ -72,7 +85,12 @@ def _local_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="MaxActiveStacksPerOwner: each API key's own cap (default: none, only MaxActiveStacks)",
     )
-    parser.add_argument("--log-dir", type=Path, default=None, help="where workers' output goes")
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=None,
+        help="where workers' output goes, a file per instance (up: DATA_DIR/logs, or a temporary folder)",
+    )
 
 
 def _local_stack(args: argparse.Namespace, log_level: str = "INFO", data_dir: Path | None = None) -> Any:
@@ -99,9 +117,16 @@ def _check_port_free(port: int) -> None:
 
 
 def cmd_up(args: argparse.Namespace, out: Output) -> int:
+    from pijobs.local.logs import default_log_dir
     from pijobs.local.persist import default_data_dir
 
     data_dir = None if args.ephemeral else (args.data_dir or default_data_dir())
+    if args.log_dir is None:  # each worker's output goes to a file, one per instance, and up says where
+        args.log_dir = (
+            default_log_dir(data_dir)
+            if data_dir is not None
+            else Path(tempfile.mkdtemp(prefix="pijobs-worker-logs-"))
+        )
     stack = _local_stack(args, data_dir=data_dir)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, _stop_handler(stopped))
@@ -120,6 +145,8 @@ def cmd_up(args: argparse.Namespace, out: Output) -> int:
         print(f"API key: {stack.api_key}")
         print(f"Console: {stack.api_url}/console (in a browser; sign in with the API key)")
         print(f"AWS endpoint: {stack.aws_endpoint}")
+        logs_arg = "" if args.log_dir == _default_logs(data_dir) else f" --log-dir {args.log_dir}"
+        print(f"Worker logs: {args.log_dir}/<instance>.log (pijobs logs JOB{logs_arg} prints a job's)")
         print("For the command line in another shell:")
         print(f"  export PIJOBS_API_URL={stack.api_url} PIJOBS_API_KEY={stack.api_key}")
         print(
@@ -135,6 +162,14 @@ def cmd_up(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _default_logs(data_dir: Path | None) -> Path | None:
+    """The log directory ``pijobs logs`` reads without --log-dir: the default data directory's."""
+    from pijobs.local.logs import default_log_dir
+    from pijobs.local.persist import default_data_dir
+
+    return default_log_dir(default_data_dir()) if data_dir == default_data_dir() else None
+
+
 def _stop_handler(stopped: threading.Event) -> Callable[[int, Any], None]:
     def handle(signum: int, frame: Any) -> None:
         if stopped.is_set():
@@ -142,6 +177,18 @@ def _stop_handler(stopped: threading.Event) -> Callable[[int, Any], None]:
         stopped.set()
 
     return handle
+
+
+def cmd_logs(args: argparse.Namespace, out: Output) -> int:
+    from pijobs.local.logs import default_log_dir, job_logs
+    from pijobs.local.persist import default_data_dir
+
+    paths = job_logs(args.log_dir or default_log_dir(default_data_dir()), args.job_id)
+    for attempt, path in enumerate(paths, start=1):
+        out.note(f"== {path} (attempt {attempt} of {len(paths)})")
+        sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
+        sys.stdout.flush()
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:

@@ -88,6 +88,15 @@ def test_jobs_results_and_keys_survive_a_restart(tmp_path: Path) -> None:
         job = _wait_for(session, first.url, done, {"SUCCEEDED"})
         sha256 = _result_sha256(session, first.url, done)
         assert sha256 == job["result"]["sha256"]
+        # `up` says where each worker's log is, and `pijobs logs` prints a job's.
+        assert first.value("Worker logs: ").startswith(f"{data_dir / 'logs'}/<instance>.log (pijobs logs JOB")
+        logs = subprocess.run(
+            [sys.executable, "-m", "pijobs.cli", "logs", done, "--log-dir", str(data_dir / "logs")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert logs.returncode == 0 and '"event": "job_finished"' in logs.stdout, logs.stderr
         # A second customer's key, made while the stack runs, is kept too.
         made = subprocess.run(
             [sys.executable, "-m", "pijobs.cli", "keys", "create", "second"],

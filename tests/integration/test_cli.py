@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -459,6 +459,45 @@ def test_submit_wait_exits_zero_only_on_success_and_keeps_stdout_json(
     assert "RUNNING 50% ETA 00:00:00 UTC" in captured.err  # progress and its ETA went to stderr
 
 
+class CatalogClient:
+    """Offers one function with list parameters and keeps what was submitted."""
+
+    schema: ClassVar[dict[str, Any]] = {
+        "properties": {
+            "percentiles": {"type": "array", "items": {"type": "number"}},
+            "columns": {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]},
+            "top": {"type": "integer"},
+        }
+    }
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[str, dict[str, Any]]] = []
+
+    def function(self, name: str) -> dict[str, Any]:
+        return {"name": name, "parameters": self.schema}
+
+    def submit(self, function: str, params: dict[str, Any], **_: Any) -> dict[str, Any]:
+        self.submitted.append((function, params))
+        return {"job_id": "j-2", "status": "QUEUED", "links": {}}
+
+
+def test_list_parameters_take_a_b_c_on_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = CatalogClient()
+    monkeypatch.setattr("pijobs.cli.customer.connect", lambda *_: client)
+
+    argv = ["submit", "csv-stats", "--param", "percentiles=0.5,0.95", "--param", "columns=a,b c",
+            "--param", "top=3", "--json"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert cli.main(["submit", "csv-stats", "--param", "percentiles=[0.25]", "--json"]) == 0
+
+    assert client.submitted == [
+        ("csv-stats", {"percentiles": [0.5, 0.95], "columns": ["a", "b c"], "top": 3}),
+        ("csv-stats", {"percentiles": [0.25]}),  # JSON still works
+    ]
+
+
 # ---- every failure is one line -----------------------------------------------------------------------------
 def _pijobs_process(
     argv: list[str], env: dict[str, str], stdout: Any = subprocess.PIPE
@@ -649,3 +688,17 @@ def test_tables_fit_80_columns_with_status_function_and_ids_every_command_takes(
     keys = _fits(pijobs("keys", "list"))
     assert keys[0].split() == ["ID", "NAME", "STATE", "CREATED"]
     assert any(stack.api_key_id in line for line in keys[1:])
+
+
+def test_logs_prints_a_job_s_worker_log(pijobs: Any, stack: LocalStack) -> None:
+    log_dir = str(stack.config.log_dir)
+    job_id = pijobs("submit", "--digits", "40", "--wait", "--json").json()["job_id"]
+
+    whole = pijobs("logs", job_id, "--log-dir", log_dir)
+    by_prefix = pijobs("logs", job_id[:12], "--log-dir", log_dir)
+    unknown = pijobs("logs", "ffff0000", "--log-dir", log_dir)
+
+    assert whole.code == 0 and '"event": "job_started"' in whole.out and job_id in whole.out
+    assert "attempt 1 of 1" in whole.err
+    assert by_prefix.out == whole.out
+    assert unknown.code == 1 and "no worker log of job ffff0000" in unknown.err

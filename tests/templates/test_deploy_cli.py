@@ -169,6 +169,37 @@ def test_package_refuses_a_function_that_is_not_installed(
     assert "enabled functions ['nope'] are not installed" in capsys.readouterr().err
 
 
+def test_packaging_one_function_adds_it_without_switching_the_others_off(
+    moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["package", "--bucket", BUCKET, "--no-deps", "--function", "pi"]) == 0
+    assert run(["package", "--bucket", BUCKET, "--no-deps", "--function", "word-count"]) == 0
+    assert "The deployment offers: pi 1, word-count" in capsys.readouterr().out
+
+    s3 = boto3.client("s3")
+    manifest = deploy.read_manifest(s3, BUCKET)
+    assert set(manifest.functions) == {"pi", "word-count"}  # pi stays offered
+    assert manifest.stack_parameters()["EnabledFunctions"] == "pi,word-count"
+    lambda_zip = s3.get_object(Bucket=BUCKET, Key=manifest.lambda_key)["Body"].read()
+    assert {"pijobs/worker/pi/function.py", "pijobs_wordcount/__init__.py"} <= zip_names(lambda_zip)
+
+    assert run(["package", "--bucket", BUCKET, "--no-deps", "--remove", "word-count"]) == 0
+    assert set(deploy.read_manifest(s3, BUCKET).functions) == {"pi"}
+    with pytest.raises(deploy.PackagingError, match=r"cannot remove \['sql'\]"):
+        run(["package", "--bucket", BUCKET, "--no-deps", "--remove", "sql"])
+
+
+def test_a_deployed_function_not_installed_here_is_refused_loudly(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(["package", "--bucket", BUCKET, "--no-deps", "--function", "word-count"]) == 0
+    installed = {k: v for k, v in installed_functions().items() if k != "word-count"}
+    monkeypatch.setattr(deploy, "installed_functions", lambda: installed)
+
+    with pytest.raises(deploy.PackagingError, match=r"offers word-count .* not installed here"):
+        deploy.package(boto3.client("s3"), bucket=BUCKET, with_deps=False, functions=["pi"])
+
+
 def test_packaging_twice_gives_the_same_keys(moto_endpoint: str) -> None:
     s3 = boto3.client("s3")
 
