@@ -40,8 +40,14 @@ def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
     )
 
     functions = subparsers.add_parser(
-        "functions", parents=[common], help="the business functions offered, with their parameters"
+        "functions",
+        parents=[common],
+        help="the business functions offered, with their parameters; check PATH: a plug-in, before packaging",
+        usage="pijobs functions [options] | pijobs functions check PATH [--no-lint]",
     )
+    functions.add_argument("action", nargs="?", choices=["check"], help="check a plug-in (no API needed)")
+    functions.add_argument("path", nargs="?", type=Path, metavar="PATH", help="the plug-in's folder")
+    functions.add_argument("--no-lint", dest="lint", action="store_false", help="check: skip cfn-lint")
     functions.set_defaults(run=cmd_functions)
 
     submit = subparsers.add_parser(
@@ -132,12 +138,37 @@ def connect(args: argparse.Namespace) -> PijobsClient:
 
 # ---- commands ----------------------------------------------------------------------------------------------
 def cmd_functions(args: argparse.Namespace, out: Output) -> int:
+    if args.action == "check":
+        return check_plugin(args, out)
+    if args.path is not None:
+        raise UsageError("a PATH goes with check: pijobs functions check PATH")
     functions = connect(args).functions()
     if out.json_mode:
         out.json({"functions": functions})
     else:
         out.table(functions, function_columns, empty="no functions are offered")
     return EXIT_OK
+
+
+def check_plugin(args: argparse.Namespace, out: Output) -> int:
+    """``pijobs functions check PATH``: each function of the plug-in, ready or what is wrong with it."""
+    from pijobs.plugins import check_plugin as check
+
+    if args.path is None:
+        raise UsageError("check takes the plug-in's folder: pijobs functions check PATH")
+    checked = check(args.path, lint=args.lint)
+    if out.json_mode:
+        out.json({"functions": [vars(c) for c in checked]})
+    for function in checked:
+        if out.json_mode:
+            continue
+        verdict = "ready to package" if not function.problems else f"{len(function.problems)} problem(s)"
+        out.line(f"{function.name} {function.version}: {verdict}")
+        for problem in function.problems:
+            out.line(f"  {problem}")
+        if function.lint.startswith("skipped"):
+            out.note(f"  cfn-lint {function.lint}")
+    return EXIT_FAILED if any(c.problems for c in checked) else EXIT_OK
 
 
 def cmd_submit(args: argparse.Namespace, out: Output) -> int:

@@ -702,3 +702,54 @@ def test_logs_prints_a_job_s_worker_log(pijobs: Any, stack: LocalStack) -> None:
     assert "attempt 1 of 1" in whole.err
     assert by_prefix.out == whole.out
     assert unknown.code == 1 and "no worker log of job ffff0000" in unknown.err
+
+
+# ---- pijobs functions check PATH --------------------------------------------------------------------------
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+
+BROKEN_PLUGIN = """
+from typing import ClassVar
+from pydantic import BaseModel, ConfigDict, Field
+from pijobs.functions import BusinessFunction, Inputs
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: Inputs = Field(max_length=1)
+
+
+class Broken(BusinessFunction):
+    name = "broken-fn"
+    version = "1"
+    title = "Broken"
+    description = "Checked before packaging."
+    request_model = Params
+    accepts_inputs = True
+    resource_types: ClassVar[frozenset[str]] = frozenset({"AWS::EC2::Instance"})
+    instance_types = ("c7i.large",)
+
+    def instance_type(self, params): return "c7i.large"
+    def deadline_seconds(self, params): return 120
+    def stack_parameters(self, params): return {}
+    def run(self, ctx): raise NotImplementedError
+"""
+
+
+def test_functions_check_says_a_plug_in_is_ready_or_what_is_wrong(pijobs: Any, tmp_path: Path) -> None:
+    ready = pijobs("functions", "check", str(PLUGINS / "wordcount"), "--no-lint")
+
+    broken = tmp_path / "broken"
+    (broken / "pijobs_broken_fn").mkdir(parents=True)
+    (broken / "pijobs_broken_fn" / "__init__.py").write_text(BROKEN_PLUGIN)
+    (broken / "pijobs_broken_fn" / "template.yaml").write_text("Resources: {}\n")
+    (broken / "pyproject.toml").write_text(
+        '[project]\nname = "broken"\nversion = "1"\n'
+        '[project.entry-points."pijobs.functions"]\nbroken-fn = "pijobs_broken_fn:Broken"\n'
+    )
+    refused = pijobs("functions", "check", str(broken), "--no-lint")
+    nowhere = pijobs("functions", "check", str(tmp_path / "nowhere"))
+
+    assert ready.code == 0 and ready.out == "word-count 1.0.0: ready to package\n", ready.err
+    assert refused.code == 1 and refused.out.startswith("broken-fn 1: 1 problem(s)\n")
+    assert "request_model.inputs: its max_length=1 is ignored" in refused.out
+    assert nowhere.code == 2 and "does not exist" in nowhere.err
