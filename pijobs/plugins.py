@@ -63,8 +63,10 @@ def check_plugin(path: Path, *, lint: bool = True) -> list[CheckedFunction]:
 def template_problems(function: BusinessFunction) -> list[str]:
     """The template against the platform's contract: it declares the parameters the dispatcher sets and no
     other required one, and creates only the resource types the function declares."""
-    from pijobs.local.cfn import load_template
-
+    try:
+        from pijobs.local.cfn import load_template  # PyYAML: the [local] extra, or cfn-lint, brings it
+    except ImportError:
+        return ["its template was not read: PyYAML is not installed (pip install 'pijobs[local]')"]
     try:
         template = load_template(function.template_path())
     except (OSError, ValueError) as exc:
