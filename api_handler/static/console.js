@@ -870,9 +870,93 @@
     row.state.setAttribute("data-state", state);
   }
 
-  async function sha256Hex(file) {
-    const digest = await crypto.subtle.digest("SHA-256", await file.arrayBuffer());
-    return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  // The file's sha256, read a slice at a time: the tab holds one slice, never the whole file (WebCrypto's
+  // digest takes all its input at once, which a multi-GB upload cannot be). SHA-256 as FIPS 180-4 gives it.
+  const HASH_SLICE_BYTES = 4 * 1024 * 1024;
+  const SHA256_K = new Int32Array([
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+  ]);
+
+  function sha256Stream() {
+    const state = new Uint32Array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]);
+    const w = new Int32Array(64);
+    const pending = new Uint8Array(64); // the bytes of a block not complete yet
+    let held = 0;
+    let length = 0;
+
+    function blocks(bytes, start, end) { // compresses bytes[start, end), a whole number of 64-byte blocks
+      let h0 = state[0] | 0, h1 = state[1] | 0, h2 = state[2] | 0, h3 = state[3] | 0;
+      let h4 = state[4] | 0, h5 = state[5] | 0, h6 = state[6] | 0, h7 = state[7] | 0;
+      for (let at = start; at < end; at += 64) {
+        for (let i = 0, j = at; i < 16; i++, j += 4) {
+          w[i] = (bytes[j] << 24) | (bytes[j + 1] << 16) | (bytes[j + 2] << 8) | bytes[j + 3];
+        }
+        for (let i = 16; i < 64; i++) {
+          const x = w[i - 15];
+          const y = w[i - 2];
+          const s0 = ((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3);
+          const s1 = ((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10);
+          w[i] = (w[i - 16] + s0 + w[i - 7] + s1) | 0;
+        }
+        let a = h0, b = h1, c = h2, d = h3, e = h4, f = h5, g = h6, h = h7;
+        for (let i = 0; i < 64; i++) {
+          const s1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
+          const t1 = (h + s1 + ((e & f) ^ (~e & g)) + SHA256_K[i] + w[i]) | 0;
+          const s0 = ((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10));
+          const t2 = (s0 + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+          h = g; g = f; f = e; e = (d + t1) | 0; d = c; c = b; b = a; a = (t1 + t2) | 0;
+        }
+        h0 = (h0 + a) | 0; h1 = (h1 + b) | 0; h2 = (h2 + c) | 0; h3 = (h3 + d) | 0;
+        h4 = (h4 + e) | 0; h5 = (h5 + f) | 0; h6 = (h6 + g) | 0; h7 = (h7 + h) | 0;
+      }
+      state[0] = h0; state[1] = h1; state[2] = h2; state[3] = h3; state[4] = h4; state[5] = h5; state[6] = h6; state[7] = h7;
+    }
+
+    function update(bytes) {
+      length += bytes.length;
+      let at = 0;
+      if (held) { // complete the block the last call left
+        at = Math.min(64 - held, bytes.length);
+        pending.set(bytes.subarray(0, at), held);
+        held += at;
+        if (held < 64) return;
+        blocks(pending, 0, 64);
+        held = 0;
+      }
+      const whole = at + Math.floor((bytes.length - at) / 64) * 64;
+      blocks(bytes, at, whole);
+      pending.set(bytes.subarray(whole), 0);
+      held = bytes.length - whole;
+    }
+
+    function hex() { // padding: 0x80, zeros, the length in bits as 64 bits big-endian
+      const tail = new Uint8Array(held < 56 ? 64 : 128);
+      tail.set(pending.subarray(0, held), 0);
+      tail[held] = 0x80;
+      const bits = new DataView(tail.buffer);
+      bits.setUint32(tail.length - 8, Math.floor(length / 0x20000000)); // length * 8 / 2**32
+      bits.setUint32(tail.length - 4, (length * 8) >>> 0);
+      blocks(tail, 0, tail.length);
+      return Array.from(state, (word) => word.toString(16).padStart(8, "0")).join("");
+    }
+
+    return { update, hex };
+  }
+
+  async function sha256Hex(file, onProgress) {
+    const hash = sha256Stream();
+    for (let offset = 0; offset < file.size; offset += HASH_SLICE_BYTES) {
+      hash.update(new Uint8Array(await file.slice(offset, offset + HASH_SLICE_BYTES).arrayBuffer()));
+      onProgress(Math.min(file.size, offset + HASH_SLICE_BYTES) / file.size);
+    }
+    return hash.hex();
   }
 
   // The presigned POST through XMLHttpRequest, whose upload events (unlike fetch's) report the bytes sent.
@@ -909,7 +993,7 @@
     showRowProblem(row, "");
     showUploadProgress(row, 0, "reading");
     try {
-      const sha256 = await sha256Hex(file);
+      const sha256 = await sha256Hex(file, (fraction) => showUploadProgress(row, fraction, "reading"));
       const created = await api("POST", "/uploads", { filename: file.name, bytes: file.size, sha256 });
       showUploadProgress(row, 0, "sending");
       await postFile(created.url, created.fields || {}, file, (fraction) => showUploadProgress(row, fraction, "sending"));

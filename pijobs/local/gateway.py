@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import re
 import socket
@@ -22,7 +23,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
@@ -37,7 +38,7 @@ DEFAULT_ROUTES: tuple[str, ...] = tuple(ROUTES)  # the API's resources, as the p
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's request payload limit
 _KEY_CACHE_TTL_S = 2.0
 _MAX_UNKNOWN_KEYS = 1000
-_IDLE_CONNECTION_TIMEOUT_S = 5.0
+_REQUEST_TIMEOUT_S = 5.0  # for each read of a request's line, headers and body
 _STOP_JOIN_TIMEOUT_S = 5.0
 
 
@@ -391,6 +392,7 @@ class LocalGateway:
         function_name: str = "api_handler",
         timeout_s: float = 29.0,
         responses: GatewayResponses | None = None,
+        request_timeout_s: float = _REQUEST_TIMEOUT_S,
     ) -> None:
         self._handler = handler
         self.responses = responses if responses is not None else primary_gateway_responses()
@@ -402,6 +404,7 @@ class LocalGateway:
         self._keyless = keyless
         self._function_name = function_name
         self._timeout_s = timeout_s
+        self.request_timeout_s = request_timeout_s
         self._server: _GatewayHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -564,8 +567,24 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "pijobs-local-gateway"
     sys_version = ""
-    timeout = _IDLE_CONNECTION_TIMEOUT_S
+    timeout = _REQUEST_TIMEOUT_S
     server: _GatewayHTTPServer
+
+    def handle_one_request(self) -> None:
+        """Between requests the client alone ends a kept-alive connection (or the gateway's stop does): one
+        closed on an idle timer races a client that has just chosen to reuse it, which then sees the
+        connection close without an answer. Once a request has begun, each read must come within the
+        request timeout."""
+        self.connection.settimeout(None)
+        try:
+            begun = cast(io.BufferedReader, self.rfile).peek(1)  # what is buffered, or waits for it
+        except OSError:
+            begun = b""
+        if not begun:  # the client closed it, or stop() shut it down
+            self.close_connection = True
+            return
+        self.connection.settimeout(self.server.gateway.request_timeout_s)
+        super().handle_one_request()
 
     def _serve(self) -> None:
         try:

@@ -78,6 +78,14 @@ def _result_sha256(session: requests.Session, url: str, job_id: str) -> str:
     return hashlib.sha256(response.content).hexdigest()
 
 
+def _saved_as(data_dir: Path, job_id: str, status: str) -> bool:
+    """Whether the data dir's copy of the jobs table has the job in that status (its result saved first)."""
+    table = data_dir / "table.jsonl"
+    lines = table.read_text().splitlines() if table.exists() else []
+    return any(job_id in line and f'"{status}"' in line for line in lines)
+
+
+@pytest.mark.usefixtures("wordcount_plugin")
 def test_jobs_results_and_keys_survive_a_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = Up(data_dir, tmp_path / "up-1.log")
@@ -142,7 +150,11 @@ def test_jobs_results_and_keys_survive_a_restart(tmp_path: Path) -> None:
         assert recovered["status"] == "SUCCEEDED" and recovered["attempts"] >= 2, recovered
         late = session.post(f"{second.url}/jobs", json={"digits": 20}, timeout=30).json()["job_id"]
         _wait_for(session, second.url, late, {"SUCCEEDED"})
-        time.sleep(5)  # more than the save interval: a SIGKILL loses at most the last few seconds
+        # Saved, finished, by the periodic save (a SIGKILL loses at most what came since the last one).
+        deadline = time.monotonic() + TIMEOUT_S
+        while not _saved_as(data_dir, late, "SUCCEEDED"):
+            assert time.monotonic() < deadline, "the late job was never saved as SUCCEEDED"
+            time.sleep(0.2)
     finally:
         second.stop(signal.SIGKILL)
 

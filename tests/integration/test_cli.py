@@ -41,7 +41,8 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, wordcount_plugin: None) -> Iterator[LocalStack]:
+    """The embedded stack, with the word-count plug-in (the commands' tests of a function other than pi)."""
     config = LocalConfig(max_active_stacks=2, log_dir=tmp_path_factory.mktemp("workers"))
     with LocalStack(config) as local:
         yield local
@@ -550,13 +551,12 @@ def test_each_failure_is_one_line_with_its_exit_code(stack: LocalStack, tmp_path
         (["submit", "--digits", "5"], _base_env(), 2, "no API URL"),
     ]
     for argv, env, code, says in cases:
-        started = time.monotonic()
         exit_code, _, err = _pijobs_process(argv, env)
         problem = [line for line in err.splitlines() if line.startswith("pijobs")]
         assert exit_code == code, (argv, err)
         assert says in err and "Traceback" not in err, (argv, err)
         assert len(problem) == 1, (argv, err)
-        assert time.monotonic() - started < 20, argv  # a busy port is found at once, not after the start
+        assert "_started" not in err, (argv, err)  # refused before anything starts (a busy port: before moto)
 
 
 def test_a_closed_pipe_is_not_an_error(stack: LocalStack) -> None:

@@ -13,6 +13,7 @@ from tests.integration.conftest import Cloud
 ONLY_PI = [{"PIJOBS_ENABLED_FUNCTIONS": "pi"}]
 
 
+@pytest.mark.usefixtures("wordcount_plugin")
 @pytest.mark.parametrize("cloud", ONLY_PI, indirect=True)
 def test_a_disabled_function_is_a_404_in_the_catalog_and_a_422_on_submit(cloud: Cloud) -> None:
     assert "word-count" in installed_functions()  # installed, but not enabled
@@ -71,6 +72,7 @@ def test_a_job_is_provisioned_from_the_version_it_was_submitted_with(cloud: Clou
     assert cloud.job(job_id).status.value == "PROVISIONING"
 
 
+@pytest.mark.usefixtures("wordcount_plugin")
 def test_a_job_whose_function_was_disabled_since_fails_plainly(
     cloud: Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
-import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import gmpy2
@@ -372,39 +374,39 @@ def test_engine_does_not_import_flint() -> None:
     subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=60)
 
 
-def test_spawned_workers_give_the_same_digits(reference: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "_start_method", lambda: "spawn")
-    data, stats = run(50_000, workers=2)
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_workers_started_either_way_give_the_same_digits(reference: bytes, start_method: str) -> None:
+    data, stats = run(50_000, workers=2, start_method=start_method)
     assert data == reference[:50_002]
     assert stats.workers == 2
 
 
-def _die(*args: object) -> None:
-    os._exit(1)
+def _kill_a_worker(which: int) -> Callable[[float], None]:
+    """A progress callback that SIGKILLs one of the pool's processes (as the OOM killer would) the first time
+    it is called: the pool has started and its tasks are out, some perhaps not yet taken by a worker."""
+    killed: list[int] = []
+
+    def progress(fraction: float) -> None:
+        workers = sorted(multiprocessing.active_children(), key=lambda p: p.pid or 0)
+        if not killed and workers:
+            victim = workers[which % len(workers)]
+            os.kill(victim.pid or 0, signal.SIGKILL)
+            killed.append(victim.pid or 0)
+
+    return progress
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on fork inheriting the patch")
-@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the pool refills
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+@pytest.mark.parametrize("which", [0, 1], ids=["first-worker", "second-worker"])
 def test_a_dead_worker_fails_the_call_instead_of_hanging(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, start_method: str, which: int
 ) -> None:
-    monkeypatch.setattr(engine, "_start_method", lambda: "fork")
-    monkeypatch.setattr(engine, "_series_task", _die)
     monkeypatch.setenv(scratch.ROOT_VARIABLE, str(tmp_path))
     with pytest.raises(RuntimeError, match="worker process died"):
-        run(50_000, workers=2)
+        run(200_000, workers=2, start_method=start_method, progress=_kill_a_worker(which))
     assert list(tmp_path.iterdir()) == []
-
-
-def test_a_stopped_pool_thread_fails_the_check_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
-    ended = threading.Thread(target=lambda: None)
-    ended.start()
-    ended.join()
-    with engine._Processes(2) as processes:
-        processes.check()
-        monkeypatch.setattr(processes._pool, "_result_handler", ended)  # as if it had died
-        with pytest.raises(RuntimeError, match="stopped handing out or collecting"):
-            processes.check()
+    assert multiprocessing.active_children() == []  # the survivor is gone too
 
 
 def test_cli_reports_a_failed_verification(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,13 +11,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import get_context
-from multiprocessing.pool import AsyncResult
 from typing import Any, BinaryIO, TypeVar
 
 from gmpy2 import mpz
@@ -87,13 +87,18 @@ def compute_pi(
     workers: int | None = None,
     progress: ProgressFn | None = None,
     memory_limit_bytes: int | None = None,
+    start_method: str | None = None,
 ) -> PiStats:
-    """Write b"3." and ``digits`` decimals of pi to ``out`` (truncated, not rounded)."""
+    """Write b"3." and ``digits`` decimals of pi to ``out`` (truncated, not rounded).
+
+    ``start_method`` is how the worker processes start (multiprocessing's "fork", "spawn" or "forkserver");
+    by default fork while this process runs a single thread (on Linux), spawn otherwise.
+    """
     _check_digits(digits)
     _check_memory(digits, memory_limit_bytes)
     count = resolve_workers(digits, workers)
     run = _Run(digits, out, _Progress(progress))
-    with _workers(count) as pool, _Threads(count, run.progress, pool) as threads:
+    with _workers(count, start_method) as pool, _Threads(count, run.progress, pool) as threads:
         run.compute(pool, threads)
     return run.stats(count)
 
@@ -206,14 +211,14 @@ class _Threads:
             return fn(*args)
         return self.wait(self.executor.submit(_released, fn, *args))
 
-    def wait(self, future: Future[T] | AsyncResult[T]) -> T:
-        while not _ready(future):
+    def wait(self, future: Future[T]) -> T:
+        while not future.done():
             self._progress.poll()
             if self._pool is not None:
                 self._pool.check()
-            _wait(future, 0.1)
+            futures_wait([future], timeout=0.1)
         self._progress.poll()
-        return future.result() if isinstance(future, Future) else future.get()
+        return future.result()
 
 
 def _released(fn: Callable[..., T], *args: Any) -> T:
@@ -221,62 +226,72 @@ def _released(fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
 
-def _ready(future: Future[Any] | AsyncResult[Any]) -> bool:
-    return future.done() if isinstance(future, Future) else future.ready()
-
-
-def _wait(future: Future[Any] | AsyncResult[Any], timeout: float) -> None:
-    if isinstance(future, Future):
-        futures_wait([future], timeout=timeout)
-    else:
-        future.wait(timeout)
-
-
 class _Processes:
-    """A process pool, always terminated on exit, that notices a worker that died (e.g. out of memory).
+    """A process pool, its processes killed on an early exit, that notices a worker that died (e.g. out of
+    memory): the pending tasks then fail at once (a ProcessPoolExecutor breaks; it never starts a
+    replacement, so nothing forks from this threaded process after the start, and no dead worker can leave a
+    lock held that shutting down would wait for).
 
     Big results travel through files in ``scratch`` (see pijobs.worker.pi.scratch), removed on exit.
     """
 
-    def __init__(self, count: int) -> None:
-        ctx = get_context(_start_method())
+    def __init__(self, count: int, start_method: str | None = None) -> None:
+        ctx = get_context(start_method or _start_method())
         self.count = count
         self.terms_done = ctx.Value("q", 0)
         self.scratch = Scratch.create()
-        self._pool = ctx.Pool(count, initializer=_init_worker, initargs=(self.terms_done, self.scratch))
-        self._pids = self._worker_pids()
+        self._executor = ProcessPoolExecutor(
+            count, mp_context=ctx, initializer=_init_worker, initargs=(self.terms_done, self.scratch)
+        )
+        self._submitted: list[Future[Any]] = []
 
     def __enter__(self) -> _Processes:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._pool.terminate()
-        self._pool.join()
-        self.scratch.remove()
+        try:
+            if exc[0] is not None:  # tasks may still run: end them rather than wait for them
+                self._kill_workers()
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        finally:
+            self.scratch.remove()
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> AsyncResult[T]:
-        return self._pool.apply_async(fn, args)
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future = self._executor.submit(fn, *args)
+        self._submitted.append(future)
+        return future
 
     def check(self) -> None:
-        """Raise if a worker process or a thread of the pool's own has gone (a task would never finish)."""
-        if self._worker_pids() != self._pids:
-            raise RuntimeError("a pi worker process died (killed, or out of memory?)")
-        handlers = (self._pool._task_handler, self._pool._result_handler)  # type: ignore[attr-defined]
-        if not all(thread.is_alive() for thread in handlers):
-            raise RuntimeError("the pi worker pool stopped handing out or collecting work")
+        """Raise if a worker process died: every task that was not done fails then."""
+        for future in self._submitted:
+            if future.done() and not future.cancelled() and isinstance(future.exception(), BrokenProcessPool):
+                raise _died(future.exception())
 
-    def _worker_pids(self) -> set[int | None]:
-        return {p.pid for p in self._pool._pool if p.exitcode is None}  # type: ignore[attr-defined]
+    def _kill_workers(self) -> None:
+        # The executor has no public way to end running tasks (terminate_workers() comes in Python 3.14).
+        processes = getattr(self._executor, "_processes", None) or {}
+        for process in list(processes.values()):
+            if process.exitcode is None:
+                process.kill()
+
+
+def _died(cause: BaseException | None) -> RuntimeError:
+    error = RuntimeError("a pi worker process died (killed, or out of memory?)")
+    error.__cause__ = cause
+    return error
 
 
 @contextmanager
-def _workers(count: int) -> Iterator[_Processes | None]:
+def _workers(count: int, start_method: str | None) -> Iterator[_Processes | None]:
     """A process pool, or None for one process."""
     if count <= 1:
         yield None
         return
-    with _Processes(count) as processes:
-        yield processes
+    with _Processes(count, start_method) as processes:
+        try:
+            yield processes
+        except BrokenProcessPool as exc:
+            raise _died(exc) from exc
 
 
 def _start_method() -> str:
@@ -294,7 +309,7 @@ def _init_worker(counter: Any, scratch: Scratch) -> None:
     global _terms_done, _scratch
     _terms_done, _scratch = counter, scratch
     # A forked worker inherits the parent's Python signal handlers (the job worker turns SIGTERM into an
-    # exception): Pool.terminate() must be able to end it with the default action.
+    # exception): ending it early (SIGTERM, from a shutdown) must take the default action.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -457,13 +472,13 @@ class _Run:
         self.progress.set(SERIES_SHARE)
         return q, t
 
-    def _await_series(self, pool: _Processes, job: AsyncResult[T], n: int) -> T:
+    def _await_series(self, pool: _Processes, job: Future[T], n: int) -> T:
         """The job's result; meanwhile reports the terms summed so far and watches the workers.
 
         Every term is summed well before the series ends: the processes' last products, the tail's division
         and the merges here take about a fifth of its time more, which the bar spends creeping.
         """
-        while not job.ready():
+        while not job.done():
             done = pool.terms_done.value
             self.progress.set(SERIES_SHARE * 0.9 * done / n)
             if done >= n - TICK_BATCH * pool.count and self._terms_summed_at is None:  # all but the unsent
@@ -471,8 +486,8 @@ class _Run:
                 elapsed = self._terms_summed_at - self.start
                 self.progress.phase(SERIES_SHARE * 0.9, SERIES_SHARE, elapsed / 4)
             pool.check()
-            job.wait(0.1)
-        return job.get()
+            futures_wait([job], timeout=0.1)
+        return job.result()
 
     def _emit_all(
         self,
