@@ -24,11 +24,11 @@ from typing import Any
 
 from pijobs.client import PijobsClient
 from pijobs.errors import OperationError, UsageError
-from pijobs.shared.ids import is_id
+from pijobs.shared.ids import ID_PREFIX_PATTERN, is_id
 
 URL_ENV = "PIJOBS_API_URL"
 KEY_ENV = "PIJOBS_API_KEY"
-PREFIX_PATTERN = re.compile(r"[0-9a-f]{4,31}")
+PREFIX_PATTERN = re.compile(ID_PREFIX_PATTERN)
 PREFIX_SCAN_LIMIT = 1000  # jobs or uploads looked through to expand a prefix
 
 #: Called with each file ``resolve_inputs`` uploads: (path, upload); ``upload_file`` is the way to send one.
