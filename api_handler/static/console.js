@@ -251,6 +251,7 @@
     document.title = "Jobs · pijobs console";
     show("jobs");
     await fillFilters();
+    if ($("view-jobs").hidden) return; // left meanwhile (a job's link): its view polls, not this one
     poller.start(() => loadJobs(false));
     await loadJobs(true);
   }
@@ -415,23 +416,82 @@
     const bar = $("detail-progressbar");
     if (job.status === "SUCCEEDED" || typeof job.progress === "number") bar.value = percent(job);
     else bar.removeAttribute("value");
-    setText("detail-progress-label", bar.hasAttribute("value") ? `${percent(job)} %` : `${job.status.toLowerCase()}…`);
+    const eta = etaText(job);
+    setText("detail-progress-label", bar.hasAttribute("value") ? `${percent(job)} %${eta ? ` · ${eta}` : ""}` : `${job.status.toLowerCase()}…`);
+    renderFailure(job);
 
     renderTimeline(job);
     const params = $("detail-params");
-    params.replaceChildren(...Object.entries(job.params || {}).flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { className: "mono", text: display(v) })]));
+    params.replaceChildren(...Object.entries(job.params || {}).flatMap(([k, v]) => [el("dt", { text: k }),
+      k === "inputs" && v && typeof v === "object" ? inputsList(v) : el("dd", { className: "mono", text: display(v) })]));
     if (job.cost_center) params.append(el("dt", { text: "cost center" }), el("dd", { text: job.cost_center }));
 
     $("detail-result-card").hidden = !job.result;
+    if (!job.result) renderColumns(null);
     if (job.result) {
       const r = job.result;
       const pairs = [["file", r.filename], ["size", formatBytes(r.bytes)], ["sha256", r.sha256], ["type", r.content_type]];
-      for (const [k, v] of Object.entries(r.metadata || {})) pairs.push([k, display(v)]);
+      const metadata = { ...(r.metadata || {}) };
+      const columns = Array.isArray(metadata.columns) ? metadata.columns : null;
+      delete metadata.columns;
+      if (typeof metadata.rows === "number") { pairs.push(["rows", metadata.rows.toLocaleString()]); delete metadata.rows; }
+      for (const [k, v] of Object.entries(metadata)) pairs.push([k, display(v)]);
+      renderColumns(columns);
       pairs.push(["kept until", r.expires_at ? formatTime(r.expires_at) : ""]);
       if (!r.url) pairs.push(["download", "expired: submit the job again"]);
       $("detail-result").replaceChildren(...pairs.filter(([, v]) => v !== "").flatMap(([k, v]) => [
         el("dt", { text: k }), el("dd", { className: k === "sha256" ? "mono" : null, "data-key": k, text: v })]));
     }
+  }
+
+  // A running job's expected finish, from its own rate so far (the API's estimated_finish_at).
+  function etaText(job) {
+    if (job.status !== "RUNNING" || !job.estimated_finish_at) return "";
+    const left = Math.max(0, Math.round((Date.parse(job.estimated_finish_at) - Date.now()) / 1000));
+    return `about ${formatDuration(left)} left (done by ${formatTime(job.estimated_finish_at)})`;
+  }
+
+  const FAILURE_TITLES = {
+    FAILED: "This job failed",
+    TIMED_OUT: "This job ran out of time",
+    CANCELLED: "This job was cancelled",
+  };
+
+  // Why a job ended without a result, first thing on the page, in the words the API gave.
+  function renderFailure(job) {
+    const box = $("detail-failure");
+    box.hidden = !job.error;
+    if (!job.error) return;
+    setText("detail-failure-title", FAILURE_TITLES[job.status] || "This job did not finish");
+    setText("detail-failure-message", job.error.message || "");
+    setText("detail-failure-code", `Error code: ${job.error.code}`);
+  }
+
+  // A job's input files by name: the file name and size of each upload (its id while they load, or once
+  // the upload has expired).
+  const uploadLookups = new Map(); // upload id -> its GET /uploads/{id}, once per page
+  function inputsList(inputs) {
+    const list = el("ul", { className: "inputs-list" });
+    for (const [name, uploadId] of Object.entries(inputs)) {
+      const item = el("li", {}, el("strong", { text: name }), ": ", el("span", { className: "mono", text: String(uploadId) }));
+      list.append(item);
+      if (!uploadLookups.has(uploadId)) uploadLookups.set(uploadId, api("GET", `/uploads/${encodeURIComponent(uploadId)}`));
+      uploadLookups.get(uploadId).then((upload) => {
+        item.replaceChildren(el("strong", { text: name }), `: ${upload.filename || uploadId} (${formatBytes(upload.bytes)})`);
+        item.title = String(uploadId);
+      }).catch(() => { /* expired or gone: the id stays */ });
+    }
+    return el("dd", {}, list);
+  }
+
+  // A table result's columns (sql's metadata.columns: [{name, type}]) as a table, not JSON.
+  function renderColumns(columns) {
+    const table = $("detail-columns");
+    table.hidden = !columns || columns.length === 0;
+    const body = table.querySelector("tbody");
+    if (table.hidden) { body.replaceChildren(); return; }
+    setText("detail-columns-caption", `${columns.length} column${columns.length === 1 ? "" : "s"}`);
+    body.replaceChildren(...columns.map((c) => el("tr", {}, el("td", { className: "mono", text: String(c.name) }), el("td", { text: String(c.type) }))));
   }
 
   function renderTimeline(job) {
@@ -450,7 +510,6 @@
       items.push(el("li", {}, `${job.status} at ${formatTime(job.finished_at)}`, " ",
         el("span", { className: "muted", text: `(${formatDuration(seconds(job.created_at, job.finished_at))} in all)` })));
     }
-    if (job.error) items.push(el("li", { className: "error", text: `${job.error.code}: ${job.error.message}` }));
     $("detail-timeline").replaceChildren(...items);
     setText("detail-attempts", `Attempts: ${job.attempts}`);
     const history = job.history || [];

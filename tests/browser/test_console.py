@@ -80,7 +80,9 @@ def test_submit_from_the_generated_form_then_download_and_check_the_result(
     page = console.sign_in(key).page
     fill_form(console, "pi", {"digits": "2000"}, "pi from the browser")
     expect(page.locator("#field-params-digits")).to_have_attribute("aria-required", "true")
-    expect(page.locator("#field-params-digits-hint")).to_contain_text("1 to 100,000,000")
+    expect(page.locator("#field-params-digits-hint")).to_contain_text(
+        "1 to 10,000,000"
+    )  # the deployment's bound
     console.screenshot("submit")
     page.click("#submit-button")
 
@@ -165,7 +167,8 @@ def test_cancel_a_long_job_after_confirming(console: Console, key: str) -> None:
     expect(page.locator("#detail-status")).to_have_text("CANCELLED")
     expect(page.locator("#notice")).to_have_text("The job was cancelled.")
     expect(page.locator("#detail-cancel")).to_be_hidden()
-    expect(page.locator("#detail-timeline")).to_contain_text("cancelled by the customer")
+    expect(page.locator("#detail-failure-title")).to_have_text("This job was cancelled")
+    expect(page.locator("#detail-failure-message")).to_contain_text("cancelled by the customer")
     assert client.get(job_id)["status"] == "CANCELLED"
 
 
@@ -219,11 +222,11 @@ def test_problems_are_shown_on_the_field_they_name(console: Console, key: str) -
     page.click("#submit-button")
     expect(problem).to_have_text("must be at least 1")
 
-    digits.fill("50000000")  # within the schema, over this deployment's limit: the API's 422 says so
+    digits.fill("50000000")  # over this deployment's limit, which the form knows from GET /functions
     page.click("#submit-button")
-    expect(problem).to_have_text("must be between 1 and 10000000")
+    expect(problem).to_have_text("must be at most 10,000,000")
     expect(digits).to_have_attribute("aria-invalid", "true")
-    expect(page.locator("#submit-error")).to_contain_text("The API refused the job")
+    assert len([r for r in console.requests if r.method == "POST"]) == posted  # said before sending
     console.screenshot("submit-error")
 
     digits.fill("20")
@@ -466,6 +469,52 @@ def test_a_rejected_file_shows_why_on_its_row_and_no_job_is_sent(
     expect(row.locator(".error")).to_contain_text("checksum mismatch")
     expect(row.get_by_label("Name")).to_be_focused()
     assert not [r for r in console.requests if r.method == "POST" and r.url.endswith("/jobs")]
+
+
+def test_a_job_reads_as_a_person_reads_it_its_input_files_result_columns_and_why_it_failed(
+    console: Console, key: str, tmp_path: Path
+) -> None:
+    client = PijobsClient(console.stack.api_url, key)
+    scores = tmp_path / "scores.csv"
+    scores.write_text("team,points\nred,3\nblue,5\nred,4\n")
+    upload_id = client.upload_file(scores)["upload_id"]
+    inputs = {"s": upload_id}
+    query = "SELECT team, sum(points) AS points FROM s GROUP BY team ORDER BY team"
+    ok = client.submit("sql", {"query": query, "inputs": inputs, "format": "parquet"})["job_id"]
+    bad = client.submit("sql", {"query": "SELECT nothing FROM s", "inputs": inputs})["job_id"]
+    wait_for(client, ok, "SUCCEEDED")
+    failed = wait_for(client, bad, "FAILED")
+    page = console.sign_in(key).page
+
+    page.goto(f"{console.url}#/jobs/{ok}")
+    expect(page.locator("#detail-params")).to_contain_text("s: scores.csv (31 bytes)")  # not the upload id
+    columns = page.locator("#detail-columns tbody tr")
+    expect(columns).to_have_count(2)
+    expect(columns.nth(0).locator("td")).to_have_text(["team", "VARCHAR"])
+    expect(columns.nth(1).locator("td")).to_have_text(["points", "BIGINT"])
+    expect(page.locator("#detail-result")).to_contain_text("rows2")
+    expect(page.locator("#detail-result")).not_to_contain_text('"name"')  # no raw JSON
+    expect(page.locator("#detail-failure")).to_be_hidden()
+    console.screenshot("detail-table-result")
+
+    page.goto(f"{console.url}#/jobs/{bad}")
+    expect(page.locator("#detail-failure-title")).to_have_text("This job failed")
+    expect(page.locator("#detail-failure-message")).to_have_text(failed["error"]["message"])
+    expect(page.locator("#detail-failure-code")).to_have_text(f"Error code: {failed['error']['code']}")
+    expect(page.locator("#detail-timeline")).not_to_contain_text(failed["error"]["code"])  # said once, on top
+    console.screenshot("detail-failed")
+
+
+def test_a_running_job_shows_when_it_should_finish(console: Console, key: str) -> None:
+    client = PijobsClient(console.stack.api_url, key)
+    body = {"text": "to be or not to be", "pause_seconds": 15}  # long enough for the poller to see it run
+    job_id = client.submit("word-count", body, name="slow count")["job_id"]
+    page = console.sign_in(key).page
+    page.goto(f"{console.url}#/jobs/{job_id}")  # at once: the jobs view, still loading, must not take over
+
+    expect(page.locator("#detail-progress-label")).to_contain_text("left (done by ")
+    expect(page.locator("#detail-status")).to_have_text("SUCCEEDED")
+    expect(page.locator("#detail-progress-label")).to_have_text("100 %")  # no estimate once it ended
 
 
 SLICE_BYTES = 4 * 1024 * 1024  # console.js's HASH_SLICE_BYTES: what the tab reads of a file at a time

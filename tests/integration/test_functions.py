@@ -35,8 +35,17 @@ def test_the_operator_s_limits_are_public_and_enforced(cloud: Cloud) -> None:
     (pi,) = [f for f in cloud.api("GET", "/functions")[1]["functions"] if f["name"] == "pi"]
     too_many = cloud.api("POST", "/jobs", {"function": "pi", "params": {"digits": 501}})
     shorthand = cloud.api("POST", "/jobs", {"digits": 501})
+    far_too_many = cloud.api("POST", "/jobs", {"digits": 200_000_000})  # beyond the engine's own bound too
+    document = cloud.api("GET", "/openapi.json")[1]["components"]["schemas"]
 
     assert pi["limits"] == {"max_digits": 500}
+    # One bound, stated the same everywhere: the catalog (the console's form reads it), the OpenAPI
+    # document, and the refusals, whatever the number asked for.
+    assert pi["parameters"]["properties"]["digits"]["maximum"] == 500
+    assert document["pi.PiParams"]["properties"]["digits"]["maximum"] == 500
+    assert far_too_many[1]["error"]["details"] == [
+        {"field": "digits", "problem": "must be between 1 and 500"}
+    ]
     assert too_many[0] == 422
     assert too_many[1]["error"]["details"] == [
         {"field": "params.digits", "problem": "must be between 1 and 500"}

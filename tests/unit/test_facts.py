@@ -146,3 +146,12 @@ def test_the_template_declares_the_route_table_and_nothing_else() -> None:
     assert [op.path for op in OPERATIONS if not op.api_key] == ["/openapi.json", "/console"]
     # the worker channel: authenticated by a job's worker token, outside the customer's table
     assert [(op.path, op.api_key) for op in WORKER_OPERATIONS] == [("/worker/jobs/{id}/{operation}", False)]
+
+
+def test_every_gateway_answer_says_nosniff() -> None:
+    """API Gateway's own answers (a bad key, an unknown route, throttling) carry the header the API's do."""
+    responses = resources_of_type(PRIMARY, "AWS::ApiGateway::GatewayResponse")
+    assert responses
+    for name, props in responses.items():
+        headers = props.get("ResponseParameters") or {}
+        assert headers.get("gatewayresponse.header.X-Content-Type-Options") == "'nosniff'", name

@@ -101,6 +101,39 @@ def test_progress_is_monotonic_and_ends_at_one(workers: int) -> None:
     assert len(seen) <= 200
 
 
+def test_progress_moves_through_every_phase_of_a_pool_run() -> None:
+    # The final division and square root and the pool's conversion have no counter of their own: before,
+    # the bar sat at 60 % through the first and jumped to 75 %. Now it reports values inside each phase.
+    seen: list[float] = []
+    run(5_000_000, workers=2, progress=seen.append)
+    series, final, rest = engine.SERIES_SHARE, engine.SERIES_SHARE + engine.FINAL_SHARE, 1.0
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert [f for f in seen if 0.0 < f < series]
+    assert [f for f in seen if series < f < final]
+    assert [f for f in seen if final < f < rest]
+
+
+def test_a_phase_creeps_with_time_and_never_claims_its_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(engine.time, "monotonic", lambda: clock[0])
+    seen: list[float] = []
+    progress = engine._Progress(seen.append)
+
+    progress.phase(0.0, 0.6, expected_seconds=10.0)
+    readings = []
+    for elapsed in (5.0, 10.0, 20.0, 100.0, 10_000.0):
+        clock[0] = 100.0 + elapsed
+        progress.poll()
+        readings.append(progress.value)
+
+    assert readings[0] == pytest.approx(0.6 * engine.PHASE_CREEP / 2)  # on time: linear
+    assert readings[1] == pytest.approx(0.6 * engine.PHASE_CREEP)
+    assert readings == sorted(readings) and len(set(readings)) == len(readings)  # late: still moving
+    assert readings[-1] < 0.6
+    progress.set(0.6)  # the phase's own end
+    assert progress.value == 0.6
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_progress_exceptions_propagate(workers: int) -> None:
     class Cancelled(Exception):

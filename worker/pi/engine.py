@@ -30,8 +30,13 @@ from pijobs.worker.pi.scratch import Scratch
 POOL_MIN_DIGITS = 400_000
 #: Output is written in slices of this size.
 WRITE_CHUNK = 1 << 20
-#: Share of the progress bar per phase (series, final step, conversion and writing).
+#: Share of the progress bar per phase (series, final step, conversion and writing): about the share of the
+#: time each takes on 2 cores (3 to 20 million digits: 55-60 %, 15-20 %, 20-25 %).
 SERIES_SHARE, FINAL_SHARE = 0.6, 0.15
+#: Summed terms a pool process counts before it adds them to the shared counter.
+TICK_BATCH = 4096
+#: How far into its span a phase's bar moves by its expected end on time alone (see _Progress._crept).
+PHASE_CREEP = 0.8
 
 ProgressFn = Callable[[float], None]
 T = TypeVar("T")
@@ -134,13 +139,36 @@ def _check_memory(digits: int, limit: int | None) -> None:
 
 
 class _Progress:
-    """Rate-limited, monotonic progress reporting; the callback's exceptions propagate."""
+    """Rate-limited, monotonic progress reporting; the callback's exceptions propagate.
+
+    A phase with no counter of its own (the final division and square root, the merges of the series, the
+    conversion in the pool's processes) would hold the bar still for seconds: within a ``phase`` the value
+    also moves with the time the phase is expected to take (``_crept``), so it moves at each report and never
+    claims the phase's end before the phase has ended.
+    """
 
     def __init__(self, callback: ProgressFn | None) -> None:
         self._callback = callback
         self._sent = -1.0
         self._sent_at = 0.0
         self.value = 0.0
+        self._phase = (0.0, 0.0, 0.0, 0.0)  # start value, end value, started at, expected seconds
+
+    def phase(self, start: float, end: float, expected_seconds: float) -> None:
+        """From now on the value is at least ``start`` and creeps to ``end`` over ``expected_seconds``."""
+        self._phase = (start, end, time.monotonic(), max(expected_seconds, 1e-3))
+        self.set(start)
+
+    def _crept(self, now: float) -> float:
+        """Linear up to ``PHASE_CREEP`` of the span at the expected end, then ever slower towards 97 %: a busy
+        machine that takes longer than expected still sees the bar move."""
+        start, end, began, expected = self._phase
+        ratio = (now - began) / expected
+        if ratio <= 1.0:
+            share = PHASE_CREEP * ratio
+        else:
+            share = PHASE_CREEP + (0.97 - PHASE_CREEP) * (1.0 - math.exp(1.0 - ratio))
+        return start + (end - start) * share
 
     @property
     def wanted(self) -> bool:
@@ -156,6 +184,7 @@ class _Progress:
         if self._callback is None:
             return
         now = time.monotonic()
+        self.value = min(1.0, max(self.value, self._crept(now)))
         if self.value >= 1.0 > self._sent or self.value - self._sent >= 0.01 or now - self._sent_at >= 0.2:
             self._sent, self._sent_at = self.value, now
             self._callback(self.value)
@@ -293,7 +322,7 @@ class _TermCounter:
 
     def __call__(self, n: int) -> None:
         self.pending += n
-        if self.pending >= 4096:
+        if self.pending >= TICK_BATCH:
             self.flush()
 
     def flush(self) -> None:
@@ -367,10 +396,13 @@ class _Run:
         self.hasher = Hasher()  # what was written: its size and sha256
         self.start = time.perf_counter()
         self.times = {"series": 0.0, "final": 0.0, "convert": 0.0, "write": 0.0}
+        self._terms_summed_at: float | None = None
 
     def compute(self, pool: _Processes | None, threads: _Threads) -> None:
         bits = fixed.precision_bits(self.digits)
         n = chudnovsky.terms_for(self.digits + fixed.GUARD_BITS)
+        expected = _expected_seconds(self.digits, pool)
+        self.progress.phase(0.0, SERIES_SHARE, expected * SERIES_SHARE)
         t0 = time.perf_counter()
         if pool is None:
             q, t = self._series_serial(n, bits)
@@ -378,6 +410,9 @@ class _Run:
             q, t = self._series_parallel(pool, threads, n, bits)
         t1 = time.perf_counter()
         self.times["series"] = t1 - t0
+        # The rest takes what the model says, scaled by how the series went against it on this machine.
+        pace = self.times["series"] / max(expected * SERIES_SHARE, 1e-3)
+        self.progress.phase(SERIES_SHARE, SERIES_SHARE + FINAL_SHARE, expected * FINAL_SHARE * pace)
         # The root goes to a worker while the parent divides; it takes less time, so that worker then also
         # computes the power of five the last conversion piece starts with.
         plan = convert.piece_plan(self.digits, pool.count if pool is not None else 1)
@@ -394,7 +429,8 @@ class _Run:
         value = threads.run(fixed.pi_fixed, ratio, sqrt_part, bits, threads.executor)
         del ratio, sqrt_part
         self.times["final"] = time.perf_counter() - t1
-        self.progress.set(SERIES_SHARE + FINAL_SHARE)
+        rest = 1.0 - SERIES_SHARE - FINAL_SHARE
+        self.progress.phase(SERIES_SHARE + FINAL_SHARE, 1.0, expected * rest * pace)
         frac = convert.Fraction(value - (3 << bits), bits, 3, self.digits)
         del value
         self._emit_all(pool, threads, frac, plan, power)
@@ -425,7 +461,6 @@ class _Run:
         parts = [_take_sums(self._await_series(pool, job, n)) for job in jobs]  # read while the rest runs
         path, exponent = self._await_series(pool, tail_job, n)
         tail = Scratch.take_mpz(path), exponent
-        self.progress.set(SERIES_SHARE * 0.9)
         threaded_mul = partial(fixed.mul, pool=threads.executor)
         while len(parts) > 1:
             merged = [
@@ -438,9 +473,18 @@ class _Run:
         return q, t
 
     def _await_series(self, pool: _Processes, job: Future[T], n: int) -> T:
-        """The job's result; meanwhile reports the terms summed so far and watches the workers."""
+        """The job's result; meanwhile reports the terms summed so far and watches the workers.
+
+        Every term is summed well before the series ends: the processes' last products, the tail's division
+        and the merges here take about a fifth of its time more, which the bar spends creeping.
+        """
         while not job.done():
-            self.progress.set(SERIES_SHARE * 0.9 * pool.terms_done.value / n)
+            done = pool.terms_done.value
+            self.progress.set(SERIES_SHARE * 0.9 * done / n)
+            if done >= n - TICK_BATCH * pool.count and self._terms_summed_at is None:  # all but the unsent
+                self._terms_summed_at = time.perf_counter()
+                elapsed = self._terms_summed_at - self.start
+                self.progress.phase(SERIES_SHARE * 0.9, SERIES_SHARE, elapsed / 4)
             pool.check()
             futures_wait([job], timeout=0.1)
         return job.result()
@@ -500,6 +544,12 @@ class _Run:
             workers=workers,
             peak_rss_bytes=_peak_rss(),
         )
+
+
+def _expected_seconds(digits: int, pool: _Processes | None) -> float:
+    """The whole computation's expected wall time (``estimate``, fitted on 2 cores), for progress only."""
+    seconds = estimate(digits).seconds
+    return seconds * 2 if pool is None else seconds * 2 / max(2, pool.count)
 
 
 def _tail_extra_work(digits: int) -> float:
