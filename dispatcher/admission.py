@@ -17,6 +17,7 @@ from typing import Protocol
 from pijobs.shared import errors
 from pijobs.shared.capacity import CapacityCounter
 from pijobs.shared.fairshare import WaitingJob, admission_order, next_tag, owner_limit
+from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.logs import get_logger
 from pijobs.shared.models import JobMessage, JobRecord, isoformat, utcnow
 from pijobs.shared.queue import JobQueue
@@ -47,6 +48,7 @@ class Admission:
     tenants: TenantStore | None = None
     owner_cap_default: int | None = None
     provision: Callable[[JobRecord], object] | None = None
+    lifecycle: Lifecycle | None = None  # the dispatcher's: admitting is a status change
 
 
 def park(admission: Admission, job: JobRecord) -> WaitingJob | None:
@@ -121,10 +123,10 @@ def _admit(admission: Admission, pick: WaitingJob, *, cap: int | None, clock: fl
     if job.status is not JobStatus.QUEUED:
         return "gone"
     slot = admission.capacity.acquire_item(job.job_id, job.owner, owner_cap=cap, clock=clock)
+    assert admission.lifecycle is not None
     try:
-        job = admission.store.transition(
-            job.job_id,
-            JobStatus.QUEUED,
+        job = admission.lifecycle.transition(
+            job,
             JobStatus.PROVISIONING,
             linked=(slot,),
             attempts=job.attempts + 1,
