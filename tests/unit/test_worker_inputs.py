@@ -96,9 +96,7 @@ def test_plain_http_errors_are_transient_only_when_they_pass() -> None:
     assert not is_transient(http_error(403)) and not is_transient(http_error(404))
 
 
-def test_an_input_of_the_pinned_size_with_other_bytes_is_input_corrupt(
-    server: Server, tmp_path: Path
-) -> None:
+def test_the_pinned_size_with_other_bytes_is_input_corrupt(server: Server, tmp_path: Path) -> None:
     """The size alone proves nothing: one changed byte is caught by the sha256."""
     pinned = b"a,b\n1,3\n"
     assert len(pinned) == len(BODY) and pinned != BODY
@@ -107,9 +105,7 @@ def test_an_input_of_the_pinned_size_with_other_bytes_is_input_corrupt(
 
 
 @pytest.mark.parametrize("body", [BODY, b"a,b\n1,3\n"], ids=["same", "same-size-other-bytes"])
-def test_a_fetch_that_computes_nothing_has_its_file_read_again_and_checked(
-    tmp_path: Path, body: bytes
-) -> None:
+def test_a_fetch_that_computes_nothing_has_its_file_checked(tmp_path: Path, body: bytes) -> None:
     """A fetch may leave the check to the file it wrote: the file's size and sha256 decide, not the pin."""
 
     def write_only(url: str, destination: Path) -> None:
