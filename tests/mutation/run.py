@@ -23,7 +23,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -99,7 +98,9 @@ def results(db: Path) -> dict[str, object]:
             "SELECT m.operator_name, m.start_pos_row, r.test_outcome, r.diff, r.worker_outcome "
             "FROM mutation_specs m JOIN work_results r ON m.job_id = r.job_id"
         ).fetchall()
-        skipped = conn.execute("SELECT COUNT(*) FROM work_results WHERE worker_outcome = 'SKIPPED'").fetchone()
+        skipped = conn.execute(
+            "SELECT COUNT(*) FROM work_results WHERE worker_outcome = 'SKIPPED'"
+        ).fetchone()
     run = [r for r in rows if r[4] != "SKIPPED"]
     killed = [r for r in run if r[2] == "KILLED" or r[4] in ("ABNORMAL", "EXCEPTION")]
     survivors = [r for r in run if r[2] == "SURVIVED"]
@@ -120,26 +121,27 @@ def mutate(module: str, exclude: list[str]) -> dict[str, object]:
     source = ROOT / module
     original = source.read_bytes()
     started = time.monotonic()
+    name = module.replace("/", ".").removesuffix(".py")
+    cfg, db = OUT / f"{name}.toml", OUT / f"{name}.sqlite"  # kept: a stopped run's results stay readable
+    db.unlink(missing_ok=True)
+    cfg.write_text(config(module, MODULES[module], exclude))
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg, db = Path(tmp) / "config.toml", Path(tmp) / "session.sqlite"
-            cfg.write_text(config(module, MODULES[module], exclude))
-            baseline = subprocess.run(
-                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *MODULES[module]],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-            )
-            if baseline.returncode != 0:
-                sys.exit(f"{module}: its tests fail without a mutant:\n{baseline.stdout[-3000:]}")
-            for step in (
-                ["cosmic-ray", "init", str(cfg), str(db)],
-                ["cr-filter-operators", str(db), str(cfg)],
-                ["cr-filter-pragma", str(db)],
-                ["cosmic-ray", "exec", str(cfg), str(db)],
-            ):
-                subprocess.run(step, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-            found = results(db)
+        baseline = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *MODULES[module]],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        if baseline.returncode != 0:
+            sys.exit(f"{module}: its tests fail without a mutant:\n{baseline.stdout[-3000:]}")
+        for step in (
+            ["cosmic-ray", "init", str(cfg), str(db)],
+            ["cr-filter-operators", str(db), str(cfg)],
+            ["cr-filter-pragma", str(db)],
+            ["cosmic-ray", "exec", str(cfg), str(db)],
+        ):
+            subprocess.run(step, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        found = results(db)
     finally:
         source.write_bytes(original)
     found["seconds"] = round(time.monotonic() - started)
@@ -160,10 +162,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the finally restores the source
     OUT.mkdir(parents=True, exist_ok=True)
     exclude = operators()
-    print(f"{'module':28} {'mutants':>7} {'killed':>6} {'survived':>8} {'score':>6} {'seconds':>7}", flush=True)
+    print(f"{'module':28} {'mutants':>7} {'killed':>6} {'survived':>8} {'score':>6} {'seconds':>7}")
     for module in chosen:
         found = mutate(module, exclude)
-        name = module.replace("/", ".").removesuffix(".py")
+        name = module.replace("/", ".").removesuffix(".py")  # as mutate() names its files
         (OUT / f"{name}.json").write_text(json.dumps(found, indent=1))
         row = (found["mutants"], found["killed"], found["survived"], f"{found['score']}%", found["seconds"])
         print(f"{module:28} {row[0]:>7} {row[1]:>6} {row[2]:>8} {row[3]:>6} {row[4]:>7}", flush=True)
