@@ -25,6 +25,7 @@ from pijobs.shared.fairshare import next_tag
 from pijobs.shared.functions import BusinessFunction, Registry, catalog_entry, job_deadline, result_key
 from pijobs.shared.ids import is_id
 from pijobs.shared.inputs import UPLOADS_PREFIX, UploadRecord, UploadStatus, pin_inputs, upload_key
+from pijobs.shared.job_errors import JobErrorCode
 from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.logs import get_logger
 from pijobs.shared.models import JobMessage, JobRecord, JobRequest, isoformat, new_job_id, utcnow
@@ -211,7 +212,10 @@ def submit_job(
         services.lifecycle.transition(
             job,
             JobStatus.FAILED,
-            error={"code": "enqueue_failed", "message": "the job could not be queued; submit it again"},
+            error={
+                "code": JobErrorCode.ENQUEUE_FAILED.value,
+                "message": "the job could not be queued; submit it again",
+            },
         )
         if idempotency_key is not None:
             services.store.forget_idempotency_key(owner, idempotency_key)
@@ -254,7 +258,7 @@ def cancel_job(services: ApiServices, owner: str, job_id: str) -> JobRecord:
             cancelled = services.lifecycle.transition(
                 job,
                 JobStatus.CANCELLED,
-                error={"code": "cancelled", "message": "cancelled by the customer"},
+                error={"code": JobErrorCode.CANCELLED.value, "message": "cancelled by the customer"},
             )
         except errors.StaleStatusError:
             job = services.store.get(job.job_id)

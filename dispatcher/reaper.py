@@ -19,6 +19,7 @@ from pijobs.dispatcher.service import retry_or_fail
 from pijobs.shared import aws, errors, metrics
 from pijobs.shared.capacity import CapacityCounter
 from pijobs.shared.compute import CloudFormationBackend, ComputeBackend, Health, Infrastructure
+from pijobs.shared.job_errors import JobErrorCode
 from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.logs import bind_job, clear_context, configure_logging, get_logger
 from pijobs.shared.models import JobMessage, JobRecord, isoformat, utcnow
@@ -141,22 +142,25 @@ def _infrastructure_problem(
 ) -> tuple[str, str] | None:
     since_dispatch = _age(job.dispatched_at or job.updated_at, now)
     if stack is None and since_dispatch > settings.vanished_grace_seconds:
-        return "stack_vanished", "the job's stack disappeared"
+        return JobErrorCode.STACK_VANISHED.value, "the job's stack disappeared"
     if stack is not None and stack.health is Health.FAILED:
-        return "stack_failed", stack.reason
+        return JobErrorCode.STACK_FAILED.value, stack.reason
     if job.status is JobStatus.PROVISIONING and since_dispatch > settings.provisioning_timeout_seconds:
         limit = settings.provisioning_timeout_seconds
-        return "provisioning_timeout", f"the instance did not start within {limit} s"
+        return JobErrorCode.PROVISIONING_TIMEOUT.value, f"the instance did not start within {limit} s"
     if job.status is JobStatus.RUNNING:
         silent = _age(job.heartbeat_at or job.started_at or job.updated_at, now)
         if silent > settings.heartbeat_timeout_seconds:
-            return "worker_lost", f"no heartbeat for {int(silent)} s: the worker or its instance died"
+            return (
+                JobErrorCode.WORKER_LOST.value,
+                f"no heartbeat for {int(silent)} s: the worker or its instance died",
+            )
     return None
 
 
 def _time_out(services: ReaperServices, job: JobRecord) -> str:
     message = f"the job ran past its deadline of {job.deadline_seconds} s"
-    error = {"code": "deadline_exceeded", "message": message}
+    error = {"code": JobErrorCode.DEADLINE_EXCEEDED.value, "message": message}
     try:  # the lifecycle deletes the stack, then releases the slot: live stacks never exceed the cap
         services.lifecycle.transition(job, JobStatus.TIMED_OUT, error=error)
     except errors.StaleStatusError:

@@ -50,6 +50,7 @@ class PiFunction(BusinessFunction):
     )
     request_model = PiParams
     limits_model = PiLimits
+    error_codes = frozenset({"too_large"})
     resource_types: ClassVar[frozenset[str]] = frozenset(
         {"AWS::EC2::Instance", "AWS::EC2::LaunchTemplate", "AWS::EC2::SecurityGroup"}
     )

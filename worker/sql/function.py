@@ -63,6 +63,9 @@ class SqlFunction(BusinessFunction):
     )
     request_model = SqlParams
     limits_model = SqlLimits
+    error_codes = frozenset(
+        {"query_rejected", "query_invalid", "query_failed", "input_unreadable", "result_too_large"}
+    )
     resource_types: ClassVar[frozenset[str]] = frozenset(
         {"AWS::EC2::Instance", "AWS::EC2::LaunchTemplate", "AWS::EC2::SecurityGroup"}
     )
