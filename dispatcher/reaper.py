@@ -16,18 +16,18 @@ from typing import Any, TextIO
 
 from pijobs.dispatcher.admission import Admission, keep_ticking
 from pijobs.dispatcher.service import retry_or_fail
-from pijobs.shared import aws, errors, metrics
+from pijobs.shared import errors, metrics
 from pijobs.shared.capacity import CapacityCounter
-from pijobs.shared.compute import CloudFormationBackend, ComputeBackend, Health, Infrastructure
+from pijobs.shared.compute import ComputeBackend, Health, Infrastructure
 from pijobs.shared.job_errors import JobErrorCode
 from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.logs import bind_job, clear_context, configure_logging, get_logger
 from pijobs.shared.models import JobMessage, JobRecord, isoformat, utcnow
 from pijobs.shared.queue import JobQueue
 from pijobs.shared.settings import ReaperSettings
-from pijobs.shared.stacks import StackLauncher
 from pijobs.shared.status import JobStatus
 from pijobs.shared.store import JobStore
+from pijobs.shared.wiring import Adapters
 
 log = get_logger(__name__)
 
@@ -57,14 +57,13 @@ class ReaperServices:
 
 @lru_cache(maxsize=1)
 def services() -> ReaperServices:
-    settings = ReaperSettings.from_env()
-    ddb = aws.client("dynamodb")
+    made = Adapters(ReaperSettings.from_env())
     return ReaperServices(
-        settings=settings,
-        store=JobStore(ddb, settings.table_name),
-        queue=JobQueue(aws.client("sqs"), settings.queue_url),
-        capacity=CapacityCounter(ddb, settings.table_name, default_limit=settings.max_active_stacks),
-        compute=CloudFormationBackend(StackLauncher(aws.client("cloudformation"))),
+        settings=made.settings,
+        store=made.store,
+        queue=made.queue,
+        capacity=made.capacity,
+        compute=made.compute(),
     )
 
 
