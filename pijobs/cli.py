@@ -177,19 +177,20 @@ def _local_options(parser: argparse.ArgumentParser) -> None:
         "--max-active-stacks-per-owner",
         type=_positive,
         default=None,
-        help="MaxActiveStacksPerOwner: each API key's own cap (default: none, only MaxActiveStacks)",
+        help="MaxActiveStacksPerOwner: each API key's own cap (default: half the slots, at least 1)",
     )
     parser.add_argument("--log-dir", type=Path, default=None, help="where workers' output goes")
 
 
 def _local_stack(args: argparse.Namespace, log_level: str = "INFO", data_dir: Path | None = None) -> Any:
     from pijobs.local.stack import LocalConfig, LocalStack
+    from pijobs.shared.fairshare import HALF_THE_SLOTS
 
     _check_port_free(args.port)  # at once, not after the stack has started
     config = LocalConfig(
         api_port=args.port,
         max_active_stacks=args.max_active_stacks,
-        max_active_stacks_per_owner=args.max_active_stacks_per_owner or 0,
+        max_active_stacks_per_owner=args.max_active_stacks_per_owner or HALF_THE_SLOTS,
         log_dir=args.log_dir,
         log_level=log_level,
         data_dir=data_dir,

@@ -21,6 +21,7 @@ from typing import Any, TextIO, TypedDict
 
 from pijobs.customer import stdout_console
 from pijobs.shared import aws
+from pijobs.shared.fairshare import HALF_THE_SLOTS
 from pijobs.shared.status import JobStatus
 
 EXIT_OK = 0
@@ -64,7 +65,7 @@ class StackResources:
     table_name: str
     mapping_id: str
     max_active_stacks_default: int  # the stack's MaxActiveStacks parameter, before anyone changed it
-    owner_cap_default: int | None = None  # MaxActiveStacksPerOwner (None: 0, no cap of a tenant's own)
+    owner_cap_setting: int = HALF_THE_SLOTS  # MaxActiveStacksPerOwner (0: no cap of a tenant's own)
 
 
 # ---- registration ------------------------------------------------------------------------------------------
@@ -225,9 +226,9 @@ def cmd_ops_tenants(args: argparse.Namespace) -> int:
     resources = stack_resources(aws.client("cloudformation"), _stack_name(args))
     rows = tenant_rows(resources)
     if args.json_output:
-        _json({"max_active_stacks_per_owner": resources.owner_cap_default or 0, "tenants": rows})
+        _json({"max_active_stacks_per_owner": resources.owner_cap_setting, "tenants": rows})
     else:
-        _print_tenants(rows, resources.owner_cap_default)
+        _print_tenants(rows)
     return EXIT_OK
 
 
@@ -244,7 +245,7 @@ def cmd_ops_tenant(args: argparse.Namespace) -> int:
     if args.json_output:
         _json(rows[0])
     else:
-        _print_tenants(rows, resources.owner_cap_default)
+        _print_tenants(rows)
     return EXIT_OK
 
 
@@ -258,13 +259,17 @@ def tenant_rows(
     every tenant with a setting scans the table, which is fine for ``ops tenants``, not for a redraw every
     few seconds.
     """
-    from pijobs.shared.fairshare import TenantPolicy, owner_limit
+    from pijobs.shared.fairshare import TenantPolicy, default_owner_cap, owner_limit
     from pijobs.shared.store import JobStore
     from pijobs.shared.tenants import TenantStore
 
     ddb = aws.client("dynamodb")
     tenants = TenantStore(ddb, resources.table_name)
-    live = (_capacity(resources).state() or {}).get("owners", {})
+    capacity = _capacity(resources).state() or {}
+    live = capacity.get("owners", {})
+    default_cap = default_owner_cap(
+        resources.owner_cap_setting, capacity.get("limit", resources.max_active_stacks_default)
+    )
     if waiting is None:
         waiting = JobStore(ddb, resources.table_name).waiting_by_owner()
     if busy_only:
@@ -278,7 +283,7 @@ def tenant_rows(
             {
                 "tenant": owner,
                 "weight": policy.weight,
-                "max_active": owner_limit(policy, resources.owner_cap_default),
+                "max_active": owner_limit(policy, default_cap),
                 "own_cap": policy.max_active is not None,
                 "live_stacks": int(live.get(owner, 0)),
                 "waiting": int(waiting.get(owner, 0)),
@@ -359,7 +364,7 @@ def stack_resources(cfn: Any, stack_name: str) -> StackResources:
         table_name=outputs["TableName"],
         mapping_id=outputs["EventSourceMappingId"],
         max_active_stacks_default=int(default_limit) if default_limit.isdigit() else 1,
-        owner_cap_default=int(owner_cap) if owner_cap.isdigit() and int(owner_cap) > 0 else None,
+        owner_cap_setting=int(owner_cap) if owner_cap.lstrip("-").isdigit() else HALF_THE_SLOTS,
     )
 
 
@@ -606,7 +611,7 @@ def status_table(status: dict[str, Any], *, title: str | None = None) -> Any:
     return table
 
 
-def _print_tenants(rows: list[dict[str, Any]], default_cap: int | None) -> None:
+def _print_tenants(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("no tenant has a setting, a live stack or a waiting job")
         return
