@@ -100,7 +100,11 @@ def test_an_sql_job_reads_its_own_input_through_its_presigned_get(cloud: Cloud) 
     assert dispatched.status is JobStatus.PROVISIONING and dispatched.input_urls is not None
     assert list(dispatched.input_urls) == ["t"] and path_of(dispatched.input_urls["t"]) == f"/{upload.key}"
     assert "X-Amz-Expires=3600" in dispatched.input_urls["t"]
-    assert dispatched.limits == {"max_rows": 10_000_000, "max_result_bytes": 1 << 30}
+    assert dispatched.limits == {
+        "max_rows": 10_000_000,
+        "max_result_bytes": 1 << 30,
+        "max_timeout_seconds": 3600,
+    }
     fetches = Fetches(failures=2)  # two transient failures, waited out
 
     assert cloud.run_worker(job_id, adapt=fetches.adapt, transient_base_seconds=0.01) == 0
