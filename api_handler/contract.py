@@ -9,12 +9,13 @@ import re
 from typing import Annotated, Any
 
 from pijobs.shared.functions import NAME_PATTERN
+from pijobs.shared.ids import ID_PATTERN
 from pijobs.shared.inputs import SHA256_PATTERN, UPLOAD_ID_PATTERN, UploadStatus
 from pijobs.shared.models import AttemptInfo, ErrorInfo
 from pijobs.shared.status import JobStatus
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
+JOB_ID_PATTERN = ID_PATTERN
 PAGE_LIMIT_RANGE = (1, 100)
 # A whole number as text: ASCII digits only (str.isdigit also takes '²', '①' and other scripts' digits).
 ASCII_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")

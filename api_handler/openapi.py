@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
 from pijobs.api_handler import contract
-from pijobs.api_handler.routes import OPERATIONS, Operation
+from pijobs.api_handler.operation import Operation
 from pijobs.api_handler.service import PI_SHORTHAND
 from pijobs.shared import errors
-from pijobs.shared.functions import ENTRY_POINT_GROUP, Registry, load_registry
+from pijobs.shared.functions import ENTRY_POINT_GROUP, NAME_PATTERN, Registry, load_registry
 from pijobs.shared.models import JobRequest
 from pydantic import BaseModel
 
@@ -31,7 +32,11 @@ JOB_ID = {"type": "string", "pattern": contract.JOB_ID_PATTERN, "description": "
 UPLOAD_ID = {"type": "string", "pattern": contract.UPLOAD_ID_PATTERN, "description": "the upload's id"}
 PATH_PARAMETERS = {
     "id": JOB_ID,
-    "name": {"type": "string", "pattern": "^[a-z0-9-]{1,64}$", "description": "a function's name"},
+    "name": {
+        "type": "string",
+        "pattern": f"^(?:{NAME_PATTERN.pattern})$",
+        "description": "a function's name",
+    },
 }
 PATH_PARAMETERS_BY_TAG = {"uploads": {"id": UPLOAD_ID}}  # where a name means something else
 DESCRIPTIONS = {
@@ -65,11 +70,14 @@ class _Schemas:
         return {"$ref": f"#/components/schemas/{name}"}
 
 
-def document(registry: Registry, *, server_url: str | None = None) -> dict[str, Any]:
+def document(
+    operations: Sequence[Operation], registry: Registry, *, server_url: str | None = None
+) -> dict[str, Any]:
+    """The document of ``operations`` (the route table) with the parameter schemas of ``registry``."""
     schemas = _Schemas()
     schemas.ref(contract.ErrorEnvelope)
     paths: dict[str, Any] = {}
-    for operation in OPERATIONS:
+    for operation in operations:
         paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(
             operation, registry, schemas
         )
@@ -88,7 +96,7 @@ def document(registry: Registry, *, server_url: str | None = None) -> dict[str, 
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
         },
         "security": [{"apiKey": []}],
-        "tags": [{"name": name} for name in dict.fromkeys(op.tag for op in OPERATIONS)],
+        "tags": [{"name": name} for name in dict.fromkeys(op.tag for op in operations)],
     }
     if server_url:
         doc["servers"] = [{"url": server_url}]
@@ -230,6 +238,6 @@ def shipped_registry() -> Registry:
     return load_registry(own)
 
 
-def render(registry: Registry) -> str:
-    """The document as docs/openapi.json holds it."""
-    return json.dumps(document(registry), indent=2, sort_keys=False) + "\n"
+def render(doc: dict[str, Any]) -> str:
+    """A document as docs/openapi.json holds it."""
+    return json.dumps(doc, indent=2, sort_keys=False) + "\n"

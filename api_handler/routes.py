@@ -8,40 +8,16 @@ function and shapes the response from the models in api_handler/contract.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from pijobs.api_handler import console, contract, service
+from pijobs.api_handler import console, contract, openapi, service
+from pijobs.api_handler.operation import Operation
 from pijobs.api_handler.service import ApiServices
 from pijobs.api_handler.views import job_links, job_summary, job_view, upload_view
 from pijobs.api_handler.web import Request, json_response, text_response
 from pijobs.shared import errors
+from pijobs.shared.functions import Registry
 from pijobs.shared.models import isoformat
-from pydantic import BaseModel
-
-Handler = Callable[[ApiServices, Request], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Operation:
-    method: str
-    path: str
-    operation_id: str
-    summary: str
-    handler: Handler
-    status: int  # the success status
-    response: type[BaseModel] | None  # its body (None: any JSON, e.g. the OpenAPI document, or not JSON)
-    errors: tuple[int, ...]  # the error statuses it may answer besides those every route may
-    tag: str = "jobs"
-    # "submission" (built from the enabled functions), "per_run_execute", or the body's model
-    body: str | type[BaseModel] | None = None
-    idempotency_key: bool = False  # reads an Idempotency-Key header
-    query: type[BaseModel] | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)  # response headers: name -> description
-    api_key: bool = True
-    links: Mapping[str, str] = field(default_factory=dict)  # link name -> operation id, given the job id
-    media_type: str = "application/json"  # of the success response (errors are always JSON)
 
 
 def post_jobs(services: ApiServices, request: Request) -> dict[str, Any]:
@@ -126,9 +102,7 @@ def delete_upload(services: ApiServices, request: Request) -> dict[str, Any]:
 
 
 def get_openapi(services: ApiServices, request: Request) -> dict[str, Any]:
-    from pijobs.api_handler.openapi import document  # it imports this module's table
-
-    return json_response(200, document(services.functions, server_url=request.base_url or None))
+    return json_response(200, openapi_document(services.functions, server_url=request.base_url or None))
 
 
 def get_console(services: ApiServices, request: Request) -> dict[str, Any]:
@@ -239,3 +213,8 @@ def route_for(request: Request) -> Operation:
     if operation.api_key and not request.owner:
         raise errors.UnauthorizedError("an API key is required")
     return operation
+
+
+def openapi_document(registry: Registry, *, server_url: str | None = None) -> dict[str, Any]:
+    """The OpenAPI document of this table and the enabled functions (``GET /openapi.json``)."""
+    return openapi.document(OPERATIONS, registry, server_url=server_url)

@@ -21,6 +21,7 @@ from pijobs.api_handler.web import validation_error
 from pijobs.shared import errors
 from pijobs.shared.capacity import CapacityCounter
 from pijobs.shared.functions import BusinessFunction, Registry, catalog_entry, job_deadline
+from pijobs.shared.ids import is_id
 from pijobs.shared.inputs import UPLOADS_PREFIX, UploadRecord, UploadStatus, pin_inputs, upload_key
 from pijobs.shared.logs import get_logger
 from pijobs.shared.models import JobMessage, JobRecord, JobRequest, isoformat, new_job_id, utcnow
@@ -297,14 +298,9 @@ def _attachment(filename: str) -> str:
 
 
 def _checked_id(job_id: str) -> str:
-    if not _is_id(job_id):
+    if not is_id(job_id):
         raise errors.NoSuchJobError(f"no job {job_id}")
     return job_id
-
-
-def _is_id(text: str) -> bool:
-    """A job's or an upload's id: 32 lowercase hex digits."""
-    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
 
 
 # ---- uploads ---------------------------------------------------------------------------------------------
@@ -377,7 +373,7 @@ def upload_origin(services: ApiServices) -> str:
 
 
 def get_upload(services: ApiServices, owner: str, upload_id: str) -> UploadRecord:
-    if not _is_id(upload_id):
+    if not is_id(upload_id):
         raise errors.NoSuchUploadError(f"no upload {upload_id}")
     return services.uploads.get_for_owner(upload_id, owner)
 
@@ -393,7 +389,7 @@ def list_uploads(
 def delete_upload(services: ApiServices, owner: str, upload_id: str) -> UploadRecord:
     """The record first, then the object: a file that still arrives finds no record and is deleted by the
     verifier. A job already accepted with the upload and not yet started cannot fetch it any more."""
-    if not _is_id(upload_id):
+    if not is_id(upload_id):
         raise errors.NoSuchUploadError(f"no upload {upload_id}")
     upload = services.uploads.delete(upload_id, owner)
     services.s3.delete_object(Bucket=services.settings.results_bucket, Key=upload.key)

@@ -261,7 +261,7 @@ def warm_up(client: Any, workdir: Path) -> None:
 
 
 def run(rows: int, workdir: Path) -> Report:
-    from pijobs.client import PijobsClient, file_digest
+    from pijobs.client import TERMINAL_STATES, PijobsClient, file_digest
     from pijobs.local.stack import LocalConfig, LocalStack
 
     data = workdir / "events.csv"
@@ -284,7 +284,7 @@ def run(rows: int, workdir: Path) -> Report:
             job_id = client.submit("sql", {"query": QUERY, "inputs": {"t": upload["upload_id"]}})["job_id"]
             # Polled gently: moto serves the worker's download in this process, and each poll competes
             # with it for the interpreter (the phases come from timestamps, not from when a poll saw them).
-            while (job := client.get(job_id))["status"] not in ("SUCCEEDED", "FAILED", "TIMED_OUT"):
+            while (job := client.get(job_id))["status"] not in TERMINAL_STATES:
                 time.sleep(0.25)
             seen = time.time()
         if job["status"] != "SUCCEEDED":

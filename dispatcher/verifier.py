@@ -25,12 +25,13 @@ from typing import Any
 
 from pijobs.dispatcher.handler import BatchItemFailure, PartialBatchResponse
 from pijobs.shared import aws
+from pijobs.shared.digest import Digest, digest_chunks
 from pijobs.shared.errors import StaleStatusError
 from pijobs.shared.inputs import UploadStatus, parse_upload_key
 from pijobs.shared.logs import clear_context, configure_logging, get_logger
 from pijobs.shared.models import isoformat, utcnow
 from pijobs.shared.settings import VerifierSettings
-from pijobs.shared.uploads import Received, UploadStore, digest_of, rejection_reason
+from pijobs.shared.uploads import UploadStore, rejection_reason
 from structlog.contextvars import bind_contextvars
 
 log = get_logger(__name__)
@@ -136,7 +137,7 @@ def verify_object(services: VerifierServices, bucket: str, key: str) -> Verdict:
     return Verdict.REJECTED
 
 
-def _read(services: VerifierServices, key: str, declared_bytes: int) -> Received | None:
+def _read(services: VerifierServices, key: str, declared_bytes: int) -> Digest | None:
     """The object's size and sha256, streamed (None when it is gone)."""
     try:
         response = services.s3.get_object(Bucket=services.settings.results_bucket, Key=key)
@@ -146,7 +147,7 @@ def _read(services: VerifierServices, key: str, declared_bytes: int) -> Received
         raise
     body = response["Body"]
     try:
-        return digest_of(body.iter_chunks(READ_CHUNK), declared_bytes=declared_bytes)
+        return digest_chunks(body.iter_chunks(READ_CHUNK), limit=declared_bytes)
     finally:
         body.close()
 

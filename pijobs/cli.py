@@ -263,8 +263,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_openapi(args: argparse.Namespace) -> int:
     from pijobs.api_handler.openapi import render, shipped_registry
+    from pijobs.api_handler.routes import openapi_document
 
-    text = render(shipped_registry())
+    text = render(openapi_document(shipped_registry()))
     if args.write is not None:
         args.write.write_text(text, encoding="utf-8")
         print(f"wrote {args.write}")

@@ -17,7 +17,6 @@ GETs and DELETEs are retried on 429/502/503/504 and network errors; a POST only 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -30,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED"})
+from pijobs.shared import digest as digests
+from pijobs.shared.status import TERMINAL_STATES
+
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 USER_AGENT = "pijobs-cli"
 _CHUNK = 1 << 16
@@ -511,34 +512,23 @@ class PijobsClient:
             return self._fetch_into(url, out)
 
     def _fetch_into(self, url: str, out: BinaryIO) -> tuple[int, str]:
-        digest = hashlib.sha256()
-        size = 0
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
+                received = digests.digest_chunks(digests.read_chunks(response, _CHUNK), sink=out.write)
         except urllib.error.HTTPError as exc:
             raise api_error(exc.code, exc.read(), exc.headers) from None
         except urllib.error.URLError as exc:
             raise TransportError(f"cannot download the result: {exc.reason}") from None
-        return size, digest.hexdigest()
+        return received.bytes, received.sha256
 
 
 def file_digest(path: Path, *, on_progress: Progress | None = None) -> tuple[int, str]:
     """(bytes, sha256 hex) of a file, read once in chunks."""
     size = os.path.getsize(path)
-    digest = hashlib.sha256()
-    done = 0
-    with path.open("rb") as source:
-        while chunk := source.read(_UPLOAD_CHUNK):
-            digest.update(chunk)
-            done += len(chunk)
-            if on_progress is not None:
-                on_progress("hash", done, size)
-    return done, digest.hexdigest()
+    report = None if on_progress is None else (lambda done: on_progress("hash", done, size))
+    hashed = digests.file_digest(path, chunk=_UPLOAD_CHUNK, on_progress=report)
+    return hashed.bytes, hashed.sha256
 
 
 def integrity_problem(size: int, sha256: str, expected: dict[str, Any]) -> str | None:

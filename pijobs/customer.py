@@ -26,6 +26,7 @@ from pijobs.client import (
     UploadRefusedError,
     WaitTimeoutError,
 )
+from pijobs.shared.ids import ID_PATTERN
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -273,7 +274,7 @@ def typed_value(schema: dict[str, Any], text: str) -> Any:
     return text
 
 
-UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+UPLOAD_ID = re.compile(ID_PATTERN)
 
 
 def resolve_inputs(client: PijobsClient, pairs: list[str], out: Output) -> dict[str, str]:

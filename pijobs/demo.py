@@ -8,7 +8,7 @@ from typing import Any
 
 import requests
 
-TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED"}
+from pijobs.shared.status import TERMINAL_STATES
 
 
 def reference_pi(digits: int) -> str:
@@ -66,7 +66,7 @@ def _wait(session: requests.Session, url: str, timeout: float) -> dict[str, Any]
     deadline = time.monotonic() + timeout
     while True:
         job: dict[str, Any] = session.get(url, timeout=30).json()
-        if job["status"] in TERMINAL or time.monotonic() > deadline:
+        if job["status"] in TERMINAL_STATES or time.monotonic() > deadline:
             return job
         time.sleep(0.2)
 

@@ -67,12 +67,12 @@ PRIMARY_TEMPLATE = "primary.yaml"
 TEMPLATE_PREFIX = "templates/"
 CAPABILITIES = ["CAPABILITY_IAM"]
 MANIFEST_KEY = "pijobs/manifest.json"
-LAMBDA_PACKAGES = ("pijobs.shared", "pijobs.api_handler", "pijobs.dispatcher")
+# pijobs.functions: the plug-in API the packaged functions import (a module, copied beside its package's
+# __init__.py alone).
+LAMBDA_PACKAGES = ("pijobs.shared", "pijobs.functions", "pijobs.api_handler", "pijobs.dispatcher")
 LAMBDA_REQUIREMENTS = ("pydantic>=2.6", "structlog>=24.1")  # boto3 comes with the Lambda runtime
-WORKER_PACKAGES = (
-    "pijobs.shared",
-    "pijobs.worker",
-)  # the generic worker runtime; each function adds its own package
+# the generic worker runtime; each function adds its own package
+WORKER_PACKAGES = ("pijobs.shared", "pijobs.functions", "pijobs.worker")
 WORKER_REQUIREMENTS = ("pydantic>=2.6", "structlog>=24.1", "boto3>=1.34")  # each function adds its own
 # The entry points of the packaged functions, for importlib.metadata in a zip that pip did not install.
 REGISTRY_DIST_INFO = "pijobs_functions-0.dist-info"
@@ -222,9 +222,7 @@ def deploy_primary_local(
     s3.put_object(Bucket=bucket, Key=primary_key, Body=template_path(PRIMARY_TEMPLATE).read_bytes())
     defaults: dict[str, str] = {
         "ArtifactsBucket": bucket,
-        "ApiHandlerKey": lambda_key,
-        "DispatcherKey": lambda_key,
-        "ReaperKey": lambda_key,
+        "LambdaKey": lambda_key,
         "EnabledFunctions": "*",
     }
     if "VpcId" not in given or "SubnetId" not in given:
@@ -267,9 +265,7 @@ class Artifacts:
     def stack_parameters(self) -> dict[str, str]:
         return {
             "ArtifactsBucket": self.bucket,
-            "ApiHandlerKey": self.lambda_key,
-            "DispatcherKey": self.lambda_key,
-            "ReaperKey": self.lambda_key,
+            "LambdaKey": self.lambda_key,
             "EnabledFunctions": ",".join(sorted(self.functions)),
             "LambdaArchitecture": self.arch,
             "LambdaRuntime": self.runtime,
@@ -290,9 +286,18 @@ def package_source(package: str) -> Path:
     return Path(locations[0])
 
 
+def _module_file(name: str) -> Path | None:
+    """The file of a module that is not a package (``pijobs.functions``), else None."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.submodule_search_locations is not None or not spec.origin:
+        return None
+    return Path(spec.origin)
+
+
 def copy_packages(packages: Iterable[str], target: Path) -> None:
     """Copy packages (sources and package data, no caches) into ``target``. A dotted name copies that
-    subpackage with its parents' ``__init__.py`` only; one inside a package copied whole is skipped."""
+    subpackage (or module) with its parents' ``__init__.py`` only; one inside a package copied whole is
+    skipped."""
     wanted = list(dict.fromkeys(packages))
     for package in wanted:
         parts = package.split(".")
@@ -303,6 +308,10 @@ def copy_packages(packages: Iterable[str], target: Path) -> None:
             folder = target.joinpath(*parts[:n])
             folder.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(package_source(parent) / "__init__.py", folder / "__init__.py")
+        module = _module_file(package)
+        if module is not None:
+            shutil.copyfile(module, target.joinpath(*parts[:-1], module.name))
+            continue
         shutil.copytree(
             package_source(package),
             target.joinpath(*parts),

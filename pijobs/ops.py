@@ -22,7 +22,7 @@ from typing import Any, TextIO, TypedDict
 from pijobs.customer import stdout_console
 from pijobs.shared import aws
 from pijobs.shared.fairshare import HALF_THE_SLOTS
-from pijobs.shared.status import JobStatus
+from pijobs.shared.status import UNFINISHED_STATES
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -39,7 +39,6 @@ UNBATCHED_MAX = 10  # AWS: a standard queue's BatchSize above 10 needs MaximumBa
 PEEK_HOLD_SECONDS = 10
 REDRIVE_HOLD_SECONDS = 30
 PEEK_LIMIT = 100
-LIVE_STATES = (JobStatus.QUEUED, JobStatus.PROVISIONING, JobStatus.RUNNING)
 WATCH_INTERVAL = 2.0  # ops status --watch (pijobs/watch.py)
 WATCH_INTERVAL_RANGE = (0.1, 3600.0)
 
@@ -403,7 +402,7 @@ def queue_counts(sqs: Any, queue_url: str) -> dict[str, int]:
 
 def live_jobs_by_state(statuses: Iterable[str]) -> dict[str, int]:
     counts = Counter(statuses)
-    return {state.value: counts.get(state.value, 0) for state in LIVE_STATES}
+    return {state.value: counts.get(state.value, 0) for state in UNFINISHED_STATES}
 
 
 def gather_status(resources: StackResources, *, waiting: dict[str, int] | None = None) -> dict[str, Any]:

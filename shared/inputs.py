@@ -17,13 +17,14 @@ from enum import Enum
 from typing import Annotated
 
 from pijobs.shared import errors
+from pijobs.shared.ids import ID_PATTERN
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 UPLOADS_PREFIX = "uploads/"
 MAX_INPUTS = 8
 # An input's name is also an SQL identifier (the sql function's view), so: lowercase, digits, underscores.
 INPUT_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
-UPLOAD_ID_PATTERN = r"^[a-f0-9]{32}$"
+UPLOAD_ID_PATTERN = ID_PATTERN
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"  # an API key's id
 

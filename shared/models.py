@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from pijobs.shared.ids import ID_PATTERN, new_id
 from pijobs.shared.inputs import PinnedInput
 from pijobs.shared.status import JobStatus
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -24,7 +24,7 @@ def isoformat(moment: datetime) -> str:
 
 
 def new_job_id() -> str:
-    return uuid.uuid4().hex
+    return new_id()
 
 
 class JobRequest(BaseModel):
@@ -130,7 +130,7 @@ class JobMessage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    job_id: str | None = Field(default=None, pattern=r"^[a-f0-9]{32}$")
+    job_id: str | None = Field(default=None, pattern=ID_PATTERN)
     function: str = "pi"
     tick: float | None = None
     deferrals: int = Field(default=0, ge=0)  # read from messages an older dispatcher deferred; unused

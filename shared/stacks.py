@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pijobs.shared.aws import error_code
+from pijobs.shared.ids import is_id
 
 STACK_PREFIX = "pijob-"
 FAILED_STACK_STATES = frozenset(
@@ -47,7 +48,7 @@ def job_id_of(stack_name: str) -> str | None:
     if not stack_name.startswith(STACK_PREFIX):
         return None
     job_id = stack_name[len(STACK_PREFIX) :].split("-", 1)[0]
-    return job_id if len(job_id) == 32 else None
+    return job_id if is_id(job_id) else None
 
 
 class StackLauncher:

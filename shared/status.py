@@ -53,6 +53,8 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 TERMINAL_STATES = frozenset(s for s in JobStatus if s.is_terminal)
+# Not finished yet, in the order a job passes through them (waiting, or holding a slot: ``is_live``).
+UNFINISHED_STATES = tuple(s for s in JobStatus if not s.is_terminal)
 
 
 def can_transition(current: JobStatus, target: JobStatus) -> bool:

@@ -13,13 +13,12 @@ something else is REJECTED too. Every state change is a conditional write on the
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from pijobs.shared.aws import conditional_write
+from pijobs.shared.digest import Digest
 from pijobs.shared.errors import NoSuchUploadError, StaleStatusError
 from pijobs.shared.inputs import UploadRecord, UploadStatus
 from pijobs.shared.models import from_dynamo, to_dynamo
@@ -53,29 +52,7 @@ def checksum_header(sha256_hex: str) -> str:
 
 
 # ---- verification (pure) -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Received:
-    """What arrived: its size (read up to one byte past the declared size) and its sha256."""
-
-    bytes: int
-    sha256: str
-    truncated: bool = False  # reading stopped past the declared size: ``bytes`` is a lower bound
-
-
-def digest_of(chunks: Iterable[bytes], *, declared_bytes: int) -> Received:
-    """Hash ``chunks`` as they stream, stopping once there is more than was declared (an object larger
-    than declared is refused however large it is, without reading all of it)."""
-    digest = hashlib.sha256()
-    size = 0
-    for chunk in chunks:
-        digest.update(chunk)
-        size += len(chunk)
-        if size > declared_bytes:
-            return Received(size, digest.hexdigest(), truncated=True)
-    return Received(size, digest.hexdigest())
-
-
-def rejection_reason(upload: UploadRecord, received: Received) -> str | None:
+def rejection_reason(upload: UploadRecord, received: Digest) -> str | None:
     """None when the object is exactly what was declared; else why it is refused (for the customer)."""
     if received.truncated:
         return f"size mismatch: more than the {upload.bytes} bytes declared arrived"

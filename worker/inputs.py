@@ -8,7 +8,6 @@ byte that was not the one the job was accepted with.
 
 from __future__ import annotations
 
-import hashlib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pijobs.shared import errors
+from pijobs.shared.digest import Digest, digest_chunks, file_digest, read_chunks
 from pijobs.shared.inputs import PinnedInput
 from pijobs.shared.logs import get_logger
 from pijobs.shared.models import JobRecord
@@ -34,22 +34,17 @@ def fetch_url(url: str, destination: Path) -> tuple[int, str]:
     """GET ``url`` into ``destination``, hashing as it arrives (one pass over a large input, not two):
     its (size, sha256). A refusal (403, 404: expired, or gone) is InputUnavailableError; server errors and
     dropped connections are raised as they are, for the backoff to retry."""
-    digest = hashlib.sha256()
-    size = 0
     try:
         with (
             urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_SECONDS) as response,
             destination.open("wb") as out,
         ):
-            while block := response.read(1 << 20):
-                out.write(block)
-                digest.update(block)
-                size += len(block)
+            received = digest_chunks(read_chunks(response), sink=out.write)
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403, 404, 410):
             raise errors.InputUnavailableError(f"the input's link was refused (HTTP {exc.code})") from exc
         raise
-    return size, digest.hexdigest()
+    return received.bytes, received.sha256
 
 
 def download_inputs(job: JobRecord, scratch: Path, *, fetch: Fetch, backoff: Backoff) -> dict[str, Path]:
@@ -90,10 +85,11 @@ def _url_names_key(url: str, key: str) -> bool:
 
 
 def _check(name: str, pin: PinnedInput, path: Path, received: tuple[int, str] | None) -> None:
-    from pijobs.worker.job import file_digest
-
-    size, sha256 = received if received is not None else file_digest(path)
-    if (size, sha256) != (pin.bytes, pin.sha256):
+    if received is None:
+        whole = file_digest(path)
+        received = whole.bytes, whole.sha256
+    size, sha256 = received
+    if not Digest(size, sha256).matches(pin.bytes, pin.sha256):
         log.error("input_corrupt", input=name, bytes=size, expected_bytes=pin.bytes, sha256=sha256)
         raise errors.InputCorruptError(
             f"input {name} does not match the upload the job was accepted with (size or sha256 differ)"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import resource
@@ -30,6 +29,7 @@ from typing import Any
 from pijobs.shared import aws, errors
 from pijobs.shared.attempts import failure_fields, status_after_failure
 from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.digest import file_digest
 from pijobs.shared.functions import (
     FILENAME_PATTERN,
     METADATA_MAX_BYTES,
@@ -178,7 +178,8 @@ def compute_and_upload(services: WorkerServices, job: JobRecord) -> ResultInfo:
         output = function.run(context)
         heartbeat.check()
         _check_output(function, output, scratch)
-        size, sha256 = file_digest(output.path)
+        stored = file_digest(output.path)
+        size, sha256 = stored.bytes, stored.sha256
         log.info("function_finished", filename=output.filename, bytes=size)
         key = result_key(job.owner, job.job_id, output.filename)
         try:
@@ -230,17 +231,6 @@ def _check_output(function: BusinessFunction, output: object, scratch: Path) -> 
         raise errors.FunctionError(f"function {name} returned metadata that is not JSON") from exc
     if len(encoded) > METADATA_MAX_BYTES:
         raise errors.FunctionError(f"function {name} returned {len(encoded)} bytes of metadata")
-
-
-def file_digest(path: Path) -> tuple[int, str]:
-    """Size and sha256 of a file, read in 1 MiB blocks."""
-    sha = hashlib.sha256()
-    size = 0
-    with path.open("rb") as stream:
-        while block := stream.read(1 << 20):
-            sha.update(block)
-            size += len(block)
-    return size, sha.hexdigest()
 
 
 def _finish(services: WorkerServices, job: JobRecord, status: JobStatus, **fields: Any) -> JobRecord | None:

@@ -192,7 +192,7 @@
     else notify("");
     if (!sessionStorage.getItem(KEY_STORE)) { showSignIn(); return; }
     const hash = location.hash.replace(/^#/, "");
-    const detail = hash.match(/^\/jobs\/([0-9a-f]{32})$/);
+    const detail = hash.match(/^\/jobs\/([a-f0-9]{32})$/);
     if (detail) openDetail(detail[1]);
     else if (hash === "/submit") openSubmit();
     else openJobs();

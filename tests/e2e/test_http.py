@@ -9,11 +9,11 @@ from typing import Any
 import mpmath
 import pytest
 import requests
+from pijobs.shared.status import TERMINAL_STATES as TERMINAL
 
 from pijobs.local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
-TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED"}
 
 
 def pi_string(digits: int) -> str:

@@ -69,10 +69,16 @@ def _kill_group_like_a_crash(pid: int) -> None:
 
 
 def _capacity_matches_live_jobs(stack: LocalStack) -> None:
-    live = JobStore(stack.client("dynamodb"), stack.outputs["TableName"]).live_jobs()
-    state = _capacity(stack).state()
-    assert state is not None
-    assert state["active"] == len([j for j in live if j.status.is_live])
+    """The slots held are the live jobs' (the worker releases its slot just after its job's last status
+    write, so a poll that saw SUCCEEDED may come before the release: wait for it, briefly)."""
+
+    def matches() -> bool:
+        live = JobStore(stack.client("dynamodb"), stack.outputs["TableName"]).live_jobs()
+        state = _capacity(stack).state()
+        assert state is not None
+        return bool(state["active"] == len([j for j in live if j.status.is_live]))
+
+    _wait_for(matches, 30, "the capacity item to count the live jobs")
 
 
 def test_a_killed_worker_is_noticed_retried_and_succeeds(alice: Client, local_stack: LocalStack) -> None:

@@ -233,7 +233,6 @@ def _make_primary(env_overrides: dict[str, str]) -> Cloud:
     env = {
         "PIJOBS_TABLE_NAME": table,
         "PIJOBS_QUEUE_URL": queue_url,
-        "PIJOBS_DLQ_URL": dlq_url,
         "PIJOBS_RESULTS_BUCKET": bucket,
         "PIJOBS_ARTIFACTS_BUCKET": "pijobs-artifacts",
         "PIJOBS_ARTIFACTS_URL": "https://pijobs-artifacts.s3.amazonaws.com/",

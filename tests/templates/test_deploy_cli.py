@@ -69,8 +69,24 @@ def zip_member(body: bytes, name: str) -> bytes:
         return archive.read(name)
 
 
+def _imports_from_the_zip(body: bytes, *modules: str, tmp_path: Path) -> None:
+    """The zip's own pijobs is complete: with the zip first on sys.path (as on Lambda), the modules import
+    from it, their third-party dependencies from this environment (``--no-deps`` left them out)."""
+    folder = tmp_path / "unzipped"
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        archive.extractall(folder)
+    code = (  # an editable install's import hook would find what the zip lacks: it goes first
+        "import sys; sys.meta_path[:] = [f for f in sys.meta_path "
+        "if not getattr(f, '__module__', '').startswith('__editable__')]; "
+        f"sys.path.insert(0, {str(folder)!r}); import importlib, pijobs; "
+        f"[importlib.import_module(m) for m in {list(modules)!r}]; "
+        f"assert pijobs.__file__.startswith({str(folder)!r}), pijobs.__file__"
+    )
+    subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, check=True, timeout=120)
+
+
 def test_package_uploads_code_templates_and_manifest(
-    moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+    moto_endpoint: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     assert run(["package", "--bucket", BUCKET, "--no-deps", "--arch", "arm64"]) == 0
     printed = capsys.readouterr().out
@@ -86,7 +102,10 @@ def test_package_uploads_code_templates_and_manifest(
         "pijobs/api_handler/handler.py",
         "pijobs/dispatcher/handler.py",
         "pijobs/shared/__init__.py",
+        "pijobs/functions.py",  # the plug-in API the packaged functions import
     } <= names
+    assert "pijobs/cli.py" not in names and "pijobs/local/__init__.py" not in names
+    _imports_from_the_zip(lambda_zip, "pijobs.api_handler.handler", "pijobs_wordcount", tmp_path=tmp_path)
     assert {
         f"pijobs/api_handler/static/console.{kind}" for kind in ("html", "css", "js")
     } <= names  # GET /console
@@ -114,6 +133,7 @@ def test_package_uploads_code_templates_and_manifest(
             "pijobs/worker/__main__.py",
             "pijobs/worker/job.py",
             "pijobs/shared/__init__.py",
+            "pijobs/functions.py",
         } <= zip_names(worker_zip)
         assert own.splitlines()[1:] == [f"{name} = {deploy.entry_point_of(installed_functions()[name])}"]
         template = s3.get_object(Bucket=BUCKET, Key=packaged["template_key"])["Body"].read()

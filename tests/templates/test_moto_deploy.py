@@ -170,7 +170,6 @@ def test_lambdas_get_their_handlers_and_environment(aws: dict[str, Any], outputs
     dispatcher = function_env(aws, outputs["DispatcherFunctionName"])
     assert dispatcher["PIJOBS_TABLE_NAME"] == outputs["TableName"]
     assert dispatcher["PIJOBS_QUEUE_URL"] == outputs["QueueUrl"]
-    assert dispatcher["PIJOBS_DLQ_URL"] == outputs["DeadLetterQueueUrl"]
     assert dispatcher["PIJOBS_ARTIFACTS_URL"] + "functions/" == outputs["FunctionsUrl"]
     assert dispatcher["PIJOBS_ARTIFACTS_BUCKET"] == outputs["ArtifactsBucket"]
     assert dispatcher["PIJOBS_CFN_ROLE_ARN"] == outputs["CfnServiceRoleArn"]
@@ -179,8 +178,6 @@ def test_lambdas_get_their_handlers_and_environment(aws: dict[str, Any], outputs
     assert set(fixed) == {"TableName", "ResultsBucket", "InstanceProfileName", "SubnetId", "VpcId"}
     assert fixed["TableName"] == outputs["TableName"]
     assert fixed["InstanceProfileName"] == outputs["InstanceProfileName"]
-    reaper = function_env(aws, functions["pijobs.dispatcher.reaper.lambda_handler"]["FunctionName"])
-    assert reaper["PIJOBS_EVENT_SOURCE_MAPPING_ID"] == outputs["EventSourceMappingId"]
     verifier = function_env(aws, functions["pijobs.dispatcher.verifier.lambda_handler"]["FunctionName"])
     assert verifier == {
         "PIJOBS_TABLE_NAME": outputs["TableName"],

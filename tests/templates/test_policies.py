@@ -15,7 +15,6 @@ import pytest
 pytest.importorskip("cfnlint", reason="cfn-lint is in the templates dependency group")
 
 from cfnlint.decode.decode import decode_str
-from pijobs.api_handler.routes import OPERATIONS
 from pijobs.shared.functions import (
     DEADLINE_RANGE,
     FUNCTIONS_PREFIX,
@@ -131,13 +130,6 @@ EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
         ),
         "RequeueRetries": ({"sqs:SendMessage"}, {"${JobsQueue.Arn}"}),
         "FindOrphanStacks": ({"cloudformation:ListStacks"}, {"*"}),
-        "ReadTheMapping": (
-            {"lambda:GetEventSourceMapping"},
-            {
-                f"{ARN}:lambda:${{AWS::Region}}:${{AWS::AccountId}}:"
-                "event-source-mapping:${DispatcherEventSourceMapping}"
-            },
-        ),
     },
     "CfnServiceRole": {
         "Describe": (
@@ -432,35 +424,6 @@ def test_results_bucket_denies_plain_http(primary: dict[str, Any]) -> None:
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     block = primary["Resources"]["ResultsBucket"]["Properties"]["PublicAccessBlockConfiguration"]
     assert all(block.values())
-
-
-def _resource_path(resources: dict[str, Any], name: str) -> str:
-    """``/jobs/{id}`` from a Resource's PathPart and its parents' (the root's id is a GetAtt)."""
-    properties = resources[name]["Properties"]
-    parent = properties["ParentId"]
-    prefix = _resource_path(resources, parent["Ref"]) if isinstance(parent, dict) and "Ref" in parent else ""
-    return f"{prefix}/{properties['PathPart']}"
-
-
-def test_the_template_declares_the_route_table_and_nothing_else(primary: dict[str, Any]) -> None:
-    """Each operation of api_handler/routes.py is one proxied method, needing a key exactly when the table
-    says: a route added to the table and not to the template (or the reverse) fails here."""
-    resources = primary["Resources"]
-    methods = {
-        (r["Properties"]["HttpMethod"], _resource_path(resources, r["Properties"]["ResourceId"]["Ref"])): r
-        for r in resources.values()
-        if r["Type"] == "AWS::ApiGateway::Method"
-    }
-
-    assert set(methods) == {(op.method, op.path) for op in OPERATIONS}
-    for op in OPERATIONS:
-        properties = methods[op.method, op.path]["Properties"]
-        assert properties["ApiKeyRequired"] is op.api_key, op.path
-        assert properties["AuthorizationType"] == "NONE"
-        assert properties["Integration"]["Type"] == "AWS_PROXY"
-        assert "${ApiHandlerFunction.Arn}" in render(properties["Integration"]["Uri"])
-    # only the document and the console's page (which holds nothing and asks for a key)
-    assert [op.path for op in OPERATIONS if not op.api_key] == ["/openapi.json", "/console"]
 
 
 @pytest.mark.parametrize("function", FUNCTIONS, ids=lambda f: f.name)

@@ -7,7 +7,8 @@ import inspect
 from typing import Any
 
 import pytest
-from pijobs.api_handler.openapi import document, shipped_registry
+from pijobs.api_handler.openapi import shipped_registry
+from pijobs.api_handler.routes import openapi_document
 
 from pijobs.client import OPERATION_METHODS, PijobsClient
 
@@ -18,7 +19,7 @@ ARGUMENT_OF_TAG = {"uploads": {"id": "upload_id"}}
 
 @pytest.fixture(scope="module")
 def operations() -> dict[str, dict[str, Any]]:
-    doc = document(shipped_registry())
+    doc = openapi_document(shipped_registry())
     return {op["operationId"]: op for item in doc["paths"].values() for op in item.values()}
 
 
@@ -42,7 +43,7 @@ def test_a_method_takes_its_operations_parameters(
 
 
 def test_submit_takes_the_submission_fields() -> None:
-    doc = document(shipped_registry())
+    doc = openapi_document(shipped_registry())
     choices = doc["paths"]["/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
     fields = set().union(*(c["properties"] for c in choices if "function" in c["properties"]))
 
@@ -50,7 +51,7 @@ def test_submit_takes_the_submission_fields() -> None:
 
 
 def test_per_run_execute_takes_the_original_fields() -> None:
-    doc = document(shipped_registry())
+    doc = openapi_document(shipped_registry())
     schema = doc["components"]["schemas"]["PerRunExecuteRequest"]
     snake = {"DigitsToCalculate": "digits", "StackName": "stack_name", "CostCenter": "cost_center"}
 
@@ -60,7 +61,7 @@ def test_per_run_execute_takes_the_original_fields() -> None:
 
 
 def test_create_upload_takes_the_declarations_fields() -> None:
-    doc = document(shipped_registry())
+    doc = openapi_document(shipped_registry())
     schema = doc["components"]["schemas"]["CreateUploadRequest"]
 
     assert set(schema["properties"]) <= set(inspect.signature(PijobsClient.create_upload).parameters)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from pijobs.api_handler import contract
-from pijobs.api_handler.openapi import document, render, shipped_registry
-from pijobs.api_handler.routes import OPERATIONS
+from pijobs.api_handler.openapi import render, shipped_registry
+from pijobs.api_handler.routes import OPERATIONS, openapi_document
 from pijobs.api_handler.web import ERROR_STATUS
 from pijobs.shared.functions import load_registry
 
@@ -20,7 +20,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 
 @pytest.fixture(scope="module")
 def doc() -> dict[str, Any]:
-    return document(shipped_registry())
+    return openapi_document(shipped_registry())
 
 
 def test_the_document_is_valid_openapi(doc: dict[str, Any]) -> None:
@@ -29,7 +29,7 @@ def test_the_document_is_valid_openapi(doc: dict[str, Any]) -> None:
 
 def test_docs_openapi_json_is_current() -> None:
     """docs/openapi.json is what `pijobs openapi --write docs/openapi.json` writes from this code."""
-    assert DOCS.read_text(encoding="utf-8") == render(shipped_registry()), (
+    assert DOCS.read_text(encoding="utf-8") == render(openapi_document(shipped_registry())), (
         "docs/openapi.json is stale: run pijobs openapi --write docs/openapi.json"
     )
 
@@ -107,7 +107,7 @@ def test_a_plug_in_brings_its_own_parameter_schema() -> None:
         installed={"pi": shipped_registry().get("pi"), "word-count": wordcount.WordCount()},
     )
 
-    doc = document(registry)
+    doc = openapi_document(registry)
 
     choices = doc["paths"]["/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
     assert [c["title"] for c in choices] == ["pi", "word-count", "pi (shorthand)"]

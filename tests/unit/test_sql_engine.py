@@ -14,7 +14,7 @@ import pytest
 from pijobs.shared.errors import JobCancelledError
 from pijobs.shared.functions import JobRefusedError, RunContext
 from pijobs.worker.sql.engine import detect_format, engine_settings, spill_limit
-from pijobs.worker.sql.function import SqlFunction, SqlLimits, SqlParams
+from pijobs.worker.sql.function import INSTANCE, SqlFunction, SqlLimits, SqlParams
 from pydantic import ValidationError
 
 IDS = {"t": "a" * 32, "p": "b" * 32, "j": "c" * 32}
@@ -319,15 +319,19 @@ def test_a_cancel_during_the_query_interrupts_it(tmp_path: Path, inputs: dict[st
 
 
 def test_memory_and_threads_come_from_the_instance_not_the_host() -> None:
-    settings = engine_settings(8 << 30, 1)
+    settings = engine_settings(8 << 30, 1, INSTANCE)
 
     assert settings["threads"] == 1 and settings["memory_limit"] == "4096MiB"  # half of what is available
     assert (
         settings["autoload_known_extensions"] is False and settings["autoinstall_known_extensions"] is False
     )
     # A host larger than the instance type (the embedded stack): the r7i.large's 2 vCPUs and 16 GiB rule.
-    assert engine_settings(256 << 30, 64) | {} == {**settings, "threads": 2, "memory_limit": "8192MiB"}
-    assert engine_settings(None, None)["memory_limit"] == "8192MiB"
+    assert engine_settings(256 << 30, 64, INSTANCE) | {} == {
+        **settings,
+        "threads": 2,
+        "memory_limit": "8192MiB",
+    }
+    assert engine_settings(None, None, INSTANCE)["memory_limit"] == "8192MiB"
 
 
 def test_the_spill_limit_leaves_room_for_the_result() -> None:

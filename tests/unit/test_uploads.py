@@ -10,8 +10,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pijobs.dispatcher.verifier import created_objects
 from pijobs.shared import errors
+from pijobs.shared.digest import Digest, digest_chunks
 from pijobs.shared.inputs import UploadRecord, UploadStatus, parse_upload_key, pin_inputs, upload_key
-from pijobs.shared.uploads import UPLOAD_TRANSITIONS, Received, checksum_header, digest_of, rejection_reason
+from pijobs.shared.uploads import UPLOAD_TRANSITIONS, checksum_header, rejection_reason
 
 from pijobs.local.moto_server import is_presigned_post, observed_request
 from pijobs.local.stack import notification_configuration
@@ -43,11 +44,11 @@ def test_the_checksum_field_is_the_digest_in_base64_not_its_hex() -> None:
 def test_the_declared_file_passes_and_each_difference_is_named() -> None:
     upload = record()
 
-    exact = digest_of([BODY[:3], BODY[3:]], declared_bytes=len(BODY))
-    short = digest_of([BODY[:-1]], declared_bytes=len(BODY))
-    other = digest_of([BODY.upper()], declared_bytes=len(BODY))
+    exact = digest_chunks([BODY[:3], BODY[3:]], limit=len(BODY))
+    short = digest_chunks([BODY[:-1]], limit=len(BODY))
+    other = digest_chunks([BODY.upper()], limit=len(BODY))
 
-    assert exact == Received(len(BODY), upload.sha256) and rejection_reason(upload, exact) is None
+    assert exact == Digest(len(BODY), upload.sha256) and rejection_reason(upload, exact) is None
     assert rejection_reason(upload, short) == f"size mismatch: {len(BODY) - 1} bytes arrived, 8 were declared"
     assert (rejection_reason(upload, other) or "").startswith("checksum mismatch: the file's sha256 is ")
 
@@ -60,7 +61,7 @@ def test_reading_stops_once_more_than_the_declared_size_arrived() -> None:
             read.append(1)
             yield b"x" * 4
 
-    received = digest_of(endless(), declared_bytes=10)  # type: ignore[arg-type]
+    received = digest_chunks(endless(), limit=10)  # type: ignore[arg-type]
 
     assert received.truncated and received.bytes == 12 and len(read) == 3
     assert (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import os
@@ -22,8 +21,9 @@ from multiprocessing.pool import AsyncResult
 from typing import Any, BinaryIO, TypeVar
 
 from gmpy2 import mpz
+from pijobs.shared.digest import Hasher
 from pijobs.worker.pi import chudnovsky, convert, fixed
-from pijobs.worker.pi.function import MAX_DIGITS
+from pijobs.worker.pi.bounds import MAX_DIGITS
 from pijobs.worker.pi.scratch import Scratch
 
 #: Below this many digits one process is faster than starting a pool.
@@ -349,8 +349,7 @@ class _Run:
         self.digits = digits
         self.out = out
         self.progress = progress
-        self.sha = hashlib.sha256()
-        self.written = 0
+        self.hasher = Hasher()  # what was written: its size and sha256
         self.start = time.perf_counter()
         self.times = {"series": 0.0, "final": 0.0, "convert": 0.0, "write": 0.0}
 
@@ -467,18 +466,17 @@ class _Run:
         for i in range(0, len(view), WRITE_CHUNK):
             chunk = view[i : i + WRITE_CHUNK]
             self.out.write(chunk)
-            self.sha.update(chunk)
-            self.written += len(chunk)
+            self.hasher.update(chunk)
             share = SERIES_SHARE + FINAL_SHARE
-            self.progress.set(share + (1 - share) * min(1.0, self.written / (self.digits + 2)) * 0.999)
+            self.progress.set(share + (1 - share) * min(1.0, self.hasher.bytes / (self.digits + 2)) * 0.999)
         self.times["write"] += time.perf_counter() - t0
 
     def stats(self, workers: int) -> PiStats:
         self.progress.set(1.0)
         return PiStats(
             digits=self.digits,
-            bytes_written=self.written,
-            sha256=self.sha.hexdigest(),
+            bytes_written=self.hasher.bytes,
+            sha256=self.hasher.digest().sha256,
             seconds=time.perf_counter() - self.start,
             series=self.times["series"],
             final=self.times["final"],

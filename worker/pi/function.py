@@ -11,9 +11,9 @@ from typing import ClassVar
 
 from pijobs.shared.functions import BOOT_SECONDS, BusinessFunction, JobRefusedError, OutputFile, RunContext
 from pijobs.shared.models import isoformat, utcnow
+from pijobs.worker.pi.bounds import MAX_DIGITS
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-MAX_DIGITS = 100_000_000  # what the engine computes at all; operators set a lower limit (PiLimits)
 # Instance types by the most digits they serve (memory first: ~40 bytes a digit at the peak, see docs/pi.md).
 PI_INSTANCE_TYPES: tuple[tuple[int, str], ...] = (
     (20_000_000, "c7i.large"),

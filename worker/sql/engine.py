@@ -20,14 +20,16 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 from pijobs.shared import errors
 from pijobs.shared.functions import JobRefusedError, OutputFile, RunContext
 from pijobs.shared.logs import get_logger
-from pijobs.worker.sql.function import INSTANCE_MEMORY_BYTES, INSTANCE_VCPUS, SqlLimits
 from pijobs.worker.sql.query import QueryShapeError, check_query_shape
+
+if TYPE_CHECKING:  # the plug-in imports this module inside run(): its model is a type here, no import
+    from pijobs.worker.sql.function import InstanceSize, SqlLimits
 
 log = get_logger(__name__)
 
@@ -65,7 +67,9 @@ def detect_format(path: Path) -> str:
     return "csv"
 
 
-def engine_settings(memory_limit_bytes: int | None, cpus: int | None) -> dict[str, Any]:
+def engine_settings(
+    memory_limit_bytes: int | None, cpus: int | None, instance: InstanceSize
+) -> dict[str, Any]:
     """The connection's configuration from what the instance has: ``memory_limit_bytes`` is what it can
     give (MemAvailable), ``cpus`` what this machine counts; neither more than the function's instance type
     has (the embedded stack runs workers on a larger host)."""
@@ -73,9 +77,9 @@ def engine_settings(memory_limit_bytes: int | None, cpus: int | None) -> dict[st
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
         "allow_community_extensions": False,
-        "threads": max(1, min(cpus or 1, INSTANCE_VCPUS)),
+        "threads": max(1, min(cpus or 1, instance.vcpus)),
     }
-    memory = min(memory_limit_bytes or INSTANCE_MEMORY_BYTES, INSTANCE_MEMORY_BYTES)
+    memory = min(memory_limit_bytes or instance.memory_bytes, instance.memory_bytes)
     settings["memory_limit"] = f"{max(MIN_MEMORY_BYTES, int(memory * MEMORY_SHARE)) >> 20}MiB"
     return settings
 
@@ -86,7 +90,7 @@ def spill_limit(free_bytes: int, result_bytes: int) -> int:
     return max(MIN_SPILL_BYTES, int(room * SPILL_SHARE))
 
 
-def run_query(ctx: RunContext, limits: SqlLimits) -> OutputFile:
+def run_query(ctx: RunContext, limits: SqlLimits, instance: InstanceSize) -> OutputFile:
     params = ctx.params
     copy_options, filename, content_type = FORMATS[params.format]
     out = ctx.scratch / filename
@@ -95,7 +99,7 @@ def run_query(ctx: RunContext, limits: SqlLimits) -> OutputFile:
     )  # over an existing file, COPY writes a tmp_ file beside it, which is not allowed
     spill = ctx.scratch / "spill"
     spill.mkdir(exist_ok=True)
-    con = duckdb.connect(":memory:", config=engine_settings(ctx.memory_limit_bytes, os.cpu_count()))
+    con = duckdb.connect(":memory:", config=engine_settings(ctx.memory_limit_bytes, os.cpu_count(), instance))
     deadline = time.monotonic() + params.timeout_seconds
     try:
         con.execute(f"SET temp_directory = {_literal(str(spill))}")

@@ -7,6 +7,7 @@ engine-free query check); DuckDB is imported inside ``run``, on the instance.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from pijobs.shared.functions import (
@@ -20,9 +21,19 @@ from pijobs.shared.inputs import Inputs
 from pijobs.worker.sql.query import MAX_QUERY_CHARS, QueryShapeError, check_query_shape
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-INSTANCE_TYPE = "r7i.large"  # memory first: 16 GiB for 2 vCPUs, and DuckDB spills to disk past it
-INSTANCE_MEMORY_BYTES = 16 << 30
-INSTANCE_VCPUS = 2
+
+@dataclass(frozen=True)
+class InstanceSize:
+    """What a job's instance type has: the engine takes no more, whatever the machine (a larger host runs
+    the embedded stack's workers)."""
+
+    instance_type: str
+    memory_bytes: int
+    vcpus: int
+
+
+# Memory first: 16 GiB for 2 vCPUs, and DuckDB spills to disk past its share of it.
+INSTANCE = InstanceSize("r7i.large", memory_bytes=16 << 30, vcpus=2)
 # The inputs' download besides the query (8 inputs of the 5 GiB an upload may be, at ~200 MB/s).
 TRANSFER_SECONDS = 300
 DEFAULT_TIMEOUT_SECONDS = 300
@@ -85,7 +96,7 @@ class SqlFunction(BusinessFunction):
     resource_types: ClassVar[frozenset[str]] = frozenset(
         {"AWS::EC2::Instance", "AWS::EC2::LaunchTemplate", "AWS::EC2::SecurityGroup"}
     )
-    instance_types = (INSTANCE_TYPE,)
+    instance_types = (INSTANCE.instance_type,)
     requirements = ("duckdb>=1.1,<2",)
     accepts_inputs = True
 
@@ -95,7 +106,7 @@ class SqlFunction(BusinessFunction):
         return []
 
     def instance_type(self, params: SqlParams) -> str:
-        return INSTANCE_TYPE
+        return INSTANCE.instance_type
 
     def deadline_seconds(self, params: SqlParams) -> int:
         """Boot, the inputs' download and the query's own timeout: the deadline stops only what the
@@ -106,4 +117,4 @@ class SqlFunction(BusinessFunction):
         from pijobs.worker.sql.engine import run_query
 
         limits = ctx.limits if isinstance(ctx.limits, SqlLimits) else SqlLimits()
-        return run_query(ctx, limits)
+        return run_query(ctx, limits, INSTANCE)

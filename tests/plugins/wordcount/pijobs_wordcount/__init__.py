@@ -8,8 +8,9 @@ import time
 from collections import Counter
 from typing import ClassVar
 
-from pijobs.shared.functions import BusinessFunction, JobRefusedError, OutputFile, RunContext
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from pijobs.functions import BusinessFunction, JobRefusedError, OutputFile, RunContext
 
 WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
 

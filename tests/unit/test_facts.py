@@ -1,0 +1,146 @@
+"""One copy of each fact: what lives in Python is what the templates, the console and the document say.
+
+The templates and the console's script cannot import Python, so they are checked against it here, in the
+default test run (tests/templates checks more, with cfn-lint and moto, in its own environment).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pijobs.api_handler.routes import OPERATIONS
+from pijobs.shared.functions import (
+    DEADLINE_RANGE,
+    NAME_PATTERN,
+    SUPPORTED_INSTANCE_TYPES,
+    BusinessFunction,
+    installed_functions,
+)
+from pijobs.shared.ids import ID_PATTERN
+from pijobs.shared.settings import ApiSettings, DispatcherSettings, ReaperSettings, VerifierSettings
+
+from pijobs.local.cfn import load_template, resources_of_type
+
+REPO = Path(__file__).resolve().parents[2]
+PRIMARY = load_template(REPO / "infra" / "primary.yaml")
+# Each Lambda's handler and the settings it reads its environment into.
+SETTINGS = {
+    "pijobs.api_handler.handler.lambda_handler": ApiSettings,
+    "pijobs.dispatcher.handler.lambda_handler": DispatcherSettings,
+    "pijobs.dispatcher.reaper.lambda_handler": ReaperSettings,
+    "pijobs.dispatcher.verifier.lambda_handler": VerifierSettings,
+}
+
+
+def _unanchored(pattern: str) -> str:
+    return pattern.removeprefix("^").removesuffix("$")
+
+
+def _env_names(settings: Any) -> dict[str, bool]:
+    """The variables a settings model reads, each with whether it is required."""
+    return {
+        field.alias or f"PIJOBS_{name.upper()}": field.is_required()
+        for name, field in settings.model_fields.items()
+    }
+
+
+@pytest.fixture(scope="module", params=sorted(installed_functions()))
+def function_template(request: pytest.FixtureRequest) -> tuple[BusinessFunction, dict[str, Any]]:
+    function = installed_functions()[request.param]
+    return function, load_template(function.template_path())
+
+
+def test_a_job_templates_parameters_are_the_platforms_bounds(
+    function_template: tuple[BusinessFunction, dict[str, Any]],
+) -> None:
+    function, template = function_template
+    parameters = template["Parameters"]
+    assert parameters["JobId"]["AllowedPattern"] == _unanchored(ID_PATTERN)
+    assert (parameters["DeadlineSeconds"]["MinValue"], parameters["DeadlineSeconds"]["MaxValue"]) == (
+        DEADLINE_RANGE
+    )
+    allowed = parameters["InstanceType"]["AllowedValues"]
+    assert set(function.instance_types) <= set(allowed) <= set(SUPPORTED_INSTANCE_TYPES)
+
+
+def test_the_service_role_launches_the_supported_instance_types_only() -> None:
+    role = resources_of_type(PRIMARY, "AWS::IAM::Role")["CfnServiceRole"]
+    conditions = [
+        statement["Condition"]["StringEquals"]["ec2:InstanceType"]
+        for policy in role["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+        if "ec2:InstanceType" in statement.get("Condition", {}).get("StringEquals", {})
+    ]
+    assert conditions == [list(SUPPORTED_INSTANCE_TYPES)]
+
+
+def test_the_enabled_functions_parameter_takes_the_names_python_takes() -> None:
+    name = NAME_PATTERN.pattern
+    assert PRIMARY["Parameters"]["EnabledFunctions"]["AllowedPattern"] == f"[*]|{name}(,{name})*"
+
+
+def test_each_lambda_is_given_exactly_what_its_settings_read() -> None:
+    functions = resources_of_type(PRIMARY, "AWS::Lambda::Function")
+    assert {props["Handler"] for props in functions.values()} == set(SETTINGS)
+    for props in functions.values():
+        given = set((props.get("Environment") or {}).get("Variables") or {})
+        read = _env_names(SETTINGS[props["Handler"]])
+        assert given - {"POWERTOOLS_SERVICE_NAME", "LOG_LEVEL"} <= set(read), props["Handler"]
+        assert {name for name, required in read.items() if required} <= given, props["Handler"]
+
+
+def test_the_consoles_job_links_match_a_job_id() -> None:
+    script = (REPO / "api_handler" / "static" / "console.js").read_text()
+    links = re.findall(r"/\^\\/jobs\\/\(([^)]*)\)\$/", script)
+    assert links == [_unanchored(ID_PATTERN)]
+
+
+class _TaggedLoader(yaml.SafeLoader):
+    """CloudFormation's short forms kept as their long forms (``!Ref X`` is ``{"Ref": "X"}``)."""
+
+
+def _tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {suffix if suffix == "Ref" else f"Fn::{suffix}": value}
+
+
+_TaggedLoader.add_multi_constructor("!", _tagged)
+
+
+def _resource_path(resources: dict[str, Any], name: str) -> str:
+    """``/jobs/{id}`` from a Resource's PathPart and its parents' (the root's id is a GetAtt)."""
+    properties = resources[name]["Properties"]
+    parent = properties["ParentId"]
+    prefix = _resource_path(resources, parent["Ref"]) if isinstance(parent, dict) and "Ref" in parent else ""
+    return f"{prefix}/{properties['PathPart']}"
+
+
+def test_the_template_declares_the_route_table_and_nothing_else() -> None:
+    """Each operation of api_handler/routes.py is one proxied method, needing a key exactly when the table
+    says: a route added to the table and not to the template (or the reverse) fails here."""
+    template = yaml.load((REPO / "infra" / "primary.yaml").read_text(), Loader=_TaggedLoader)
+    resources = template["Resources"]
+    methods = {
+        (r["Properties"]["HttpMethod"], _resource_path(resources, r["Properties"]["ResourceId"]["Ref"])): r
+        for r in resources.values()
+        if r["Type"] == "AWS::ApiGateway::Method"
+    }
+
+    assert set(methods) == {(op.method, op.path) for op in OPERATIONS}
+    for op in OPERATIONS:
+        properties = methods[op.method, op.path]["Properties"]
+        assert properties["ApiKeyRequired"] is op.api_key, op.path
+        assert properties["AuthorizationType"] == "NONE"
+        assert properties["Integration"]["Type"] == "AWS_PROXY"
+        assert "${ApiHandlerFunction.Arn}" in properties["Integration"]["Uri"]["Fn::Sub"]
+    # only the document and the console's page (which holds nothing and asks for a key)
+    assert [op.path for op in OPERATIONS if not op.api_key] == ["/openapi.json", "/console"]
