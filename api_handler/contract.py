@@ -168,6 +168,10 @@ class JobView(Model):
     started_at: str | None
     finished_at: str | None
     heartbeat_at: str | None
+    estimated_finish_at: str | None = Field(
+        default=None,
+        description="while it runs: when it should finish at the rate it has made progress so far",
+    )
     error: ErrorInfo | None = Field(description="why the job failed or was cancelled")
     history: list[AttemptInfo] = Field(description="attempts the infrastructure failed, each with its error")
     result: ResultView | None
@@ -181,6 +185,10 @@ class JobSummary(Model):
     params: dict[str, Any]
     name: str | None
     progress: float | None = Field(description="0 to 1 while it runs")
+    estimated_finish_at: str | None = Field(
+        default=None,
+        description="while it runs: when it should finish at the rate it has made progress so far",
+    )
     created_at: str
     started_at: str | None
     finished_at: str | None

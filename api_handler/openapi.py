@@ -190,6 +190,9 @@ def _submission_schema(registry: Registry, schemas: _Schemas) -> tuple[dict[str,
     choices: list[dict[str, Any]] = []
     for function in registry:
         params = schemas.ref(function.request_model, prefix=f"{function.name}.", mode="validation")
+        component = schemas.components[f"{function.name}.{function.request_model.__name__}"]
+        for name, keywords in function.parameter_bounds(registry.limits[function.name]).items():
+            component["properties"][name].update(keywords)  # the deployment's bounds, not the model's
         choices.append(
             {
                 "title": function.name,

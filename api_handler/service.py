@@ -91,7 +91,8 @@ def _submission(registry: Registry, body: dict[str, Any], *, prefix: str) -> Sub
         params = function.parse_params(request.params)
     except PydanticValidationError as exc:
         raise validation_error(exc, prefix=prefix) from exc
-    problems = function.check(params, registry.limits[function.name])
+    limits = registry.limits[function.name]
+    problems = function.bound_problems(params, limits) + function.check(params, limits)
     if problems:
         details = [{"field": f"{prefix}{name}", "problem": problem} for name, problem in problems]
         fields = ", ".join(sorted({d["field"] for d in details}))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from pijobs.api_handler.contract import JobSummary, JobView, Links, ResultView, UploadView
 from pijobs.shared.inputs import UploadRecord
 from pijobs.shared.models import JobRecord, isoformat
+from pijobs.shared.status import JobStatus
 
 
 def job_links(base_url: str, job_id: str) -> Links:
@@ -48,6 +49,7 @@ def job_view(
         started_at=job.started_at,
         finished_at=job.finished_at,
         heartbeat_at=job.heartbeat_at,
+        estimated_finish_at=estimated_finish(job),
         error=job.error,
         history=job.history,  # attempts the infrastructure failed
         result=result,
@@ -63,11 +65,30 @@ def job_summary(job: JobRecord, *, base_url: str) -> JobSummary:
         params=job.params,
         name=job.name,
         progress=job.progress,
+        estimated_finish_at=estimated_finish(job),
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
         links=job_links(base_url, job.job_id),
     )
+
+
+ETA_MIN_PROGRESS = 0.01  # below this, a rate says little
+
+
+def estimated_finish(job: JobRecord) -> str | None:
+    """When a running job should finish, at its own rate so far: it reached ``progress`` by ``heartbeat_at``
+    (the time of that reading), having started at ``started_at``. None while there is no such reading."""
+    if job.status != JobStatus.RUNNING or not job.started_at or not job.heartbeat_at:
+        return None
+    progress = job.progress or 0.0
+    if not ETA_MIN_PROGRESS <= progress < 1.0:
+        return None
+    started, read = _parse(job.started_at), _parse(job.heartbeat_at)
+    elapsed = (read - started).total_seconds()
+    if elapsed <= 0:
+        return None
+    return isoformat(read + timedelta(seconds=elapsed * (1.0 - progress) / progress))
 
 
 def upload_view(upload: UploadRecord) -> UploadView:
@@ -83,3 +104,7 @@ def upload_view(upload: UploadRecord) -> UploadView:
         verified_at=upload.verified_at,
         reason=upload.reason,
     )
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))

@@ -31,7 +31,11 @@ ERROR_STATUS: dict[type[errors.PijobsError], int] = {
     errors.ServiceUnavailableError: 503,
 }
 
-JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+JSON_HEADERS = {
+    "Content-Type": "application/json",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pijobs.errors import OperationError
 from pijobs.shared import digest as digests
 from pijobs.shared.status import TERMINAL_STATES
 
@@ -38,8 +39,8 @@ _CHUNK = 1 << 16
 _UPLOAD_CHUNK = 1 << 20
 
 
-class PijobsClientError(Exception):
-    """Base of the client's errors."""
+class PijobsClientError(OperationError):
+    """Base of the client's errors (an OperationError of pijobs.errors: the API or the transfer said no)."""
 
 
 class TransportError(PijobsClientError):

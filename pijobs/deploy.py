@@ -25,20 +25,17 @@ Public API
     Create or update the primary stack from the packaged artifacts (the manifest gives the parameters
     ``pijobs package`` decided; ``params`` win), wait until it is complete, return its outputs.
 
-``register(subparsers) -> None``
-    Add ``pijobs package`` and ``pijobs deploy`` to the command line.
+The command line's ``pijobs package`` and ``pijobs deploy`` are ``pijobs.cli.deploy``.
 
 Clients are plain boto3 clients, so ``AWS_ENDPOINT_URL`` points all of this at a moto server.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -50,12 +47,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pijobs.errors import OperationError
 from pijobs.shared.functions import (
     ENTRY_POINT_GROUP,
     TEMPLATE_FILE,
     WORKER_FILE,
     BusinessFunction,
-    FunctionRegistryError,
     artifact_key,
     entry_point_of,
     installed_functions,
@@ -123,7 +120,7 @@ def placeholder_zip(module: str = "placeholder") -> bytes:
     return buffer.getvalue()
 
 
-class PackagingError(Exception):
+class PackagingError(OperationError):
     """What `pijobs package` refuses to do, said plainly."""
 
 
@@ -417,18 +414,26 @@ def package(
     pip_args: Sequence[str] = (),
     functions: Sequence[str] | None = None,
     replace: bool = False,
+    remove: Sequence[str] = (),
 ) -> Artifacts:
     """Build and upload everything the primary stack needs; returns where it went (also in the manifest).
 
-    ``functions``: the installed business functions to package (default: every installed one).
+    ``functions``: the installed business functions to build (default: every installed one). The functions
+    the bucket's manifest already lists stay in it, so the next ``deploy`` keeps offering them: packaging one
+    function adds or updates that one. ``remove`` takes functions out of the manifest (their artifacts stay,
+    for jobs already queued for them). The Lambda zip carries every function the manifest lists, so each
+    must be installed here at the version the manifest has.
     """
     if arch not in PLATFORMS:
         raise ValueError(f"arch must be one of {sorted(PLATFORMS)}")
     if python_version not in PYTHON_VERSIONS:
         raise ValueError(f"python_version must be one of {PYTHON_VERSIONS}")
-    chosen = list(load_registry(functions))
-    if not chosen:
-        raise PackagingError("no business function is installed: install one (pijobs brings pi)")
+    chosen = list(load_registry(functions)) if functions is None or functions else []
+    kept = _kept_functions(s3, bucket, chosen, remove)
+    installed = installed_functions()
+    offered = sorted([*chosen, *(installed[name] for name in kept)], key=lambda f: f.name)
+    if not offered:
+        raise PackagingError("no business function to offer: install one (pijobs brings pi) and package it")
     lambda_zip = build_zip(
         LAMBDA_PACKAGES,
         LAMBDA_REQUIREMENTS,
@@ -436,7 +441,7 @@ def package(
         python_version=python_version,
         with_deps=with_deps,
         pip_args=pip_args,
-        functions=chosen,
+        functions=offered,
     )
     primary = template_path(PRIMARY_TEMPLATE).read_bytes()
     uploads = {
@@ -444,7 +449,7 @@ def package(
         content_key(TEMPLATE_PREFIX, "primary", primary, ".yaml"): primary,
     }
     ensure_bucket(s3, bucket)
-    packaged: dict[str, FunctionArtifacts] = {}
+    packaged: dict[str, FunctionArtifacts] = dict(kept)
     for function in chosen:
         worker_zip = build_zip(
             WORKER_PACKAGES,
@@ -478,6 +483,35 @@ def package(
         ContentType="application/json",
     )
     return artifacts
+
+
+def _kept_functions(
+    s3: Any, bucket: str, chosen: Sequence[BusinessFunction], remove: Sequence[str]
+) -> dict[str, FunctionArtifacts]:
+    """The functions of the bucket's manifest that stay as they are (not rebuilt, not removed), each
+    installed here at its packaged version (the Lambda zip carries its request model)."""
+    try:
+        previous = read_manifest(s3, bucket).functions
+    except ValueError:  # no manifest yet: a first package
+        previous = {}
+    building = {f.name for f in chosen}
+    both = sorted(set(remove) & building)
+    if both:
+        raise PackagingError(f"{both}: a function is packaged (--function) or removed (--remove), not both")
+    stray = sorted(set(remove) - set(previous))
+    if stray:
+        raise PackagingError(f"cannot remove {stray}: s3://{bucket} offers {sorted(previous) or 'none'}")
+    kept = {name: f for name, f in previous.items() if name not in building and name not in remove}
+    installed = installed_functions()
+    for name, artifacts in sorted(kept.items()):
+        here = installed.get(name)
+        if here is None or here.version != artifacts.version:
+            found = "not installed" if here is None else f"installed at version {here.version}"
+            raise PackagingError(
+                f"the deployment offers {name} {artifacts.version}, which is {found} here: install it, "
+                f"package it too (--function {name}), or take it out (--remove {name})"
+            )
+    return kept
 
 
 def read_manifest(s3: Any, bucket: str) -> Artifacts:
@@ -576,131 +610,6 @@ def _previous(stack: Mapping[str, Any] | None, key: str) -> str | None:
         if parameter["ParameterKey"] == key:
             return str(parameter["ParameterValue"])
     return None
-
-
-# ---- command line ---------------------------------------------------------------------------------------
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``pijobs package`` and ``pijobs deploy``."""
-    pack = subparsers.add_parser("package", help="build the Lambda zip and worker artifact, upload them")
-    pack.add_argument("--bucket", required=True, help="artifacts bucket (created if missing)")
-    pack.add_argument("--arch", choices=sorted(PLATFORMS), default="x86_64", help="Lambda architecture")
-    pack.add_argument(
-        "--python",
-        dest="python_version",
-        choices=PYTHON_VERSIONS,
-        default="3.12",
-        help="Lambda Python version (LambdaRuntime pythonX.Y)",
-    )
-    pack.add_argument(
-        "--no-deps",
-        dest="with_deps",
-        action="store_false",
-        help="skip the third-party dependencies (tests only: the zips will not run)",
-    )
-    pack.add_argument(
-        "--pip-arg",
-        dest="pip_args",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="extra argument for pip, e.g. --pip-arg=--find-links=wheels (repeatable)",
-    )
-    pack.add_argument(
-        "--function",
-        dest="functions",
-        action="append",
-        default=None,
-        metavar="NAME",
-        help="business function to package (repeatable; default: every installed one)",
-    )
-    pack.add_argument(
-        "--replace",
-        action="store_true",
-        help="overwrite a function version already packaged with other content",
-    )
-    pack.set_defaults(run=cmd_package)
-
-    dep = subparsers.add_parser("deploy", help="create or update the primary stack on AWS")
-    dep.add_argument("--stack-name", default="pijobs", help="primary stack name (default pijobs)")
-    dep.add_argument("--bucket", help="artifacts bucket of pijobs package (default: the stack's current one)")
-    dep.add_argument(
-        "--param",
-        dest="params",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="template parameter, e.g. --param MaxActiveStacks=20 (repeatable)",
-    )
-    dep.add_argument("--poll-seconds", type=int, default=10, help="stack status polling interval")
-    dep.set_defaults(run=cmd_deploy)
-
-
-def parse_params(pairs: Iterable[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"pijobs: --param takes KEY=VALUE, not {pair!r}")
-        params[key.strip()] = value
-    return params
-
-
-def cmd_package(args: argparse.Namespace) -> int:
-    import boto3
-
-    try:
-        artifacts = package(
-            boto3.client("s3"),
-            bucket=args.bucket,
-            arch=args.arch,
-            python_version=args.python_version,
-            with_deps=args.with_deps,
-            pip_args=args.pip_args,
-            functions=args.functions,
-            replace=args.replace,
-        )
-    except (PackagingError, FunctionRegistryError) as exc:
-        print(f"pijobs: {exc}", file=sys.stderr)
-        return 1
-    print(f"Uploaded to s3://{artifacts.bucket}:")
-    keys = [artifacts.lambda_key, artifacts.primary_template_key]
-    for function in artifacts.functions.values():
-        keys += [function.template_key, function.worker_key]
-    for key in keys:
-        print(f"  {key}")
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:  # e.g. the moto server of `pijobs up`, which deployed its own stack and serves its own API
-        print(f"These went to the AWS endpoint {endpoint}, not to AWS. The embedded stack (pijobs up)")
-        print("needs no deploy; for AWS, unset AWS_ENDPOINT_URL and package again with your credentials.")
-    else:
-        print(f"Next: pijobs deploy --stack-name pijobs --bucket {artifacts.bucket}")
-    return 0
-
-
-def cmd_deploy(args: argparse.Namespace) -> int:
-    import boto3
-
-    cfn = boto3.client("cloudformation")
-    result = deploy(
-        cfn,
-        boto3.client("s3"),
-        boto3.client("ec2"),
-        stack_name=args.stack_name,
-        bucket=args.bucket,
-        params=parse_params(args.params),
-        poll_seconds=args.poll_seconds,
-    )
-    if result.action == "updated":
-        redeploy_api(boto3.client("apigateway"), result.outputs)
-    outputs = result.outputs
-    print(f"Stack {result.stack_name}: {result.action}")
-    print(f"API: {outputs.get('ApiUrl', '?')}")
-    print(f"Console: {outputs.get('ApiUrl', '?')}/console")
-    plan = outputs.get("UsagePlanId")
-    plan_arg = f" --usage-plan-id {plan}" if plan else ""
-    print(f"Create an API key: pijobs keys create NAME{plan_arg}")
-    print(f"Then: curl -H 'x-api-key: <key>' -d '{{\"digits\": 1000}}' {outputs.get('ApiUrl', '')}/jobs")
-    return 0
 
 
 def _error_code(exc: Exception) -> str:

@@ -1,32 +1,31 @@
-"""The operator's commands: ``pijobs ops status|set|tenants|tenant`` and ``pijobs dlq list|redrive|purge``
-(``ops status --watch``, the live view, is ``pijobs/watch.py``).
+"""The operator's operations on a deployment, for ``pijobs ops`` / ``pijobs dlq`` and for a Python caller:
+read its queues, capacity and event source mapping; change MaxActiveStacks, the mapping and tenants' shares;
+peek at, redrive and purge the dead-letter queue.
+
+    from pijobs import ops
+
+    resources = ops.stack_resources(aws.client("cloudformation"), ops.stack_name())
+    ops.gather_status(resources)["capacity"]      # {"active_stacks": 1, "max_active_stacks": 4, ...}
+    ops.apply_settings(resources, max_active_stacks=8)
 
 Resource names come from the primary stack's outputs (QueueUrl, DeadLetterQueueUrl, TableName,
-EventSourceMappingId), so the same commands work on AWS and, with ``AWS_ENDPOINT_URL`` set, on the local
-stack.
-Exit codes: 0 done, 1 an AWS call failed, 2 a usage problem (bad value, purge refused).
+EventSourceMappingId), so the same calls work on AWS and, with ``AWS_ENDPOINT_URL`` set, on the local stack.
+Errors follow :mod:`pijobs.errors`; AWS's own errors (botocore's) pass through.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TextIO, TypedDict
+from typing import Any, TypedDict
 
-from pijobs.customer import stdout_console
+from pijobs.errors import OperationError, UsageError
 from pijobs.shared import aws
 from pijobs.shared.fairshare import HALF_THE_SLOTS
 from pijobs.shared.status import UNFINISHED_STATES
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 STACK_ENV = "PIJOBS_STACK_NAME"
 DEFAULT_STACK = "pijobs"
@@ -39,16 +38,12 @@ UNBATCHED_MAX = 10  # AWS: a standard queue's BatchSize above 10 needs MaximumBa
 PEEK_HOLD_SECONDS = 10
 REDRIVE_HOLD_SECONDS = 30
 PEEK_LIMIT = 100
-WATCH_INTERVAL = 2.0  # ops status --watch (pijobs/watch.py)
-WATCH_INTERVAL_RANGE = (0.1, 3600.0)
 
 
-class OpsUsageError(Exception):
-    """A bad request from the operator (exit 2)."""
-
-
-class OpsError(Exception):
-    """Something about the deployment is wrong or an AWS call failed (exit 1)."""
+def stack_name(given: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The primary stack: ``given``, else ``$PIJOBS_STACK_NAME``, else ``pijobs``."""
+    env = os.environ if env is None else env
+    return str(given or env.get(STACK_ENV) or DEFAULT_STACK)
 
 
 class EsmSettingsDict(TypedDict):
@@ -67,291 +62,19 @@ class StackResources:
     owner_cap_setting: int = HALF_THE_SLOTS  # MaxActiveStacksPerOwner (0: no cap of a tenant's own)
 
 
-# ---- registration ------------------------------------------------------------------------------------------
-def register(subparsers: Any) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--stack-name",
-        default=None,
-        help=f"primary stack (default: ${STACK_ENV} or {DEFAULT_STACK})",
-    )
-    common.add_argument("--json", dest="json_output", action="store_true", help="machine-readable output")
-
-    ops = subparsers.add_parser("ops", help="operators: queue, capacity, event source mapping")
-    actions = ops.add_subparsers(metavar="ACTION")
-    status = actions.add_parser("status", parents=[common], help="queue, DLQ, live jobs, capacity, mapping")
-    status.add_argument(
-        "--watch", action="store_true", help="a live view, redrawn every --interval seconds (Ctrl-C ends it)"
-    )
-    status.add_argument(
-        "--interval",
-        type=_interval,
-        default=WATCH_INTERVAL,
-        help=f"with --watch: seconds between redraws (default {WATCH_INTERVAL:g}; 0.1..3600)",
-    )
-    status.add_argument(
-        "--iterations", type=bounded_int(1, None), help="with --watch: stop after this many views"
-    )
-    status.set_defaults(run=_runner(cmd_ops_status))
-    change = actions.add_parser("set", parents=[common], help="change MaxActiveStacks and the mapping")
-    change.add_argument(
-        "--max-active-stacks",
-        type=bounded_int(MAX_ACTIVE_STACKS_MIN, None),
-        help="live stacks at most (>= 1)",
-    )
-    change.add_argument(
-        "--maximum-concurrency",
-        type=bounded_int(*MAXIMUM_CONCURRENCY_RANGE),
-        help="the mapping's ScalingConfig.MaximumConcurrency (2..1000)",
-    )
-    change.add_argument(
-        "--batch-size", type=bounded_int(*BATCH_SIZE_RANGE), help="the mapping's BatchSize (1..10000)"
-    )
-    change.set_defaults(run=_runner(cmd_ops_set))
-    tenants = actions.add_parser(
-        "tenants", parents=[common], help="fair share: each tenant's weight, cap, live and waiting jobs"
-    )
-    tenants.set_defaults(run=_runner(cmd_ops_tenants))
-    tenant = actions.add_parser("tenant", parents=[common], help="set one tenant's weight or cap")
-    tenant.add_argument("key_id", metavar="KEY_ID", help="the tenant's API key id (pijobs keys list)")
-    tenant.add_argument("--weight", type=_weight, help="its share relative to others (default 1; 0.01..100)")
-    cap = tenant.add_mutually_exclusive_group()
-    cap.add_argument("--max-active", type=bounded_int(1, None), help="its own cap on live stacks (>= 1)")
-    cap.add_argument("--default-cap", action="store_true", help="back to MaxActiveStacksPerOwner")
-    tenant.set_defaults(run=_runner(cmd_ops_tenant))
-
-    dlq = subparsers.add_parser("dlq", help="operators: the dead-letter queue")
-    dlq_actions = dlq.add_subparsers(metavar="ACTION")
-    peek = dlq_actions.add_parser("list", parents=[common], help="peek at the messages (they stay)")
-    peek.add_argument("--max", type=bounded_int(1, 1000), default=PEEK_LIMIT, help="at most this many")
-    peek.set_defaults(run=_runner(cmd_dlq_list))
-    redrive = dlq_actions.add_parser("redrive", parents=[common], help="move every message to the jobs queue")
-    redrive.set_defaults(run=_runner(cmd_dlq_redrive))
-    purge = dlq_actions.add_parser("purge", parents=[common], help="delete every message (asks first)")
-    purge.add_argument("--yes", action="store_true", help="do not ask (required without a terminal)")
-    purge.set_defaults(run=_runner(cmd_dlq_purge))
-
-
-def bounded_int(low: int, high: int | None) -> Callable[[str], int]:
-    """An argparse type: an integer in ``low..high`` (no upper bound when ``high`` is None)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low or (high is not None and value > high):
-            wanted = f"{low}..{high}" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"{value} is out of range ({wanted})")
-        return value
-
-    return parse
-
-
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not WATCH_INTERVAL_RANGE[0] <= value <= WATCH_INTERVAL_RANGE[1]:
-        low, high = WATCH_INTERVAL_RANGE
-        raise argparse.ArgumentTypeError(f"{value:g} is out of range ({low:g}..{high:g})")
-    return value
-
-
-def _weight(text: str) -> float:
-    from pijobs.shared.fairshare import WEIGHT_RANGE
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not WEIGHT_RANGE[0] <= value <= WEIGHT_RANGE[1]:
-        raise argparse.ArgumentTypeError(f"{value} is out of range ({WEIGHT_RANGE[0]}..{WEIGHT_RANGE[1]})")
-    return value
-
-
-def _runner(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except OpsUsageError as exc:
-            _error(str(exc))
-            return EXIT_USAGE
-        except OpsError as exc:
-            _error(str(exc))
-            return EXIT_FAILED
-        # AWS errors (credentials, endpoint, refusals) are said in one place for every command: pijobs.cli
-
-    return run
-
-
-# ---- commands ----------------------------------------------------------------------------------------------
-def cmd_ops_status(args: argparse.Namespace) -> int:
-    if not args.watch and args.iterations is not None:
-        raise OpsUsageError("--iterations goes with --watch")
-    if args.watch and args.json_output:
-        raise OpsUsageError("--watch draws a view for a person; without it, --json prints the status once")
-    resources = stack_resources(aws.client("cloudformation"), _stack_name(args))
-    if args.watch:
-        from pijobs.watch import watch_status
-
-        return watch_status(resources, interval=args.interval, iterations=args.iterations)
-    status = gather_status(resources)
-    _show_status(args, status)
-    return EXIT_OK
-
-
-def cmd_ops_set(args: argparse.Namespace) -> int:
-    if args.max_active_stacks is None and args.maximum_concurrency is None and args.batch_size is None:
-        raise OpsUsageError(
-            "nothing to change: give --max-active-stacks, --maximum-concurrency or --batch-size"
-        )
-    resources = stack_resources(aws.client("cloudformation"), _stack_name(args))
-    lam = aws.client("lambda")
-    update = mapping_update(args.batch_size, args.maximum_concurrency)
-    if update:
-        check_batch_window(args.batch_size, lam.get_event_source_mapping(UUID=resources.mapping_id))
-    if args.max_active_stacks is not None:
-        _capacity(resources).set_limit(args.max_active_stacks)
-    if update:
-        lam.update_event_source_mapping(UUID=resources.mapping_id, **update)
-    status = gather_status(resources)
-    _show_status(args, status)
-    return EXIT_OK
-
-
-def cmd_ops_tenants(args: argparse.Namespace) -> int:
-    resources = stack_resources(aws.client("cloudformation"), _stack_name(args))
-    rows = tenant_rows(resources)
-    if args.json_output:
-        _json({"max_active_stacks_per_owner": resources.owner_cap_setting, "tenants": rows})
-    else:
-        _print_tenants(rows)
-    return EXIT_OK
-
-
-def cmd_ops_tenant(args: argparse.Namespace) -> int:
-    from pijobs.shared.tenants import TenantStore
-
-    if args.weight is None and args.max_active is None and not args.default_cap:
-        raise OpsUsageError("nothing to change: give --weight, --max-active or --default-cap")
-    resources = stack_resources(aws.client("cloudformation"), _stack_name(args))
-    TenantStore(aws.client("dynamodb"), resources.table_name).set_policy(
-        args.key_id, weight=args.weight, max_active=args.max_active, clear_cap=args.default_cap
-    )
-    rows = [row for row in tenant_rows(resources) if row["tenant"] == args.key_id]
-    if args.json_output:
-        _json(rows[0])
-    else:
-        _print_tenants(rows)
-    return EXIT_OK
-
-
-def tenant_rows(
-    resources: StackResources, *, waiting: dict[str, int] | None = None, busy_only: bool = False
-) -> list[dict[str, Any]]:
-    """Every tenant with a setting, a live stack or a waiting job: weight, cap, live, waiting.
-
-    ``waiting`` (jobs parked per tenant) when the caller has read it already: it is the whole waiting index.
-    ``busy_only``: only the tenants with a live stack or a waiting job, their settings read by key; finding
-    every tenant with a setting scans the table, which is fine for ``ops tenants``, not for a redraw every
-    few seconds.
-    """
-    from pijobs.shared.fairshare import TenantPolicy, default_owner_cap, owner_limit
-    from pijobs.shared.store import JobStore
-    from pijobs.shared.tenants import TenantStore
-
-    ddb = aws.client("dynamodb")
-    tenants = TenantStore(ddb, resources.table_name)
-    capacity = _capacity(resources).state() or {}
-    live = capacity.get("owners", {})
-    default_cap = default_owner_cap(
-        resources.owner_cap_setting, capacity.get("limit", resources.max_active_stacks_default)
-    )
-    if waiting is None:
-        waiting = JobStore(ddb, resources.table_name).waiting_by_owner()
-    if busy_only:
-        configured = tenants.policies(set(live) | set(waiting))
-    else:
-        configured = {t.owner: t.policy for t in tenants.all()}
-    rows = []
-    for owner in sorted(set(configured) | set(live) | set(waiting)):
-        policy = configured.get(owner, TenantPolicy())
-        rows.append(
-            {
-                "tenant": owner,
-                "weight": policy.weight,
-                "max_active": owner_limit(policy, default_cap),
-                "own_cap": policy.max_active is not None,
-                "live_stacks": int(live.get(owner, 0)),
-                "waiting": int(waiting.get(owner, 0)),
-            }
-        )
-    return rows
-
-
-def _show_status(args: argparse.Namespace, status: Any) -> None:
-    if args.json_output:
-        _json(status)
-    else:
-        _print_status(status)
-
-
-def cmd_dlq_list(args: argparse.Namespace) -> int:
-    resources = stack_resources(aws.client("cloudformation"), _stack_name(args))
-    messages = peek_messages(aws.client("sqs"), resources.dlq_url, limit=args.max)
-    if args.json_output:
-        _json({"queue_url": resources.dlq_url, "messages": messages})
-    else:
-        _print_messages(messages)
-    return EXIT_OK
-
-
-def cmd_dlq_redrive(args: argparse.Namespace) -> int:
-    resources = stack_resources(aws.client("cloudformation"), _stack_name(args))
-    moved, failed = redrive_messages(aws.client("sqs"), resources.dlq_url, resources.queue_url)
-    if args.json_output:
-        _json({"moved": moved, "failed": failed})
-    else:
-        print(f"moved {moved} message(s) from the DLQ to the jobs queue")
-    if failed:
-        _error(f"{failed} message(s) could not be sent and stay in the DLQ")
-        return EXIT_FAILED
-    return EXIT_OK
-
-
-def cmd_dlq_purge(args: argparse.Namespace) -> int:
-    resources = stack_resources(aws.client("cloudformation"), _stack_name(args))
-    sqs = aws.client("sqs")
-    count = sum(queue_counts(sqs, resources.dlq_url).values())
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise OpsUsageError("refusing to purge the DLQ without --yes when not on a terminal")
-        if not confirm(f"Delete all {count} message(s) in {resources.dlq_url}? [y/N] "):
-            _error("not purged")
-            return EXIT_FAILED
-    sqs.purge_queue(QueueUrl=resources.dlq_url)
-    if args.json_output:
-        _json({"purged": count})
-    else:
-        print(f"purged the DLQ ({count} message(s))")
-    return EXIT_OK
-
-
 # ---- reading the deployment --------------------------------------------------------------------------------
 def stack_resources(cfn: Any, stack_name: str) -> StackResources:
     """Names of the primary stack's queue, DLQ, table and mapping, from its outputs."""
     stacks = cfn.describe_stacks(StackName=stack_name).get("Stacks", [])
     if not stacks:
-        raise OpsError(f"no stack {stack_name}")
+        raise OperationError(f"no stack {stack_name}")
     stack = stacks[0]
     outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}
     parameters = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters", [])}
     wanted = ("QueueUrl", "DeadLetterQueueUrl", "TableName", "EventSourceMappingId")
     missing = [name for name in wanted if not outputs.get(name)]
     if missing:
-        raise OpsError(
+        raise OperationError(
             f"stack {stack_name} has no output {', '.join(missing)}: is it the pijobs primary stack?"
         )
     default_limit = parameters.get("MaxActiveStacks", "")
@@ -428,6 +151,49 @@ def gather_status(resources: StackResources, *, waiting: dict[str, int] | None =
     }
 
 
+def tenant_rows(
+    resources: StackResources, *, waiting: dict[str, int] | None = None, busy_only: bool = False
+) -> list[dict[str, Any]]:
+    """Every tenant with a setting, a live stack or a waiting job: weight, cap, live, waiting.
+
+    ``waiting`` (jobs parked per tenant) when the caller has read it already: it is the whole waiting index.
+    ``busy_only``: only the tenants with a live stack or a waiting job, their settings read by key; finding
+    every tenant with a setting scans the table, which is fine for ``ops tenants``, not for a redraw every
+    few seconds.
+    """
+    from pijobs.shared.fairshare import TenantPolicy, default_owner_cap, owner_limit
+    from pijobs.shared.store import JobStore
+    from pijobs.shared.tenants import TenantStore
+
+    ddb = aws.client("dynamodb")
+    tenants = TenantStore(ddb, resources.table_name)
+    capacity = _capacity(resources).state() or {}
+    live = capacity.get("owners", {})
+    default_cap = default_owner_cap(
+        resources.owner_cap_setting, capacity.get("limit", resources.max_active_stacks_default)
+    )
+    if waiting is None:
+        waiting = JobStore(ddb, resources.table_name).waiting_by_owner()
+    if busy_only:
+        configured = tenants.policies(set(live) | set(waiting))
+    else:
+        configured = {t.owner: t.policy for t in tenants.all()}
+    rows = []
+    for owner in sorted(set(configured) | set(live) | set(waiting)):
+        policy = configured.get(owner, TenantPolicy())
+        rows.append(
+            {
+                "tenant": owner,
+                "weight": policy.weight,
+                "max_active": owner_limit(policy, default_cap),
+                "own_cap": policy.max_active is not None,
+                "live_stacks": int(live.get(owner, 0)),
+                "waiting": int(waiting.get(owner, 0)),
+            }
+        )
+    return rows
+
+
 def capacity_view(state: dict[str, Any] | None, default_limit: int) -> dict[str, int]:
     if state is None:  # no job has taken a slot yet, and nobody set the limit
         return {"active_stacks": 0, "max_active_stacks": default_limit, "holders": 0}
@@ -450,6 +216,47 @@ def mapping_view(mapping: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- changing it -------------------------------------------------------------------------------------------
+def apply_settings(
+    resources: StackResources,
+    *,
+    max_active_stacks: int | None = None,
+    maximum_concurrency: int | None = None,
+    batch_size: int | None = None,
+) -> None:
+    """Change MaxActiveStacks and the mapping's MaximumConcurrency and BatchSize (None: leave it)."""
+    if max_active_stacks is None and maximum_concurrency is None and batch_size is None:
+        raise UsageError("nothing to change: give --max-active-stacks, --maximum-concurrency or --batch-size")
+    if max_active_stacks is not None and max_active_stacks < MAX_ACTIVE_STACKS_MIN:
+        raise UsageError(f"MaxActiveStacks must be at least {MAX_ACTIVE_STACKS_MIN}")
+    lam = aws.client("lambda")
+    update = mapping_update(batch_size, maximum_concurrency)
+    if update:
+        check_batch_window(batch_size, lam.get_event_source_mapping(UUID=resources.mapping_id))
+    if max_active_stacks is not None:
+        _capacity(resources).set_limit(max_active_stacks)
+    if update:
+        lam.update_event_source_mapping(UUID=resources.mapping_id, **update)
+
+
+def set_tenant(
+    resources: StackResources,
+    key_id: str,
+    *,
+    weight: float | None = None,
+    max_active: int | None = None,
+    default_cap: bool = False,
+) -> dict[str, Any]:
+    """Set one tenant's weight or own cap (``default_cap``: back to MaxActiveStacksPerOwner); its new row."""
+    from pijobs.shared.tenants import TenantStore
+
+    if weight is None and max_active is None and not default_cap:
+        raise UsageError("nothing to change: give --weight, --max-active or --default-cap")
+    TenantStore(aws.client("dynamodb"), resources.table_name).set_policy(
+        key_id, weight=weight, max_active=max_active, clear_cap=default_cap
+    )
+    return next(row for row in tenant_rows(resources) if row["tenant"] == key_id)
+
+
 def mapping_update(batch_size: int | None, maximum_concurrency: int | None) -> dict[str, Any]:
     """The keyword arguments of ``update_event_source_mapping`` for what changes (empty: nothing)."""
     update: dict[str, Any] = {}
@@ -464,7 +271,7 @@ def check_batch_window(batch_size: int | None, mapping: dict[str, Any]) -> None:
     """AWS refuses a standard queue's BatchSize above 10 without a batching window; say so before trying."""
     window = mapping.get("MaximumBatchingWindowInSeconds") or 0
     if batch_size is not None and batch_size > UNBATCHED_MAX and window < 1:
-        raise OpsUsageError(
+        raise UsageError(
             f"BatchSize {batch_size} needs MaximumBatchingWindowInSeconds >= 1 (the mapping has {window}); "
             "raise the stack's MaximumBatchingWindowInSeconds parameter first, or keep BatchSize <= 10"
         )
@@ -568,99 +375,16 @@ def _delete(sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> None:
         sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
 
 
-def confirm(prompt: str, *, stdin: TextIO | None = None, stderr: TextIO | None = None) -> bool:
-    """Ask on stderr (stdout stays clean), read one line; only 'y' or 'yes' is a yes."""
-    stdin, stderr = stdin or sys.stdin, stderr or sys.stderr
-    stderr.write(prompt)
-    stderr.flush()
-    return stdin.readline().strip().lower() in ("y", "yes")
+def purge_dlq(resources: StackResources) -> int:
+    """Delete every message of the dead-letter queue; returns how many there were (approximately)."""
+    sqs = aws.client("sqs")
+    count = dlq_size(resources)
+    sqs.purge_queue(QueueUrl=resources.dlq_url)
+    return count
 
 
-# ---- output ------------------------------------------------------------------------------------------------
-def _print_status(status: dict[str, Any]) -> None:
-    stdout_console().print(status_table(status))
-    if status["event_source_mapping"]["state"] == "Disabled" and os.environ.get("AWS_ENDPOINT_URL"):
-        print("(local stack: the local stand-in polls the queue; the mapping's own state stays Disabled)")
-
-
-def status_table(status: dict[str, Any], *, title: str | None = None) -> Any:
-    """``ops status`` as a table, from what ``gather_status`` read."""
-    from rich.table import Table
-
-    queue, dlq = status["queue"], status["dead_letter_queue"]
-    jobs, capacity, mapping = status["live_jobs"], status["capacity"], status["event_source_mapping"]
-    title = title or f"pijobs stack {status['stack']}"
-    table = Table(title=title, show_header=False, box=None, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("jobs queue", _queue_text(queue))
-    table.add_row("dead-letter queue", _queue_text(dlq))
-    table.add_row("live jobs", ", ".join(f"{state} {count}" for state, count in jobs.items()))
-    table.add_row(
-        "active stacks",
-        f"{capacity['active_stacks']} of MaxActiveStacks {capacity['max_active_stacks']}",
-    )
-    waiting = status["waiting_for_capacity"]
-    table.add_row("waiting for a slot", f"{waiting['jobs']} jobs of {waiting['tenants']} tenants")
-    table.add_row("event source mapping", f"{mapping['id']} ({mapping['state']})")
-    table.add_row("  BatchSize", str(mapping["batch_size"]))
-    concurrency = mapping["maximum_concurrency"]
-    table.add_row("  MaximumConcurrency", "not set (no cap)" if concurrency is None else str(concurrency))
-    table.add_row("  MaximumBatchingWindowInSeconds", str(mapping["maximum_batching_window_s"]))
-    return table
-
-
-def _print_tenants(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        print("no tenant has a setting, a live stack or a waiting job")
-        return
-    stdout_console().print(tenants_table(rows))
-
-
-def tenants_table(rows: list[dict[str, Any]], *, title: str | None = None) -> Any:
-    from rich.table import Table
-
-    columns = ("tenant", "weight", "cap", "live stacks", "waiting")
-    table = Table(*columns, box=None, title=title, title_justify="left")
-    for row in rows:
-        cap = "none" if row["max_active"] is None else str(row["max_active"])
-        if not row["own_cap"]:
-            cap += " (default)"
-        table.add_row(row["tenant"], f"{row['weight']:g}", cap, str(row["live_stacks"]), str(row["waiting"]))
-    return table
-
-
-def _queue_text(counts: dict[str, Any]) -> str:
-    return f"{counts['visible']} waiting, {counts['in_flight']} in flight, {counts['delayed']} delayed"
-
-
-def _print_messages(messages: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    if not messages:
-        print("the DLQ is empty")
-        return
-    table = Table("message_id", "sent_at", "receives", "body", box=None)
-    for m in messages:
-        body = m["body"] if len(m["body"]) <= 120 else m["body"][:117] + "..."
-        table.add_row(
-            m["message_id"], str(m["sent_at"]), str(m["receive_count"]), Text(body, overflow="fold")
-        )
-    stdout_console().print(table)
-
-
-def _json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def _error(text: str) -> None:
-    print(f"pijobs: {text}", file=sys.stderr, flush=True)
-
-
-def _stack_name(args: argparse.Namespace) -> str:
-    return str(args.stack_name or os.environ.get(STACK_ENV) or DEFAULT_STACK)
+def dlq_size(resources: StackResources) -> int:
+    return sum(queue_counts(aws.client("sqs"), resources.dlq_url).values())
 
 
 def _status_value(status: Any) -> str:

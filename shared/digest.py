@@ -36,7 +36,7 @@ class Hasher:
         self._sha = hashlib.sha256()
         self.bytes = 0
 
-    def update(self, chunk: bytes) -> None:
+    def update(self, chunk: bytes | memoryview) -> None:
         self._sha.update(chunk)
         self.bytes += len(chunk)
 

@@ -168,8 +168,33 @@ class BusinessFunction(ABC):
         module = importlib.import_module(type(self).__module__)
         return Path(str(module.__file__)).resolve().parent / self.template
 
-    def parameter_schema(self) -> dict[str, Any]:
-        return self.request_model.model_json_schema()
+    def parameter_bounds(self, limits: Any) -> dict[str, dict[str, int | float]]:
+        """The bounds the operator's limits put on parameters, as JSON-schema keywords (``minimum``,
+        ``maximum``): ``{"digits": {"maximum": limits.max_digits}}``. The catalog, the OpenAPI document and
+        the console's form show them in the parameter's schema, and a request beyond them is refused saying
+        them: the deployment's bound is stated once, here, not as a wider one in the request model."""
+        return {}
+
+    def parameter_schema(self, limits: Any = None) -> dict[str, Any]:
+        """The request model's JSON schema; with ``limits``, narrowed to the deployment's bounds."""
+        schema = self.request_model.model_json_schema()
+        if limits is not None:
+            for name, keywords in self.parameter_bounds(limits).items():
+                schema["properties"][name].update(keywords)
+        return schema
+
+    def bound_problems(self, params: Any, limits: Any) -> list[tuple[str, str]]:
+        """``(parameter, problem)`` for each value outside its ``parameter_bounds``."""
+        problems = []
+        for name in self.parameter_bounds(limits):
+            value = getattr(params, name, None)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            schema = self.parameter_schema(limits)["properties"][name]
+            low, high = schema.get("minimum"), schema.get("maximum")
+            if (low is not None and value < low) or (high is not None and value > high):
+                problems.append((name, range_problem(low, high)))
+        return problems
 
     def parse_params(self, params: Mapping[str, Any]) -> Any:
         return self.request_model.model_validate(params)
@@ -186,9 +211,38 @@ def catalog_entry(function: BusinessFunction, limits: BaseModel) -> dict[str, An
         "version": function.version,
         "title": function.title,
         "description": function.description,
-        "parameters": function.parameter_schema(),
+        "parameters": function.parameter_schema(limits),
         "limits": limits.model_dump(mode="json"),
     }
+
+
+def range_problem(low: float | None, high: float | None) -> str:
+    """How a bound is said in an error: ``must be between 1 and 10000000``."""
+    if low is not None and high is not None:
+        return f"must be between {low} and {high}"
+    return f"must be at least {low}" if low is not None else f"must be at most {high}"
+
+
+def shadowed_bounds(model: type[BaseModel], model_name: str) -> list[str]:
+    """Fields bounded twice the same way, where pydantic applies the type's bound and ignores the field's:
+    ``inputs: Inputs = Field(max_length=1)`` still takes ``MAX_INPUTS``. Refused at start-up, with the form
+    that works, rather than ignored."""
+    problems = []
+    for name, info in model.model_fields.items():
+        kinds: dict[str, list[Any]] = {}
+        for constraint in info.metadata:
+            for attribute in ("max_length", "min_length", "ge", "gt", "le", "lt"):
+                if getattr(constraint, attribute, None) is not None:
+                    kinds.setdefault(attribute, []).append(getattr(constraint, attribute))
+        for attribute, values in kinds.items():
+            tightest = min(values) if attribute in ("max_length", "le", "lt") else max(values)
+            if values[-1] != tightest:  # pydantic applies the last one
+                problems.append(
+                    f"{model_name}.{name}: its {attribute}={tightest} is ignored (its type's own "
+                    f"{attribute}={values[-1]} wins): write {name}: Annotated[<its type>, "
+                    f"Field({attribute}={tightest})] instead of = Field(...)"
+                )
+    return problems
 
 
 def clamp_deadline(seconds: int) -> int:
@@ -296,6 +350,8 @@ def check_function(function: BusinessFunction, where: str) -> None:
             problems.append(f"{model_name} is not a pydantic model")
         elif model.model_config.get("extra") != "forbid":
             problems.append(f"{model_name} must forbid extra fields (model_config extra='forbid')")
+        else:
+            problems += shadowed_bounds(model, model_name)
     unsupported = sorted(set(function.resource_types) - SUPPORTED_RESOURCE_TYPES)
     if unsupported:
         problems.append(f"the platform's service role cannot create {unsupported}")

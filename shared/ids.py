@@ -11,6 +11,8 @@ import re
 import uuid
 
 ID_PATTERN = r"^[a-f0-9]{32}$"  # uuid4().hex
+# What the command line takes for an id: a unique prefix of 4 or more of its digits (as git takes commits).
+ID_PREFIX_PATTERN = r"^[a-f0-9]{4,31}$"
 _ID = re.compile(ID_PATTERN)
 
 

@@ -251,6 +251,7 @@
     document.title = "Jobs · pijobs console";
     show("jobs");
     await fillFilters();
+    if ($("view-jobs").hidden) return; // left meanwhile (a job's link): its view polls, not this one
     poller.start(() => loadJobs(false));
     await loadJobs(true);
   }
@@ -415,23 +416,82 @@
     const bar = $("detail-progressbar");
     if (job.status === "SUCCEEDED" || typeof job.progress === "number") bar.value = percent(job);
     else bar.removeAttribute("value");
-    setText("detail-progress-label", bar.hasAttribute("value") ? `${percent(job)} %` : `${job.status.toLowerCase()}…`);
+    const eta = etaText(job);
+    setText("detail-progress-label", bar.hasAttribute("value") ? `${percent(job)} %${eta ? ` · ${eta}` : ""}` : `${job.status.toLowerCase()}…`);
+    renderFailure(job);
 
     renderTimeline(job);
     const params = $("detail-params");
-    params.replaceChildren(...Object.entries(job.params || {}).flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { className: "mono", text: display(v) })]));
+    params.replaceChildren(...Object.entries(job.params || {}).flatMap(([k, v]) => [el("dt", { text: k }),
+      k === "inputs" && v && typeof v === "object" ? inputsList(v) : el("dd", { className: "mono", text: display(v) })]));
     if (job.cost_center) params.append(el("dt", { text: "cost center" }), el("dd", { text: job.cost_center }));
 
     $("detail-result-card").hidden = !job.result;
+    if (!job.result) renderColumns(null);
     if (job.result) {
       const r = job.result;
       const pairs = [["file", r.filename], ["size", formatBytes(r.bytes)], ["sha256", r.sha256], ["type", r.content_type]];
-      for (const [k, v] of Object.entries(r.metadata || {})) pairs.push([k, display(v)]);
+      const metadata = { ...(r.metadata || {}) };
+      const columns = Array.isArray(metadata.columns) ? metadata.columns : null;
+      delete metadata.columns;
+      if (typeof metadata.rows === "number") { pairs.push(["rows", metadata.rows.toLocaleString()]); delete metadata.rows; }
+      for (const [k, v] of Object.entries(metadata)) pairs.push([k, display(v)]);
+      renderColumns(columns);
       pairs.push(["kept until", r.expires_at ? formatTime(r.expires_at) : ""]);
       if (!r.url) pairs.push(["download", "expired: submit the job again"]);
       $("detail-result").replaceChildren(...pairs.filter(([, v]) => v !== "").flatMap(([k, v]) => [
         el("dt", { text: k }), el("dd", { className: k === "sha256" ? "mono" : null, "data-key": k, text: v })]));
     }
+  }
+
+  // A running job's expected finish, from its own rate so far (the API's estimated_finish_at).
+  function etaText(job) {
+    if (job.status !== "RUNNING" || !job.estimated_finish_at) return "";
+    const left = Math.max(0, Math.round((Date.parse(job.estimated_finish_at) - Date.now()) / 1000));
+    return `about ${formatDuration(left)} left (done by ${formatTime(job.estimated_finish_at)})`;
+  }
+
+  const FAILURE_TITLES = {
+    FAILED: "This job failed",
+    TIMED_OUT: "This job ran out of time",
+    CANCELLED: "This job was cancelled",
+  };
+
+  // Why a job ended without a result, first thing on the page, in the words the API gave.
+  function renderFailure(job) {
+    const box = $("detail-failure");
+    box.hidden = !job.error;
+    if (!job.error) return;
+    setText("detail-failure-title", FAILURE_TITLES[job.status] || "This job did not finish");
+    setText("detail-failure-message", job.error.message || "");
+    setText("detail-failure-code", `Error code: ${job.error.code}`);
+  }
+
+  // A job's input files by name: the file name and size of each upload (its id while they load, or once
+  // the upload has expired).
+  const uploadLookups = new Map(); // upload id -> its GET /uploads/{id}, once per page
+  function inputsList(inputs) {
+    const list = el("ul", { className: "inputs-list" });
+    for (const [name, uploadId] of Object.entries(inputs)) {
+      const item = el("li", {}, el("strong", { text: name }), ": ", el("span", { className: "mono", text: String(uploadId) }));
+      list.append(item);
+      if (!uploadLookups.has(uploadId)) uploadLookups.set(uploadId, api("GET", `/uploads/${encodeURIComponent(uploadId)}`));
+      uploadLookups.get(uploadId).then((upload) => {
+        item.replaceChildren(el("strong", { text: name }), `: ${upload.filename || uploadId} (${formatBytes(upload.bytes)})`);
+        item.title = String(uploadId);
+      }).catch(() => { /* expired or gone: the id stays */ });
+    }
+    return el("dd", {}, list);
+  }
+
+  // A table result's columns (sql's metadata.columns: [{name, type}]) as a table, not JSON.
+  function renderColumns(columns) {
+    const table = $("detail-columns");
+    table.hidden = !columns || columns.length === 0;
+    const body = table.querySelector("tbody");
+    if (table.hidden) { body.replaceChildren(); return; }
+    setText("detail-columns-caption", `${columns.length} column${columns.length === 1 ? "" : "s"}`);
+    body.replaceChildren(...columns.map((c) => el("tr", {}, el("td", { className: "mono", text: String(c.name) }), el("td", { text: String(c.type) }))));
   }
 
   function renderTimeline(job) {
@@ -450,7 +510,6 @@
       items.push(el("li", {}, `${job.status} at ${formatTime(job.finished_at)}`, " ",
         el("span", { className: "muted", text: `(${formatDuration(seconds(job.created_at, job.finished_at))} in all)` })));
     }
-    if (job.error) items.push(el("li", { className: "error", text: `${job.error.code}: ${job.error.message}` }));
     $("detail-timeline").replaceChildren(...items);
     setText("detail-attempts", `Attempts: ${job.attempts}`);
     const history = job.history || [];
@@ -811,9 +870,93 @@
     row.state.setAttribute("data-state", state);
   }
 
-  async function sha256Hex(file) {
-    const digest = await crypto.subtle.digest("SHA-256", await file.arrayBuffer());
-    return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  // The file's sha256, read a slice at a time: the tab holds one slice, never the whole file (WebCrypto's
+  // digest takes all its input at once, which a multi-GB upload cannot be). SHA-256 as FIPS 180-4 gives it.
+  const HASH_SLICE_BYTES = 4 * 1024 * 1024;
+  const SHA256_K = new Int32Array([
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+  ]);
+
+  function sha256Stream() {
+    const state = new Uint32Array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]);
+    const w = new Int32Array(64);
+    const pending = new Uint8Array(64); // the bytes of a block not complete yet
+    let held = 0;
+    let length = 0;
+
+    function blocks(bytes, start, end) { // compresses bytes[start, end), a whole number of 64-byte blocks
+      let h0 = state[0] | 0, h1 = state[1] | 0, h2 = state[2] | 0, h3 = state[3] | 0;
+      let h4 = state[4] | 0, h5 = state[5] | 0, h6 = state[6] | 0, h7 = state[7] | 0;
+      for (let at = start; at < end; at += 64) {
+        for (let i = 0, j = at; i < 16; i++, j += 4) {
+          w[i] = (bytes[j] << 24) | (bytes[j + 1] << 16) | (bytes[j + 2] << 8) | bytes[j + 3];
+        }
+        for (let i = 16; i < 64; i++) {
+          const x = w[i - 15];
+          const y = w[i - 2];
+          const s0 = ((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3);
+          const s1 = ((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10);
+          w[i] = (w[i - 16] + s0 + w[i - 7] + s1) | 0;
+        }
+        let a = h0, b = h1, c = h2, d = h3, e = h4, f = h5, g = h6, h = h7;
+        for (let i = 0; i < 64; i++) {
+          const s1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
+          const t1 = (h + s1 + ((e & f) ^ (~e & g)) + SHA256_K[i] + w[i]) | 0;
+          const s0 = ((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10));
+          const t2 = (s0 + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+          h = g; g = f; f = e; e = (d + t1) | 0; d = c; c = b; b = a; a = (t1 + t2) | 0;
+        }
+        h0 = (h0 + a) | 0; h1 = (h1 + b) | 0; h2 = (h2 + c) | 0; h3 = (h3 + d) | 0;
+        h4 = (h4 + e) | 0; h5 = (h5 + f) | 0; h6 = (h6 + g) | 0; h7 = (h7 + h) | 0;
+      }
+      state[0] = h0; state[1] = h1; state[2] = h2; state[3] = h3; state[4] = h4; state[5] = h5; state[6] = h6; state[7] = h7;
+    }
+
+    function update(bytes) {
+      length += bytes.length;
+      let at = 0;
+      if (held) { // complete the block the last call left
+        at = Math.min(64 - held, bytes.length);
+        pending.set(bytes.subarray(0, at), held);
+        held += at;
+        if (held < 64) return;
+        blocks(pending, 0, 64);
+        held = 0;
+      }
+      const whole = at + Math.floor((bytes.length - at) / 64) * 64;
+      blocks(bytes, at, whole);
+      pending.set(bytes.subarray(whole), 0);
+      held = bytes.length - whole;
+    }
+
+    function hex() { // padding: 0x80, zeros, the length in bits as 64 bits big-endian
+      const tail = new Uint8Array(held < 56 ? 64 : 128);
+      tail.set(pending.subarray(0, held), 0);
+      tail[held] = 0x80;
+      const bits = new DataView(tail.buffer);
+      bits.setUint32(tail.length - 8, Math.floor(length / 0x20000000)); // length * 8 / 2**32
+      bits.setUint32(tail.length - 4, (length * 8) >>> 0);
+      blocks(tail, 0, tail.length);
+      return Array.from(state, (word) => word.toString(16).padStart(8, "0")).join("");
+    }
+
+    return { update, hex };
+  }
+
+  async function sha256Hex(file, onProgress) {
+    const hash = sha256Stream();
+    for (let offset = 0; offset < file.size; offset += HASH_SLICE_BYTES) {
+      hash.update(new Uint8Array(await file.slice(offset, offset + HASH_SLICE_BYTES).arrayBuffer()));
+      onProgress(Math.min(file.size, offset + HASH_SLICE_BYTES) / file.size);
+    }
+    return hash.hex();
   }
 
   // The presigned POST through XMLHttpRequest, whose upload events (unlike fetch's) report the bytes sent.
@@ -850,7 +993,7 @@
     showRowProblem(row, "");
     showUploadProgress(row, 0, "reading");
     try {
-      const sha256 = await sha256Hex(file);
+      const sha256 = await sha256Hex(file, (fraction) => showUploadProgress(row, fraction, "reading"));
       const created = await api("POST", "/uploads", { filename: file.name, bytes: file.size, sha256 });
       showUploadProgress(row, 0, "sending");
       await postFile(created.url, created.fields || {}, file, (fraction) => showUploadProgress(row, fraction, "sending"));

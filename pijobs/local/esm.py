@@ -10,8 +10,8 @@ Concurrency is the number of active pollers: each poller receives, invokes and d
 
 With ``woken=True`` pollers do not long-poll: an empty queue puts them to sleep until ``notify(delay_s)``
 (the local stack calls it for each SendMessage moto answers, with its DelaySeconds, and for each change of a
-message's visibility), until a failed batch's visibility timeout has passed, or for at most a second. moto
-itself only re-checks delayed and reappearing messages once a second during a long poll.
+message's visibility), until a failed batch's visibility timeout has passed, or for at most ``recheck_s``
+(a second). moto itself only re-checks delayed and reappearing messages once a second during a long poll.
 """
 
 from __future__ import annotations
@@ -153,6 +153,7 @@ class LocalEventSourceMapping:
         function_name: str = "dispatcher",
         timeout_s: float = 30.0,
         woken: bool = False,
+        recheck_s: float = _WOKEN_RECHECK_S,
     ) -> None:
         self._client_factory = sqs_client_factory
         self._queue_url = queue_url
@@ -162,6 +163,7 @@ class LocalEventSourceMapping:
         self._function_name = function_name
         self._timeout_s = timeout_s
         self._woken = woken
+        self._recheck_s = recheck_s
         self._wake = threading.Condition()
         self._wakes = 0  # notifications so far: after an empty receive, sleep only if none came since
         self._due: list[float] = []  # monotonic times when a delayed or failed message becomes visible
@@ -299,7 +301,7 @@ class LocalEventSourceMapping:
 
     def _sleep_until_woken(self, wakes: int) -> None:
         """After an empty receive: until a notify since ``wakes``, a due message, the recheck, or the stop."""
-        recheck = time.monotonic() + _WOKEN_RECHECK_S
+        recheck = time.monotonic() + self._recheck_s
         with self._wake:
             while not self._stop.is_set() and self._wakes == wakes:
                 now = time.monotonic()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import re
 import socket
@@ -22,7 +23,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
@@ -37,7 +38,7 @@ DEFAULT_ROUTES: tuple[str, ...] = tuple(ROUTES)  # the API's resources, as the p
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's request payload limit
 _KEY_CACHE_TTL_S = 2.0
 _MAX_UNKNOWN_KEYS = 1000
-_IDLE_CONNECTION_TIMEOUT_S = 5.0
+_REQUEST_TIMEOUT_S = 5.0  # for each read of a request's line, headers and body
 _STOP_JOIN_TIMEOUT_S = 5.0
 
 
@@ -391,6 +392,7 @@ class LocalGateway:
         function_name: str = "api_handler",
         timeout_s: float = 29.0,
         responses: GatewayResponses | None = None,
+        request_timeout_s: float = _REQUEST_TIMEOUT_S,
     ) -> None:
         self._handler = handler
         self.responses = responses if responses is not None else primary_gateway_responses()
@@ -402,6 +404,7 @@ class LocalGateway:
         self._keyless = keyless
         self._function_name = function_name
         self._timeout_s = timeout_s
+        self.request_timeout_s = request_timeout_s
         self._server: _GatewayHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -543,6 +546,19 @@ class _GatewayHTTPServer(ThreadingHTTPServer):
         log.debug("gateway_connection_error", client=str(client_address), exc_info=True)
 
 
+_DECIMAL = re.compile(r"[0-9]{1,20}")
+_HEX = re.compile(r"[0-9A-Fa-f]{1,16}")
+_CHUNK_LINE_LIMIT = 1024  # a chunk size and its extensions
+
+
+def _framing_number(text: str, pattern: re.Pattern[str], base: int) -> int:
+    """A Content-Length (decimal) or chunk size (hex) as HTTP/1.1 writes it: digits only. Python's int()
+    also takes ``6_3``, ``+5``, `` 5`` and ``-1``; a server that does reads a body other than the one sent."""
+    if not pattern.fullmatch(text):
+        raise ValueError(f"not a valid length: {text!r}")
+    return int(text, base)
+
+
 class _TooLargeError(Exception):
     """The request body is over MAX_PAYLOAD_BYTES."""
 
@@ -551,8 +567,24 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "pijobs-local-gateway"
     sys_version = ""
-    timeout = _IDLE_CONNECTION_TIMEOUT_S
+    timeout = _REQUEST_TIMEOUT_S
     server: _GatewayHTTPServer
+
+    def handle_one_request(self) -> None:
+        """Between requests the client alone ends a kept-alive connection (or the gateway's stop does): one
+        closed on an idle timer races a client that has just chosen to reuse it, which then sees the
+        connection close without an answer. Once a request has begun, each read must come within the
+        request timeout."""
+        self.connection.settimeout(None)
+        try:
+            begun = cast(io.BufferedReader, self.rfile).peek(1)  # what is buffered, or waits for it
+        except OSError:
+            begun = b""
+        if not begun:  # the client closed it, or stop() shut it down
+            self.close_connection = True
+            return
+        self.connection.settimeout(self.server.gateway.request_timeout_s)
+        super().handle_one_request()
 
     def _serve(self) -> None:
         try:
@@ -574,21 +606,33 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._write(self.server.gateway.respond(request))
 
     def _read_body(self) -> bytes:
-        """The body, refused before it is read (or, chunked, as soon as it grows) past the payload limit."""
+        """The body, refused before it is read (or, chunked, as soon as it grows) past the payload limit.
+
+        Framing is read strictly: a Content-Length is plain decimal digits and given once, a chunk size plain
+        hex digits; anything else (``6_3``, ``+5``, ``-1``, `` 5``, a body shorter than it said) is a 400,
+        never a guess at what the client meant.
+        """
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked()
-        length = int(self.headers.get("Content-Length") or 0)
-        if length < 0:
-            raise ValueError("negative Content-Length")
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) > 1:
+            raise ValueError("more than one Content-Length")
+        length = _framing_number(lengths[0], _DECIMAL, 10) if lengths else 0
         if length > MAX_PAYLOAD_BYTES:
             raise _TooLargeError
-        return self.rfile.read(length) if length else b""
+        body = self.rfile.read(length) if length else b""
+        if len(body) != length:
+            raise ValueError("the body is shorter than its Content-Length")
+        return body
 
     def _read_chunked(self) -> bytes:
         chunks: list[bytes] = []
         total = 0
         while True:
-            size = int(self.rfile.readline(64).split(b";")[0].strip() or b"0", 16)
+            line = self.rfile.readline(_CHUNK_LINE_LIMIT)
+            if not line.endswith(b"\r\n"):
+                raise ValueError("a chunk size line without its CRLF")
+            size = _framing_number(line[:-2].split(b";")[0].decode("latin-1"), _HEX, 16)
             if size == 0:
                 while self.rfile.readline(8192).strip():  # trailers
                     pass
@@ -596,8 +640,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             total += size
             if total > MAX_PAYLOAD_BYTES:
                 raise _TooLargeError
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline(64)
+            chunk = self.rfile.read(size)
+            if len(chunk) != size or self.rfile.readline(_CHUNK_LINE_LIMIT) != b"\r\n":
+                raise ValueError("a chunk shorter than its size, or not followed by CRLF")
+            chunks.append(chunk)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol errors (unknown method, bad request line, HTTP/2.0) as JSON, like every other answer."""
@@ -618,6 +664,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             if name.lower() not in ("content-length", "connection", "transfer-encoding"):
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
+        if not any(name.lower() == "x-content-type-options" for name, _ in response.headers):
+            self.send_header("X-Content-Type-Options", "nosniff")  # every answer, errors included
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()

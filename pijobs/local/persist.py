@@ -9,8 +9,8 @@ moto keeps everything in memory. What a user of the local stack would miss after
   ETag) beside them; copied incrementally, by ETag;
 - ``table.jsonl``: every item of the jobs table (jobs, idempotency keys, the capacity counter), in
   DynamoDB's own JSON;
-- ``state.json``: the API port and the default key's id, so a restart answers at the same address with the
-  same key where the port is free.
+- ``state.json``: the API's and the AWS endpoint's ports and the default key's id, so a restart answers at the
+  same addresses with the same key where the ports are free (the exports ``pijobs up`` printed stay good).
 
 Each file is replaced atomically; results are written before the table, so a record never names a result
 that is not on disk. A SIGKILL loses at most the last interval. What is rebuilt rather than kept: the

@@ -156,7 +156,8 @@ class LocalStack:
         self._data_dir: Any = None
         self._keeper: Any = None
         self.restored: dict[str, int] = {}
-        self.port_note = ""  # why the API is not on the port of the last run, when it is not
+        self.port_note = ""  # why the API or AWS endpoint is not on the port of the last run, when it is not
+        self._aws_port = 0  # the AWS endpoint's port: the last run's where it is free, else any
         self._saved_env: dict[str, str | None] = {}
 
     # ---- what a user needs --------------------------------------------------------------------------
@@ -209,7 +210,7 @@ class LocalStack:
         try:
             if self.config.data_dir is not None:
                 self._open_data_dir(self.config.data_dir)
-            self._moto = LocalMotoServer().start()
+            self._moto = LocalMotoServer(port=self._aws_port).start()
             self._set_env({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self._moto.url})
             self.outputs = self._deploy_primary()
             self._disable_moto_event_source_mappings()
@@ -224,7 +225,9 @@ class LocalStack:
             self._start_standins()
             self._allow_console_uploads()
             if self._keeper is not None:
-                self._data_dir.save_state(api_port=self._gateway.port, default_key_id=self.api_key_id)
+                self._data_dir.save_state(
+                    api_port=self._gateway.port, aws_port=self._moto.port, default_key_id=self.api_key_id
+                )
                 self._keeper.start()
         except BaseException:
             self.stop()
@@ -271,16 +274,25 @@ class LocalStack:
 
     # ---- steps --------------------------------------------------------------------------------------
     def _open_data_dir(self, path: Path) -> None:
-        """Lock the directory (one ``pijobs up`` per directory) and take the last run's port if it is free."""
+        """Lock the directory (one ``pijobs up`` per directory) and take the last run's ports where free."""
         from pijobs.local.persist import DataDir
 
         self._data_dir = DataDir(path).lock()
-        saved_port = int(self._data_dir.state().get("api_port") or 0)
+        state = self._data_dir.state()
+        saved_port = int(state.get("api_port") or 0)
+        moved = []
         if self.config.api_port == 0 and saved_port:
             if port_is_free(saved_port):
                 self.config = replace(self.config, api_port=saved_port)
             else:
-                self.port_note = f"port {saved_port} of the last run is in use; the API moved"
+                moved.append(f"port {saved_port} of the last run is in use; the API moved")
+        saved_aws = int(state.get("aws_port") or 0)
+        if saved_aws and saved_aws != self.config.api_port:
+            if port_is_free(saved_aws):
+                self._aws_port = saved_aws  # the AWS_ENDPOINT_URL printed last time stays good
+            else:
+                moved.append(f"port {saved_aws} of the last run is in use; the AWS endpoint moved")
+        self.port_note = "; ".join(moved)
 
     def _keeper_for(self, data_dir: Any) -> Any:
         from pijobs.local.persist import Keeper, Resources

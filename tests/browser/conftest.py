@@ -57,8 +57,11 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="package")
-def stack(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """The embedded stack (started after the browser: without one there is nothing to test)."""
+def stack(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory, wordcount_plugin: None
+) -> Iterator[LocalStack]:
+    """The embedded stack (started after the browser: without one there is nothing to test), with the
+    word-count plug-in (a function whose job can be made to run for a while)."""
     config = LocalConfig(
         max_active_stacks=4,
         log_dir=tmp_path_factory.mktemp("workers"),

@@ -10,7 +10,7 @@ from pijobs.local.stack import LocalConfig, LocalStack
 
 
 @pytest.fixture(scope="package")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def local_stack(tmp_path_factory: pytest.TempPathFactory, wordcount_plugin: None) -> Iterator[LocalStack]:
     config = LocalConfig(
         max_active_stacks=2,
         log_dir=tmp_path_factory.mktemp("workers"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import platform
 import signal
@@ -77,6 +78,14 @@ def _result_sha256(session: requests.Session, url: str, job_id: str) -> str:
     return hashlib.sha256(response.content).hexdigest()
 
 
+def _saved_as(data_dir: Path, job_id: str, status: str) -> bool:
+    """Whether the data dir's copy of the jobs table has the job in that status (its result saved first)."""
+    table = data_dir / "table.jsonl"
+    lines = table.read_text().splitlines() if table.exists() else []
+    return any(job_id in line and f'"{status}"' in line for line in lines)
+
+
+@pytest.mark.usefixtures("wordcount_plugin")
 def test_jobs_results_and_keys_survive_a_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = Up(data_dir, tmp_path / "up-1.log")
@@ -87,6 +96,15 @@ def test_jobs_results_and_keys_survive_a_restart(tmp_path: Path) -> None:
         job = _wait_for(session, first.url, done, {"SUCCEEDED"})
         sha256 = _result_sha256(session, first.url, done)
         assert sha256 == job["result"]["sha256"]
+        # `up` says where each worker's log is, and `pijobs logs` prints a job's.
+        assert first.value("Worker logs: ").startswith(f"{data_dir / 'logs'}/<instance>.log (pijobs logs JOB")
+        logs = subprocess.run(
+            [sys.executable, "-m", "pijobs.cli", "logs", done, "--log-dir", str(data_dir / "logs")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert logs.returncode == 0 and '"event": "job_finished"' in logs.stdout, logs.stderr
         # A second customer's key, made while the stack runs, is kept too.
         made = subprocess.run(
             [sys.executable, "-m", "pijobs.cli", "keys", "create", "second"],
@@ -110,6 +128,17 @@ def test_jobs_results_and_keys_survive_a_restart(tmp_path: Path) -> None:
     second = Up(data_dir, tmp_path / "up-2.log")
     try:
         assert (second.url, second.key) == (first.url, first.key)
+        # The AWS endpoint stays too: the exports the first run printed still work for `pijobs keys`/`ops`.
+        assert second.value("AWS endpoint: ") == first.value("AWS endpoint: ")
+        listed = subprocess.run(
+            [sys.executable, "-m", "pijobs.cli", "keys", "list", "--json"],
+            env={**os.environ, **_aws_env(first)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "second" in [key["name"] for key in json.loads(listed.stdout)["keys"]]
         assert "restored" in second.value("Data: ")
         session = second.session()
         job = _wait_for(session, second.url, done, {"SUCCEEDED"})
@@ -121,7 +150,11 @@ def test_jobs_results_and_keys_survive_a_restart(tmp_path: Path) -> None:
         assert recovered["status"] == "SUCCEEDED" and recovered["attempts"] >= 2, recovered
         late = session.post(f"{second.url}/jobs", json={"digits": 20}, timeout=30).json()["job_id"]
         _wait_for(session, second.url, late, {"SUCCEEDED"})
-        time.sleep(5)  # more than the save interval: a SIGKILL loses at most the last few seconds
+        # Saved, finished, by the periodic save (a SIGKILL loses at most what came since the last one).
+        deadline = time.monotonic() + TIMEOUT_S
+        while not _saved_as(data_dir, late, "SUCCEEDED"):
+            assert time.monotonic() < deadline, "the late job was never saved as SUCCEEDED"
+            time.sleep(0.2)
     finally:
         second.stop(signal.SIGKILL)
 

@@ -121,3 +121,55 @@ def test_a_body_that_is_not_utf8_is_400_not_replaced(local_stack: LocalStack) ->
 
     assert code == 400
     assert json.loads(answer)["error"]["details"] == [{"field": "body", "problem": "not UTF-8"}]
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 6_3\r\n\r\n" + b"x" * 63,
+        b"Content-Length: +5\r\n\r\n12345",
+        b"Content-Length: -1\r\n\r\n",
+        b"Content-Length: 0x5\r\n\r\n12345",
+        b"Content-Length: 5\r\nContent-Length: 6\r\n\r\n123456",
+        b"Transfer-Encoding: chunked\r\n\r\n-1\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n+5\r\n12345\r\n0\r\n\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n 5\r\n12345\r\n0\r\n\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n5_0\r\n12345\r\n0\r\n\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\n123456789\r\n0\r\n\r\n",
+    ],
+    ids=[
+        "cl-underscore",
+        "cl-plus",
+        "cl-negative",
+        "cl-hex",
+        "cl-twice",
+        "chunk-negative",
+        "chunk-plus",
+        "chunk-space",
+        "chunk-underscore",
+        "chunk-overrun",
+    ],
+)
+def test_only_plain_lengths_frame_a_body(local_stack: LocalStack, framing: bytes) -> None:
+    head = b"POST /jobs HTTP/1.1\r\nHost: x\r\nx-api-key: " + local_stack.api_key.encode() + b"\r\n"
+
+    code, headers, answer = _exchange(local_stack, head + framing)
+
+    assert code == 400 and json.loads(answer)["error"]["code"] == "bad_request"
+    assert headers["connection"] == "close" and headers["x-content-type-options"] == "nosniff"
+
+
+def test_every_answer_says_nosniff(local_stack: LocalStack) -> None:
+    key = b"x-api-key: " + local_stack.api_key.encode() + b"\r\n"
+    body = b'{"digits": 10}'
+    requests = [
+        b"GET /functions HTTP/1.1\r\nHost: x\r\n" + key + b"\r\n",  # the API's JSON
+        b"GET /jobs HTTP/1.1\r\nHost: x\r\n\r\n",  # the gateway's 403
+        b"GET /nowhere HTTP/1.1\r\nHost: x\r\n" + key + b"\r\n",  # the gateway's 404
+        b"POST /jobs HTTP/1.1\r\nHost: x\r\n" + key + b"Content-Length: %d\r\n\r\n" % len(body) + body,
+        b"GET /console HTTP/1.1\r\nHost: x\r\n\r\n",  # HTML
+        b"BREW /jobs HTTP/1.1\r\nHost: x\r\n\r\n",  # a protocol error
+    ]
+    for raw in requests:
+        code, headers, _ = _exchange(local_stack, raw)
+        assert headers.get("x-content-type-options") == "nosniff", (raw, code)

@@ -55,6 +55,7 @@ def _alive(pids: list[int]) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker through /proc")
+@pytest.mark.usefixtures("wordcount_plugin")
 def test_sigkill_of_up_takes_its_workers_along(tmp_path: Path) -> None:
     log = (tmp_path / "up.log").open("w+")
     up = subprocess.Popen(

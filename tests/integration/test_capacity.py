@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from pijobs.shared.errors import CapacityFullError
+
 from tests.integration.conftest import Cloud
 
 A = "a" * 32
@@ -46,3 +49,28 @@ def test_slots_are_free_when_a_tick_was_the_first_to_write_the_item(cloud: Cloud
     state = counter.state()
     assert state is not None and state["active"] == 2 and state["holders"] == {A, B}
     assert state["tick_at"] == 1_000.0
+
+
+def test_a_duplicate_delivery_below_the_limit_takes_no_second_slot(cloud: Cloud) -> None:
+    # well below the limit, so only the "already holds one" condition can refuse the second take
+    counter = cloud.capacity(limit=5)
+    counter.acquire(A, owner="alice")
+
+    counter.acquire(A, owner="alice")
+
+    state = counter.state()
+    assert state is not None and state["active"] == 1 and state["owners"] == {"alice": 1}
+
+
+def test_an_owners_cap_admits_exactly_that_many(cloud: Cloud) -> None:
+    counter = cloud.capacity(limit=10)
+    jobs = [c * 32 for c in "cdef"]
+    for job in jobs[:2]:
+        counter.acquire(job, owner="alice", owner_cap=2)
+
+    with pytest.raises(CapacityFullError):
+        counter.acquire(jobs[2], owner="alice", owner_cap=2)
+    counter.acquire(jobs[3], owner="bob", owner_cap=2)  # another owner's cap is its own
+
+    state = counter.state()
+    assert state is not None and state["owners"] == {"alice": 2, "bob": 1} and state["active"] == 3

@@ -13,6 +13,7 @@ from tests.integration.conftest import Cloud
 ONLY_PI = [{"PIJOBS_ENABLED_FUNCTIONS": "pi"}]
 
 
+@pytest.mark.usefixtures("wordcount_plugin")
 @pytest.mark.parametrize("cloud", ONLY_PI, indirect=True)
 def test_a_disabled_function_is_a_404_in_the_catalog_and_a_422_on_submit(cloud: Cloud) -> None:
     assert "word-count" in installed_functions()  # installed, but not enabled
@@ -32,8 +33,17 @@ def test_the_operator_s_limits_are_public_and_enforced(cloud: Cloud) -> None:
     (pi,) = [f for f in cloud.api("GET", "/functions")[1]["functions"] if f["name"] == "pi"]
     too_many = cloud.api("POST", "/jobs", {"function": "pi", "params": {"digits": 501}})
     shorthand = cloud.api("POST", "/jobs", {"digits": 501})
+    far_too_many = cloud.api("POST", "/jobs", {"digits": 200_000_000})  # beyond the engine's own bound too
+    document = cloud.api("GET", "/openapi.json")[1]["components"]["schemas"]
 
     assert pi["limits"] == {"max_digits": 500}
+    # One bound, stated the same everywhere: the catalog (the console's form reads it), the OpenAPI
+    # document, and the refusals, whatever the number asked for.
+    assert pi["parameters"]["properties"]["digits"]["maximum"] == 500
+    assert document["pi.PiParams"]["properties"]["digits"]["maximum"] == 500
+    assert far_too_many[1]["error"]["details"] == [
+        {"field": "digits", "problem": "must be between 1 and 500"}
+    ]
     assert too_many[0] == 422
     assert too_many[1]["error"]["details"] == [
         {"field": "params.digits", "problem": "must be between 1 and 500"}
@@ -62,6 +72,7 @@ def test_a_job_is_provisioned_from_the_version_it_was_submitted_with(cloud: Clou
     assert cloud.job(job_id).status.value == "PROVISIONING"
 
 
+@pytest.mark.usefixtures("wordcount_plugin")
 def test_a_job_whose_function_was_disabled_since_fails_plainly(
     cloud: Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,9 +3,13 @@ and the server's serialisation of DynamoDB and CloudFormation requests."""
 
 from __future__ import annotations
 
+import http.client
+import itertools
 import json
 import os
+import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -41,6 +45,30 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 5.0, interval_s: f
             return value
         time.sleep(interval_s)
     raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+class Calls:
+    """How many ``operation`` calls the clients it watches have had answered (botocore's after-call event):
+    the evidence that a poller has looked, where a test would otherwise sleep and hope it had."""
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def watch(self, client: Any) -> Any:
+        service = client.meta.service_model.service_id.hyphenize()
+        client.meta.events.register(f"after-call.{service}.{self.operation}", self._answered)
+        return client
+
+    def _answered(self, **_: Any) -> None:
+        with self._lock:
+            self.count += 1
+
+    def wait_for_more(self, more: int, timeout_s: float = 15.0) -> None:
+        """Until ``more`` calls were answered after this one: each looked at what is there now."""
+        seen = self.count
+        wait_for(lambda: self.count >= seen + more, timeout_s=timeout_s)
 
 
 def is_alive(pid: int) -> bool:
@@ -287,6 +315,50 @@ def test_gateway_throttles_per_key_with_the_usage_plan(aws: ClientFactory) -> No
     assert _envelope(next(r for r in responses if r.status_code == 429))["code"] == "throttled"
 
 
+def _request(sock: socket.socket, key: str) -> None:
+    sock.sendall(b"GET /jobs HTTP/1.1\r\nHost: x\r\nx-api-key: " + key.encode() + b"\r\n\r\n")
+
+
+def _response_status(sock: socket.socket) -> int | None:
+    """The status of the response read from ``sock``; None when the gateway closed it without one."""
+    reader = http.client.HTTPResponse(sock)
+    try:
+        reader.begin()
+    except (http.client.RemoteDisconnected, ConnectionError):
+        return None
+    reader.read()
+    return reader.status
+
+
+def test_a_kept_alive_connection_is_answered_however_long_it_was_idle(aws: ClientFactory, plan: str) -> None:
+    """The flake behind "Connection aborted: RemoteDisconnected" under load: a gateway that ended idle
+    connections on a timer closed one just as a client (urllib3, which had found it open) sent a request on
+    it. Here the client sends only after the gateway had many times its request timeout to do so."""
+    _, key = make_key(aws("apigateway"), plan)
+    with (
+        LocalGateway(echo_handler, aws("apigateway"), plan, request_timeout_s=0.1) as gw,
+        socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock,
+    ):
+        _request(sock, key)
+        assert _response_status(sock) == 201
+        # Idle for 20 times the timeout, or until the gateway closes it (readable at once: EOF).
+        closed_early = select.select([sock], [], [], 2.0)[0]
+
+        _request(sock, key)
+        assert _response_status(sock) == 201, "closed while idle" if closed_early else "no answer"
+
+
+def test_a_request_that_stalls_once_begun_is_dropped_at_the_timeout(aws: ClientFactory, plan: str) -> None:
+    """Only the wait between requests is the client's to take: half a request does not hold a thread."""
+    with (
+        LocalGateway(echo_handler, aws("apigateway"), plan, request_timeout_s=0.1) as gw,
+        socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock,
+    ):
+        sock.sendall(b"GET /jobs HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        assert select.select([sock], [], [], 10.0)[0], "the gateway kept waiting for the rest"
+        assert _response_status(sock) is None
+
+
 # --- event source mapping -----------------------------------------------------------------------------------
 
 
@@ -344,12 +416,16 @@ def test_esm_batches_deletes_successes_and_redelivers_reported_failures(aws: Cli
         finally:
             concurrency.leave()
 
-    esm = LocalEventSourceMapping(lambda: aws("sqs"), queue_url, handler, batch_size=4, maximum_concurrency=2)
+    receives = Calls("ReceiveMessage")
+    esm = LocalEventSourceMapping(
+        lambda: receives.watch(aws("sqs")), queue_url, handler, batch_size=4, maximum_concurrency=2
+    )
     with esm:
         # Empty counts the in-flight messages too: only deletes empty it, of the successes and of m3's retry.
         wait_for(lambda: queue_depth(aws, queue_url) == 0, timeout_s=15, interval_s=0.2)
         delivered = len([r for batch in batches for r in batch])
-        time.sleep(1.5)  # longer than the visibility timeout: nothing kept back comes again
+        time.sleep(1.5)  # longer than the visibility timeout: anything kept back would be visible again
+        receives.wait_for_more(2)  # and the pollers have looked since: nothing came again
         assert queue_depth(aws, queue_url) == 0
         stats = esm.stats
     esm.stop()  # idempotent
@@ -557,17 +633,38 @@ def test_create_stack_with_one_name_creates_one_stack(
     assert len(resources) == 1
 
 
+def _long_polling() -> bool:
+    """True while a thread of this process (the in-process server's) is inside moto's ReceiveMessage."""
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            code = frame.f_code
+            if code.co_name == "receive_message" and code.co_filename.endswith(
+                os.path.join("sqs", "models.py")
+            ):
+                return True
+            frame = frame.f_back
+    return False
+
+
 def test_sqs_long_polls_do_not_block_dynamodb(aws: ClientFactory) -> None:
     queue_url = make_queue(aws, visibility_timeout_s=30)
     sqs = aws("sqs")
-    poll = threading.Thread(target=lambda: sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2))
+    polled: list[dict[str, Any]] = []
+    poll = threading.Thread(
+        target=lambda: polled.extend(
+            sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=20).get("Messages", [])
+        )
+    )
     poll.start()
-    time.sleep(0.2)
-    started = time.monotonic()
-    aws("dynamodb").list_tables()
-    elapsed = time.monotonic() - started
-    poll.join()
-    assert elapsed < 1.0
+    wait_for(_long_polling, timeout_s=15)  # the server is waiting for a message to arrive
+
+    aws("dynamodb").list_tables()  # held up until the poll ends if the server serialised them
+
+    ended_first = not poll.is_alive()
+    aws("sqs").send_message(QueueUrl=queue_url, MessageBody="ends the poll")
+    poll.join(timeout=30)
+    assert not ended_first, "DynamoDB waited for the SQS long poll to end"
+    assert [m["Body"] for m in polled] == ["ends the poll"]
 
 
 # --- instance runner ----------------------------------------------------------------------------------------
@@ -638,16 +735,27 @@ def instances(aws: ClientFactory) -> Iterator[list[str]]:
         aws("ec2").terminate_instances(InstanceIds=launched)
 
 
+def starts(events: list[dict[str, Any]]) -> list[str]:
+    """The instances whose worker the runner started, in order, from its log events."""
+    return [e["instance_id"] for e in events if e["event"] == "worker_started"]
+
+
 def read_records(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
 
 
 def make_runner(
-    aws: ClientFactory, moto_server: LocalMotoServer, fake_python: Path, records: Path, **env: str
+    aws: ClientFactory,
+    moto_server: LocalMotoServer,
+    fake_python: Path,
+    records: Path,
+    looks: Calls | None = None,
+    **env: str,
 ) -> InstanceRunner:
+    """A runner of ``fake_python``; ``looks`` counts its looks at EC2 (one per round)."""
     worker_env = {"AWS_ENDPOINT_URL": moto_server.url, "FAKE_RECORD_DIR": str(records), **env}
     return InstanceRunner(
-        aws("ec2"),
+        (looks or Calls("DescribeInstances")).watch(aws("ec2")),
         aws("cloudformation"),
         env=worker_env,
         poll_interval=0.2,
@@ -675,7 +783,8 @@ def test_runner_runs_the_worker_of_a_stack_instance_once_and_kills_it_on_termina
     instance_id = launch_job_stack(aws, job_id)
     instances.append(instance_id)
 
-    with make_runner(aws, moto_server, fake_python, records) as runner:
+    looks = Calls("DescribeInstances")
+    with capture_logs() as events, make_runner(aws, moto_server, fake_python, records, looks) as runner:
         (record,) = wait_for(lambda: read_records(records))
         assert runner.running() == {instance_id: record["pid"]}
         assert record["argv"] == ["--job-id", job_id]
@@ -689,7 +798,8 @@ def test_runner_runs_the_worker_of_a_stack_instance_once_and_kills_it_on_termina
 
         wait_for(lambda: not runner.running(), timeout_s=5)
         wait_for(lambda: not is_alive(record["child"]), timeout_s=5)
-        time.sleep(0.6)  # a few more polls: nothing restarts
+        looks.wait_for_more(2)  # two more rounds, the first of them done: nothing restarts
+        assert starts(events) == [instance_id]
         assert len(read_records(records)) == 1
         assert runner.started() == {instance_id}
     log_file = records.parent / "logs" / f"{instance_id}.log"
@@ -725,10 +835,15 @@ def test_runner_falls_back_without_a_stack_and_does_not_restart_exited_workers(
     instance_id = reservation["Instances"][0]["InstanceId"]
     instances.append(instance_id)
 
-    with make_runner(aws, moto_server, fake_python, records, FAKE_EXIT_AT_ONCE="1") as runner:
+    looks = Calls("DescribeInstances")
+    with (
+        capture_logs() as events,
+        make_runner(aws, moto_server, fake_python, records, looks, FAKE_EXIT_AT_ONCE="1") as runner,
+    ):
         (record,) = wait_for(lambda: read_records(records))
         wait_for(lambda: not runner.running())
-        time.sleep(0.6)
+        looks.wait_for_more(2)  # two more rounds, the first of them done: the exited worker is not restarted
+        assert starts(events) == [instance_id]
         assert len(read_records(records)) == 1
 
     assert record["env"]["PIJOBS_STACK_NAME"] == f"pijob-{job_id}"
@@ -740,18 +855,24 @@ def test_runner_reaps_a_killed_worker_and_stop_kills_the_rest(
 ) -> None:
     first, second = (launch_job_stack(aws, uuid.uuid4().hex[:12]) for _ in range(2))
     instances.extend([first, second])
-    runner = make_runner(aws, moto_server, fake_python, records).start()
-    try:
-        started = wait_for(lambda: len(read_records(records)) == 2 and read_records(records))
-        pids = runner.running()
-        assert set(pids) == {first, second}
+    looks = Calls("DescribeInstances")
+    runner = make_runner(aws, moto_server, fake_python, records, looks)
+    with capture_logs() as events:
+        runner.start()
+        try:
+            started = wait_for(lambda: len(read_records(records)) == 2 and read_records(records))
+            pids = runner.running()
+            assert set(pids) == {first, second}
 
-        os.kill(pids[first], signal.SIGKILL)  # as a test of the reaper would
-        wait_for(lambda: set(runner.running()) == {second})
-        time.sleep(0.6)
-        assert len(read_records(records)) == 2
-    finally:
-        runner.stop()
+            os.kill(pids[first], signal.SIGKILL)  # as a test of the reaper would
+            wait_for(lambda: set(runner.running()) == {second})
+            looks.wait_for_more(
+                2
+            )  # two more rounds, the first of them done: the killed worker is not restarted
+            assert sorted(starts(events)) == sorted([first, second])
+            assert len(read_records(records)) == 2
+        finally:
+            runner.stop()
     runner.stop()  # idempotent
 
     assert runner.running() == {}
@@ -798,12 +919,18 @@ def test_runner_woken_forks_the_real_worker_from_a_warm_interpreter(
         "PYTHONPATH": str(root),
         "PATH": os.environ.get("PATH", ""),
     }
+    looks = Calls("DescribeInstances")
     runner = InstanceRunner(
-        aws("ec2"), aws("cloudformation"), env=env, poll_interval=60, log_dir=tmp_path, fork_workers=True
+        looks.watch(aws("ec2")),
+        aws("cloudformation"),
+        env=env,
+        poll_interval=60,
+        log_dir=tmp_path,
+        fork_workers=True,
     )
     log_file = tmp_path / "unknown.log"
     with capture_logs() as events, runner:
-        time.sleep(0.3)  # the first look is done: only a wake finds the next instance
+        wait_for(lambda: looks.count >= 1)  # the first look is done: only a wake finds the next instance
         job_id = uuid.uuid4().hex[:12]
         instance_id = launch_job_stack(aws, job_id)
         instances.append(instance_id)
@@ -823,9 +950,12 @@ def test_runner_woken_forks_the_real_worker_from_a_warm_interpreter(
 
 
 def test_woken_esm_receives_on_notify_and_not_before_a_delay_or_visibility_timeout_ends() -> None:
+    """With the recheck a minute away, each message can only come through the wake its case calls for (a
+    notify, a delay's end, a visibility timeout's end), and the batches show in which order they came."""
     from pijobs.local.stack import visible_after
 
-    received: dict[str, list[float]] = {}
+    received: dict[str, list[tuple[int, float]]] = {}  # body -> (batch number, when) per delivery
+    batches = itertools.count()
     with LocalMotoServer() as server:
         sqs = boto3.client(
             "sqs",
@@ -835,31 +965,39 @@ def test_woken_esm_receives_on_notify_and_not_before_a_delay_or_visibility_timeo
             aws_secret_access_key="testing",
         )
         queue_url = sqs.create_queue(QueueName="woken", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+        receives = Calls("ReceiveMessage")
+        receives.watch(sqs)
 
         def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            batch = next(batches)
             failures = []
             for record in event["Records"]:
-                received.setdefault(record["body"], []).append(time.monotonic())
+                received.setdefault(record["body"], []).append((batch, time.monotonic()))
                 if record["body"] == "fails-once" and record["attributes"]["ApproximateReceiveCount"] == "1":
                     failures.append({"itemIdentifier": record["messageId"]})
             return {"batchItemFailures": failures}
 
-        esm = LocalEventSourceMapping(lambda: sqs, queue_url, handler, batch_size=10, woken=True)
+        esm = LocalEventSourceMapping(
+            lambda: sqs, queue_url, handler, batch_size=10, maximum_concurrency=2, woken=True, recheck_s=60
+        )
         # As the local stack wires it: each send and visibility change moto answers notifies the mapping.
         server.observe(
             lambda _service, action, params: [esm.notify(d) for d in visible_after(action, params)]
         )
         with esm:
-            time.sleep(1.2)  # pollers asleep past their first recheck
+            wait_for(lambda: receives.count >= 2, timeout_s=15)  # both pollers found it empty: asleep
             sent = time.monotonic()
             sqs.send_message(QueueUrl=queue_url, MessageBody="now")
-            sqs.send_message(QueueUrl=queue_url, MessageBody="delayed", DelaySeconds=1)
             sqs.send_message(QueueUrl=queue_url, MessageBody="fails-once")
-            wait_for(lambda: len(received.get("fails-once", [])) == 2 and "delayed" in received, timeout_s=10)
+            sqs.send_message(QueueUrl=queue_url, MessageBody="delayed", DelaySeconds=3)
+            wait_for(lambda: len(received.get("fails-once", [])) == 2 and "delayed" in received, timeout_s=15)
             wait_for(lambda: esm.stats.records_deleted == 3, timeout_s=5)
 
-    assert received["now"][0] - sent < 0.5  # woken by the send, not by the one-second recheck
-    assert 1.0 <= received["delayed"][0] - sent < 1.7  # SQS's delay, then woken by its end
-    first, again = received["fails-once"]
-    assert 0.9 <= again - first < 1.7  # back after the visibility timeout (from the receive), not before
-    assert len(received["now"]) == 1 and len(received["delayed"]) == 1
+    (now,), (delayed,), (failed, again) = received["now"], received["delayed"], received["fails-once"]
+    # The send woke a poller: "now" came long before the delayed message was due (not with it, at its wake).
+    assert now[0] < delayed[0]
+    # The failed batch's visibility timeout woke one: "fails-once" came back before the delayed message was
+    # due, not with it.
+    assert failed[0] < again[0] < delayed[0]
+    # SQS's delay, then woken by its end: never received before it.
+    assert delayed[1] - sent >= 3.0

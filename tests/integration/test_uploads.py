@@ -309,6 +309,13 @@ def test_deleting_an_upload_removes_record_and_file_and_only_the_owner_may(cloud
 
     foreign = cloud.api("DELETE", path, key_id="key-b")
     assert foreign[0] == 404 and object_exists(cloud, created["fields"]["key"])
+    # another tenant cannot read it either: the same 404 as a missing upload, naming nothing of it
+    theirs = cloud.api("GET", path, key_id="key-b")
+    missing = cloud.api("GET", "/uploads/" + "0" * 32, key_id="key-b")
+    assert (theirs[0], missing[0]) == (404, 404)
+    for answer in (theirs[1], missing[1]):
+        answer["error"].pop("request_id")
+    assert theirs[1] == json.loads(json.dumps(missing[1]).replace("0" * 32, created["upload_id"]))
 
     status, deleted, _ = cloud.api("DELETE", path)
 
@@ -316,3 +323,22 @@ def test_deleting_an_upload_removes_record_and_file_and_only_the_owner_may(cloud
     assert cloud.api("GET", path)[0] == 404 and cloud.api("DELETE", path)[0] == 404
     assert not object_exists(cloud, created["fields"]["key"])
     assert cloud.api("GET", "/uploads/not-an-id")[0] == 404
+
+
+def test_an_object_under_another_owners_prefix_decides_nothing_and_is_deleted(cloud: Cloud) -> None:
+    # Given alice's upload is declared, and an object with exactly her declared content appears under
+    # another tenant's prefix, named with her upload's id
+    created = declare(cloud)
+    stray = upload_key("key-b", created["upload_id"])
+    cloud.s3.put_object(Bucket=cloud.bucket, Key=stray, Body=CSV)
+
+    # When the S3 event for that object reaches the verifier
+    verdict = verify_object(pijobs.dispatcher.verifier.services(), cloud.bucket, stray)
+
+    # Then the key in the event is not trusted: alice's upload stays PENDING and the object is gone
+    assert verdict is Verdict.DELETED
+    assert upload(cloud, created["upload_id"])["status"] == "PENDING"
+    assert not object_exists(cloud, stray)
+    # and her own file, sent to her own key, is still verified as usual
+    send(created, CSV)
+    assert verify(cloud, created) is Verdict.AVAILABLE

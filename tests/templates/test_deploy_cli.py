@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -19,6 +18,11 @@ import pytest
 from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
 
 from pijobs import deploy
+from pijobs.cli import build_parser
+from pijobs.cli import main as cli_main
+from pijobs.cli.deploy import parse_params
+from pijobs.cli.render import Output
+from pijobs.errors import UsageError
 
 BUCKET = "pijobs-artifacts-test"
 
@@ -53,10 +57,9 @@ def reset(endpoint: str) -> None:
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="pijobs")
-    deploy.register(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    return int(args.run(args))
+    """The command as the command line runs it, with its failures raised rather than printed."""
+    args = build_parser().parse_args(argv)
+    return int(args.run(args, Output()))
 
 
 def zip_names(body: bytes) -> set[str]:
@@ -162,8 +165,39 @@ def test_a_packaged_version_is_never_changed_under_its_jobs(moto_endpoint: str, 
 def test_package_refuses_a_function_that_is_not_installed(
     moto_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(["package", "--bucket", BUCKET, "--no-deps", "--function", "nope"]) == 1
+    assert cli_main(["package", "--bucket", BUCKET, "--no-deps", "--function", "nope"]) == 1
     assert "enabled functions ['nope'] are not installed" in capsys.readouterr().err
+
+
+def test_packaging_one_function_adds_it_without_switching_the_others_off(
+    moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["package", "--bucket", BUCKET, "--no-deps", "--function", "pi"]) == 0
+    assert run(["package", "--bucket", BUCKET, "--no-deps", "--function", "word-count"]) == 0
+    assert "The deployment offers: pi 1, word-count" in capsys.readouterr().out
+
+    s3 = boto3.client("s3")
+    manifest = deploy.read_manifest(s3, BUCKET)
+    assert set(manifest.functions) == {"pi", "word-count"}  # pi stays offered
+    assert manifest.stack_parameters()["EnabledFunctions"] == "pi,word-count"
+    lambda_zip = s3.get_object(Bucket=BUCKET, Key=manifest.lambda_key)["Body"].read()
+    assert {"pijobs/worker/pi/function.py", "pijobs_wordcount/__init__.py"} <= zip_names(lambda_zip)
+
+    assert run(["package", "--bucket", BUCKET, "--no-deps", "--remove", "word-count"]) == 0
+    assert set(deploy.read_manifest(s3, BUCKET).functions) == {"pi"}
+    with pytest.raises(deploy.PackagingError, match=r"cannot remove \['sql'\]"):
+        run(["package", "--bucket", BUCKET, "--no-deps", "--remove", "sql"])
+
+
+def test_a_deployed_function_not_installed_here_is_refused_loudly(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(["package", "--bucket", BUCKET, "--no-deps", "--function", "word-count"]) == 0
+    installed = {k: v for k, v in installed_functions().items() if k != "word-count"}
+    monkeypatch.setattr(deploy, "installed_functions", lambda: installed)
+
+    with pytest.raises(deploy.PackagingError, match=r"offers word-count .* not installed here"):
+        deploy.package(boto3.client("s3"), bucket=BUCKET, with_deps=False, functions=["pi"])
 
 
 def test_packaging_twice_gives_the_same_keys(moto_endpoint: str) -> None:
@@ -221,8 +255,8 @@ def test_deploy_refuses_a_parameter_the_template_does_not_have(moto_endpoint: st
 
 
 def test_param_must_be_key_equals_value() -> None:
-    with pytest.raises(SystemExit):
-        deploy.parse_params(["MaxActiveStacks"])
+    with pytest.raises(UsageError, match="--param takes KEY=VALUE"):
+        parse_params(["MaxActiveStacks"])
 
 
 def test_pip_targets_the_lambda_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

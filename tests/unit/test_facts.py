@@ -144,3 +144,12 @@ def test_the_template_declares_the_route_table_and_nothing_else() -> None:
         assert "${ApiHandlerFunction.Arn}" in properties["Integration"]["Uri"]["Fn::Sub"]
     # only the document and the console's page (which holds nothing and asks for a key)
     assert [op.path for op in OPERATIONS if not op.api_key] == ["/openapi.json", "/console"]
+
+
+def test_every_gateway_answer_says_nosniff() -> None:
+    """API Gateway's own answers (a bad key, an unknown route, throttling) carry the header the API's do."""
+    responses = resources_of_type(PRIMARY, "AWS::ApiGateway::GatewayResponse")
+    assert responses
+    for name, props in responses.items():
+        headers = props.get("ResponseParameters") or {}
+        assert headers.get("gatewayresponse.header.X-Content-Type-Options") == "'nosniff'", name

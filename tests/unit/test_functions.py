@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from importlib import metadata
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import pytest
 from pijobs.shared import errors
@@ -20,7 +20,9 @@ from pijobs.shared.functions import (
     parse_enabled,
 )
 from pijobs.worker.pi.function import PiFunction, PiParams
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pijobs.functions import Inputs
 
 
 class EchoParams(BaseModel):
@@ -87,6 +89,26 @@ class Sneaky(Echo):
         return {"Text": "x", "ImageId": "ami-evil"}
 
 
+class OneInputParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: Inputs = Field(max_length=1)  # the obvious form, which pydantic ignores for Inputs' own bound
+
+
+class OneInputIgnored(Echo):
+    accepts_inputs = True
+    request_model = OneInputParams
+
+
+class OneInputAnnotatedParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: Annotated[Inputs, Field(max_length=1)]  # the form that bounds it
+
+
+class OneInput(Echo):
+    accepts_inputs = True
+    request_model = OneInputAnnotatedParams
+
+
 class Incomplete(BusinessFunction):
     name = "incomplete"
 
@@ -116,6 +138,7 @@ def test_a_plug_in_class_is_loaded_and_checked() -> None:
         ("Huge", "instance_types must be a non-empty subset"),
         ("TakesJobId", "may not include the platform's ['JobId']"),
         ("Incomplete", "is incomplete"),
+        ("OneInputIgnored", "request_model.inputs: its max_length=1 is ignored (its type's own max_length=8"),
         ("EchoParams", "is not a pijobs BusinessFunction"),
         ("Nowhere", "cannot be imported"),
     ],
@@ -125,6 +148,14 @@ def test_a_broken_plug_in_is_refused_at_start_up_with_its_name(attribute: str, p
         installed_functions([entry("echo", attribute)])
     assert f"plug-in 'echo' ({__name__}:{attribute})" in str(info.value)
     assert problem in str(info.value)
+
+
+def test_inputs_bounded_the_way_that_works_take_one_input() -> None:
+    function = installed_functions([entry("echo", "OneInput")])["echo"]
+    two = {"a": "0" * 32, "b": "1" * 32}
+    assert function.parameter_schema()["properties"]["inputs"]["maxProperties"] == 1
+    with pytest.raises(ValidationError, match="at most 1 item"):
+        function.parse_params({"inputs": two})
 
 
 def test_a_bad_name_is_refused() -> None:
@@ -167,9 +198,13 @@ def test_limits_apply_per_function_and_bad_ones_stop_the_start() -> None:
     installed = {"pi": PiFunction()}
     registry = load_registry(["pi"], {"pi": {"max_digits": 500}}, installed=installed)
     assert registry.catalog()[0]["limits"] == {"max_digits": 500}
-    assert registry.get("pi").check(PiParams(digits=501), registry.limits["pi"]) == [
+    pi = registry.get("pi")
+    assert pi.bound_problems(PiParams(digits=501), registry.limits["pi"]) == [
         ("digits", "must be between 1 and 500")
     ]
+    assert pi.bound_problems(PiParams(digits=500), registry.limits["pi"]) == []
+    digits = registry.catalog()[0]["parameters"]["properties"]["digits"]
+    assert (digits["minimum"], digits["maximum"]) == (1, 500)  # the deployment's bound, stated once
     with pytest.raises(FunctionRegistryError, match="limits for function 'pi': max_digits"):
         load_registry(["pi"], {"pi": {"max_digits": "lots"}}, installed=installed)
     with pytest.raises(FunctionRegistryError, match="limits for function 'pi': max_dgits"):

@@ -99,13 +99,10 @@ def test_submit_offers_one_schema_per_enabled_function_and_the_pi_shorthand(doc:
     assert set(shorthand["properties"]) == {"digits", "cost_center", "name"}
 
 
+@pytest.mark.usefixtures("wordcount_plugin")
 def test_a_plug_in_brings_its_own_parameter_schema() -> None:
     """The document served by a deployment lists the functions it enables (here a test plug-in)."""
-    wordcount = pytest.importorskip("pijobs_wordcount")
-    registry = load_registry(
-        ["pi", "word-count"],
-        installed={"pi": shipped_registry().get("pi"), "word-count": wordcount.WordCount()},
-    )
+    registry = load_registry(["pi", "word-count"])
 
     doc = openapi_document(registry)
 

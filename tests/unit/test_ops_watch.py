@@ -1,4 +1,4 @@
-"""``pijobs ops status --watch`` (pijobs/watch.py): the view built from what was read, the completions
+"""``pijobs ops status --watch`` (pijobs/cli/watch.py): the view built from what was read, the completions
 history, the loop."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from pijobs import ops, watch
+from pijobs import ops
+from pijobs.cli import watch
 
 NOW = datetime(2026, 12, 3, 17, 30, 5, tzinfo=timezone.utc)
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pijobs.shared.capacity import CAPACITY_KEY
 from pijobs.shared.fairshare import shard_of
 from pijobs.shared.store import DONE_SHARD, LIVE_SHARD
 
-from pijobs.local.persist import _reindexed
+from pijobs.local.persist import _rebucketed, _reindexed
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 
@@ -23,3 +24,26 @@ def test_a_finished_job_saved_before_the_finished_index_joins_it() -> None:
 def test_a_live_job_joins_the_live_index_and_a_job_without_an_end_time_stays_as_it_was() -> None:
     assert _reindexed(_job("RUNNING"))[LIVE_SHARD] == {"S": str(shard_of(JOB_ID))}
     assert _reindexed(_job("CANCELLED")) == _job("CANCELLED")  # no finished_at: nothing to sort it by
+
+
+def test_the_capacity_item_forgets_the_last_runs_admission_tick() -> None:
+    # the tick's message died with the old run's queue: a kept tick_at would say one is on its way, and the
+    # waiting jobs would wait for nothing until the reaper noticed
+    item = {"pk": CAPACITY_KEY["pk"], "active": {"N": "0"}, "tick_at": {"S": "2026-12-01T10:00:00.000Z"}}
+
+    assert _reindexed(item) == {"pk": CAPACITY_KEY["pk"], "active": {"N": "0"}}
+
+
+def test_a_restored_result_names_this_runs_bucket_and_nothing_else_changes() -> None:
+    result = {"M": {"bucket": {"S": "old-bucket"}, "key": {"S": f"results/k/{JOB_ID}/pi.txt"}}}
+    item = _job("SUCCEEDED", result=result)
+
+    moved = _rebucketed(item, "old-bucket", "new-bucket")
+
+    assert moved["result"]["M"] == {**result["M"], "bucket": {"S": "new-bucket"}}
+    assert {k: v for k, v in moved.items() if k != "result"} == {
+        k: v for k, v in item.items() if k != "result"
+    }
+    assert _rebucketed(item, None, "new-bucket") == item  # a data dir that never said its bucket
+    other = _job("SUCCEEDED", result={"M": {"bucket": {"S": "someone-else"}}})
+    assert _rebucketed(other, "old-bucket", "new-bucket") == other

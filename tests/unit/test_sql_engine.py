@@ -338,3 +338,24 @@ def test_the_spill_limit_leaves_room_for_the_result() -> None:
     assert spill_limit(100 << 30, 1 << 30) == int((99 << 30) * 0.8)
     assert spill_limit(1 << 30, 1 << 30) == int((512 << 20) * 0.8)  # the result gets at most half
     assert spill_limit(0, 1 << 30) == 64 << 20
+
+
+def test_integer_aggregates_stay_integers_in_parquet(tmp_path: Path, inputs: dict[str, Path]) -> None:
+    query = 'SELECT city, sum(amount) AS total, count(*) AS "n ""rows""" FROM t GROUP BY city ORDER BY city'
+
+    output = run(tmp_path, {"t": inputs["t"]}, query, "parquet")
+
+    read = duckdb.sql(f"SELECT * FROM '{output.path}'")
+    assert [str(t) for t in read.types] == ["VARCHAR", "BIGINT", "BIGINT"]
+    assert read.fetchall() == [("Lima", 5, 1), ("Oslo", 7, 2)]
+    assert [c["type"] for c in output.metadata["columns"]] == ["VARCHAR", "BIGINT", "BIGINT"]
+
+
+def test_a_sum_past_bigint_stays_exact_in_parquet(tmp_path: Path, inputs: dict[str, Path]) -> None:
+    big = tmp_path / "big.csv"
+    big.write_text("x\n9223372036854775807\n9223372036854775807\n")
+
+    output = run(tmp_path, {"t": big}, "SELECT sum(x) AS total FROM t", "parquet")
+
+    (value,) = duckdb.sql(f"SELECT total FROM '{output.path}'").fetchone()
+    assert int(value) == 2 * (2**63 - 1)  # a DOUBLE would have lost the last digits

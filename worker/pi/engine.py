@@ -11,13 +11,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import get_context
-from multiprocessing.pool import AsyncResult
 from typing import Any, BinaryIO, TypeVar
 
 from gmpy2 import mpz
@@ -30,8 +30,13 @@ from pijobs.worker.pi.scratch import Scratch
 POOL_MIN_DIGITS = 400_000
 #: Output is written in slices of this size.
 WRITE_CHUNK = 1 << 20
-#: Share of the progress bar per phase (series, final step, conversion and writing).
+#: Share of the progress bar per phase (series, final step, conversion and writing): about the share of the
+#: time each takes on 2 cores (3 to 20 million digits: 55-60 %, 15-20 %, 20-25 %).
 SERIES_SHARE, FINAL_SHARE = 0.6, 0.15
+#: Summed terms a pool process counts before it adds them to the shared counter.
+TICK_BATCH = 4096
+#: How far into its span a phase's bar moves by its expected end on time alone (see _Progress._crept).
+PHASE_CREEP = 0.8
 
 ProgressFn = Callable[[float], None]
 T = TypeVar("T")
@@ -82,13 +87,18 @@ def compute_pi(
     workers: int | None = None,
     progress: ProgressFn | None = None,
     memory_limit_bytes: int | None = None,
+    start_method: str | None = None,
 ) -> PiStats:
-    """Write b"3." and ``digits`` decimals of pi to ``out`` (truncated, not rounded)."""
+    """Write b"3." and ``digits`` decimals of pi to ``out`` (truncated, not rounded).
+
+    ``start_method`` is how the worker processes start (multiprocessing's "fork", "spawn" or "forkserver");
+    by default fork while this process runs a single thread (on Linux), spawn otherwise.
+    """
     _check_digits(digits)
     _check_memory(digits, memory_limit_bytes)
     count = resolve_workers(digits, workers)
     run = _Run(digits, out, _Progress(progress))
-    with _workers(count) as pool, _Threads(count, run.progress, pool) as threads:
+    with _workers(count, start_method) as pool, _Threads(count, run.progress, pool) as threads:
         run.compute(pool, threads)
     return run.stats(count)
 
@@ -129,13 +139,36 @@ def _check_memory(digits: int, limit: int | None) -> None:
 
 
 class _Progress:
-    """Rate-limited, monotonic progress reporting; the callback's exceptions propagate."""
+    """Rate-limited, monotonic progress reporting; the callback's exceptions propagate.
+
+    A phase with no counter of its own (the final division and square root, the merges of the series, the
+    conversion in the pool's processes) would hold the bar still for seconds: within a ``phase`` the value
+    also moves with the time the phase is expected to take (``_crept``), so it moves at each report and never
+    claims the phase's end before the phase has ended.
+    """
 
     def __init__(self, callback: ProgressFn | None) -> None:
         self._callback = callback
         self._sent = -1.0
         self._sent_at = 0.0
         self.value = 0.0
+        self._phase = (0.0, 0.0, 0.0, 0.0)  # start value, end value, started at, expected seconds
+
+    def phase(self, start: float, end: float, expected_seconds: float) -> None:
+        """From now on the value is at least ``start`` and creeps to ``end`` over ``expected_seconds``."""
+        self._phase = (start, end, time.monotonic(), max(expected_seconds, 1e-3))
+        self.set(start)
+
+    def _crept(self, now: float) -> float:
+        """Linear up to ``PHASE_CREEP`` of the span at the expected end, then ever slower towards 97 %: a busy
+        machine that takes longer than expected still sees the bar move."""
+        start, end, began, expected = self._phase
+        ratio = (now - began) / expected
+        if ratio <= 1.0:
+            share = PHASE_CREEP * ratio
+        else:
+            share = PHASE_CREEP + (0.97 - PHASE_CREEP) * (1.0 - math.exp(1.0 - ratio))
+        return start + (end - start) * share
 
     @property
     def wanted(self) -> bool:
@@ -151,6 +184,7 @@ class _Progress:
         if self._callback is None:
             return
         now = time.monotonic()
+        self.value = min(1.0, max(self.value, self._crept(now)))
         if self.value >= 1.0 > self._sent or self.value - self._sent >= 0.01 or now - self._sent_at >= 0.2:
             self._sent, self._sent_at = self.value, now
             self._callback(self.value)
@@ -177,14 +211,14 @@ class _Threads:
             return fn(*args)
         return self.wait(self.executor.submit(_released, fn, *args))
 
-    def wait(self, future: Future[T] | AsyncResult[T]) -> T:
-        while not _ready(future):
+    def wait(self, future: Future[T]) -> T:
+        while not future.done():
             self._progress.poll()
             if self._pool is not None:
                 self._pool.check()
-            _wait(future, 0.1)
+            futures_wait([future], timeout=0.1)
         self._progress.poll()
-        return future.result() if isinstance(future, Future) else future.get()
+        return future.result()
 
 
 def _released(fn: Callable[..., T], *args: Any) -> T:
@@ -192,62 +226,72 @@ def _released(fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
 
-def _ready(future: Future[Any] | AsyncResult[Any]) -> bool:
-    return future.done() if isinstance(future, Future) else future.ready()
-
-
-def _wait(future: Future[Any] | AsyncResult[Any], timeout: float) -> None:
-    if isinstance(future, Future):
-        futures_wait([future], timeout=timeout)
-    else:
-        future.wait(timeout)
-
-
 class _Processes:
-    """A process pool, always terminated on exit, that notices a worker that died (e.g. out of memory).
+    """A process pool, its processes killed on an early exit, that notices a worker that died (e.g. out of
+    memory): the pending tasks then fail at once (a ProcessPoolExecutor breaks; it never starts a
+    replacement, so nothing forks from this threaded process after the start, and no dead worker can leave a
+    lock held that shutting down would wait for).
 
     Big results travel through files in ``scratch`` (see pijobs.worker.pi.scratch), removed on exit.
     """
 
-    def __init__(self, count: int) -> None:
-        ctx = get_context(_start_method())
+    def __init__(self, count: int, start_method: str | None = None) -> None:
+        ctx = get_context(start_method or _start_method())
         self.count = count
         self.terms_done = ctx.Value("q", 0)
         self.scratch = Scratch.create()
-        self._pool = ctx.Pool(count, initializer=_init_worker, initargs=(self.terms_done, self.scratch))
-        self._pids = self._worker_pids()
+        self._executor = ProcessPoolExecutor(
+            count, mp_context=ctx, initializer=_init_worker, initargs=(self.terms_done, self.scratch)
+        )
+        self._submitted: list[Future[Any]] = []
 
     def __enter__(self) -> _Processes:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._pool.terminate()
-        self._pool.join()
-        self.scratch.remove()
+        try:
+            if exc[0] is not None:  # tasks may still run: end them rather than wait for them
+                self._kill_workers()
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        finally:
+            self.scratch.remove()
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> AsyncResult[T]:
-        return self._pool.apply_async(fn, args)
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future = self._executor.submit(fn, *args)
+        self._submitted.append(future)
+        return future
 
     def check(self) -> None:
-        """Raise if a worker process or a thread of the pool's own has gone (a task would never finish)."""
-        if self._worker_pids() != self._pids:
-            raise RuntimeError("a pi worker process died (killed, or out of memory?)")
-        handlers = (self._pool._task_handler, self._pool._result_handler)  # type: ignore[attr-defined]
-        if not all(thread.is_alive() for thread in handlers):
-            raise RuntimeError("the pi worker pool stopped handing out or collecting work")
+        """Raise if a worker process died: every task that was not done fails then."""
+        for future in self._submitted:
+            if future.done() and not future.cancelled() and isinstance(future.exception(), BrokenProcessPool):
+                raise _died(future.exception())
 
-    def _worker_pids(self) -> set[int | None]:
-        return {p.pid for p in self._pool._pool if p.exitcode is None}  # type: ignore[attr-defined]
+    def _kill_workers(self) -> None:
+        # The executor has no public way to end running tasks (terminate_workers() comes in Python 3.14).
+        processes = getattr(self._executor, "_processes", None) or {}
+        for process in list(processes.values()):
+            if process.exitcode is None:
+                process.kill()
+
+
+def _died(cause: BaseException | None) -> RuntimeError:
+    error = RuntimeError("a pi worker process died (killed, or out of memory?)")
+    error.__cause__ = cause
+    return error
 
 
 @contextmanager
-def _workers(count: int) -> Iterator[_Processes | None]:
+def _workers(count: int, start_method: str | None) -> Iterator[_Processes | None]:
     """A process pool, or None for one process."""
     if count <= 1:
         yield None
         return
-    with _Processes(count) as processes:
-        yield processes
+    with _Processes(count, start_method) as processes:
+        try:
+            yield processes
+        except BrokenProcessPool as exc:
+            raise _died(exc) from exc
 
 
 def _start_method() -> str:
@@ -265,7 +309,7 @@ def _init_worker(counter: Any, scratch: Scratch) -> None:
     global _terms_done, _scratch
     _terms_done, _scratch = counter, scratch
     # A forked worker inherits the parent's Python signal handlers (the job worker turns SIGTERM into an
-    # exception): Pool.terminate() must be able to end it with the default action.
+    # exception): ending it early (SIGTERM, from a shutdown) must take the default action.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -278,7 +322,7 @@ class _TermCounter:
 
     def __call__(self, n: int) -> None:
         self.pending += n
-        if self.pending >= 4096:
+        if self.pending >= TICK_BATCH:
             self.flush()
 
     def flush(self) -> None:
@@ -352,10 +396,13 @@ class _Run:
         self.hasher = Hasher()  # what was written: its size and sha256
         self.start = time.perf_counter()
         self.times = {"series": 0.0, "final": 0.0, "convert": 0.0, "write": 0.0}
+        self._terms_summed_at: float | None = None
 
     def compute(self, pool: _Processes | None, threads: _Threads) -> None:
         bits = fixed.precision_bits(self.digits)
         n = chudnovsky.terms_for(self.digits + fixed.GUARD_BITS)
+        expected = _expected_seconds(self.digits, pool)
+        self.progress.phase(0.0, SERIES_SHARE, expected * SERIES_SHARE)
         t0 = time.perf_counter()
         if pool is None:
             q, t = self._series_serial(n, bits)
@@ -363,6 +410,9 @@ class _Run:
             q, t = self._series_parallel(pool, threads, n, bits)
         t1 = time.perf_counter()
         self.times["series"] = t1 - t0
+        # The rest takes what the model says, scaled by how the series went against it on this machine.
+        pace = self.times["series"] / max(expected * SERIES_SHARE, 1e-3)
+        self.progress.phase(SERIES_SHARE, SERIES_SHARE + FINAL_SHARE, expected * FINAL_SHARE * pace)
         # The root goes to a worker while the parent divides; it takes less time, so that worker then also
         # computes the power of five the last conversion piece starts with.
         plan = convert.piece_plan(self.digits, pool.count if pool is not None else 1)
@@ -379,7 +429,8 @@ class _Run:
         value = threads.run(fixed.pi_fixed, ratio, sqrt_part, bits, threads.executor)
         del ratio, sqrt_part
         self.times["final"] = time.perf_counter() - t1
-        self.progress.set(SERIES_SHARE + FINAL_SHARE)
+        rest = 1.0 - SERIES_SHARE - FINAL_SHARE
+        self.progress.phase(SERIES_SHARE + FINAL_SHARE, 1.0, expected * rest * pace)
         frac = convert.Fraction(value - (3 << bits), bits, 3, self.digits)
         del value
         self._emit_all(pool, threads, frac, plan, power)
@@ -410,7 +461,6 @@ class _Run:
         parts = [_take_sums(self._await_series(pool, job, n)) for job in jobs]  # read while the rest runs
         path, exponent = self._await_series(pool, tail_job, n)
         tail = Scratch.take_mpz(path), exponent
-        self.progress.set(SERIES_SHARE * 0.9)
         threaded_mul = partial(fixed.mul, pool=threads.executor)
         while len(parts) > 1:
             merged = [
@@ -422,13 +472,22 @@ class _Run:
         self.progress.set(SERIES_SHARE)
         return q, t
 
-    def _await_series(self, pool: _Processes, job: AsyncResult[T], n: int) -> T:
-        """The job's result; meanwhile reports the terms summed so far and watches the workers."""
-        while not job.ready():
-            self.progress.set(SERIES_SHARE * 0.9 * pool.terms_done.value / n)
+    def _await_series(self, pool: _Processes, job: Future[T], n: int) -> T:
+        """The job's result; meanwhile reports the terms summed so far and watches the workers.
+
+        Every term is summed well before the series ends: the processes' last products, the tail's division
+        and the merges here take about a fifth of its time more, which the bar spends creeping.
+        """
+        while not job.done():
+            done = pool.terms_done.value
+            self.progress.set(SERIES_SHARE * 0.9 * done / n)
+            if done >= n - TICK_BATCH * pool.count and self._terms_summed_at is None:  # all but the unsent
+                self._terms_summed_at = time.perf_counter()
+                elapsed = self._terms_summed_at - self.start
+                self.progress.phase(SERIES_SHARE * 0.9, SERIES_SHARE, elapsed / 4)
             pool.check()
-            job.wait(0.1)
-        return job.get()
+            futures_wait([job], timeout=0.1)
+        return job.result()
 
     def _emit_all(
         self,
@@ -485,6 +544,12 @@ class _Run:
             workers=workers,
             peak_rss_bytes=_peak_rss(),
         )
+
+
+def _expected_seconds(digits: int, pool: _Processes | None) -> float:
+    """The whole computation's expected wall time (``estimate``, fitted on 2 cores), for progress only."""
+    seconds = estimate(digits).seconds
+    return seconds * 2 if pool is None else seconds * 2 / max(2, pool.count)
 
 
 def _tail_extra_work(digits: int) -> float:

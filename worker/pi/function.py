@@ -27,7 +27,8 @@ class PiParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    digits: StrictInt = Field(ge=1, le=MAX_DIGITS, description="decimals after '3.'", examples=[1000])
+    # At most the operator's max_digits (PiLimits, itself at most MAX_DIGITS): PiFunction.parameter_bounds.
+    digits: StrictInt = Field(ge=1, description="decimals after '3.'", examples=[1000])
 
 
 class PiLimits(BaseModel):
@@ -55,10 +56,8 @@ class PiFunction(BusinessFunction):
     stack_parameter_names = ("Digits",)
     requirements = ("gmpy2>=2.2",)
 
-    def check(self, params: PiParams, limits: PiLimits) -> list[tuple[str, str]]:
-        if params.digits > limits.max_digits:
-            return [("digits", f"must be between 1 and {limits.max_digits}")]
-        return []
+    def parameter_bounds(self, limits: PiLimits) -> dict[str, dict[str, int | float]]:
+        return {"digits": {"maximum": limits.max_digits}}
 
     def instance_type(self, params: PiParams) -> str:
         return next(kind for most, kind in PI_INSTANCE_TYPES if params.digits <= most)

@@ -113,11 +113,19 @@ def run_query(ctx: RunContext, limits: SqlLimits, instance: InstanceSize) -> Out
         con.execute("SET lock_configuration = true")
         statement = _the_select(params.query)
         relation = _relation(con, statement, ctx)
-        columns = [{"name": n, "type": str(t)} for n, t in zip(relation.columns, relation.types, strict=True)]
-        relation.limit(limits.max_rows + 1).create_view(RESULT_VIEW)
-        rows = _copy_with_progress(
-            con, f"COPY (FROM {RESULT_VIEW}) TO {_literal(str(out))} ({copy_options})", ctx, deadline
-        )
+        for wide_as in WIDE_INTEGER_AS if params.format == "parquet" else (None,):
+            result = _narrowed(relation, wide_as)
+            result.limit(limits.max_rows + 1).create_view(RESULT_VIEW)
+            try:
+                rows = _copy_with_progress(
+                    con, f"COPY (FROM {RESULT_VIEW}) TO {_literal(str(out))} ({copy_options})", ctx, deadline
+                )
+                break
+            except JobRefusedError as exc:  # a sum past BIGINT: once more, as DECIMAL(38,0)
+                if result is relation or not isinstance(exc.__cause__, duckdb.ConversionException):
+                    raise
+                out.unlink(missing_ok=True)
+        columns = [{"name": n, "type": str(t)} for n, t in zip(result.columns, result.types, strict=True)]
     finally:
         con.close()
     if rows > limits.max_rows:
@@ -135,6 +143,24 @@ def run_query(ctx: RunContext, limits: SqlLimits, instance: InstanceSize) -> Out
     return OutputFile(
         out, filename, content_type, {"rows": rows, "columns": columns, "format": params.format}
     )
+
+
+#: DuckDB's sum() over integers is a HUGEINT (128 bits), which Parquet has no type for: DuckDB writes it as
+#: DOUBLE, so 7 comes back 7.0 and large sums lose digits. Parquet results keep them whole: BIGINT where the
+#: values fit, else DECIMAL(38,0).
+WIDE_INTEGERS = frozenset({"HUGEINT", "UHUGEINT"})
+WIDE_INTEGER_AS = ("BIGINT", "DECIMAL(38,0)")
+
+
+def _narrowed(relation: Any, as_type: str | None) -> Any:
+    """``relation`` with its HUGEINT columns cast to ``as_type`` (itself when there are none)."""
+    if as_type is None or not any(str(t) in WIDE_INTEGERS for t in relation.types):
+        return relation
+    items = []
+    for name, kind in zip(relation.columns, relation.types, strict=True):
+        quoted = '"' + name.replace('"', '""') + '"'
+        items.append(f"CAST({quoted} AS {as_type}) AS {quoted}" if str(kind) in WIDE_INTEGERS else quoted)
+    return relation.project(", ".join(items))
 
 
 def _create_view(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pijobs import ops
-from pijobs.customer import stdout_console
+from pijobs.cli.render import status_table, stdout_console, table_lines, tenant_columns
 from pijobs.shared import aws
 from pijobs.shared.models import isoformat, utcnow
 from pijobs.shared.status import TERMINAL_STATES
@@ -24,6 +24,8 @@ COMPLETION_REREAD_SECONDS = 30  # the finished index is eventually consistent: e
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_ZERO = "·"
 BAR_WIDTH = 20
+WATCH_INTERVAL = 2.0  # seconds between redraws, by default
+WATCH_INTERVAL_RANGE = (0.1, 3600.0)
 
 
 class CompletionHistory:
@@ -91,6 +93,7 @@ def watch_view(
     *,
     now: datetime,
     problem: str | None = None,
+    width: int | None = None,
 ) -> Any:
     """The live view, from what was read: the status table, capacity against the cap, tenants and the
     completions sparkline. Pure: a test renders it to a recording console."""
@@ -100,13 +103,15 @@ def watch_view(
     capacity = status["capacity"]
     active, limit = capacity["active_stacks"], capacity["max_active_stacks"]
     title = f"pijobs stack {status['stack']} at {now.strftime('%H:%M:%S')} UTC"
-    parts: list[Any] = [ops.status_table(status, title=title)]
+    parts: list[Any] = [status_table(status, title=title)]
     bar = Text("capacity  ", style="bold")
     bar.append(capacity_bar(active, limit), style="red" if active >= limit else "green")
     bar.append(f"  {active}/{limit} stacks", style="bold")
     parts += [Text(""), bar, Text("")]
     if tenants:
-        parts.append(ops.tenants_table(tenants, title="tenants"))
+        lines = table_lines(tenants, tenant_columns(tenants, wide=False), width=width)
+        parts.append(Text("tenants", style="bold"))
+        parts.append(Text("\n".join(lines)))
     else:
         parts.append(Text("tenants: none with a live stack or a waiting job"))
     counts = completions["per_bucket"]
@@ -124,7 +129,7 @@ def watch_view(
 def watch_status(
     resources: ops.StackResources,
     *,
-    interval: float = ops.WATCH_INTERVAL,
+    interval: float = WATCH_INTERVAL,
     iterations: int | None = None,
     console: Any = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -134,7 +139,7 @@ def watch_status(
     first read ends the command (it would be one again at every redraw)."""
     from rich.live import Live
 
-    from pijobs.cli import describe_failure
+    from pijobs.cli.failure import describe_failure
     from pijobs.shared.store import JobStore
 
     store = JobStore(aws.client("dynamodb"), resources.table_name)
@@ -153,9 +158,14 @@ def watch_status(
             if not last:
                 raise
             return watch_view(
-                last["status"], last["tenants"], history.view(now), now=now, problem=describe_failure(exc)
+                last["status"],
+                last["tenants"],
+                history.view(now),
+                now=now,
+                problem=describe_failure(exc),
+                width=console.width,
             )
-        return watch_view(last["status"], last["tenants"], history.view(now), now=now)
+        return watch_view(last["status"], last["tenants"], history.view(now), now=now, width=console.width)
 
     console = console or stdout_console()
     try:
@@ -167,7 +177,7 @@ def watch_status(
                 shown += 1
     except KeyboardInterrupt:
         pass  # the operator is done watching: not a failure
-    return ops.EXIT_OK
+    return 0
 
 
 def _parse_iso(stamp: str) -> datetime:
