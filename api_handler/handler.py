@@ -10,10 +10,12 @@ from pijobs.api_handler.service import ApiServices
 from pijobs.api_handler.web import error_response, parse_event
 from pijobs.shared import aws
 from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.compute import CloudFormationBackend
 from pijobs.shared.errors import PijobsError
 from pijobs.shared.logs import clear_context, configure_logging, get_logger
 from pijobs.shared.queue import JobQueue
 from pijobs.shared.settings import ApiSettings
+from pijobs.shared.stacks import StackLauncher
 from pijobs.shared.store import JobStore
 from pijobs.shared.tenants import TenantStore
 from pijobs.shared.uploads import UploadStore
@@ -35,6 +37,7 @@ def services() -> ApiServices:
         functions=settings.functions(),
         uploads=UploadStore(ddb, settings.table_name),
         presigner=aws.presigning_s3_client(),
+        compute=CloudFormationBackend(StackLauncher(aws.client("cloudformation"))),
     )
 
 

@@ -1,8 +1,10 @@
 """The one table of the API's operations: each route once, with what it reads and what it answers.
 
-Everything else derives from ``OPERATIONS``: the handler's routing, the OpenAPI document
-(api_handler/openapi.py), the local gateway's route matching and keyless routes, and the tests that check
-the primary template declares the same methods. Each handler parses the request, calls one service
+Everything else derives from it: the handler's routing, the OpenAPI document (api_handler/openapi.py, from
+the customer's ``OPERATIONS``), the local gateway's route matching and keyless routes, and the tests that
+check the primary template declares the same methods (``ALL_OPERATIONS``). ``WORKER_OPERATIONS`` are the
+worker channel's (api_handler/channel.py): no API key, authenticated by a job's worker token, and outside the
+customer's OpenAPI document and usage plan. Each handler parses the request, calls one service
 function and shapes the response from the models in api_handler/contract.py.
 """
 
@@ -10,12 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pijobs.api_handler import console, contract, openapi, service
+from pijobs.api_handler import channel, console, contract, openapi, service
 from pijobs.api_handler.operation import Operation
 from pijobs.api_handler.service import ApiServices
 from pijobs.api_handler.views import job_links, job_summary, job_view, upload_view
 from pijobs.api_handler.web import Request, json_response, text_response
 from pijobs.shared import errors
+from pijobs.shared.channel import WORKER_ROUTE
 from pijobs.shared.functions import Registry
 from pijobs.shared.models import isoformat
 
@@ -103,6 +106,17 @@ def delete_upload(services: ApiServices, request: Request) -> dict[str, Any]:
 
 def get_openapi(services: ApiServices, request: Request) -> dict[str, Any]:
     return json_response(200, openapi_document(services.functions, server_url=request.base_url or None))
+
+
+def post_worker_call(services: ApiServices, request: Request) -> dict[str, Any]:
+    answer = channel.handle(
+        services,
+        request.path_params.get("id", ""),
+        request.path_params.get("operation", ""),
+        request.header("authorization"),
+        request.json_body(),
+    )
+    return json_response(200, answer)
 
 
 def get_console(services: ApiServices, request: Request) -> dict[str, Any]:
@@ -195,10 +209,21 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
 )  # fmt: skip
 
+WORKER_OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST", WORKER_ROUTE, operation_id="workerCall", handler=post_worker_call, tag="worker",
+        api_key=False, summary="A job's worker: start, heartbeat, output or finish its attempt",
+        status=200, response=None, errors=(400, 401, 403, 404, 409, 410, 415, 422),
+    ),
+)  # fmt: skip
+ALL_OPERATIONS = OPERATIONS + WORKER_OPERATIONS
+
 ROUTES: dict[str, dict[str, Operation]] = {}
-for _operation in OPERATIONS:
+for _operation in ALL_OPERATIONS:
     ROUTES.setdefault(_operation.path, {})[_operation.method] = _operation
-KEYLESS: frozenset[tuple[str, str]] = frozenset((op.method, op.path) for op in OPERATIONS if not op.api_key)
+KEYLESS: frozenset[tuple[str, str]] = frozenset(
+    (op.method, op.path) for op in ALL_OPERATIONS if not op.api_key
+)
 
 
 def route_for(request: Request) -> Operation:

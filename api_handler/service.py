@@ -20,9 +20,11 @@ from pijobs.api_handler.contract import (
 from pijobs.api_handler.web import validation_error
 from pijobs.shared import errors
 from pijobs.shared.capacity import CapacityCounter
-from pijobs.shared.functions import BusinessFunction, Registry, catalog_entry, job_deadline
+from pijobs.shared.compute import ComputeBackend
+from pijobs.shared.functions import BusinessFunction, Registry, catalog_entry, job_deadline, result_key
 from pijobs.shared.ids import is_id
 from pijobs.shared.inputs import UPLOADS_PREFIX, UploadRecord, UploadStatus, pin_inputs, upload_key
+from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.logs import get_logger
 from pijobs.shared.models import JobMessage, JobRecord, JobRequest, isoformat, new_job_id, utcnow
 from pijobs.shared.queue import JobQueue
@@ -50,7 +52,12 @@ class ApiServices:
     tenants: TenantStore
     capacity: CapacityCounter
     uploads: UploadStore
-    presigner: Any  # an S3 client that signs with SigV4 (the uploads' presigned POSTs)
+    presigner: Any  # an S3 client that signs with SigV4 (the presigned POSTs and the worker's input GETs)
+    compute: ComputeBackend  # destroys an attempt's infrastructure when it ends here (a cancel, a finish)
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return Lifecycle(self.store, self.capacity, self.compute)
 
 
 @dataclass(frozen=True)
@@ -192,9 +199,8 @@ def submit_job(
         services.queue.send(JobMessage(job_id=job.job_id, function=function.name))
     except Exception as exc:
         log.error("job_enqueue_failed", job_id=job.job_id, error=str(exc))
-        services.store.transition(
-            job.job_id,
-            JobStatus.QUEUED,
+        services.lifecycle.transition(
+            job,
             JobStatus.FAILED,
             error={"code": "enqueue_failed", "message": "the job could not be queued; submit it again"},
         )
@@ -226,7 +232,8 @@ def list_jobs(services: ApiServices, owner: str, query: ListJobsQuery) -> tuple[
 
 
 def cancel_job(services: ApiServices, owner: str, job_id: str) -> JobRecord:
-    """QUEUED jobs are never provisioned; live ones are stopped by their worker or the reaper."""
+    """QUEUED jobs are never provisioned; a live one's attempt ends at once: the lifecycle deletes its stack
+    (the instance goes with it) and releases its slot, and its worker's token stops working."""
     job = services.store.get_for_owner(_checked_id(job_id), owner)
     for _ in range(3):
         if job.status.is_terminal:
@@ -235,9 +242,8 @@ def cancel_job(services: ApiServices, owner: str, job_id: str) -> JobRecord:
                 details=[{"field": "status", "problem": f"job is {job.status.value}"}],
             )
         try:
-            cancelled = services.store.transition(
-                job.job_id,
-                job.status,
+            cancelled = services.lifecycle.transition(
+                job,
                 JobStatus.CANCELLED,
                 error={"code": "cancelled", "message": "cancelled by the customer"},
             )
@@ -278,12 +284,15 @@ def result_url(services: ApiServices, job: JobRecord) -> str:
             f"the result of job {job.job_id} expired at {isoformat(expires_at)}; submit the job again",
             details=[{"field": "result", "problem": f"expired at {isoformat(expires_at)}"}],
         )
+    # The link is built from the job's own id and owner (and the file's plain name), never from a key that
+    # anything else wrote: a result outside results/<owner>/<job>/ cannot be linked.
+    key = result_key(job.owner, job.job_id, job.result.filename)
     return str(
         services.s3.generate_presigned_url(
             "get_object",
             Params={
-                "Bucket": job.result.bucket,
-                "Key": job.result.key,
+                "Bucket": services.settings.results_bucket,
+                "Key": key,
                 # a link followed in a browser saves the file under its name instead of showing it
                 "ResponseContentDisposition": _attachment(job.result.filename),
             },

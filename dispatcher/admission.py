@@ -24,6 +24,7 @@ from pijobs.shared.fairshare import (
     default_owner_cap,
     owner_limit,
 )
+from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.logs import get_logger
 from pijobs.shared.models import JobMessage, JobRecord, isoformat, utcnow
 from pijobs.shared.queue import JobQueue
@@ -53,6 +54,7 @@ class Admission:
     tenants: TenantStore | None = None
     owner_cap_setting: int = HALF_THE_SLOTS  # MaxActiveStacksPerOwner (fairshare.default_owner_cap)
     provision: Callable[[JobRecord], object] | None = None
+    lifecycle: Lifecycle | None = None  # the dispatcher's: admitting is a status change
 
 
 def park(admission: Admission, job: JobRecord) -> WaitingJob | None:
@@ -122,10 +124,10 @@ def _admit(admission: Admission, pick: WaitingJob, *, cap: int | None, clock: fl
     if job.status is not JobStatus.QUEUED:
         return "gone"
     slot = admission.capacity.acquire_item(job.job_id, job.owner, owner_cap=cap, clock=clock)
+    assert admission.lifecycle is not None
     try:
-        job = admission.store.transition(
-            job.job_id,
-            JobStatus.QUEUED,
+        job = admission.lifecycle.transition(
+            job,
             JobStatus.PROVISIONING,
             linked=(slot,),
             attempts=job.attempts + 1,

@@ -8,6 +8,8 @@ from typing import Any, TypedDict
 from pijobs.dispatcher.service import DispatchServices, dispatch
 from pijobs.shared import aws
 from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.compute import CloudFormationBackend
+from pijobs.shared.functions import TEMPLATE_FILE, artifact_key
 from pijobs.shared.logs import clear_context, configure_logging, get_logger
 from pijobs.shared.models import JobMessage
 from pijobs.shared.queue import JobQueue
@@ -37,7 +39,12 @@ def services() -> DispatchServices:
         store=JobStore(ddb, settings.table_name),
         queue=JobQueue(aws.client("sqs"), settings.queue_url),
         capacity=CapacityCounter(ddb, settings.table_name, default_limit=settings.max_active_stacks),
-        stacks=StackLauncher(aws.client("cloudformation"), role_arn=settings.cfn_role_arn),
+        compute=CloudFormationBackend(
+            StackLauncher(aws.client("cloudformation"), role_arn=settings.cfn_role_arn),
+            template_url=lambda function, version: settings.template_url(
+                artifact_key(function, version, TEMPLATE_FILE)
+            ),
+        ),
         functions=settings.functions(),
         tenants=TenantStore(ddb, settings.table_name),
         s3=aws.presigning_s3_client(),

@@ -18,11 +18,13 @@ from pijobs.dispatcher.admission import Admission, keep_ticking
 from pijobs.dispatcher.service import retry_or_fail
 from pijobs.shared import aws, errors, metrics
 from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.compute import CloudFormationBackend, ComputeBackend, Health, Infrastructure
+from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.logs import bind_job, clear_context, configure_logging, get_logger
 from pijobs.shared.models import JobMessage, JobRecord, isoformat, utcnow
 from pijobs.shared.queue import JobQueue
 from pijobs.shared.settings import ReaperSettings
-from pijobs.shared.stacks import FAILED_STACK_STATES, StackLauncher, job_id_of, stack_name_for
+from pijobs.shared.stacks import StackLauncher
 from pijobs.shared.status import JobStatus
 from pijobs.shared.store import JobStore
 
@@ -35,7 +37,11 @@ class ReaperServices:
     store: JobStore
     queue: JobQueue
     capacity: CapacityCounter
-    stacks: StackLauncher
+    compute: ComputeBackend
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return Lifecycle(self.store, self.capacity, self.compute)
 
     @property
     def admission(self) -> Admission:
@@ -57,7 +63,7 @@ def services() -> ReaperServices:
         store=JobStore(ddb, settings.table_name),
         queue=JobQueue(aws.client("sqs"), settings.queue_url),
         capacity=CapacityCounter(ddb, settings.table_name, default_limit=settings.max_active_stacks),
-        stacks=StackLauncher(aws.client("cloudformation")),
+        compute=CloudFormationBackend(StackLauncher(aws.client("cloudformation"))),
     )
 
 
@@ -73,15 +79,14 @@ def reap(
     """One sweep. Returns what it did, by job id, for logs and tests. Its metrics go to ``metrics_to``
     (default: stdout when Lambda runs it, else nowhere; shared/metrics.py)."""
     now = now or utcnow()
-    stacks = {s["StackName"]: s for s in services.stacks.list_job_stacks()}
+    running = {(i.job_id, i.attempt): i for i in services.compute.describe()}
     actions: dict[str, str] = {}
     live: list[JobRecord] = []
     for job in services.store.live_jobs():
         bind_job(job.job_id)
         try:
-            # A provisioning job's stack name may not be on the record yet: it is derived from the attempt.
-            name = job.stack_name or stack_name_for(job.job_id, job.attempts)
-            action = check_job(services, job, stacks.get(name), now)
+            # By job and attempt: a provisioning job's stack name may not be on the record yet.
+            action = check_job(services, job, running.get((job.job_id, job.attempts)), now)
         except Exception:
             log.exception("reap_job_failed")
             action = "error"
@@ -89,7 +94,7 @@ def reap(
             actions[job.job_id] = action
         else:
             live.append(job)
-    unhandled = {name: s for name, s in stacks.items() if job_id_of(name) not in actions}
+    unhandled = [i for i in running.values() if i.job_id not in actions]
     actions.update(delete_orphan_stacks(services, unhandled, {j.job_id: j for j in live}))
     clear_context()  # what follows is about the sweep, not about the last job looked at
     recount(services, live)
@@ -105,7 +110,7 @@ def reap(
 
 
 def check_job(
-    services: ReaperServices, job: JobRecord, stack: dict[str, Any] | None, now: datetime
+    services: ReaperServices, job: JobRecord, stack: Infrastructure | None, now: datetime
 ) -> str | None:
     """What to do with one live job: None when it is healthy."""
     settings = services.settings
@@ -132,14 +137,13 @@ def _past_deadline(job: JobRecord, now: datetime) -> bool:
 
 
 def _infrastructure_problem(
-    settings: ReaperSettings, job: JobRecord, stack: dict[str, Any] | None, now: datetime
+    settings: ReaperSettings, job: JobRecord, stack: Infrastructure | None, now: datetime
 ) -> tuple[str, str] | None:
     since_dispatch = _age(job.dispatched_at or job.updated_at, now)
     if stack is None and since_dispatch > settings.vanished_grace_seconds:
         return "stack_vanished", "the job's stack disappeared"
-    if stack is not None and stack["StackStatus"] in FAILED_STACK_STATES:
-        reason = stack.get("StackStatusReason", "")
-        return "stack_failed", f"the job's stack is {stack['StackStatus']} {reason}".strip()
+    if stack is not None and stack.health is Health.FAILED:
+        return "stack_failed", stack.reason
     if job.status is JobStatus.PROVISIONING and since_dispatch > settings.provisioning_timeout_seconds:
         limit = settings.provisioning_timeout_seconds
         return "provisioning_timeout", f"the instance did not start within {limit} s"
@@ -153,41 +157,36 @@ def _infrastructure_problem(
 def _time_out(services: ReaperServices, job: JobRecord) -> str:
     message = f"the job ran past its deadline of {job.deadline_seconds} s"
     error = {"code": "deadline_exceeded", "message": message}
-    try:
-        services.store.transition(job.job_id, JobStatus.RUNNING, JobStatus.TIMED_OUT, error=error)
+    try:  # the lifecycle deletes the stack, then releases the slot: live stacks never exceed the cap
+        services.lifecycle.transition(job, JobStatus.TIMED_OUT, error=error)
     except errors.StaleStatusError:
         return "lost_race"
-    if job.stack_name:
-        services.stacks.delete(job.stack_name)
-    services.capacity.release(job.job_id)  # after the delete request: live stacks never exceed the cap
     log.warning("job_timed_out", deadline_seconds=job.deadline_seconds)
     return "timed_out"
 
 
 def delete_orphan_stacks(
-    services: ReaperServices, stacks: dict[str, dict[str, Any]], live: dict[str, JobRecord]
+    services: ReaperServices, running: list[Infrastructure], live: dict[str, JobRecord]
 ) -> dict[str, str]:
-    """Delete pijobs stacks whose job is finished, unknown, or on another attempt; give back their slots."""
+    """Destroy job infrastructure whose job is finished, unknown, or on another attempt; give back the
+    slots of unknown jobs."""
     actions: dict[str, str] = {}
-    for name, stack in stacks.items():
-        job_id = job_id_of(name)
-        job = live.get(job_id or "")
-        if _belongs_to(job, name) or stack["StackStatus"] == "DELETE_IN_PROGRESS":
+    for infrastructure in running:
+        job = live.get(infrastructure.job_id)
+        if _belongs_to(job, infrastructure) or infrastructure.health is Health.ENDING:
             continue
-        bind_job(job_id or "")
-        services.stacks.delete(name)
-        if job is None and job_id:
-            services.capacity.release(job_id)
-        log.info("orphan_stack_deleted", stack_name=name)
-        actions[name] = "orphan_deleted"
+        bind_job(infrastructure.job_id)
+        services.compute.destroy(infrastructure.job_id, infrastructure.attempt)
+        if job is None:
+            services.capacity.release(infrastructure.job_id)
+        log.info("orphan_stack_deleted", stack_name=infrastructure.handle)
+        actions[infrastructure.handle] = "orphan_deleted"
     return actions
 
 
-def _belongs_to(job: JobRecord | None, stack_name: str) -> bool:
-    """True when ``stack_name`` is the current stack of a provisioning or running job."""
-    if job is None or not job.status.is_live:
-        return False
-    return stack_name == (job.stack_name or stack_name_for(job.job_id, job.attempts))
+def _belongs_to(job: JobRecord | None, infrastructure: Infrastructure) -> bool:
+    """True when ``infrastructure`` is the current attempt's of a provisioning or running job."""
+    return job is not None and job.status.is_live and infrastructure.attempt == job.attempts
 
 
 def recount(services: ReaperServices, live: list[JobRecord]) -> None:

@@ -10,20 +10,20 @@ from pijobs.dispatcher.admission import Admission, admit_waiting, keep_ticking, 
 from pijobs.shared import errors
 from pijobs.shared.attempts import failure_fields, status_after_failure
 from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.channel import mint_token
+from pijobs.shared.compute import ComputeBackend, LaunchRequest
 from pijobs.shared.functions import (
-    TEMPLATE_FILE,
-    BusinessFunction,
+    WORKER_FILE,
     Registry,
     artifact_key,
     job_deadline,
     job_stack_parameters,
 )
-from pijobs.shared.inputs import is_owned_key
+from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.logs import bind_job, get_logger
 from pijobs.shared.models import JobMessage, JobRecord
 from pijobs.shared.queue import JobQueue
 from pijobs.shared.settings import DispatcherSettings, RetrySettings
-from pijobs.shared.stacks import StackLauncher, stack_name_for
 from pijobs.shared.status import JobStatus
 from pijobs.shared.store import JobStore
 from pijobs.shared.tenants import TenantStore
@@ -43,7 +43,7 @@ class RetryServices(Protocol):
     @property
     def capacity(self) -> CapacityCounter: ...
     @property
-    def stacks(self) -> StackLauncher: ...
+    def lifecycle(self) -> Lifecycle: ...
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,14 @@ class DispatchServices:
     store: JobStore
     queue: JobQueue
     capacity: CapacityCounter
-    stacks: StackLauncher
+    compute: ComputeBackend
     functions: Registry
     tenants: TenantStore
-    s3: Any = None  # presigns the jobs' input GETs
+    s3: Any = None  # presigns the GET of each job's worker artifact
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return Lifecycle(self.store, self.capacity, self.compute)
 
     @property
     def admission(self) -> Admission:
@@ -67,6 +71,7 @@ class DispatchServices:
             tenants=self.tenants,
             owner_cap_setting=self.settings.max_active_stacks_per_owner,
             provision=lambda job: _provision(self, job),
+            lifecycle=self.lifecycle,
         )
 
 
@@ -106,9 +111,11 @@ def _provision(services: DispatchServices, job: JobRecord) -> str:
 
 
 def _create_stack(services: DispatchServices, job: JobRecord) -> str:
-    """The job's stack from its function's template, at the version the job was submitted with."""
+    """The job's stack from its function's template, at the version the job was submitted with, for this
+    attempt: a new worker channel token (its hash on the record, the token only in the stack's NoEcho
+    parameter) and a presigned GET of the worker artifact. The instance gets no credentials."""
     settings = services.settings
-    name = stack_name_for(job.job_id, job.attempts)
+    token, grant = mint_token(job.attempts)
     try:
         function = services.functions.get(job.function)
         version = job.version or function.version
@@ -117,9 +124,9 @@ def _create_stack(services: DispatchServices, job: JobRecord) -> str:
             function,
             params,
             job_id=job.job_id,
-            version=version,
             deadline_seconds=job.deadline_seconds or job_deadline(function, params),
-            artifacts_bucket=settings.artifacts_bucket,
+            artifact_url=_artifact_url(services, artifact_key(function.name, version, WORKER_FILE)),
+            token=token,
             fixed=settings.stack_parameters,
         )
     except Exception:
@@ -127,70 +134,60 @@ def _create_stack(services: DispatchServices, job: JobRecord) -> str:
         log.exception("job_not_provisionable", function=job.function)
         _fail(services, job, code="function_unavailable", message=FUNCTION_UNAVAILABLE)
         return "failed"
+    limits = services.functions.limits[function.name].model_dump(mode="json")
+    # Before the stack: its worker's first call needs the grant. Not granted: the job was cancelled meanwhile,
+    # or a concurrent dispatch of this attempt granted (and creates) it.
+    if not services.store.grant_channel(job.job_id, job.attempts, channel=grant, limits=limits):
+        log.info("job_already_granted", attempts=job.attempts)
+        return "duplicate"
+    request = LaunchRequest(
+        job_id=job.job_id,
+        attempt=job.attempts,
+        owner=job.owner,
+        cost_center=job.cost_center,
+        function=function.name,
+        version=version,
+        parameters=parameters,
+    )
     try:
-        grant = _grant(services, job, function)
-    except errors.InputUnavailableError:
-        log.exception("job_inputs_not_presignable")
-        _fail(services, job, code=errors.InputUnavailableError.code, message=INPUT_UNAVAILABLE)
-        return "failed"
-    # Before the stack: its worker reads these first. Lost only if the job was cancelled meanwhile.
-    with contextlib.suppress(errors.StaleStatusError):
-        services.store.update_fields(job.job_id, JobStatus.PROVISIONING, **grant)
-    template_url = settings.template_url(artifact_key(function.name, version, TEMPLATE_FILE))
-    try:
-        stack_id = services.stacks.create(
-            name,
-            template_url,
-            parameters,
-            {"JobId": job.job_id, "Owner": job.owner, "CostCenter": job.cost_center or ""},
-        )
+        launched = services.compute.launch(request)
     except Exception as exc:
-        log.exception("stack_create_failed", stack_name=name)
+        log.exception("stack_create_failed", attempts=job.attempts)
         retry_or_fail(services, job, code="stack_create_failed", reason=f"creating the stack failed: {exc}")
         return "retried"
     # A lost write: the worker already moved the job on, or it was cancelled; the name identifies the stack.
     with contextlib.suppress(errors.StaleStatusError):
-        services.store.update_fields(job.job_id, JobStatus.PROVISIONING, stack_name=name, stack_id=stack_id)
-    log.info("job_dispatched", stack_name=name, attempts=job.attempts)
+        services.store.update_fields(
+            job.job_id,
+            JobStatus.PROVISIONING,
+            stack_name=launched.handle,
+            stack_id=launched.infrastructure_id,
+        )
+    log.info("job_dispatched", stack_name=launched.handle, attempts=job.attempts)
     return "dispatched"
 
 
 FUNCTION_UNAVAILABLE = "this job's function is no longer offered; submit it again or to another function"
-INPUT_UNAVAILABLE = "this job's input files can no longer be read; upload them again and submit a new job"
 
 
-def _grant(services: DispatchServices, job: JobRecord, function: BusinessFunction) -> dict[str, Any]:
-    """What this attempt's instance may use, written into the record before its stack exists: the
-    operator's limits for the function as of now, and one presigned GET per pinned input, for exactly that
-    object and for ``input_url_seconds`` (the instance role itself cannot read uploads/)."""
-    limits = services.functions.limits[function.name].model_dump(mode="json")
-    pinned = job.inputs or {}
-    if not pinned:
-        return {"limits": limits}
-    bucket = services.settings.results_bucket
-    if services.s3 is None or not bucket:
-        raise errors.InputUnavailableError("the dispatcher has no bucket to presign inputs in")
-    urls: dict[str, str] = {}
-    for name, pin in sorted(pinned.items()):
-        if not is_owned_key(pin.key, job.owner):
-            raise errors.InputUnavailableError(f"input {name} is not under its owner's uploads prefix")
-        urls[name] = services.s3.generate_presigned_url(
+def _artifact_url(services: DispatchServices, key: str) -> str:
+    """A presigned GET of the worker artifact at ``key`` (the instance has no credentials to read it)."""
+    if services.s3 is None:
+        raise errors.ServiceUnavailableError("the dispatcher has no client to presign the worker artifact")
+    return str(
+        services.s3.generate_presigned_url(
             "get_object",
-            Params={"Bucket": bucket, "Key": pin.key},
-            ExpiresIn=services.settings.input_url_seconds,
+            Params={"Bucket": services.settings.artifacts_bucket, "Key": key},
+            ExpiresIn=services.settings.artifact_url_seconds,
         )
-    return {"limits": limits, "input_urls": urls}
+    )
 
 
 def _fail(services: DispatchServices, job: JobRecord, *, code: str, message: str) -> None:
     try:
-        services.store.transition(
-            job.job_id, job.status, JobStatus.FAILED, error={"code": code, "message": message}
-        )
+        services.lifecycle.transition(job, JobStatus.FAILED, error={"code": code, "message": message})
     except errors.StaleStatusError:
         log.info("job_fail_lost", status=services.store.get(job.job_id).status.value)
-    finally:
-        services.capacity.release(job.job_id)
 
 
 def retry_or_fail(services: RetryServices, job: JobRecord, *, code: str, reason: str) -> JobStatus:
@@ -198,20 +195,17 @@ def retry_or_fail(services: RetryServices, job: JobRecord, *, code: str, reason:
 
     A failure of the request itself (the worker's) is never retried; this is only for stacks and instances.
     """
-    if job.stack_name or job.status is JobStatus.PROVISIONING:
-        services.stacks.delete(job.stack_name or stack_name_for(job.job_id, job.attempts))
     # The customer reads the code's plain message; the reason (stack states, exception text) is logged only.
+    # The lifecycle deletes the attempt's stack and then releases its slot.
     failure = failure_fields(job.attempts, code)
     target = status_after_failure(job.attempts, services.settings.max_attempts)
     try:
-        services.store.transition(
-            job.job_id, job.status, target, **failure, stack_name=None, stack_id=None, instance_id=None
+        services.lifecycle.transition(
+            job, target, **failure, stack_name=None, stack_id=None, instance_id=None
         )
     except errors.StaleStatusError:
         log.info("job_retry_lost", status=services.store.get(job.job_id).status.value)
         return services.store.get(job.job_id).status
-    finally:
-        services.capacity.release(job.job_id)
     if target is JobStatus.QUEUED:
         delay = services.settings.retry_base_seconds * 2 ** max(0, job.attempts - 1)
         services.queue.send(JobMessage(job_id=job.job_id, function=job.function), delay_seconds=delay)

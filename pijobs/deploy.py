@@ -16,10 +16,11 @@ Public API
 ``-> Artifacts``
     Build the Lambda zip (``shared api_handler dispatcher``, every packaged function's package, pydantic and
     structlog for the Lambda platform) and, per business function, its worker artifact (``shared worker``,
-    the function's package, pydantic, structlog, boto3 and the function's requirements for Amazon Linux
-    2023's python3.11, x86_64). Upload the Lambda zip and the primary template under content-addressed keys,
-    each function's template and worker under ``functions/<name>/<version>/`` (a version already there with
-    other content is refused unless ``replace``), and write ``pijobs/manifest.json`` in the bucket.
+    the function's package, pydantic, structlog and the function's requirements for Amazon Linux 2023's
+    python3.11, x86_64; no boto3: the worker makes no AWS call). Upload the Lambda zip and the primary
+    template under content-addressed keys, each function's template and worker under
+    ``functions/<name>/<version>/`` (a version already there with other content is refused unless
+    ``replace``), and write ``pijobs/manifest.json`` in the bucket.
 
 ``deploy(cfn, s3, ec2, *, stack_name="pijobs", bucket=None, params=None, poll_seconds=10) -> Deployment``
     Create or update the primary stack from the packaged artifacts (the manifest gives the parameters
@@ -47,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pijobs import job_template
 from pijobs.errors import OperationError
 from pijobs.shared.functions import (
     ENTRY_POINT_GROUP,
@@ -70,7 +72,8 @@ LAMBDA_PACKAGES = ("pijobs.shared", "pijobs.functions", "pijobs.api_handler", "p
 LAMBDA_REQUIREMENTS = ("pydantic>=2.6", "structlog>=24.1")  # boto3 comes with the Lambda runtime
 # the generic worker runtime; each function adds its own package
 WORKER_PACKAGES = ("pijobs.shared", "pijobs.functions", "pijobs.worker")
-WORKER_REQUIREMENTS = ("pydantic>=2.6", "structlog>=24.1", "boto3>=1.34")  # each function adds its own
+# each function adds its own; no boto3: the worker makes no AWS call (it holds no credentials)
+WORKER_REQUIREMENTS = ("pydantic>=2.6", "structlog>=24.1")
 # The entry points of the packaged functions, for importlib.metadata in a zip that pip did not install.
 REGISTRY_DIST_INFO = "pijobs_functions-0.dist-info"
 WORKER_PYTHON = "3.11"  # Amazon Linux 2023's python3.11 package, what the business-function UserData runs
@@ -429,6 +432,11 @@ def package(
     if python_version not in PYTHON_VERSIONS:
         raise ValueError(f"python_version must be one of {PYTHON_VERSIONS}")
     chosen = list(load_registry(functions)) if functions is None or functions else []
+    for function in chosen:  # before anything is built or uploaded: a job template keeps its invariants
+        try:
+            job_template.check(function.template_path(), function.name)
+        except job_template.JobTemplateError as exc:
+            raise PackagingError(exc.message) from exc
     kept = _kept_functions(s3, bucket, chosen, remove)
     installed = installed_functions()
     offered = sorted([*chosen, *(installed[name] for name in kept)], key=lambda f: f.name)

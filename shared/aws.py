@@ -1,6 +1,8 @@
 """The one place that creates boto3 clients.
 
-boto3 itself honours ``AWS_ENDPOINT_URL``, so the same code talks to AWS or to the local moto server.
+boto3 itself honours ``AWS_ENDPOINT_URL``, so the same code talks to AWS or to the local moto server. boto3
+is imported when the first client is made: the worker, which holds no credentials and makes no AWS call,
+imports the helpers below without it.
 """
 
 from __future__ import annotations
@@ -11,12 +13,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, TypeVar
 
-import boto3
-from botocore.config import Config
-
 T = TypeVar("T")
 
-_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
 _lock = threading.Lock()
 
 
@@ -37,7 +35,12 @@ def presigning_s3_client() -> Any:
 
 @lru_cache(maxsize=64)
 def _cached_client(service: str, endpoint: str | None, region: str, signature: str | None = None) -> Any:
-    config = _CONFIG if signature is None else _CONFIG.merge(Config(signature_version=signature))
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+    if signature is not None:
+        config = config.merge(Config(signature_version=signature))
     with _lock:  # boto3's default session is not thread-safe while it creates clients
         session = boto3.session.Session(region_name=region)
         return session.client(service, endpoint_url=endpoint, config=config)

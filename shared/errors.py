@@ -144,3 +144,34 @@ class InputUnavailableError(PijobsError):
     """A job's input could not be fetched (its link is missing, expired or refused)."""
 
     code = "input_unavailable"
+
+
+# ---- the worker channel (api_handler/channel.py) -------------------------------------------------------
+class WorkerUnauthenticatedError(PijobsError):
+    """A worker channel call without a token (or with something that is not one)."""
+
+    code = "unauthenticated"
+
+
+class WorkerForbiddenError(PijobsError):
+    """A token that is not the job's current one: another job's, an earlier attempt's, forged; or no job."""
+
+    code = "forbidden"
+
+
+class AttemptEndedError(PijobsError):
+    """The token's attempt has ended (finished, cancelled, timed out, retried): it works no more."""
+
+    code = "attempt_ended"
+
+
+class WorkerConflictError(PijobsError):
+    """A channel call out of order (a heartbeat before start, a finish without a declared output)."""
+
+    code = "conflict"
+
+
+class ResultMismatchError(PijobsError):
+    """The stored result is missing or not the declared one (size or sha256)."""
+
+    code = "result_mismatch"

@@ -35,15 +35,16 @@ TEMPLATE_FILE = "template.yaml"
 WORKER_FILE = "worker.zip"
 RESULTS_PREFIX = "results/"
 
-# Parameters every function's template declares: the dispatcher sets them on every job stack.
+# Parameters every function's template declares: the dispatcher sets them on every job stack. The instance
+# gets no credentials: a presigned GET of its worker artifact, the API's URL and its attempt's worker channel
+# token (both secrets NoEcho; docs/security.md).
 PLATFORM_PARAMETERS: tuple[str, ...] = (
     "JobId",
     "InstanceType",
     "DeadlineSeconds",
     "WorkerArtifactUrl",
-    "TableName",
-    "ResultsBucket",
-    "InstanceProfileName",
+    "WorkerToken",
+    "ApiUrl",
     "SubnetId",
     "VpcId",
 )
@@ -260,12 +261,14 @@ def job_stack_parameters(
     params: Any,
     *,
     job_id: str,
-    version: str,
     deadline_seconds: int,
-    artifacts_bucket: str,
+    artifact_url: str,
+    token: str,
     fixed: Mapping[str, str],
 ) -> dict[str, str]:
-    """Every parameter of one job's stack: the platform's, then the function's own (whitelisted)."""
+    """Every parameter of one job's stack: the platform's, then the function's own (whitelisted).
+    ``artifact_url``: the presigned GET of the function's worker artifact at the job's version; ``token``:
+    the attempt's worker channel token."""
     own = function.stack_parameters(params)
     stray = sorted(set(own) - set(function.stack_parameter_names))
     if stray:
@@ -273,13 +276,13 @@ def job_stack_parameters(
     instance_type = function.instance_type(params)
     if instance_type not in function.instance_types:
         raise errors.FunctionError(f"function {function.name} chose {instance_type}, not in its allow-list")
-    worker = artifact_key(function.name, version, WORKER_FILE)
     platform = {
         **{k: v for k, v in fixed.items() if k in PLATFORM_PARAMETERS},
         "JobId": job_id,
         "InstanceType": instance_type,
         "DeadlineSeconds": str(clamp_deadline(deadline_seconds)),  # records from before the clamp too
-        "WorkerArtifactUrl": f"s3://{artifacts_bucket}/{worker}",
+        "WorkerArtifactUrl": artifact_url,
+        "WorkerToken": token,
     }
     return {**own, **platform}
 

@@ -3,9 +3,10 @@
 A function that takes inputs has an ``inputs`` field of type ``Inputs`` in its request model
 (``{"t": "<upload_id>"}``) and sets ``BusinessFunction.accepts_inputs``. At submit the API looks up each named
 upload and calls ``pin_inputs``: the job record then keeps, per input, the object's key, size and sha256 as
-they were when the job was accepted (``PinnedInput``). At dispatch the dispatcher presigns one short-lived
-GET per pinned input (``JobRecord.input_urls``); the worker downloads through those URLs only and checks
-size and sha256 before the function sees a byte. The instance role itself cannot read ``uploads/``.
+they were when the job was accepted (``PinnedInput``). When the attempt's worker starts (the worker channel),
+the API presigns one short-lived GET per pinned input and answers them to that worker only; it downloads
+through those URLs and checks size and sha256 before the function sees a byte. The instance holds no
+credentials: it cannot read ``uploads/`` (or anything else) on its own.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from pijobs.shared.channel import ChannelGrant
 from pijobs.shared.ids import ID_PATTERN, new_id
 from pijobs.shared.inputs import PinnedInput
 from pijobs.shared.status import JobStatus
@@ -101,10 +102,11 @@ class JobRecord(BaseModel):
     stack_name: str | None = None
     stack_id: str | None = None
     instance_id: str | None = None
-    # The inputs pinned at submit ({name: PinnedInput}); and, from dispatch, one presigned GET per input for
-    # this attempt's instance (never shown in the job view; expiry DispatcherSettings.input_url_seconds).
+    # The inputs pinned at submit ({name: PinnedInput}); the worker channel's start presigns a GET of each for
+    # the attempt's instance, answered to it and kept nowhere.
     inputs: dict[str, PinnedInput] | None = None
-    input_urls: dict[str, str] | None = None
+    # The current attempt's worker channel: the sha256 of its token (never the token) and that attempt.
+    channel: ChannelGrant | None = None
     limits: dict[str, Any] | None = None  # the operator's limits for the function, as of dispatch
     result: ResultInfo | None = None
     error: ErrorInfo | None = None

@@ -14,10 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from botocore.exceptions import ConnectionError as BotocoreConnectionError
-from botocore.exceptions import HTTPClientError
 from pijobs.shared.aws import error_code
 from pijobs.shared.logs import get_logger
+
+try:  # the platform's AWS calls; the worker retries plain HTTP only and has no botocore
+    from botocore.exceptions import ConnectionError as BotocoreConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    _BOTOCORE_TRANSIENT: tuple[type[BaseException], ...] = (BotocoreConnectionError, HTTPClientError)
+except ImportError:  # pragma: no cover - exercised by the worker's own environment
+    _BOTOCORE_TRANSIENT = ()
 
 log = get_logger(__name__)
 
@@ -51,7 +57,7 @@ def is_transient(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, (BotocoreConnectionError, HTTPClientError)):
+        if isinstance(current, _BOTOCORE_TRANSIENT):
             return True
         if isinstance(current, urllib.error.HTTPError):  # a plain HTTP GET (a presigned URL)
             if current.code >= 500 or current.code in (408, 429):

@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 from pijobs.shared.fairshare import HALF_THE_SLOTS
 from pijobs.shared.functions import Registry, load_registry, parse_enabled
 from pijobs.shared.retry import Backoff
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 SettingsT = TypeVar("SettingsT", bound="_EnvSettings")
@@ -53,7 +53,14 @@ class StoreSettings(_EnvSettings):
         return load_registry(parse_enabled(self.enabled_functions), self.function_limits)
 
 
-class ApiSettings(StoreSettings):
+class AttemptSettings(StoreSettings):
+    """How often an infrastructure failure may send a job round again (dispatcher, reaper and the
+    worker channel)."""
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+
+class ApiSettings(AttemptSettings):
     queue_url: NonEmpty
     results_bucket: NonEmpty
     result_url_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
@@ -66,12 +73,12 @@ class ApiSettings(StoreSettings):
     max_upload_bytes: int = Field(default=5 * (1 << 30), ge=1, le=5 * (1 << 30))
     upload_url_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     upload_expiry_days: int = Field(default=7, ge=1)
-
-
-class AttemptSettings(StoreSettings):
-    """How often an infrastructure failure may send a job round again (dispatcher, reaper and worker)."""
-
-    max_attempts: int = Field(default=3, ge=1, le=10)
+    # The worker channel (api_handler/channel.py): how long the input GETs that ``start`` answers work (they
+    # must outlast the download), and the result POST that ``output`` answers (the upload), and the largest
+    # result one POST takes.
+    input_url_seconds: int = Field(default=3600, ge=60, le=12 * 3600)
+    result_post_seconds: int = Field(default=3600, ge=60, le=12 * 3600)
+    max_result_bytes: int = Field(default=5 * (1 << 30), ge=1, le=5 * (1 << 30))
 
 
 class RetrySettings(AttemptSettings):
@@ -91,12 +98,10 @@ class DispatcherSettings(RetrySettings):
     # Each tenant's own cap on live stacks, unless an operator set one for it: -1 (HALF_THE_SLOTS) half of
     # MaxActiveStacks, at least 1; 0: none, only MaxActiveStacks (shared/fairshare.py, default_owner_cap).
     max_active_stacks_per_owner: int = Field(default=HALF_THE_SLOTS, ge=HALF_THE_SLOTS)
-    # The bucket of the uploads (uploads/<owner>/...) whose GETs the dispatcher presigns for a job's inputs.
-    results_bucket: str | None = None
-    # How long those GETs work: made when the job is admitted, they must outlast its provisioning (the
-    # reaper allows provisioning_timeout_seconds, 900 by default) and the download. A presigned URL also
-    # ends when the credentials that signed it do (the dispatcher's role session), whichever comes first.
-    input_url_seconds: int = Field(default=3600, ge=900, le=12 * 3600)
+    # How long the presigned GET of a job's worker artifact works (its instance downloads it at boot, so it
+    # must outlast the provisioning: the reaper allows provisioning_timeout_seconds, 900 by default). A
+    # presigned URL also ends when the credentials that signed it do (the dispatcher's role session).
+    artifact_url_seconds: int = Field(default=3600, ge=900, le=12 * 3600)
 
     _stack_parameters = field_validator("stack_parameters", mode="before")(_json_object)
 
@@ -115,12 +120,14 @@ class ReaperSettings(RetrySettings):
     metrics_lag_seconds: int = Field(default=15, ge=0, le=300)
 
 
-class WorkerSettings(AttemptSettings):
-    results_bucket: NonEmpty
-    stack_name: NonEmpty
+class WorkerSettings(_EnvSettings):
+    """The worker's, on the job's instance: the API and the token of its attempt (no AWS anything)."""
+
+    api_url: NonEmpty
+    worker_token: SecretStr
     instance_id: str | None = None
     heartbeat_seconds: float = Field(default=10.0, gt=0)
-    # An S3 or DynamoDB outage the worker waits out (backoff with jitter) before it gives the attempt up.
+    # An outage of the channel or of storage the worker waits out (backoff with jitter) before it gives up.
     transient_base_seconds: float = Field(default=0.5, ge=0)
     transient_cap_seconds: float = Field(default=15.0, ge=0)
     transient_total_seconds: float = Field(default=120.0, ge=0, le=900)

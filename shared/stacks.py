@@ -37,10 +37,16 @@ _STACK_STATUSES = (
 )
 
 
-def stack_name_for(job_id: str, attempt: int) -> str:
+def stack_name_for(job_id: str, attempt: int | None) -> str:
     """One stack per job and attempt: a retry never collides with the previous attempt's stack while it is
-    still being deleted."""
-    return f"{STACK_PREFIX}{job_id}-{attempt}"
+    still being deleted. (None: a stack named before attempts were part of the name.)"""
+    return f"{STACK_PREFIX}{job_id}" if attempt is None else f"{STACK_PREFIX}{job_id}-{attempt}"
+
+
+def attempt_of(stack_name: str) -> int | None:
+    """The attempt in a pijobs stack name, or None when it names none."""
+    _, _, attempt = stack_name[len(STACK_PREFIX) :].partition("-")
+    return int(attempt) if attempt.isdigit() else None
 
 
 def job_id_of(stack_name: str) -> str | None:

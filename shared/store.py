@@ -58,6 +58,15 @@ class JobStore:
         self._ddb = client
         self._table = table_name
 
+    @property
+    def table_name(self) -> str:
+        return self._table
+
+    @staticmethod
+    def serialize(item: dict[str, Any]) -> dict[str, Any]:
+        """A plain item (a transaction's Put of another kind of item) in DynamoDB's typed form."""
+        return {k: _ddb_value(v) for k, v in item.items()}
+
     # ---- reads ---------------------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord:
         response = self._ddb.get_item(
@@ -346,9 +355,12 @@ class JobStore:
         target: JobStatus,
         *,
         linked: tuple[dict[str, Any], ...] = (),
+        attempt: int | None = None,
         **fields: Any,
     ) -> JobRecord:
-        """Move ``current -> target`` if the table allows it and the record is still ``current``.
+        """Move ``current -> target`` if the table allows it and the record is still ``current`` (and, with
+        ``attempt``, still on that attempt). Callers go through shared/lifecycle.py, which adds the
+        state-change event and the attempt's clean-up.
 
         ``linked`` are other transaction items (e.g. the capacity slot) written in the same transaction:
         all or nothing. If one of them refuses its condition, LinkedWriteRefusedError.
@@ -367,8 +379,8 @@ class JobStore:
         if target is JobStatus.SUCCEEDED:
             updates.setdefault("error", None)  # an earlier attempt's error is not the job's outcome
         if not linked:
-            return self._conditional_update(job_id, updates, expected=current)
-        update = self._update_request(job_id, updates, expected=current)
+            return self._conditional_update(job_id, updates, expected=current, attempt=attempt)
+        update = self._update_request(job_id, updates, expected=current, attempt=attempt)
         del update["ReturnValues"]
         try:
             self._ddb.transact_write_items(TransactItems=[{"Update": update}, *linked])
@@ -408,22 +420,46 @@ class JobStore:
             raise
         return True
 
-    def update_fields(self, job_id: str, expected: JobStatus, **fields: Any) -> JobRecord:
-        """Write non-status fields (heartbeat, progress, stack id) only while the status is ``expected``."""
-        return self._conditional_update(job_id, fields, expected=expected)
+    def update_fields(
+        self, job_id: str, expected: JobStatus, *, attempt: int | None = None, **fields: Any
+    ) -> JobRecord:
+        """Write non-status fields (heartbeat, progress, stack id) only while the status is ``expected``
+        (and, with ``attempt``, the record still on that attempt)."""
+        return self._conditional_update(job_id, fields, expected=expected, attempt=attempt)
 
-    def _conditional_update(self, job_id: str, updates: dict[str, Any], *, expected: JobStatus) -> JobRecord:
-        request = self._update_request(job_id, updates, expected=expected)
+    def grant_channel(self, job_id: str, attempt: int, **fields: Any) -> bool:
+        """Write an attempt's worker channel grant (``channel``, with ``fields``) while the job is
+        PROVISIONING on ``attempt`` and no grant for that attempt exists yet: False if one does (a
+        concurrent dispatch of the same attempt made it, and only that call knows its token) or the job
+        moved on."""
+        request = self._update_request(job_id, fields, expected=JobStatus.PROVISIONING, attempt=attempt)
+        request["ConditionExpression"] += (
+            " AND (attribute_not_exists(#channel) OR #channel.#attempt <> :attempt)"
+        )
+        request["ExpressionAttributeNames"] |= {"#channel": "channel", "#attempt": "attempt"}
+        return conditional_write(lambda: self._ddb.update_item(**request)) is not None
+
+    def _conditional_update(
+        self, job_id: str, updates: dict[str, Any], *, expected: JobStatus, attempt: int | None = None
+    ) -> JobRecord:
+        request = self._update_request(job_id, updates, expected=expected, attempt=attempt)
         response = conditional_write(lambda: self._ddb.update_item(**request))
         if response is None:
             raise StaleStatusError(f"job {job_id} is no longer {expected.value}")
         return JobRecord.from_item(_python_item(response["Attributes"]))
 
-    def _update_request(self, job_id: str, updates: dict[str, Any], *, expected: JobStatus) -> dict[str, Any]:
+    def _update_request(
+        self, job_id: str, updates: dict[str, Any], *, expected: JobStatus, attempt: int | None = None
+    ) -> dict[str, Any]:
         """An UpdateItem of ``updates`` (None removes a field) on the condition that the status is still
-        ``expected``; also a transaction's Update item, without ReturnValues."""
+        ``expected`` (and the attempt ``attempt``); also a transaction's Update item, without ReturnValues."""
         names = {"#status": "status"}
         values: dict[str, Any] = {":expected": {"S": expected.value}}
+        condition = "#status = :expected"
+        if attempt is not None:
+            names["#attempts"] = "attempts"
+            values[":attempt"] = {"N": str(attempt)}
+            condition += " AND #attempts = :attempt"
         sets: list[str] = []
         removes: list[str] = []
         for i, (field, value) in enumerate(updates.items()):
@@ -447,7 +483,7 @@ class JobStore:
             "TableName": self._table,
             "Key": {"pk": {"S": job_key(job_id)}},
             "UpdateExpression": expression.strip(),
-            "ConditionExpression": "#status = :expected",
+            "ConditionExpression": condition,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
             "ReturnValues": "ALL_NEW",

@@ -1,25 +1,24 @@
-"""A job's inputs on its instance: fetched through the presigned GETs its dispatch made, then checked.
+"""A job's inputs on its instance: fetched through the presigned GETs the worker channel's ``start``
+answered, then checked.
 
-The instance role cannot read ``uploads/``: the only way in is the URL the dispatcher presigned for each
-pinned input of this attempt (``JobRecord.input_urls``). Each file lands in the scratch directory and must
-have exactly the pinned size and sha256, or the job fails ``input_corrupt``: the function never sees a
-byte that was not the one the job was accepted with.
+The instance has no credentials: the only way to an input is the URL the platform presigned for each pinned
+input of this attempt, for exactly that object, answered to this attempt's token and kept nowhere. Each file
+lands in the scratch directory and must have exactly the pinned size and sha256, or the job fails
+``input_corrupt``: the function never sees a byte that was not the one the job was accepted with.
 """
 
 from __future__ import annotations
 
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from pijobs.shared import errors
 from pijobs.shared.digest import Digest, digest_chunks, file_digest, read_chunks
-from pijobs.shared.inputs import PinnedInput
 from pijobs.shared.logs import get_logger
-from pijobs.shared.models import JobRecord
 from pijobs.shared.retry import Backoff
+from pydantic import BaseModel, ConfigDict
 
 log = get_logger(__name__)
 
@@ -28,6 +27,17 @@ log = get_logger(__name__)
 Fetch = Callable[[str, Path], "tuple[int, str] | None"]
 FETCH_TIMEOUT_SECONDS = 60
 INPUTS_DIR = "inputs"
+
+
+class InputGrant(BaseModel):
+    """One pinned input as ``start`` answers it: the upload, its pinned size and sha256, a fresh GET."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    upload_id: str
+    bytes: int
+    sha256: str
+    url: str
 
 
 def fetch_url(url: str, destination: Path) -> tuple[int, str]:
@@ -47,22 +57,19 @@ def fetch_url(url: str, destination: Path) -> tuple[int, str]:
     return received.bytes, received.sha256
 
 
-def download_inputs(job: JobRecord, scratch: Path, *, fetch: Fetch, backoff: Backoff) -> dict[str, Path]:
-    """Every pinned input of ``job`` as a checked file under ``scratch``, by name."""
-    pinned = job.inputs or {}
-    if not pinned:
+def download_inputs(
+    inputs: dict[str, InputGrant], scratch: Path, *, fetch: Fetch, backoff: Backoff
+) -> dict[str, Path]:
+    """Every input of the attempt as a checked file under ``scratch``, by name."""
+    if not inputs:
         return {}
     folder = scratch / INPUTS_DIR
     folder.mkdir()
-    urls = job.input_urls or {}
     paths: dict[str, Path] = {}
-    for name, pin in sorted(pinned.items()):
-        url = urls.get(name)
-        if url is None or not _url_names_key(url, pin.key):
-            raise errors.InputUnavailableError(f"input {name} has no link for its pinned object")
-        paths[name], received = _download(name, url, folder / name, fetch=fetch, backoff=backoff)
-        _check(name, pin, paths[name], received)
-        log.info("input_downloaded", input=name, bytes=pin.bytes)
+    for name, grant in sorted(inputs.items()):
+        paths[name], received = _download(name, grant.url, folder / name, fetch=fetch, backoff=backoff)
+        _check(name, grant, paths[name], received)
+        log.info("input_downloaded", input=name, bytes=grant.bytes)
     return paths
 
 
@@ -78,13 +85,7 @@ def _download(
     return path, received
 
 
-def _url_names_key(url: str, key: str) -> bool:
-    """The URL is for the pinned object's key (path-style or virtual-hosted), not some other object."""
-    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
-    return path.endswith("/" + key)
-
-
-def _check(name: str, pin: PinnedInput, path: Path, received: tuple[int, str] | None) -> None:
+def _check(name: str, pin: InputGrant, path: Path, received: tuple[int, str] | None) -> None:
     if received is None:
         whole = file_digest(path)
         received = whole.bytes, whole.sha256

@@ -359,7 +359,8 @@ def _reindexed(item: dict[str, Any]) -> dict[str, Any]:
     if item.get("pk") == CAPACITY_KEY["pk"]:
         return {k: v for k, v in item.items() if k != "tick_at"}
     status, job_id = item.get("status", {}).get("S"), item.get("job_id", {}).get("S")
-    if not job_id or status not in JobStatus.__members__:
+    is_job = item.get("pk", {}).get("S", "").startswith("job#")  # not a job's state-change event
+    if not is_job or not job_id or status not in JobStatus.__members__:
         return item
     if not JobStatus(status).is_terminal:
         return {**item, LIVE_SHARD: {"S": str(shard_of(job_id))}}

@@ -1,22 +1,27 @@
 """Runs the worker of each EC2 instance that a business-function stack launched, as its UserData would.
 
 moto creates instances but runs nothing on them. The runner watches moto's EC2 for live instances tagged
-``JobId`` and starts, once per instance, ``python -m pijobs.worker --job-id <JobId>`` with the stack's
-table and bucket in its environment. When the instance is terminated (or stopped, or vanishes) while its
-worker still runs, the worker's whole process group gets SIGTERM, then SIGKILL, as a machine going away would.
+``JobId`` and starts, once per instance, ``python -m pijobs.worker --job-id <JobId>`` with the environment
+the instance's own UserData shim exports (the API's URL and the attempt's worker token, as CloudFormation
+substituted them) and nothing of AWS: no credentials, no endpoint. When the instance is terminated (or
+stopped, or vanishes) while its worker still runs, the worker's whole process group gets SIGTERM, then
+SIGKILL, as a machine going away would.
 
 The runner looks again as soon as it is woken (``wake()``: the local stack calls it on each CreateStack,
 DeleteStack, RunInstances or TerminateInstances moto answers) and otherwise every ``poll_interval`` seconds.
 With ``fork_workers`` the workers are forked from a warm interpreter (``pijobs.local.forkserver``) that has
-imported the worker and made its clients once, instead of each paying a cold interpreter's second and more.
+imported the worker and the functions once, instead of each paying a cold interpreter's second and more; it
+runs with the workers' own environment, without credentials either.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -29,22 +34,30 @@ from types import TracebackType
 from typing import IO, Any, Protocol
 
 import structlog
-from botocore.exceptions import ClientError
 
 from pijobs.local.forkserver import die_with_parent
 
 log = structlog.get_logger(__name__)
 
 JOB_TAG = "JobId"
-STACK_NAME_TAG = "aws:cloudformation:stack-name"
-STACK_PREFIX = "pijob-"
 KILL_GRACE_S = 3.0
 _LIVE_STATES = ["pending", "running"]
 _STOP_JOIN_TIMEOUT_S = 10.0
 _FORK_REPLY_TIMEOUT_S = 30.0  # the server answers once it has warmed up, a few seconds at worst
 WORKER_MODULE = "pijobs.worker.__main__"
-WORKER_CLIENTS = "dynamodb,s3,cloudformation"
 WORKER_WARM = "pijobs.shared.functions:installed_functions"
+# What the shim exports with a literal value (``export PIJOBS_X="value"``, after CloudFormation's
+# substitution); a value computed at boot (``$(...)``) is the runner's to give (the instance id).
+_SHIM_EXPORT = re.compile(r'^\s*export (PIJOBS_[A-Z0-9_]+)="([^"$`\\]*)"\s*$', re.MULTILINE)
+
+
+def shim_environment(user_data: str) -> dict[str, str]:
+    """The PIJOBS_* variables an instance's UserData shim exports for its worker (base64 or plain text)."""
+    try:
+        text = base64.b64decode(user_data, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        text = user_data
+    return dict(_SHIM_EXPORT.findall(text))
 
 
 class Process(Protocol):
@@ -103,8 +116,7 @@ class ForkServer:
         self._broken = False  # its workers run on, new ones start cold
 
     def start(self) -> ForkServer:
-        command = [self._python, "-m", "pijobs.local.forkserver", WORKER_MODULE]
-        command += ["--clients", WORKER_CLIENTS, "--warm", WORKER_WARM]
+        command = [self._python, "-m", "pijobs.local.forkserver", WORKER_MODULE, "--warm", WORKER_WARM]
         errors: IO[bytes] | int = subprocess.DEVNULL
         if self._log_path is not None:
             errors = self._log_path.open("ab")
@@ -207,7 +219,6 @@ class InstanceRunner:
     def __init__(
         self,
         ec2_client: Any,
-        cfn_client: Any,
         *,
         env: dict[str, str],
         poll_interval: float = 0.5,
@@ -216,7 +227,6 @@ class InstanceRunner:
         fork_workers: bool = False,
     ) -> None:
         self._ec2 = ec2_client
-        self._cfn = cfn_client
         self._env = dict(env)
         self._poll_interval = poll_interval
         self._python = python
@@ -333,17 +343,13 @@ class InstanceRunner:
         instance_id = instance["InstanceId"]
         job_id = _tags(instance)[JOB_TAG]
         try:
-            stack_name, parameters = self._find_stack(instance, job_id)
-        except Exception as exc:  # not "no such stack" but a failed read: try again next round
-            log.warning("runner_stack_read_failed", instance_id=instance_id, error=repr(exc))
+            shim = self._shim_environment(instance_id)
+        except Exception as exc:  # a failed read: try again next round
+            log.warning("runner_user_data_read_failed", instance_id=instance_id, error=repr(exc))
             return
         with self._lock:
             self._started.add(instance_id)  # one run per instance, even when starting fails
-        env = {**self._env, "PIJOBS_STACK_NAME": stack_name, "PIJOBS_INSTANCE_ID": instance_id}
-        if "TableName" in parameters:
-            env["PIJOBS_TABLE_NAME"] = parameters["TableName"]
-        if "ResultsBucket" in parameters:
-            env["PIJOBS_RESULTS_BUCKET"] = parameters["ResultsBucket"]
+        env = {**self._env, **shim, "PIJOBS_INSTANCE_ID": instance_id}
         try:
             process = self._spawn(instance_id, job_id, env)
         except OSError as exc:
@@ -351,9 +357,11 @@ class InstanceRunner:
             return
         with self._lock:
             self._workers[instance_id] = _Worker(instance_id, job_id, process)
-        log.info(
-            "worker_started", instance_id=instance_id, job_id=job_id, pid=process.pid, stack_name=stack_name
-        )
+        log.info("worker_started", instance_id=instance_id, job_id=job_id, pid=process.pid)
+
+    def _shim_environment(self, instance_id: str) -> dict[str, str]:
+        attribute = self._ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        return shim_environment(str((attribute.get("UserData") or {}).get("Value") or ""))
 
     def _spawn(self, instance_id: str, job_id: str, env: dict[str, str]) -> Process:
         argv = ["--job-id", job_id]
@@ -381,29 +389,6 @@ class InstanceRunner:
         finally:
             if not isinstance(output, int):
                 output.close()  # the child holds its own descriptor
-
-    def _find_stack(self, instance: dict[str, Any], job_id: str) -> tuple[str, dict[str, str]]:
-        """The instance's stack and its parameters: the CloudFormation tag first, then ``pijob-<JobId>``."""
-        names = list(
-            dict.fromkeys(filter(None, [_tags(instance).get(STACK_NAME_TAG), STACK_PREFIX + job_id]))
-        )
-        for name in names:
-            parameters = self._stack_parameters(name)
-            if parameters is not None:
-                return name, parameters
-        log.warning("worker_stack_not_found", instance_id=instance["InstanceId"], candidates=names)
-        return names[0], {}
-
-    def _stack_parameters(self, stack_name: str) -> dict[str, str] | None:
-        try:
-            stacks = self._cfn.describe_stacks(StackName=stack_name).get("Stacks", [])
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ValidationError":  # no such stack
-                return None
-            raise
-        if not stacks:
-            return None
-        return {p["ParameterKey"]: p.get("ParameterValue", "") for p in stacks[0].get("Parameters", [])}
 
     # --- stopping -------------------------------------------------------------------------------------------
 

@@ -5,12 +5,14 @@ instance runner). The handlers are the same functions Lambda runs; only ``AWS_EN
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import sys
 import urllib.parse
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +54,15 @@ LOCAL_TIMINGS = {
 
 
 UPLOADS_VISIBILITY_S = 60
+# A worker gets nothing of this process's environment that names AWS or pijobs: no credentials, no
+# endpoint, no table; only what its instance's UserData exports (the runner adds it) and these timings.
+_WORKER_ENV_EXCLUDED = ("AWS_", "PIJOBS_", "BOTO")
+
+
+def worker_environment(environ: Mapping[str, str], heartbeat_seconds: str) -> dict[str, str]:
+    """The environment every local worker starts from (and the fork server it is forked from)."""
+    env = {k: v for k, v in environ.items() if not k.upper().startswith(_WORKER_ENV_EXCLUDED)}
+    return {**env, "PIJOBS_HEARTBEAT_SECONDS": heartbeat_seconds}
 
 
 def notification_configuration(declared: dict[str, Any], queue_arn: str) -> dict[str, Any]:
@@ -439,6 +450,7 @@ class LocalStack:
             self.outputs["UsagePlanId"],
             port=self.config.api_port,
         ).start()
+        self._point_workers_at(self._gateway.url)
         lam, mapping_id = self.client("lambda"), self.outputs["EventSourceMappingId"]
         self._esm = LocalEventSourceMapping(
             lambda: self.client("sqs"),
@@ -463,21 +475,24 @@ class LocalStack:
             reaper.lambda_handler, interval=self.config.reaper_interval, name="reaper"
         ).start()
         worker_env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("PIJOBS_")},
-            **LOCAL_CREDENTIALS,
-            "AWS_ENDPOINT_URL": self.aws_endpoint,
+            **worker_environment(os.environ, self._env_value("PIJOBS_HEARTBEAT_SECONDS")),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "PIJOBS_HEARTBEAT_SECONDS": self._env_value("PIJOBS_HEARTBEAT_SECONDS"),
         }
         self._runner = InstanceRunner(
             self.client("ec2"),
-            self.client("cloudformation"),
             env=worker_env,
             python=sys.executable,
             log_dir=self.config.log_dir,
             fork_workers=True,
         ).start()
         self._moto.observe(self._on_aws_request)
+
+    def _point_workers_at(self, api_url: str) -> None:
+        """Job stacks get the local gateway as their ApiUrl (the template's is API Gateway's): the worker
+        channel is on the same API, here as there."""
+        fixed = json.loads(os.environ.get("PIJOBS_STACK_PARAMETERS") or "{}")
+        self._set_env({"PIJOBS_STACK_PARAMETERS": json.dumps({**fixed, "ApiUrl": api_url})})
+        self._reset_handler_caches()
 
     def _on_aws_request(self, service: str, action: str, params: dict[str, Any]) -> None:
         """What moto just answered: wake the stand-in it concerns."""

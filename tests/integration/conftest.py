@@ -5,30 +5,34 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+import requests
 from moto import mock_aws
 from pijobs.api_handler import handler as api_handler
 from pijobs.dispatcher import handler as dispatcher
 from pijobs.dispatcher import verifier
-from pijobs.shared import aws
+from pijobs.shared import aws, errors
 from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.channel import TOKEN_ENV
 from pijobs.shared.functions import installed_functions
 from pijobs.shared.models import JobRecord
 from pijobs.shared.settings import WorkerSettings
-from pijobs.shared.stacks import stack_name_for
 from pijobs.shared.store import JobStore
+from pijobs.worker.channel import Channel
 from pijobs.worker.job import WorkerServices, build_services, run_job
 
 from pijobs.deploy import upload_function_templates
 from pijobs.local.cfn import load_template, resources_of_type
 from pijobs.local.gateway import DEFAULT_ROUTES, compile_route, match_route
+from pijobs.local.runner import shim_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 PRIMARY_TEMPLATE = ROOT / "infra" / "primary.yaml"
@@ -132,6 +136,43 @@ class Cloud:
                 self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=record["receiptHandle"])
         return sorted(failed)
 
+    # ---- the job's instance: no credentials, only its worker token and the API -------------------------
+    def instance_of(self, job_id: str) -> dict[str, Any] | None:
+        """The job's live instance; else the last one it had (terminated with its stack)."""
+        tagged = [
+            i
+            for r in self.ec2.describe_instances()["Reservations"]
+            for i in r["Instances"]
+            if {"Key": "JobId", "Value": job_id} in i.get("Tags", [])
+        ]
+        live = [i for i in tagged if i["State"]["Name"] in ("pending", "running")]
+        return (live or tagged or [None])[-1]
+
+    def worker_token(self, job_id: str) -> str:
+        """The token the job's current instance was given: what its UserData exports (as the instance, or
+        locally the runner, reads it)."""
+        instance = self.instance_of(job_id)
+        assert instance is not None, f"job {job_id} never had an instance"
+        attribute = self.ec2.describe_instance_attribute(
+            InstanceId=instance["InstanceId"], Attribute="userData"
+        )
+        return shim_environment(attribute["UserData"]["Value"])[TOKEN_ENV]
+
+    def worker_call(
+        self, job_id: str, operation: str, body: Any = None, *, token: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        """One worker channel call, through the API handler as the gateway would make it."""
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        status, raw = in_process_send(
+            "POST",
+            f"{API_URL}/worker/jobs/{job_id}/{operation}",
+            headers,
+            json.dumps({} if body is None else body).encode(),
+        )
+        return status, json.loads(raw)
+
     def run_worker(
         self,
         job_id: str,
@@ -139,27 +180,28 @@ class Cloud:
         adapt: Callable[[WorkerServices], None] | None = None,
         **overrides: Any,
     ) -> int:
-        """What the instance does: the real worker, with the instance id its stack launched.
+        """What the instance does: the real worker, with the token and instance id its stack gave it, over
+        the worker channel (the API handler, in-process) and presigned URLs (moto answers requests).
 
-        ``overrides`` are WorkerSettings fields; ``adapt`` may swap the services' clients (to make them fail).
+        ``overrides`` are WorkerSettings fields; ``adapt`` may swap the services' parts (to make them fail).
         """
-        instance_id = next(
-            (
-                i["InstanceId"]
-                for i in self.running_instances()
-                if {"Key": "JobId", "Value": job_id} in i.get("Tags", [])
-            ),
-            None,
-        )
+        instance = self.instance_of(job_id)
         settings = WorkerSettings(
-            table_name=self.table,
-            results_bucket=self.bucket,
-            stack_name=self.job(job_id).stack_name or stack_name_for(job_id, self.job(job_id).attempts),
-            instance_id=instance_id,
-            heartbeat_seconds=0.05,
-            **overrides,
+            api_url=API_URL,
+            worker_token=self.worker_token(job_id),
+            instance_id=instance["InstanceId"] if instance else None,
+            **{"heartbeat_seconds": 0.05, **overrides},
         )
-        services = build_services(settings)
+        services = build_services(settings, job_id)
+        services.channel = Channel(
+            API_URL,
+            job_id,
+            settings.worker_token.get_secret_value(),
+            backoff=settings.backoff(),
+            send=in_process_send,
+        )
+        services.fetch = requests_fetch
+        services.post = requests_post
         if adapt is not None:
             adapt(services)
         return run_job(job_id, services)
@@ -169,6 +211,43 @@ class Cloud:
 
 
 _ROUTES = [compile_route(resource) for resource in DEFAULT_ROUTES]
+API_URL = "https://api.test"
+
+
+def in_process_send(method: str, url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    """A worker channel request as API Gateway hands it to the API handler: no API key, the headers as
+    sent (the token among them)."""
+    path = urllib.parse.urlsplit(url).path
+    resource, params = _resource_of(path)
+    event = {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": {"Host": "api.test", **headers},
+        "queryStringParameters": None,
+        "pathParameters": params,
+        "body": body.decode(),
+        "isBase64Encoded": False,
+        "requestContext": {"requestId": str(uuid.uuid4()), "stage": "test", "identity": {"apiKeyId": None}},
+    }
+    response = api_handler.lambda_handler(event, None)
+    return int(response["statusCode"]), str(response["body"]).encode()
+
+
+def requests_fetch(url: str, destination: Path) -> None:
+    """A presigned GET, with requests (which moto answers in-process)."""
+    response = requests.get(url, timeout=10)
+    if response.status_code in (401, 403, 404, 410):
+        raise errors.InputUnavailableError(f"the input's link was refused (HTTP {response.status_code})")
+    response.raise_for_status()
+    destination.write_bytes(response.content)
+
+
+def requests_post(url: str, fields: Mapping[str, str], path: Path) -> None:
+    """A presigned POST, with requests (which moto answers in-process)."""
+    with path.open("rb") as stream:
+        response = requests.post(url, data=dict(fields), files={"file": (path.name, stream)}, timeout=30)
+    response.raise_for_status()
 
 
 def _resource_of(path: str) -> tuple[str, dict[str, str] | None]:
@@ -197,7 +276,6 @@ def _make_primary(env_overrides: dict[str, str]) -> Cloud:
     s3 = boto3.client("s3", region_name=REGION)
     cfn = boto3.client("cloudformation", region_name=REGION)
     ec2 = boto3.client("ec2", region_name=REGION)
-    iam = boto3.client("iam", region_name=REGION)
 
     table = "pijobs-jobs"
     ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST", **jobs_table_schema())
@@ -216,17 +294,12 @@ def _make_primary(env_overrides: dict[str, str]) -> Cloud:
     s3.create_bucket(Bucket=bucket)
     s3.create_bucket(Bucket="pijobs-artifacts")
     upload_function_templates(s3, "pijobs-artifacts", installed_functions().values())
-    iam.create_role(RoleName="pijobs-instance", AssumeRolePolicyDocument="{}")
-    iam.create_instance_profile(InstanceProfileName="pijobs-instance")
-    iam.add_role_to_instance_profile(InstanceProfileName="pijobs-instance", RoleName="pijobs-instance")
     vpc_id = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
     subnet_id = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"][0][
         "SubnetId"
     ]
     fixed = {
-        "TableName": table,
-        "ResultsBucket": bucket,
-        "InstanceProfileName": "pijobs-instance",
+        "ApiUrl": API_URL,
         "SubnetId": subnet_id,
         "VpcId": vpc_id,
     }

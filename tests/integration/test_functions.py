@@ -3,6 +3,8 @@ dispatcher keeping each job on its function's version."""
 
 from __future__ import annotations
 
+import base64
+
 import pijobs.dispatcher.handler
 import pytest
 from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions
@@ -68,7 +70,13 @@ def test_a_job_is_provisioned_from_the_version_it_was_submitted_with(cloud: Clou
 
     (stack,) = cloud.live_stacks()
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
-    assert parameters["WorkerArtifactUrl"] == "s3://pijobs-artifacts/functions/pi/0.9/worker.zip"
+    # A presigned GET of that version's artifact (NoEcho on AWS; moto does not mask it), in the UserData.
+    assert "/functions/pi/0.9/worker.zip?" in parameters["WorkerArtifactUrl"]
+    instance = cloud.instance_of(job_id)
+    assert instance is not None
+    user_data = cloud.ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
+    shim = base64.b64decode(user_data["UserData"]["Value"]).decode()
+    assert "pijobs-artifacts.s3.amazonaws.com/functions/pi/0.9/worker.zip?" in shim
     assert cloud.job(job_id).status.value == "PROVISIONING"
 
 

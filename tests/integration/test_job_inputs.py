@@ -97,24 +97,27 @@ def test_an_sql_job_reads_its_own_input_through_its_presigned_get(cloud: Cloud) 
 
     assert cloud.dispatch(cloud.receive()) == []
     dispatched = cloud.job(job_id)
-    assert dispatched.status is JobStatus.PROVISIONING and dispatched.input_urls is not None
-    assert list(dispatched.input_urls) == ["t"] and path_of(dispatched.input_urls["t"]) == f"/{upload.key}"
-    assert "X-Amz-Expires=3600" in dispatched.input_urls["t"]
+    assert dispatched.status is JobStatus.PROVISIONING
     assert dispatched.limits == {
         "max_rows": 10_000_000,
         "max_result_bytes": 1 << 30,
         "max_timeout_seconds": 3600,
     }
+    raw = str(cloud.ddb.get_item(TableName=cloud.table, Key={"pk": {"S": f"job#{job_id}"}})["Item"])
+    assert "X-Amz-Signature" not in raw and "Signature=" not in raw  # no link is kept anywhere
     fetches = Fetches(failures=2)  # two transient failures, waited out
 
     assert cloud.run_worker(job_id, adapt=fetches.adapt, transient_base_seconds=0.01) == 0
 
     job = cloud.job(job_id)
     assert job.status is JobStatus.SUCCEEDED and job.result is not None
-    assert fetches.urls == [dispatched.input_urls["t"]] * 3
+    # One link, made by the worker channel's start for exactly the pinned object, tried three times.
+    assert len(fetches.urls) == 3 and len(set(fetches.urls)) == 1
+    assert path_of(fetches.urls[0]).endswith(f"/{upload.key}")  # virtual-hosted: the bucket is the host
+    assert "X-Amz-Expires=3600" in fetches.urls[0]
     body = cloud.s3.get_object(Bucket=cloud.bucket, Key=job.result.key)["Body"].read().decode()
     assert list(csv.reader(io.StringIO(body))) == [["city", "total"], ["Lima", "5"], ["Oslo", "7"]]
-    assert job.result.metadata["rows"] == 2 and job.input_urls is None  # the links end with the attempt
+    assert job.result.metadata["rows"] == 2
     assert job.result.metadata["columns"] == [
         {"name": "city", "type": "VARCHAR"},
         {"name": "total", "type": "HUGEINT"},
@@ -143,36 +146,16 @@ def test_an_input_pinned_outside_its_owners_prefix_is_never_presigned(cloud: Clo
     theirs = put_upload(cloud, "key-b", b"secret,data\n1,2\n")
     stolen = PinnedInput(upload_id=theirs.upload_id, key=theirs.key, bytes=theirs.bytes, sha256=theirs.sha256)
     job_id = submit_sql(cloud, "key-a", {"t": stolen})
-
     assert cloud.dispatch(cloud.receive()) == []
-
-    job = cloud.job(job_id)
-    assert job.status is JobStatus.FAILED and job.error is not None and job.error.code == "input_unavailable"
-    assert job.input_urls is None and cloud.live_stacks() == []
-    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
-
-
-def test_a_worker_fetches_no_url_but_the_ones_for_its_own_pinned_objects(cloud: Cloud) -> None:
-    """Another tenant's URL planted in the record (the job record is the only place the worker looks) is
-    not fetched: the worker checks each URL names its own pinned key before it asks for it."""
-    mine = put_upload(cloud, "key-a", CSV)
-    theirs = put_upload(cloud, "key-b", b"secret,data\n1,2\n")
-    job_id = submit_sql(
-        cloud, "key-a", pin_inputs({"t": mine.upload_id}, {mine.upload_id: mine}, owner="key-a")
-    )
-    assert cloud.dispatch(cloud.receive()) == []
-    planted = cloud.s3.generate_presigned_url(
-        "get_object", Params={"Bucket": cloud.bucket, "Key": theirs.key}
-    )
-    cloud.store.update_fields(job_id, JobStatus.PROVISIONING, input_urls={"t": planted})
     fetches = Fetches()
 
-    assert cloud.run_worker(job_id, adapt=fetches.adapt, max_attempts=1) == 1
+    assert cloud.run_worker(job_id, adapt=fetches.adapt) == 1
 
-    assert fetches.urls == []
+    assert fetches.urls == []  # start answered no link for it: the worker refused the job
     job = cloud.job(job_id)
     assert job.status is JobStatus.FAILED and job.error is not None and job.error.code == "input_unavailable"
-    assert "secret" not in str(job.model_dump())
+    assert "secret" not in str(job.model_dump()) and cloud.live_stacks() == []
+    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
 
 
 def test_a_refused_input_link_gives_the_attempt_back_for_fresh_links(cloud: Cloud) -> None:

@@ -692,8 +692,8 @@ time.sleep(60)
 WORKER_STACK = {
     "Parameters": {
         "JobId": {"Type": "String"},
-        "TableName": {"Type": "String"},
-        "ResultsBucket": {"Type": "String"},
+        "ApiUrl": {"Type": "String"},
+        "WorkerToken": {"Type": "String", "NoEcho": True},
     },
     "Resources": {
         "Instance": {
@@ -702,10 +702,21 @@ WORKER_STACK = {
                 "ImageId": "ami-12c6146b",
                 "InstanceType": "t3.micro",
                 "Tags": [{"Key": "JobId", "Value": {"Ref": "JobId"}}],
+                # The shim's exports, as the function templates write them.
+                "UserData": {
+                    "Fn::Base64": {
+                        "Fn::Sub": "#!/bin/bash\n"
+                        'export PIJOBS_API_URL="${ApiUrl}"\n'
+                        'export PIJOBS_WORKER_TOKEN="${WorkerToken}"\n'
+                        'export PIJOBS_INSTANCE_ID="$(cat /var/lib/cloud/data/instance-id)"\n'
+                        'python3.11 -m pijobs.worker --job-id "${JobId}"\n'
+                    }
+                },
             },
         }
     },
 }
+TOKEN = "t0k3n_" + "x" * 40
 
 
 @pytest.fixture
@@ -753,10 +764,9 @@ def make_runner(
     **env: str,
 ) -> InstanceRunner:
     """A runner of ``fake_python``; ``looks`` counts its looks at EC2 (one per round)."""
-    worker_env = {"AWS_ENDPOINT_URL": moto_server.url, "FAKE_RECORD_DIR": str(records), **env}
+    worker_env = {"FAKE_RECORD_DIR": str(records), **env}
     return InstanceRunner(
         (looks or Calls("DescribeInstances")).watch(aws("ec2")),
-        aws("cloudformation"),
         env=worker_env,
         poll_interval=0.2,
         python=str(fake_python),
@@ -764,9 +774,9 @@ def make_runner(
     )
 
 
-def launch_job_stack(aws: ClientFactory, job_id: str) -> str:
+def launch_job_stack(aws: ClientFactory, job_id: str, api_url: str = "http://127.0.0.1:9") -> str:
     cfn = aws("cloudformation")
-    parameters = {"JobId": job_id, "TableName": "jobs-table", "ResultsBucket": "results-bucket"}
+    parameters = {"JobId": job_id, "ApiUrl": api_url, "WorkerToken": TOKEN}
     cfn.create_stack(
         StackName=f"pijob-{job_id}",
         TemplateBody=json.dumps(WORKER_STACK),
@@ -788,11 +798,14 @@ def test_runner_runs_the_worker_of_a_stack_instance_once_and_kills_it_on_termina
         (record,) = wait_for(lambda: read_records(records))
         assert runner.running() == {instance_id: record["pid"]}
         assert record["argv"] == ["--job-id", job_id]
-        assert record["env"]["PIJOBS_TABLE_NAME"] == "jobs-table"
-        assert record["env"]["PIJOBS_RESULTS_BUCKET"] == "results-bucket"
-        assert record["env"]["PIJOBS_STACK_NAME"] == f"pijob-{job_id}"
-        assert record["env"]["PIJOBS_INSTANCE_ID"] == instance_id
-        assert record["env"]["AWS_ENDPOINT_URL"] == moto_server.url
+        # What the instance's UserData exports (the NoEcho token as CloudFormation substituted it), the
+        # instance id, and nothing of AWS.
+        assert record["env"] == {
+            "PIJOBS_API_URL": "http://127.0.0.1:9",
+            "PIJOBS_WORKER_TOKEN": TOKEN,
+            "PIJOBS_INSTANCE_ID": instance_id,
+            "FAKE_RECORD_DIR": str(records),
+        }
 
         aws("ec2").terminate_instances(InstanceIds=[instance_id])
 
@@ -822,7 +835,7 @@ def test_runner_passes_the_worker_argv(
     assert wait_for(lambda: argv_file.read_text().strip()) == f"-m pijobs.worker --job-id {job_id}"
 
 
-def test_runner_falls_back_without_a_stack_and_does_not_restart_exited_workers(
+def test_runner_gives_an_instance_without_a_shim_no_token_and_does_not_restart_exited_workers(
     aws: ClientFactory, moto_server: LocalMotoServer, fake_python: Path, records: Path, instances: list[str]
 ) -> None:
     job_id = uuid.uuid4().hex[:12]
@@ -846,8 +859,7 @@ def test_runner_falls_back_without_a_stack_and_does_not_restart_exited_workers(
         assert starts(events) == [instance_id]
         assert len(read_records(records)) == 1
 
-    assert record["env"]["PIJOBS_STACK_NAME"] == f"pijob-{job_id}"
-    assert "PIJOBS_TABLE_NAME" not in record["env"]
+    assert {k for k in record["env"] if k.startswith(("PIJOBS_", "AWS_"))} == {"PIJOBS_INSTANCE_ID"}
 
 
 def test_runner_reaps_a_killed_worker_and_stop_kills_the_rest(
@@ -912,21 +924,13 @@ def test_runner_woken_forks_the_real_worker_from_a_warm_interpreter(
 ) -> None:
     root = Path(__file__).resolve().parents[2]
     env = {
-        "AWS_ENDPOINT_URL": moto_server.url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
         "PYTHONPATH": str(root),
         "PATH": os.environ.get("PATH", ""),
+        "PIJOBS_TRANSIENT_TOTAL_SECONDS": "0",  # no API listens: give the channel up at once
     }
     looks = Calls("DescribeInstances")
     runner = InstanceRunner(
-        looks.watch(aws("ec2")),
-        aws("cloudformation"),
-        env=env,
-        poll_interval=60,
-        log_dir=tmp_path,
-        fork_workers=True,
+        looks.watch(aws("ec2")), env=env, poll_interval=60, log_dir=tmp_path, fork_workers=True
     )
     log_file = tmp_path / "unknown.log"
     with capture_logs() as events, runner:
@@ -936,9 +940,9 @@ def test_runner_woken_forks_the_real_worker_from_a_warm_interpreter(
         instances.append(instance_id)
         runner.wake()
         wait_for(lambda: runner.started() == {instance_id}, timeout_s=5)
-        # No such table: the worker fails at its first read and exits 1, which the runner hears.
+        # No API at its ApiUrl: the worker cannot start its job and exits 1, which the runner hears.
         log_file = tmp_path / f"{instance_id}.log"
-        wait_for(lambda: log_file.exists() and "ResourceNotFoundException" in log_file.read_text(), 30)
+        wait_for(lambda: log_file.exists() and "channel_unreachable" in log_file.read_text(), 30)
 
         def exited() -> list[dict[str, Any]]:
             runner.wake()

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import urllib.error
 from collections.abc import Callable
 from typing import Any
 
 import mpmath
+import pijobs.api_handler.handler
 import pijobs.dispatcher.reaper
 import pijobs.worker.job
 import pijobs.worker.pi.engine
 import pytest
-from boto3.exceptions import S3UploadFailedError
-from botocore.exceptions import ClientError
-from pijobs.shared.store import JobStore
 from pijobs.worker.job import WorkerServices
 
 from tests.integration.conftest import Cloud
@@ -191,7 +190,7 @@ def test_the_slot_is_held_until_the_stack_is_being_deleted(
     assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
 
 
-# ---- S3 and DynamoDB failing under the worker -----------------------------------------------------------
+# ---- storage and the channel failing under the worker ---------------------------------------------------
 
 QUICK_BACKOFF = {
     "transient_base_seconds": 0.01,
@@ -200,36 +199,19 @@ QUICK_BACKOFF = {
 }
 
 
-def _slow_down() -> ClientError:
-    """What S3 answers when it throttles (503 SlowDown)."""
-    return ClientError(
-        {
-            "Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
-            "ResponseMetadata": {"HTTPStatusCode": 503},
-        },
-        "PutObject",
-    )
+class FailingPosts:
+    """The worker's presigned POST, whose first ``failures`` tries fail as S3 throttling does (503)."""
 
-
-class FailingUploads:
-    """The worker's S3 client, whose first ``failures`` uploads fail the way boto3's upload_file does."""
-
-    def __init__(self, s3: Any, failures: int) -> None:
-        self._s3 = s3
+    def __init__(self, post: Callable[..., None], failures: int) -> None:
+        self._post = post
         self.failures = failures
         self.uploads = 0
 
-    def upload_file(self, *args: Any, **kwargs: Any) -> None:
+    def __call__(self, url: str, fields: Any, path: Any) -> None:
         self.uploads += 1
         if self.uploads <= self.failures:
-            try:
-                raise _slow_down()
-            except ClientError as exc:
-                raise S3UploadFailedError(f"Failed to upload to pijobs-results: {exc}")  # noqa: B904
-        self._s3.upload_file(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._s3, name)
+            raise urllib.error.HTTPError(url, 503, "Slow Down", {}, None)  # type: ignore[arg-type]
+        self._post(url, fields, path)
 
 
 def _objects_under(cloud: Cloud, job_id: str) -> list[str]:
@@ -237,12 +219,12 @@ def _objects_under(cloud: Cloud, job_id: str) -> list[str]:
     return [item["Key"] for item in listing.get("Contents", [])]
 
 
-def _uploads_failing(failures: int) -> tuple[list[FailingUploads], Callable[[WorkerServices], None]]:
-    made: list[FailingUploads] = []
+def _uploads_failing(failures: int) -> tuple[list[FailingPosts], Callable[[WorkerServices], None]]:
+    made: list[FailingPosts] = []
 
     def adapt(services: WorkerServices) -> None:
-        made.append(FailingUploads(services.s3, failures))
-        services.s3 = made[-1]
+        made.append(FailingPosts(services.post, failures))
+        services.post = made[-1]
 
     return made, adapt
 
@@ -274,7 +256,7 @@ def test_a_result_that_cannot_be_stored_is_retried_on_a_new_attempt_that_succeed
     assert job.status.value == "QUEUED" and job.result is None and _objects_under(cloud, job_id) == []
     assert job.error is not None and job.error.code == "result_upload_failed"
     assert cloud.live_stacks() == [] and cloud.capacity().state()["active"] == 0  # type: ignore[index]
-    assert cloud.receive() == []  # the worker sends no message: it parks the job for the next admission
+    assert cloud.receive() == []  # the platform sends no message: it parks the job for the next admission
     assert job.wait_tag is not None
 
     pijobs.dispatcher.reaper.services.cache_clear()  # the reaper's next sweep starts the admission tick
@@ -293,11 +275,15 @@ def test_a_result_that_cannot_be_stored_is_retried_on_a_new_attempt_that_succeed
     assert entry["message"] == "the job's result could not be stored"
 
 
-def test_the_last_attempt_that_cannot_store_its_result_fails_with_a_plain_reason(cloud: Cloud) -> None:
+def test_the_last_attempt_that_cannot_store_its_result_fails_with_a_plain_reason(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIJOBS_MAX_ATTEMPTS", "1")  # the platform decides, not the worker
+    pijobs.api_handler.handler.services.cache_clear()
     job_id = _provisioned(cloud, 10)
     _, adapt = _uploads_failing(failures=10**6)
 
-    assert cloud.run_worker(job_id, adapt=adapt, max_attempts=1, **QUICK_BACKOFF) == 1
+    assert cloud.run_worker(job_id, adapt=adapt, **QUICK_BACKOFF) == 1
 
     status, view, _ = cloud.api("GET", f"/jobs/{job_id}")
     assert status == 200 and view["status"] == "FAILED" and view["result"] is None
@@ -306,74 +292,80 @@ def test_the_last_attempt_that_cannot_store_its_result_fails_with_a_plain_reason
         "message": "the job's result could not be stored",
     }
     assert [entry["code"] for entry in view["history"]] == ["result_upload_failed"]
-    assert cloud.bucket not in str(view) and "SlowDown" not in str(view)
+    assert cloud.bucket not in str(view) and "Slow Down" not in str(view)
     assert cloud.live_stacks() == [] and cloud.capacity().state()["active"] == 0  # type: ignore[index]
 
 
-def test_a_throttled_status_write_is_retried_not_lost(cloud: Cloud) -> None:
+class ChannelOutage:
+    """The worker channel answering 503 (or not at all) to the first ``failures`` calls of one operation."""
+
+    def __init__(self, send: Any, operation: str, failures: int = 1) -> None:
+        self._send = send
+        self._operation = operation
+        self.failures = failures
+        self.refused = 0
+
+    def __call__(self, method: str, url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        if url.endswith("/" + self._operation) and self.refused < self.failures:
+            self.refused += 1
+            return 503, b'{"message": "Service Unavailable"}'
+        return self._send(method, url, headers, body)  # type: ignore[no-any-return]
+
+
+def test_a_channel_outage_at_the_finish_is_waited_out_not_lost(cloud: Cloud) -> None:
     job_id = _provisioned(cloud, 10)
-    throttling = ThrottledOnce(cloud.ddb, "SUCCEEDED")
+    outage: list[ChannelOutage] = []
 
     def adapt(services: WorkerServices) -> None:
-        services.store = JobStore(throttling, cloud.table)
+        outage.append(ChannelOutage(services.channel._send, "finish", failures=2))
+        services.channel._send = outage[-1]
 
     assert cloud.run_worker(job_id, adapt=adapt, **QUICK_BACKOFF) == 0
 
-    assert throttling.throttled and cloud.job(job_id).status.value == "SUCCEEDED"
+    assert outage[0].refused == 2 and cloud.job(job_id).status.value == "SUCCEEDED"
 
 
-class ThrottledOnce:
-    """A DynamoDB client that throttles the first update writing ``status``."""
+def test_a_worker_that_cannot_reach_the_channel_is_left_to_the_reaper(cloud: Cloud) -> None:
+    """Nothing changes on the record (the reaper later finds its heartbeat missing: worker_lost)."""
+    job_id = _provisioned(cloud, 10)
+    before = cloud.job(job_id)
 
-    def __init__(self, ddb: Any, status: str) -> None:
-        self._ddb = ddb
-        self._status = status
-        self.throttled = False
+    def adapt(services: WorkerServices) -> None:
+        services.channel._send = ChannelOutage(services.channel._send, "start", failures=10**6)
 
-    def update_item(self, **request: Any) -> Any:
-        if not self.throttled and {"S": self._status} in request["ExpressionAttributeValues"].values():
-            self.throttled = True
-            raise ClientError(
-                {
-                    "Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
-                    "ResponseMetadata": {"HTTPStatusCode": 400},
-                },
-                "UpdateItem",
-            )
-        return self._ddb.update_item(**request)
+    assert cloud.run_worker(job_id, adapt=adapt, **QUICK_BACKOFF) == 1
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ddb, name)
+    assert cloud.job(job_id) == before
 
 
-def test_a_result_uploaded_for_a_job_cancelled_meanwhile_is_deleted(cloud: Cloud) -> None:
-    """The cancel wins the race after the upload: the job stays CANCELLED and keeps no file."""
+def test_a_result_uploaded_for_a_job_cancelled_meanwhile_is_not_linked(cloud: Cloud) -> None:
+    """The cancel wins the race after the upload: the job stays CANCELLED, without a result; the finish is
+    refused (410) and the attempt's stack and slot went with the cancel."""
     job_id = _provisioned(cloud, 10)
 
     def cancel_after_upload(services: WorkerServices) -> None:
-        upload = services.s3.upload_file
+        post = services.post
 
-        def upload_then_cancel(*args: Any, **kwargs: Any) -> None:
-            upload(*args, **kwargs)
+        def upload_then_cancel(url: str, fields: Any, path: Any) -> None:
+            post(url, fields, path)
             assert _objects_under(cloud, job_id)  # the file was there
             assert cloud.api("DELETE", f"/jobs/{job_id}")[0] == 202
 
-        services.s3 = _With(services.s3, upload_file=upload_then_cancel)
+        services.post = upload_then_cancel
 
     assert cloud.run_worker(job_id, adapt=cancel_after_upload) == 1
 
     job = cloud.job(job_id)
     assert job.status.value == "CANCELLED" and job.result is None
-    assert _objects_under(cloud, job_id) == []
+    assert cloud.api("GET", f"/jobs/{job_id}/result")[0] == 409
     assert cloud.live_stacks() == [] and cloud.capacity().state()["active"] == 0  # type: ignore[index]
 
 
-class _With:
-    """A client with some methods replaced."""
+def test_a_job_costs_three_channel_calls_and_one_per_heartbeat(cloud: Cloud) -> None:
+    """start, output and finish; each heartbeat one more (the budget: four plus one per heartbeat)."""
+    job_id = _provisioned(cloud, 10)
+    made: list[WorkerServices] = []
 
-    def __init__(self, client: Any, **methods: Any) -> None:
-        self._client = client
-        self._methods = methods
+    assert cloud.run_worker(job_id, adapt=made.append, heartbeat_seconds=600) == 0
 
-    def __getattr__(self, name: str) -> Any:
-        return self._methods.get(name) or getattr(self._client, name)
+    assert made[0].channel.calls == 3 and cloud.job(job_id).status.value == "SUCCEEDED"

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import boto3
 import pytest
-from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
+from pijobs.shared.functions import (
+    TEMPLATE_FILE,
+    WORKER_FILE,
+    artifact_key,
+    installed_functions,
+    job_stack_parameters,
+)
 
 from pijobs import deploy
 from pijobs.cli import build_parser
@@ -321,16 +327,17 @@ def test_package_then_deploy_then_the_dispatchers_config_launches_a_job_stack(mo
     job_id = "0123456789abcdef0123456789abcdef"
     name = f"pijob-{job_id}-1"
     pi = settings.functions().get("pi")
+    worker = {"Bucket": settings.artifacts_bucket, "Key": artifact_key("pi", pi.version, WORKER_FILE)}
+    assert boto3.client("s3").head_object(**worker)["ContentLength"]
     parameters = job_stack_parameters(
         pi,
         pi.parse_params({"digits": 1000}),
         job_id=job_id,
-        version=pi.version,
         deadline_seconds=600,
-        artifacts_bucket=settings.artifacts_bucket,
+        artifact_url=boto3.client("s3").generate_presigned_url("get_object", Params=worker),
+        token="T" * 43,
         fixed=settings.stack_parameters,
     )
-    assert s3_object_exists(parameters["WorkerArtifactUrl"])
     launcher.create(
         name,
         settings.template_url(artifact_key("pi", pi.version, TEMPLATE_FILE)),
@@ -347,11 +354,6 @@ def test_package_then_deploy_then_the_dispatchers_config_launches_a_job_stack(mo
         if {"Key": "JobId", "Value": job_id} in i.get("Tags", [])
     ]
     assert len(instances) == 1 and instances[0]["State"]["Name"] == "running"
-
-
-def s3_object_exists(url: str) -> bool:
-    bucket, _, key = url.removeprefix("s3://").partition("/")
-    return bool(boto3.client("s3").head_object(Bucket=bucket, Key=key)["ContentLength"])
 
 
 @pytest.mark.skipif(

@@ -9,7 +9,7 @@ from typing import Any
 
 import boto3
 import pytest
-from pijobs.api_handler.routes import OPERATIONS
+from pijobs.api_handler.routes import ALL_OPERATIONS
 from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
 from pijobs.shared.settings import ApiSettings, DispatcherSettings
 from pijobs.shared.store import (
@@ -27,6 +27,7 @@ from pijobs.shared.uploads import UPLOADER, UPLOADS_INDEX
 from pijobs.deploy import deploy_primary_local
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
+TOKEN = "T" * 43
 STACK_NAME = f"pijob-{JOB_ID}-1"  # the dispatcher names stacks pijob-<job id>-<attempt>
 LOCAL_STACK_OUTPUTS = {
     "ApiUrl",
@@ -38,7 +39,6 @@ LOCAL_STACK_OUTPUTS = {
     "DispatcherFunctionName",
     "EventSourceMappingId",
     "CfnServiceRoleArn",
-    "InstanceProfileName",
     "FunctionsUrl",
     "UploadsQueueUrl",
     "VerifierEventSourceMappingId",
@@ -66,9 +66,9 @@ def create_job_stack(
         function,
         function.parse_params(PARAMS[function_name]),
         job_id=job_id,
-        version=function.version,
         deadline_seconds=900,
-        artifacts_bucket=settings.artifacts_bucket,
+        artifact_url=f"https://{settings.artifacts_bucket}.s3.amazonaws.com/functions/x/worker.zip?X-Amz-Signature=s",
+        token=TOKEN,
         fixed=settings.stack_parameters,
     )
     response = aws["cloudformation"].create_stack(
@@ -175,9 +175,8 @@ def test_lambdas_get_their_handlers_and_environment(aws: dict[str, Any], outputs
     assert dispatcher["PIJOBS_CFN_ROLE_ARN"] == outputs["CfnServiceRoleArn"]
     assert (dispatcher["PIJOBS_ENABLED_FUNCTIONS"], dispatcher["PIJOBS_FUNCTION_LIMITS"]) == ("*", "{}")
     fixed = json.loads(dispatcher["PIJOBS_STACK_PARAMETERS"])
-    assert set(fixed) == {"TableName", "ResultsBucket", "InstanceProfileName", "SubnetId", "VpcId"}
-    assert fixed["TableName"] == outputs["TableName"]
-    assert fixed["InstanceProfileName"] == outputs["InstanceProfileName"]
+    assert set(fixed) == {"ApiUrl", "SubnetId", "VpcId"}  # no table, bucket or instance profile any more
+    assert fixed["ApiUrl"] == outputs["ApiUrl"]
     verifier = function_env(aws, functions["pijobs.dispatcher.verifier.lambda_handler"]["FunctionName"])
     assert verifier == {
         "PIJOBS_TABLE_NAME": outputs["TableName"],
@@ -201,7 +200,7 @@ def test_api_has_every_route_with_its_key_requirement(aws: dict[str, Any], outpu
         (method, r["path"]): spec for r in resources for method, spec in r.get("resourceMethods", {}).items()
     }
     assert {route: spec["apiKeyRequired"] for route, spec in routes.items()} == {
-        (op.method, op.path): op.api_key for op in OPERATIONS
+        (op.method, op.path): op.api_key for op in ALL_OPERATIONS
     }
 
 
@@ -221,7 +220,7 @@ def test_job_stack_launches_one_locked_down_instance_and_deleting_it_terminates_
     ]
     assert "KeyName" not in instance
     assert instance["InstanceType"] == "c7i.large"
-    assert instance["IamInstanceProfile"]["Arn"].endswith("/" + outputs["InstanceProfileName"])
+    assert "IamInstanceProfile" not in instance  # no credentials on the instance
     volume_ids = [m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"]]
     assert all(v["Encrypted"] for v in ec2.describe_volumes(VolumeIds=volume_ids)["Volumes"])
     user_data = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
@@ -230,8 +229,8 @@ def test_job_stack_launches_one_locked_down_instance_and_deleting_it_terminates_
         f'timeout --kill-after=30 "$deadline_seconds" python3.11 -m pijobs.worker --job-id "{JOB_ID}"'
         in script
     )
-    assert f'PIJOBS_TABLE_NAME="{outputs["TableName"]}"' in script
-    assert f'PIJOBS_STACK_NAME="{STACK_NAME}"' in script
+    assert f'PIJOBS_WORKER_TOKEN="{TOKEN}"' in script and f'PIJOBS_API_URL="{outputs["ApiUrl"]}"' in script
+    assert "aws s3" not in script and "AWS_" not in script and "TABLE" not in script
     assert "deadline_seconds=900" in script
     assert "${" not in script
 
@@ -263,10 +262,7 @@ def test_every_function_template_creates_its_stack_from_the_versioned_key(
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
     version = installed_functions()[function_name].version
-    assert (
-        parameters["WorkerArtifactUrl"]
-        == f"s3://pijobs-artifacts/functions/{function_name}/{version}/worker.zip"
-    )
+    assert parameters["JobId"] == JOB_ID and version  # the artifact URL: the dispatcher's presigned GET
     (instance,) = job_instances(aws)
     assert instance["State"]["Name"] == "running"
 

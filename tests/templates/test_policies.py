@@ -7,6 +7,7 @@ Resources are compared as text: ``!Ref X`` -> ``${X}``, ``!GetAtt A.B`` -> ``${A
 from __future__ import annotations
 
 import fnmatch
+import json
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,11 @@ EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
         "PresignResults": ({"s3:GetObject"}, {"${ResultsBucket.Arn}/results/*"}),
         "ListOwnUploads": ({"dynamodb:Query"}, {"${JobsTable.Arn}/index/uploads-index"}),
         "PresignAndDeleteUploads": (
-            {"s3:PutObject", "s3:DeleteObject"},
+            {"s3:PutObject", "s3:DeleteObject", "s3:GetObject"},
             {f"${{ResultsBucket.Arn}}/{UPLOADS_PREFIX}*"},
         ),
+        "PresignResultPosts": ({"s3:PutObject"}, {"${ResultsBucket.Arn}/results/*"}),
+        "EndAttempts": ({"cloudformation:DeleteStack"}, {JOB_STACKS}),
     },
     "VerifierRole": {
         "Logs": ({"logs:CreateLogStream", "logs:PutLogEvents"}, {"${VerifierLogGroup.Arn}"}),
@@ -103,7 +106,7 @@ EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
         ),
         "PassOnlyTheServiceRole": ({"iam:PassRole"}, {"${CfnServiceRole.Arn}"}),
         "ReadTheFunctionTemplates": ({"s3:GetObject"}, {TEMPLATE_OBJECT}),
-        "PresignJobInputs": ({"s3:GetObject"}, {f"${{ResultsBucket.Arn}}/{UPLOADS_PREFIX}*"}),
+        "PresignTheWorkerArtifacts": ({"s3:GetObject"}, {WORKER_OBJECT}),
         "ResolveTheImageParameter": ({"ssm:GetParameters"}, {AMI_PARAMETERS}),
     },
     "ReaperRole": {
@@ -182,17 +185,7 @@ EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
                 f"{EC2}:volume/*",
             },
         ),
-        "PassOnlyTheInstanceRole": ({"iam:PassRole"}, {"${InstanceRole.Arn}"}),
         "ResolveTheImageParameter": ({"ssm:GetParameters"}, {AMI_PARAMETERS}),
-    },
-    "InstanceRole": {
-        "WriteResults": (
-            {"s3:AbortMultipartUpload", "s3:PutObject", "s3:DeleteObject"},
-            {"${ResultsBucket.Arn}/results/*"},
-        ),
-        "InstallWorker": ({"s3:GetObject"}, {WORKER_OBJECT}),
-        "JobRecordsAndCapacity": ({"dynamodb:GetItem", "dynamodb:UpdateItem"}, {"${JobsTable.Arn}"}),
-        "DeleteOwnJobStack": ({"cloudformation:DeleteStack"}, {JOB_STACKS}),
     },
 }
 TRUSTED_SERVICE = {
@@ -201,7 +194,6 @@ TRUSTED_SERVICE = {
     "ReaperRole": "lambda.amazonaws.com",
     "VerifierRole": "lambda.amazonaws.com",
     "CfnServiceRole": "cloudformation.amazonaws.com",
-    "InstanceRole": "ec2.amazonaws.com",
     "ApiGatewayCloudWatchRole": "apigateway.amazonaws.com",
 }
 WILDCARD_RESOURCE_ALLOWED = {("ReaperRole", "FindOrphanStacks"), ("CfnServiceRole", "Describe")}
@@ -310,9 +302,7 @@ def test_service_role_launches_only_allowed_types_and_deletes_only_job_resources
     run = found["RunOnlyAllowedInstanceTypes"]["Condition"]["StringEquals"]["ec2:InstanceType"]
     assert run == INSTANCE_TYPES
     assert found["DeleteOnlyJobResources"]["Condition"] == {"Null": {"aws:ResourceTag/JobId": "false"}}
-    assert found["PassOnlyTheInstanceRole"]["Condition"] == {
-        "StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}
-    }
+    assert not any("iam:PassRole" in as_list(s["Action"]) for s in found.values())  # no instance profile
     assert set(found["TagOnCreate"]["Condition"]["StringEquals"]["ec2:CreateAction"]) == {
         "AuthorizeSecurityGroupEgress",
         "CreateLaunchTemplate",
@@ -321,18 +311,63 @@ def test_service_role_launches_only_allowed_types_and_deletes_only_job_resources
     }
 
 
-def test_instance_role_has_no_iam_or_ec2_and_only_job_and_capacity_items(
-    roles: dict[str, dict[str, Any]],
-) -> None:
-    found = statements(roles["InstanceRole"])
+def _templates() -> dict[str, dict[str, Any]]:
+    """The primary template and every installed function's job template."""
+    found = {"primary.yaml": load("primary.yaml")}
+    for function in installed_functions().values():
+        found[f"function {function.name}"] = load(function.template_path())
+    return found
 
-    actions = {a for s in found.values() for a in as_list(s["Action"])}
-    assert not {a for a in actions if a.startswith(("iam:", "ec2:", "sts:"))}
-    leading_keys = found["JobRecordsAndCapacity"]["Condition"]["ForAllValues:StringLike"][
-        "dynamodb:LeadingKeys"
-    ]
-    assert leading_keys == ["job#*", "capacity#global"]
-    assert found["DeleteOwnJobStack"]["Condition"] == {"Null": {"aws:ResourceTag/JobId": "false"}}
+
+def test_no_role_that_ec2_can_assume_grants_anything() -> None:
+    """A job's instance holds no credentials: no template has a role an instance could assume that allows
+    anything (today there is none at all), and no instance profile."""
+    for name, template in _templates().items():
+        for logical, resource in template.get("Resources", {}).items():
+            kind = resource["Type"]
+            assert kind != "AWS::IAM::InstanceProfile", f"{name}: {logical} is an instance profile"
+            if kind != "AWS::IAM::Role":
+                continue
+            trust = json.dumps(resource["Properties"]["AssumeRolePolicyDocument"])
+            if "ec2.amazonaws.com" in trust:
+                grants = resource["Properties"].get("Policies", []) + resource["Properties"].get(
+                    "ManagedPolicyArns", []
+                )
+                assert grants == [], f"{name}: {logical}, trusted by EC2, grants {grants}"
+
+
+def test_no_job_template_gives_its_instance_a_profile_a_key_or_a_way_in() -> None:
+    """Every function's job template: no instance profile, no key pair, IMDSv2 with hop limit 1, no inbound
+    rule, terminate on shutdown, the worker token and the artifact URL NoEcho and never an output."""
+    for function in installed_functions().values():
+        template = load(function.template_path())
+        text = json.dumps(template)
+        assert "IamInstanceProfile" not in text and "InstanceProfile" not in text, function.name
+        resources = template["Resources"]
+        for logical, resource in resources.items():
+            properties = resource.get("Properties", {})
+            assert "KeyName" not in properties, f"{function.name}: {logical} has a key pair"
+            assert "SecurityGroupIngress" not in properties, f"{function.name}: {logical} lets in"
+            assert resource["Type"] != "AWS::EC2::SecurityGroupIngress", f"{function.name}: {logical}"
+            if resource["Type"] == "AWS::EC2::Instance":
+                assert properties["InstanceInitiatedShutdownBehavior"] == "terminate"
+            if resource["Type"] == "AWS::EC2::LaunchTemplate":
+                options = properties["LaunchTemplateData"]["MetadataOptions"]
+                assert (options["HttpTokens"], options["HttpPutResponseHopLimit"]) == ("required", 1)
+        parameters = template["Parameters"]
+        assert (
+            parameters["WorkerToken"]["NoEcho"] is True and parameters["WorkerArtifactUrl"]["NoEcho"] is True
+        )
+        outputs = json.dumps(template.get("Outputs", {}))
+        assert "WorkerToken" not in outputs and "WorkerArtifactUrl" not in outputs
+
+
+def test_the_service_role_passes_no_role_to_ec2(roles: dict[str, dict[str, Any]]) -> None:
+    for name, role in roles.items():
+        for statement in statements(role).values():
+            if "iam:PassRole" in as_list(statement["Action"]):
+                passed_to = statement.get("Condition", {}).get("StringEquals", {}).get("iam:PassedToService")
+                assert passed_to != "ec2.amazonaws.com", name
 
 
 def test_the_verifier_touches_only_upload_items_and_reads_only_the_uploads_queue(
@@ -375,23 +410,19 @@ def grants(statement: dict[str, Any], action: str, resource: str) -> bool:
 S3_READS = ("s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAttributes", "s3:ListBucket")
 
 
-def test_no_instance_can_read_an_upload_only_the_dispatcher_presigns_them(
+def test_only_the_api_presigns_an_upload_s_read_and_only_the_verifier_reads_one(
     roles: dict[str, dict[str, Any]], primary: dict[str, Any]
 ) -> None:
-    """A job's instance reads its inputs through the GETs its dispatch presigned, never with its role; the
-    verifier reads each file once to check it; the API never reads one."""
+    """A job's instance (which has no role) reads its inputs through the GETs the worker channel's start
+    presigned for it; the verifier reads each file once to check it; the API only signs those GETs."""
     an_upload = "${ResultsBucket.Arn}/" + upload_key("key-b", "f" * 32)
-    for sid, statement in statements(roles["InstanceRole"]).items():
-        for action in S3_READS:
-            assert not grants(statement, action, an_upload), sid
-            assert not grants(statement, action, "${ResultsBucket.Arn}"), sid
     readers = {
         role
         for role, found in ((r, statements(roles[r])) for r in roles)
         for statement in found.values()
         if grants(statement, "s3:GetObject", an_upload)
     }
-    assert readers == {"DispatcherRole", "VerifierRole"}
+    assert readers == {"ApiHandlerRole", "VerifierRole"}
     bucket_policy = primary["Resources"]["ResultsBucketPolicy"]["Properties"]["PolicyDocument"]
     assert all(statement["Effect"] == "Deny" for statement in bucket_policy["Statement"])
 
@@ -456,7 +487,7 @@ def test_function_instance_is_locked_down(function: BusinessFunction) -> None:
     assert instance["InstanceInitiatedShutdownBehavior"] == "terminate"
     assert all(m["Ebs"]["Encrypted"] for m in instance["BlockDeviceMappings"])
     assert {"Key": "JobId", "Value": {"Ref": "JobId"}} in instance["Tags"]
-    assert render(instance["IamInstanceProfile"]) == "${InstanceProfileName}"
+    assert "IamInstanceProfile" not in instance
 
 
 def test_rules_allow_exactly_the_visibility_timeouts_of_at_least_six_dispatcher_timeouts(

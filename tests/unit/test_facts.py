@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pijobs.api_handler.routes import OPERATIONS
+from pijobs.api_handler.routes import ALL_OPERATIONS, OPERATIONS, WORKER_OPERATIONS
 from pijobs.shared.functions import (
     DEADLINE_RANGE,
     NAME_PATTERN,
@@ -135,8 +135,8 @@ def test_the_template_declares_the_route_table_and_nothing_else() -> None:
         if r["Type"] == "AWS::ApiGateway::Method"
     }
 
-    assert set(methods) == {(op.method, op.path) for op in OPERATIONS}
-    for op in OPERATIONS:
+    assert set(methods) == {(op.method, op.path) for op in ALL_OPERATIONS}
+    for op in ALL_OPERATIONS:
         properties = methods[op.method, op.path]["Properties"]
         assert properties["ApiKeyRequired"] is op.api_key, op.path
         assert properties["AuthorizationType"] == "NONE"
@@ -144,6 +144,8 @@ def test_the_template_declares_the_route_table_and_nothing_else() -> None:
         assert "${ApiHandlerFunction.Arn}" in properties["Integration"]["Uri"]["Fn::Sub"]
     # only the document and the console's page (which holds nothing and asks for a key)
     assert [op.path for op in OPERATIONS if not op.api_key] == ["/openapi.json", "/console"]
+    # the worker channel: authenticated by a job's worker token, outside the customer's table
+    assert [(op.path, op.api_key) for op in WORKER_OPERATIONS] == [("/worker/jobs/{id}/{operation}", False)]
 
 
 def test_every_gateway_answer_says_nosniff() -> None:

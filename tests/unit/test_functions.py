@@ -221,7 +221,8 @@ def test_the_catalog_entry_is_public_and_complete() -> None:
     assert schema["properties"]["digits"]["type"] == "integer"
 
 
-FIXED = {"TableName": "t", "ResultsBucket": "r", "InstanceProfileName": "p", "SubnetId": "s", "VpcId": "v"}
+FIXED = {"ApiUrl": "https://api.test", "SubnetId": "s", "VpcId": "v", "TableName": "t"}
+ARTIFACT_URL = "https://art.s3.amazonaws.com/functions/echo/2/worker.zip?X-Amz-Signature=x"
 
 
 def _stack_parameters(function: BusinessFunction, params: Any, **fixed: str) -> dict[str, str]:
@@ -229,18 +230,19 @@ def _stack_parameters(function: BusinessFunction, params: Any, **fixed: str) -> 
         function,
         params,
         job_id="a" * 32,
-        version="2",
         deadline_seconds=30,
-        artifacts_bucket="art",
+        artifact_url=ARTIFACT_URL,
+        token="t" * 43,
         fixed={**FIXED, **fixed},
     )
 
 
 def test_stack_parameters_are_the_platform_s_and_the_function_s_whitelisted_ones() -> None:
     parameters = _stack_parameters(Echo(), EchoParams(text="yo"), ImageId="ami-operator-only")
-    assert set(parameters) == {*PLATFORM_PARAMETERS, "Text"}  # fixed values outside the set are dropped
+    # Fixed values outside the set are dropped (an older deployment's TableName among them).
+    assert set(parameters) == {*PLATFORM_PARAMETERS, "Text"}
     assert parameters["Text"] == "yo"
-    assert parameters["WorkerArtifactUrl"] == "s3://art/functions/echo/2/worker.zip"
+    assert parameters["WorkerArtifactUrl"] == ARTIFACT_URL and parameters["WorkerToken"] == "t" * 43
     assert parameters["DeadlineSeconds"] == "60"  # raised to the templates' minimum
 
 

@@ -26,6 +26,18 @@ def test_a_live_job_joins_the_live_index_and_a_job_without_an_end_time_stays_as_
     assert _reindexed(_job("CANCELLED")) == _job("CANCELLED")  # no finished_at: nothing to sort it by
 
 
+def test_a_state_change_event_is_restored_as_it_was_never_as_a_job() -> None:
+    """An event item names a job and a status too; it joins no index (the reaper would read it as a job)."""
+    event = {
+        "pk": {"S": f"event#{JOB_ID}#1#RUNNING"},
+        "job_id": {"S": JOB_ID},
+        "status": {"S": "RUNNING"},
+        "previous": {"S": "PROVISIONING"},
+    }
+
+    assert _reindexed(event) == event
+
+
 def test_the_capacity_item_forgets_the_last_runs_admission_tick() -> None:
     # the tick's message died with the old run's queue: a kept tick_at would say one is on its way, and the
     # waiting jobs would wait for nothing until the reaper noticed
