@@ -70,7 +70,7 @@ class DispatchServices:
             queue=self.queue,
             tick_seconds=self.settings.admission_tick_seconds,
             tenants=self.tenants,
-            owner_cap_default=self.settings.max_active_stacks_per_owner or None,
+            owner_cap_setting=self.settings.max_active_stacks_per_owner,
             provision=lambda job: _provision(self, job),
             lifecycle=self.lifecycle,
         )

@@ -62,6 +62,9 @@ SUPPORTED_INSTANCE_TYPES: tuple[str, ...] = (
     "r7i.xlarge",
 )
 DEADLINE_RANGE = (60, 86_400)  # the templates' DeadlineSeconds bounds
+# What every job's deadline allows besides the work its parameters ask for: the instance's start, the
+# worker's install, and its result's upload, generously (a function's deadline_seconds adds its own work).
+BOOT_SECONDS = 300
 
 
 def artifact_key(name: str, version: str, file: str) -> str:
