@@ -24,7 +24,11 @@ from typing import Any, TypedDict
 
 from pijobs.errors import OperationError, UsageError
 from pijobs.shared import aws
+from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.fairshare import HALF_THE_SLOTS, TenantPolicy, default_owner_cap, owner_limit
 from pijobs.shared.status import UNFINISHED_STATES
+from pijobs.shared.store import JobStore
+from pijobs.shared.tenants import TenantStore
 
 STACK_ENV = "PIJOBS_STACK_NAME"
 DEFAULT_STACK = "pijobs"
@@ -58,7 +62,7 @@ class StackResources:
     table_name: str
     mapping_id: str
     max_active_stacks_default: int  # the stack's MaxActiveStacks parameter, before anyone changed it
-    owner_cap_default: int | None = None  # MaxActiveStacksPerOwner (None: 0, no cap of a tenant's own)
+    owner_cap_setting: int = HALF_THE_SLOTS  # MaxActiveStacksPerOwner (0: no cap of a tenant's own)
 
 
 # ---- reading the deployment --------------------------------------------------------------------------------
@@ -85,7 +89,7 @@ def stack_resources(cfn: Any, stack_name: str) -> StackResources:
         table_name=outputs["TableName"],
         mapping_id=outputs["EventSourceMappingId"],
         max_active_stacks_default=int(default_limit) if default_limit.isdigit() else 1,
-        owner_cap_default=int(owner_cap) if owner_cap.isdigit() and int(owner_cap) > 0 else None,
+        owner_cap_setting=int(owner_cap) if owner_cap.lstrip("-").isdigit() else HALF_THE_SLOTS,
     )
 
 
@@ -130,7 +134,6 @@ def live_jobs_by_state(statuses: Iterable[str]) -> dict[str, int]:
 def gather_status(resources: StackResources, *, waiting: dict[str, int] | None = None) -> dict[str, Any]:
     """Queues, live jobs by state, capacity, jobs waiting for a slot and the mapping (``ops status --json``);
     ``waiting`` as in ``tenant_rows``."""
-    from pijobs.shared.store import JobStore
 
     sqs, ddb, lam = aws.client("sqs"), aws.client("dynamodb"), aws.client("lambda")
     store = JobStore(ddb, resources.table_name)
@@ -160,13 +163,14 @@ def tenant_rows(
     every tenant with a setting scans the table, which is fine for ``ops tenants``, not for a redraw every
     few seconds.
     """
-    from pijobs.shared.fairshare import TenantPolicy, owner_limit
-    from pijobs.shared.store import JobStore
-    from pijobs.shared.tenants import TenantStore
 
     ddb = aws.client("dynamodb")
     tenants = TenantStore(ddb, resources.table_name)
-    live = (_capacity(resources).state() or {}).get("owners", {})
+    capacity = _capacity(resources).state() or {}
+    live = capacity.get("owners", {})
+    default_cap = default_owner_cap(
+        resources.owner_cap_setting, capacity.get("limit", resources.max_active_stacks_default)
+    )
     if waiting is None:
         waiting = JobStore(ddb, resources.table_name).waiting_by_owner()
     if busy_only:
@@ -180,7 +184,7 @@ def tenant_rows(
             {
                 "tenant": owner,
                 "weight": policy.weight,
-                "max_active": owner_limit(policy, resources.owner_cap_default),
+                "max_active": owner_limit(policy, default_cap),
                 "own_cap": policy.max_active is not None,
                 "live_stacks": int(live.get(owner, 0)),
                 "waiting": int(waiting.get(owner, 0)),
@@ -242,7 +246,6 @@ def set_tenant(
     default_cap: bool = False,
 ) -> dict[str, Any]:
     """Set one tenant's weight or own cap (``default_cap``: back to MaxActiveStacksPerOwner); its new row."""
-    from pijobs.shared.tenants import TenantStore
 
     if weight is None and max_active is None and not default_cap:
         raise UsageError("nothing to change: give --weight, --max-active or --default-cap")
@@ -273,7 +276,6 @@ def check_batch_window(batch_size: int | None, mapping: dict[str, Any]) -> None:
 
 
 def _capacity(resources: StackResources) -> Any:
-    from pijobs.shared.capacity import CapacityCounter
 
     return CapacityCounter(
         aws.client("dynamodb"), resources.table_name, default_limit=resources.max_active_stacks_default

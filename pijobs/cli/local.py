@@ -14,6 +14,9 @@ from typing import Any
 
 from pijobs.cli.render import Output
 from pijobs.errors import OperationError
+from pijobs.local.logs import default_log_dir, job_logs
+from pijobs.local.persist import default_data_dir
+from pijobs.shared.fairshare import HALF_THE_SLOTS
 
 
 def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
@@ -83,7 +86,7 @@ def _local_options(parser: argparse.ArgumentParser) -> None:
         "--max-active-stacks-per-owner",
         type=positive,
         default=None,
-        help="MaxActiveStacksPerOwner: each API key's own cap (default: none, only MaxActiveStacks)",
+        help="MaxActiveStacksPerOwner: each API key's own cap (default: half the slots, at least 1)",
     )
     parser.add_argument(
         "--log-dir",
@@ -94,13 +97,16 @@ def _local_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _local_stack(args: argparse.Namespace, log_level: str = "INFO", data_dir: Path | None = None) -> Any:
-    from pijobs.local.stack import LocalConfig, LocalStack
+    from pijobs.local.stack import (  # lazy: the embedded stack needs the [local] extra (moto)
+        LocalConfig,
+        LocalStack,
+    )
 
     _check_port_free(args.port)  # at once, not after the stack has started
     config = LocalConfig(
         api_port=args.port,
         max_active_stacks=args.max_active_stacks,
-        max_active_stacks_per_owner=args.max_active_stacks_per_owner or 0,
+        max_active_stacks_per_owner=args.max_active_stacks_per_owner or HALF_THE_SLOTS,
         log_dir=args.log_dir,
         log_level=log_level,
         data_dir=data_dir,
@@ -109,7 +115,7 @@ def _local_stack(args: argparse.Namespace, log_level: str = "INFO", data_dir: Pa
 
 
 def _check_port_free(port: int) -> None:
-    from pijobs.local.stack import port_is_free
+    from pijobs.local.stack import port_is_free  # lazy: the embedded stack needs the [local] extra (moto)
 
     if port and not port_is_free(port):
         problem = f"port {port} is in use: choose another with --port (0 picks a free one)"
@@ -117,8 +123,6 @@ def _check_port_free(port: int) -> None:
 
 
 def cmd_up(args: argparse.Namespace, out: Output) -> int:
-    from pijobs.local.logs import default_log_dir
-    from pijobs.local.persist import default_data_dir
 
     data_dir = None if args.ephemeral else (args.data_dir or default_data_dir())
     if args.log_dir is None:  # each worker's output goes to a file, one per instance, and up says where
@@ -164,8 +168,6 @@ def cmd_up(args: argparse.Namespace, out: Output) -> int:
 
 def _default_logs(data_dir: Path | None) -> Path | None:
     """The log directory ``pijobs logs`` reads without --log-dir: the default data directory's."""
-    from pijobs.local.logs import default_log_dir
-    from pijobs.local.persist import default_data_dir
 
     return default_log_dir(default_data_dir()) if data_dir == default_data_dir() else None
 
@@ -180,8 +182,6 @@ def _stop_handler(stopped: threading.Event) -> Callable[[int, Any], None]:
 
 
 def cmd_logs(args: argparse.Namespace, out: Output) -> int:
-    from pijobs.local.logs import default_log_dir, job_logs
-    from pijobs.local.persist import default_data_dir
 
     paths = job_logs(args.log_dir or default_log_dir(default_data_dir()), args.job_id)
     for attempt, path in enumerate(paths, start=1):
@@ -192,7 +192,7 @@ def cmd_logs(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
-    from pijobs.demo import run_demo
+    from pijobs.demo import run_demo  # lazy: the demo's HTTP client (requests) is in the [local] extra
 
     print("Starting the embedded stack (moto + local gateway, event source mapping, instance runner)...")
     with _local_stack(args, log_level="WARNING") as stack:
@@ -201,10 +201,9 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_openapi(args: argparse.Namespace, out: Output) -> int:
-    from pijobs.api_handler.openapi import render, shipped_registry
-    from pijobs.api_handler.routes import openapi_document
+    from pijobs.api_handler import openapi, routes  # lazy: start-up time (only this command needs the API)
 
-    text = render(openapi_document(shipped_registry()))
+    text = openapi.render(routes.openapi_document(openapi.shipped_registry()))
     if args.write is not None:
         args.write.write_text(text, encoding="utf-8")
         print(f"wrote {args.write}")

@@ -17,6 +17,7 @@ from pijobs.cli.render import Output, message_columns, status_table, stdout_cons
 from pijobs.cli.watch import WATCH_INTERVAL, WATCH_INTERVAL_RANGE, watch_status
 from pijobs.errors import OperationError, UsageError
 from pijobs.shared import aws
+from pijobs.shared.fairshare import WEIGHT_RANGE
 
 
 def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
@@ -112,7 +113,6 @@ def _interval(text: str) -> float:
 
 
 def _weight(text: str) -> float:
-    from pijobs.shared.fairshare import WEIGHT_RANGE
 
     try:
         value = float(text)
@@ -156,7 +156,7 @@ def cmd_ops_tenants(args: argparse.Namespace, out: Output) -> int:
     resources = _resources(args)
     rows = ops.tenant_rows(resources)
     if out.json_mode:
-        out.json({"max_active_stacks_per_owner": resources.owner_cap_default or 0, "tenants": rows})
+        out.json({"max_active_stacks_per_owner": resources.owner_cap_setting, "tenants": rows})
     else:
         out.table(rows, tenant_columns, empty="no tenant has a setting, a live stack or a waiting job")
     return EXIT_OK
