@@ -73,13 +73,23 @@ def test_server_errors_are_waited_out_and_the_file_is_checked(server: Server, tm
     assert server.requests == 3
 
 
-@pytest.mark.parametrize("status", [403, 404])
+@pytest.mark.parametrize("status", [401, 403, 404, 410])
 def test_a_refused_link_is_reported_at_once(server: Server, tmp_path: Path, status: int) -> None:
     server.answers = [status]
 
-    with pytest.raises(errors.InputUnavailableError):
+    with pytest.raises(errors.InputUnavailableError, match=rf"refused \(HTTP {status}\)"):
         download_inputs(job(url_of(server)), tmp_path, fetch=fetch_url, backoff=BACKOFF)
     assert server.requests == 1
+
+
+def test_a_server_error_past_the_backoff_is_input_unavailable(server: Server, tmp_path: Path) -> None:
+    """What the backoff gave up on is the job's input_unavailable (a retry), never a raw HTTP error."""
+    server.answers = [503] * 1000
+    brief = Backoff(base_seconds=0.001, cap_seconds=0.01, total_seconds=0.3)
+
+    with pytest.raises(errors.InputUnavailableError, match="input t could not be downloaded"):
+        download_inputs(job(url_of(server)), tmp_path, fetch=fetch_url, backoff=brief)
+    assert server.requests > 1
 
 
 def test_another_size_or_checksum_is_input_corrupt(server: Server, tmp_path: Path) -> None:
