@@ -315,6 +315,7 @@ def test_a_timed_out_job_gives_its_slot_back_when_it_times_out(cloud: Cloud) -> 
 
 def test_the_recount_keeps_a_live_holder_the_index_has_not_shown_yet(cloud: Cloud) -> None:
     """The live index lags: a holder missing from it is dropped only when its own record says it ended."""
+    cloud.capacity().set_limit(4)  # both of one tenant's jobs admitted (its cap is half the slots)
     live = _running(cloud)
     ended = _running(cloud)
     cloud.store.transition(ended, JobStatus.RUNNING, JobStatus.SUCCEEDED)  # its release was lost
