@@ -34,10 +34,11 @@ INTEGRATION = "tests/integration"
 # Each module and the tests that speak about it (fast: what its callers and its own tests exercise).
 MODULES: dict[str, list[str]] = {
     "shared/lifecycle.py": [
+        f"{INTEGRATION}/test_lifecycle.py",
         f"{INTEGRATION}/test_reaper.py",
         f"{INTEGRATION}/test_worker_channel.py",
     ],
-    "shared/channel.py": [f"{INTEGRATION}/test_worker_channel.py"],
+    "shared/channel.py": [f"{UNIT}/test_channel_tokens.py", f"{INTEGRATION}/test_worker_channel.py"],
     "api_handler/channel.py": [f"{INTEGRATION}/test_worker_channel.py", f"{INTEGRATION}/test_job_inputs.py"],
     "worker/channel.py": [f"{UNIT}/test_worker_needs_no_aws.py", f"{INTEGRATION}/test_worker.py"],
     "worker/inputs.py": [f"{UNIT}/test_worker_inputs.py", f"{INTEGRATION}/test_job_inputs.py"],
@@ -45,7 +46,11 @@ MODULES: dict[str, list[str]] = {
     "shared/uploads.py": [f"{UNIT}/test_uploads.py", f"{INTEGRATION}/test_uploads.py"],
     "dispatcher/verifier.py": [f"{INTEGRATION}/test_uploads.py"],
     "dispatcher/reaper.py": [f"{INTEGRATION}/test_reaper.py"],
-    "shared/capacity.py": [f"{INTEGRATION}/test_capacity.py", f"{INTEGRATION}/test_reaper.py"],
+    "shared/capacity.py": [
+        f"{INTEGRATION}/test_capacity.py",
+        f"{INTEGRATION}/test_reaper.py",
+        f"{INTEGRATION}/test_fair_share.py",
+    ],
     "shared/fairshare.py": [f"{UNIT}/test_fairshare.py", f"{INTEGRATION}/test_fair_share.py"],
     "shared/tenants.py": [f"{UNIT}/test_fairshare.py", f"{INTEGRATION}/test_fair_share.py"],
     "dispatcher/admission.py": [
@@ -148,10 +153,40 @@ def mutate(module: str, exclude: list[str]) -> dict[str, object]:
     return found
 
 
+def recheck(module: str) -> list[str]:
+    """The last run's survivors of ``module`` against the tests as they are now: each diff applied, the
+    module's selection run, one line per survivor (KILLED or SURVIVED). The file is restored after each."""
+    name = module.replace("/", ".").removesuffix(".py")
+    source = ROOT / module
+    original = source.read_bytes()
+    lines = []
+    try:
+        for survivor in json.loads((OUT / f"{name}.json").read_text())["survivors"]:
+            source.write_bytes(original)
+            diff = survivor["diff"].replace("--- mutation diff ---\n", "")
+            patch = ["patch", "--quiet", "--no-backup-if-mismatch", str(source)]
+            subprocess.run(patch, input=diff, text=True, check=True, capture_output=True)
+            tests = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *MODULES[module]]
+            done = subprocess.run(tests, cwd=ROOT, capture_output=True)
+            changed = next(x for x in diff.splitlines() if x.startswith("+") and not x.startswith("+++"))
+            verdict = "KILLED" if done.returncode else "SURVIVED"
+            lines.append(
+                f"{verdict:8} {module}:{survivor['line']} {survivor['operator']}: {changed[1:].strip()}"
+            )
+            print(lines[-1], flush=True)
+    finally:
+        source.write_bytes(original)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
-    chosen = parser.parse_args().modules or list(MODULES)
+    parser.add_argument(
+        "--survivors", action="store_true", help="only run the last run's survivors against the tests now"
+    )
+    args = parser.parse_args()
+    chosen = args.modules or list(MODULES)
     unknown = [m for m in chosen if m not in MODULES]
     if unknown:
         parser.error(f"not a mutated module: {', '.join(unknown)}")
@@ -161,6 +196,10 @@ def main() -> None:
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # a mutant's byte code never outlives it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the finally restores the source
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.survivors:
+        for module in chosen:
+            recheck(module)
+        return
     exclude = operators()
     print(f"{'module':28} {'mutants':>7} {'killed':>6} {'survived':>8} {'score':>6} {'seconds':>7}")
     for module in chosen:
