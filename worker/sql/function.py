@@ -7,7 +7,7 @@ engine-free query check); DuckDB is imported inside ``run``, on the instance.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pijobs.shared.functions import BusinessFunction, OutputFile, RunContext
 from pijobs.shared.inputs import Inputs
@@ -63,9 +63,7 @@ class SqlFunction(BusinessFunction):
     )
     request_model = SqlParams
     limits_model = SqlLimits
-    resource_types: ClassVar[frozenset[str]] = frozenset(
-        {"AWS::EC2::Instance", "AWS::EC2::LaunchTemplate", "AWS::EC2::SecurityGroup"}
-    )
+    root_volume_gib = 64  # DuckDB spills to disk beside the inputs and the result
     instance_types = (INSTANCE_TYPE,)
     requirements = ("duckdb>=1.1,<2",)
     accepts_inputs = True

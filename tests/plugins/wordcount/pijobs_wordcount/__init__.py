@@ -6,7 +6,6 @@ import json
 import re
 import time
 from collections import Counter
-from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
@@ -39,9 +38,6 @@ class WordCount(BusinessFunction):
     description = "Counts the words of a text and returns the most frequent ones with their counts, as JSON."
     request_model = WordCountParams
     limits_model = WordCountLimits
-    resource_types: ClassVar[frozenset[str]] = frozenset(
-        {"AWS::EC2::Instance", "AWS::EC2::LaunchTemplate", "AWS::EC2::SecurityGroup"}
-    )
     instance_types = ("c7i.large",)
     stack_parameter_names = ("TopWords",)
 
