@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pijobs.shared.functions import installed_functions
 
-from pijobs import deploy, job_template
+from pijobs import deploy, job_template, plugins
 
 
 @pytest.mark.parametrize("name", sorted(installed_functions()))
@@ -120,3 +120,14 @@ def test_package_refuses_an_own_template_that_breaks_one_before_uploading_anythi
 
     with pytest.raises(deploy.PackagingError, match="WorkerInstance: an instance profile"):
         deploy.package(NoS3(), bucket="b", functions=["pi"], with_deps=False)
+
+
+def test_functions_check_names_an_own_template_s_broken_invariant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = job_template.render(installed_functions()["pi"])
+    rendered["Resources"]["WorkerInstance"]["Properties"]["KeyName"] = "ops"
+    pi = _own_template(tmp_path, monkeypatch, yaml.safe_dump(rendered))
+
+    assert plugins.template_problems(installed_functions()["sql"]) == []  # rendered: nothing to say
+    assert plugins.template_problems(pi) == ["its template breaks an invariant: WorkerInstance: a key pair"]
