@@ -260,7 +260,7 @@ def load(function: BusinessFunction) -> dict[str, Any]:
     path = own_template_path(function)
     if path is None:
         return render(function)
-    from pijobs.local.cfn import load_template
+    from pijobs.local.cfn import load_template  # lazy: PyYAML comes with the [local] extra or cfn-lint
 
     return load_template(path)
 
