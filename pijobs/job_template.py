@@ -36,6 +36,7 @@ WORKER_PYTHON = "3.11"  # Amazon Linux 2023's python3.11 package: what the UserD
 IMAGE_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 TAG_VALUE_MAX = 256  # EC2's limit on a tag value: a function's own parameters are recorded as tags
 HTTP_URL = r'https?://[^\s"]+'
+FIXED_PARAMETERS = ("ApiUrl", "SubnetId", "VpcId")  # the primary stack's, the same for every job
 # The worker shim. Bash variables are written $name (never with braces) so that only the CloudFormation
 # parameters (${Name}) are substituted.
 USER_DATA = f"""#!/bin/bash
@@ -120,13 +121,11 @@ def render(function: BusinessFunction) -> dict[str, Any]:
         },
         "InstanceType": {
             "Type": "String",
-            "Default": function.instance_types[0],
             "AllowedValues": list(function.instance_types),
             "Description": "Instance type, chosen by the dispatcher from the function's allow-list.",
         },
         "DeadlineSeconds": {
             "Type": "Number",
-            "Default": DEADLINE_RANGE[1] // 24,
             "MinValue": DEADLINE_RANGE[0],
             "MaxValue": DEADLINE_RANGE[1],
             "Description": "Hard wall-clock limit; the instance powers off (and terminates) shortly after.",
@@ -238,18 +237,10 @@ def render(function: BusinessFunction) -> dict[str, Any]:
     }
 
 
-FIXED_PARAMETERS = ("ApiUrl", "SubnetId", "VpcId")
-
-
-def own_template_path(function: BusinessFunction) -> Path | None:
-    """The template a function ships of its own, or None: the platform renders it."""
-    return function.template_path()
-
-
 def body(function: BusinessFunction) -> bytes:
     """The template as uploaded for the function's version: its own file's bytes, or the rendered one (JSON,
     which CloudFormation and cfn-lint read as they read YAML; the same bytes for the same function)."""
-    path = own_template_path(function)
+    path = function.template_path()
     if path is not None:
         return path.read_bytes()
     return (json.dumps(render(function), indent=1, ensure_ascii=False) + "\n").encode()
@@ -257,7 +248,7 @@ def body(function: BusinessFunction) -> bytes:
 
 def load(function: BusinessFunction) -> dict[str, Any]:
     """The template as a dict: rendered, or the function's own file read (PyYAML: the [local] extra)."""
-    path = own_template_path(function)
+    path = function.template_path()
     if path is None:
         return render(function)
     from pijobs.local.cfn import load_template  # lazy: PyYAML comes with the [local] extra or cfn-lint
@@ -330,7 +321,7 @@ def write(folder: Path, functions: list[BusinessFunction] | None = None) -> list
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for function in functions if functions is not None else list(installed_functions().values()):
-        suffix = ".json" if own_template_path(function) is None else Path(function.template or "").suffix
+        suffix = ".json" if function.template_path() is None else Path(function.template or "").suffix
         path = folder / f"{function.name}{suffix}"
         path.write_bytes(body(function))
         written.append(path)
