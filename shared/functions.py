@@ -49,6 +49,9 @@ PLATFORM_PARAMETERS: tuple[str, ...] = (
     "SubnetId",
     "VpcId",
 )
+# Names a function's own stack parameters may not take: the platform's, the job template's image and the
+# instance's Name tag (each own parameter is recorded as a tag of its name).
+RESERVED_PARAMETERS = frozenset({*PLATFORM_PARAMETERS, "ImageId", "Name"})
 # What the primary stack's CloudFormation service role can create (infra/primary.yaml, CfnServiceRole).
 SUPPORTED_RESOURCE_TYPES = frozenset(
     {"AWS::EC2::Instance", "AWS::EC2::LaunchTemplate", "AWS::EC2::SecurityGroup"}
@@ -374,7 +377,7 @@ def check_function(function: BusinessFunction, where: str) -> None:
         problems.append(
             "accepts_inputs needs an 'inputs' field (pijobs.shared.inputs.Inputs) in request_model"
         )
-    reserved = sorted(set(function.stack_parameter_names) & set(PLATFORM_PARAMETERS))
+    reserved = sorted(set(function.stack_parameter_names) & RESERVED_PARAMETERS)
     if reserved:
         problems.append(f"stack_parameter_names may not include the platform's {reserved}")
     volume = getattr(function, "root_volume_gib", None)

@@ -18,6 +18,7 @@ from pijobs.shared.functions import (
     DEADLINE_RANGE,
     NAME_PATTERN,
     PLATFORM_PARAMETERS,
+    RESERVED_PARAMETERS,
     SUPPORTED_INSTANCE_TYPES,
     BusinessFunction,
     installed_functions,
@@ -70,7 +71,8 @@ def test_a_job_templates_parameters_are_the_platforms_bounds(
     )
     assert parameters["InstanceType"]["AllowedValues"] == list(function.instance_types)
     assert set(function.instance_types) <= set(SUPPORTED_INSTANCE_TYPES)
-    assert set(PLATFORM_PARAMETERS) | set(function.stack_parameter_names) <= set(parameters)
+    assert set(parameters) == set(PLATFORM_PARAMETERS) | {"ImageId"} | set(function.stack_parameter_names)
+    assert set(parameters) - set(function.stack_parameter_names) <= RESERVED_PARAMETERS
     volume = template["Resources"]["WorkerInstance"]["Properties"]["BlockDeviceMappings"][0]["Ebs"]
     assert volume["VolumeSize"] == function.root_volume_gib
 

@@ -90,6 +90,10 @@ class TakesJobId(Echo):
     stack_parameter_names = ("JobId",)
 
 
+class PicksTheImage(Echo):
+    stack_parameter_names = ("ImageId",)
+
+
 class Sneaky(Echo):
     def stack_parameters(self, params: Any) -> dict[str, str]:
         return {"Text": "x", "ImageId": "ami-evil"}
@@ -145,6 +149,7 @@ def test_a_plug_in_class_is_loaded_and_checked() -> None:
         ("HugeDisk", "root_volume_gib must be an integer between 8 and 1024"),
         ("BadParameterName", "stack parameter 'top-words' is not a CloudFormation parameter name"),
         ("TakesJobId", "may not include the platform's ['JobId']"),
+        ("PicksTheImage", "may not include the platform's ['ImageId']"),
         ("Incomplete", "is incomplete"),
         ("OneInputIgnored", "request_model.inputs: its max_length=1 is ignored (its type's own max_length=8"),
         ("EchoParams", "is not a pijobs BusinessFunction"),
