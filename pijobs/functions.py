@@ -14,7 +14,7 @@ against this module keeps working across pijobs releases; what it reaches past t
 - ``SUPPORTED_INSTANCE_TYPES``, ``SUPPORTED_RESOURCE_TYPES``, ``DEADLINE_RANGE``, ``ROOT_VOLUME_RANGE``,
   ``METADATA_MAX_BYTES``: the bounds the platform holds a function to;
   ``PLATFORM_PARAMETERS``: the parameters the platform sets on every job stack (an own template declares
-  them).
+  them); ``RESERVED_PARAMETERS``: the names a function's own stack parameters may not take.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pijobs.shared.functions import (
     ENTRY_POINT_GROUP,
     METADATA_MAX_BYTES,
     PLATFORM_PARAMETERS,
+    RESERVED_PARAMETERS,
     ROOT_VOLUME_RANGE,
     SUPPORTED_INSTANCE_TYPES,
     SUPPORTED_RESOURCE_TYPES,
@@ -41,6 +42,7 @@ __all__ = [
     "MAX_INPUTS",
     "METADATA_MAX_BYTES",
     "PLATFORM_PARAMETERS",
+    "RESERVED_PARAMETERS",
     "ROOT_VOLUME_RANGE",
     "SUPPORTED_INSTANCE_TYPES",
     "SUPPORTED_RESOURCE_TYPES",
