@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from pijobs.shared.functions import BusinessFunction, JobRefusedError, OutputFile, RunContext
+from pijobs.shared.functions import BOOT_SECONDS, BusinessFunction, JobRefusedError, OutputFile, RunContext
 from pijobs.shared.models import isoformat, utcnow
 from pijobs.worker.pi.bounds import MAX_DIGITS
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -19,7 +19,6 @@ PI_INSTANCE_TYPES: tuple[tuple[int, str], ...] = (
     (60_000_000, "c7i.xlarge"),
     (MAX_DIGITS, "r7i.large"),
 )
-BOOT_SECONDS = 300  # instance start, package install and upload, generously
 
 
 class PiParams(BaseModel):
@@ -49,6 +48,7 @@ class PiFunction(BusinessFunction):
     )
     request_model = PiParams
     limits_model = PiLimits
+    error_codes = frozenset({"too_large"})
     instance_types = tuple(dict.fromkeys(instance_type for _, instance_type in PI_INSTANCE_TYPES))
     stack_parameter_names = ("Digits",)
     requirements = ("gmpy2>=2.2",)

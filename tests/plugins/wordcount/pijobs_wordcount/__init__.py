@@ -37,6 +37,7 @@ class WordCount(BusinessFunction):
     title = "Word count"
     description = "Counts the words of a text and returns the most frequent ones with their counts, as JSON."
     request_model = WordCountParams
+    error_codes = frozenset({"no_words"})
     limits_model = WordCountLimits
     instance_types = ("c7i.large",)
     stack_parameter_names = ("TopWords",)
