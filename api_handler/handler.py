@@ -12,6 +12,7 @@ from pijobs.shared import aws
 from pijobs.shared.capacity import CapacityCounter
 from pijobs.shared.compute import CloudFormationBackend
 from pijobs.shared.errors import PijobsError
+from pijobs.shared.hooks import WebhookStore
 from pijobs.shared.logs import clear_context, configure_logging, get_logger
 from pijobs.shared.queue import JobQueue
 from pijobs.shared.settings import ApiSettings
@@ -38,6 +39,8 @@ def services() -> ApiServices:
         uploads=UploadStore(ddb, settings.table_name),
         presigner=aws.presigning_s3_client(),
         compute=CloudFormationBackend(StackLauncher(aws.client("cloudformation"))),
+        hooks=WebhookStore(ddb, settings.table_name),
+        sqs=aws.client("sqs"),
     )
 
 

@@ -11,6 +11,7 @@ import boto3
 import pytest
 from pijobs.api_handler.routes import ALL_OPERATIONS
 from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
+from pijobs.shared.hooks import HOOK_SCOPE, HOOKS_INDEX
 from pijobs.shared.settings import ApiSettings, DispatcherSettings
 from pijobs.shared.store import (
     DONE_SHARD,
@@ -147,6 +148,10 @@ def test_queue_table_and_mapping_follow_the_parameters(aws: dict[str, Any]) -> N
         ],
         UPLOADS_INDEX: [
             {"AttributeName": UPLOADER, "KeyType": "HASH"},
+            {"AttributeName": "created_at", "KeyType": "RANGE"},
+        ],
+        HOOKS_INDEX: [
+            {"AttributeName": HOOK_SCOPE, "KeyType": "HASH"},
             {"AttributeName": "created_at", "KeyType": "RANGE"},
         ],
     }
