@@ -64,6 +64,7 @@ class WebhookServices:
     jobs: JobStore
     hooks: WebhookStore
     queue: DeliveryQueue
+    events: Any = None  # an EventBridge client (with settings.event_bus)
 
     @property
     def policy(self) -> UrlPolicy:
@@ -84,6 +85,7 @@ def services() -> WebhookServices:
         jobs=JobStore(ddb, settings.table_name),
         hooks=WebhookStore(ddb, settings.table_name),
         queue=DeliveryQueue(aws.client("sqs"), settings.webhooks_queue_url),
+        events=aws.client("events") if settings.event_bus else None,
     )
 
 
@@ -122,6 +124,51 @@ def targets_for(services: WebhookServices, job: JobRecord, type_: str) -> list[t
     return found
 
 
+EVENT_SOURCE = "pijobs"
+EVENT_DETAIL_TYPE = "pijobs Job State Change"
+
+
+def operator_detail(job: JobRecord, event: dict[str, Any]) -> dict[str, Any]:
+    """The EventBridge event's detail: the change, its job's identity and result (no link), its times."""
+    result = None
+    if job.result is not None and event["status"] == "SUCCEEDED":
+        result = {"filename": job.result.filename, "bytes": job.result.bytes, "sha256": job.result.sha256}
+    return {
+        "job_id": job.job_id,
+        "owner_key_id": job.owner,
+        "function": job.function,
+        "version": job.version,
+        "status": event["status"],
+        "previous_status": event["previous"],
+        "attempt": event["attempt"],
+        "error_code": event.get("error_code"),
+        "result": result,
+        "at": event["at"],
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at if event["status"] == job.status.value else None,
+    }
+
+
+def publish(services: WebhookServices, job: JobRecord, event: dict[str, Any]) -> None:
+    """One EventBridge event per state change (raises when EventBridge refused it: the record is retried)."""
+    if services.events is None or not services.settings.event_bus:
+        return
+    response = services.events.put_events(
+        Entries=[
+            {
+                "Source": EVENT_SOURCE,
+                "DetailType": EVENT_DETAIL_TYPE,
+                "Detail": json.dumps(operator_detail(job, event)),
+                "EventBusName": services.settings.event_bus,
+                "Resources": [],
+            }
+        ]
+    )
+    if response.get("FailedEntryCount"):
+        raise RuntimeError("EventBridge refused the state-change event")
+
+
 def fan_out(services: WebhookServices, event: dict[str, Any]) -> int:
     """One delivery per target of one state-change event; how many were new."""
     bind_job(str(event["job_id"]))
@@ -129,6 +176,7 @@ def fan_out(services: WebhookServices, event: dict[str, Any]) -> int:
         job = services.jobs.get(str(event["job_id"]))
     except NoSuchJobError:
         return 0
+    publish(services, job, event)
     type_ = event_type(str(event["status"]))
     body = payload_body(type_, str(event["at"]), job_data(job, event, services.settings.public_api_url))
     made = 0

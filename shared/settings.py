@@ -147,6 +147,7 @@ class WebhookSettings(StoreSettings):
     # Seconds before each retry, comma-separated (shared/webhooks.py's RETRY_SCHEDULE unless set).
     webhook_retry_schedule: str | None = None
     webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
+    event_bus: str | None = None  # where every state change is published for operators (EventBridge)
 
 
 class VerifierSettings(_EnvSettings):

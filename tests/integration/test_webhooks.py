@@ -74,6 +74,7 @@ class Hooks:
             "PIJOBS_WEBHOOK_ALLOW_LOOPBACK": "true",
             "PIJOBS_WEBHOOK_RETRY_SCHEDULE": "0,0,0",
             "PIJOBS_PUBLIC_API_URL": "https://api.test",
+            "PIJOBS_EVENT_BUS": "default",
         }.items():
             monkeypatch.setenv(key, value)
         cloud.ddb.update_table(
@@ -303,3 +304,56 @@ def test_a_removed_webhook_gets_nothing_more(cloud: Cloud, hooks: Hooks, receive
 
     assert receiver.requests == []
     assert cloud.api("GET", "/webhooks")[1] == {"webhooks": []}
+
+
+def test_every_state_change_is_one_eventbridge_event_for_operators(cloud: Cloud, hooks: Hooks) -> None:
+    events = boto3.client("events", region_name=REGION)
+    inbox = cloud.sqs.create_queue(QueueName="operator-inbox")["QueueUrl"]
+    inbox_arn = cloud.sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    pattern = {"source": ["pijobs"], "detail-type": ["pijobs Job State Change"]}
+    events.put_rule(Name="pijobs-changes", EventPattern=json.dumps(pattern))
+    events.put_targets(Rule="pijobs-changes", Targets=[{"Id": "inbox", "Arn": inbox_arn}])
+    job_id = cloud.submit()
+
+    cloud.api("DELETE", f"/jobs/{job_id}")
+    hooks.pump()  # no webhook: the operators' event all the same
+
+    (message,) = cloud.sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10)["Messages"]
+    detail = json.loads(message["Body"])["detail"]
+    assert detail["job_id"] == job_id and detail["owner_key_id"] == "key-a"
+    assert (detail["previous_status"], detail["status"], detail["attempt"]) == ("QUEUED", "CANCELLED", 0)
+    assert detail["error_code"] == "cancelled" and detail["function"] == "pi"
+
+
+def test_a_url_that_became_private_is_refused_at_delivery(
+    cloud: Cloud, hooks: Hooks, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = add_hook(cloud, receiver.url)
+    cloud.api("DELETE", f"/jobs/{cloud.submit()}")
+    monkeypatch.setenv("PIJOBS_WEBHOOK_ALLOW_LOOPBACK", "false")  # the sender's rules: no loopback
+    notifier.services.cache_clear()
+    hooks.pump()
+
+    assert receiver.requests == []
+    (delivery,) = cloud.api("GET", f"/webhooks/{hook['webhook_id']}/deliveries")[1]["deliveries"]
+    assert delivery["response_status"] is None and delivery["error"].startswith("refused")
+    assert delivery["state"] == "failed"
+
+
+def test_the_clients_verify_webhook_takes_a_real_delivery(
+    cloud: Cloud, hooks: Hooks, receiver: Receiver
+) -> None:
+    from pijobs.client import WebhookSignatureError, verify_webhook
+
+    hook = add_hook(cloud, receiver.url)
+    cloud.api("DELETE", f"/jobs/{cloud.submit()}")
+    hooks.pump()
+    headers, body = receiver.requests[0]
+
+    assert verify_webhook(hook["secret"], headers, body)["type"] == "job.cancelled"
+    with pytest.raises(WebhookSignatureError):
+        verify_webhook(hook["secret"], headers, body.replace(b"CANCELLED", b"SUCCEEDED"))
+    with pytest.raises(WebhookSignatureError):
+        verify_webhook(hook["secret"], {**headers, "webhook-timestamp": "1000000000"}, body)

@@ -171,6 +171,8 @@ def test_lambdas_get_their_handlers_and_environment(aws: dict[str, Any], outputs
         "pijobs.dispatcher.handler.lambda_handler",
         "pijobs.dispatcher.reaper.lambda_handler",
         "pijobs.dispatcher.verifier.lambda_handler",
+        "pijobs.api_handler.notifier.notifier_handler",
+        "pijobs.api_handler.notifier.sender_handler",
     }
     dispatcher = function_env(aws, outputs["DispatcherFunctionName"])
     assert dispatcher["PIJOBS_TABLE_NAME"] == outputs["TableName"]
