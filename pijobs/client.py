@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 from pijobs.errors import OperationError
 from pijobs.shared import digest as digests
 from pijobs.shared.status import TERMINAL_STATES
+from pijobs.shared.webhooks import verify
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 USER_AGENT = "pijobs-cli"
@@ -598,8 +599,6 @@ def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes | str) -
     """A delivery's payload, once its Standard Webhooks signature (``webhook-id``, ``webhook-timestamp``,
     ``webhook-signature``) is ``secret``'s and its timestamp within five minutes; else WebhookSignatureError.
     ``body`` is the request's body exactly as received."""
-    from pijobs.shared.webhooks import verify
-
     raw = body.encode() if isinstance(body, str) else body
     if not verify(secret, dict(headers), raw, now=time.time()):
         raise WebhookSignatureError("the webhook's signature does not verify (or its timestamp is stale)")
