@@ -71,7 +71,7 @@ def _instance_violations(name: str, properties: dict[str, Any], templates: dict[
 
 def check(path: Path, function_name: str) -> None:
     """Raise JobTemplateError naming every violation of the template at ``path``."""
-    from pijobs.local.cfn import load_template
+    from pijobs.local.cfn import load_template  # lazy: PyYAML comes with the [local] extra or cfn-lint
 
     problems = violations(load_template(path))
     if problems:

@@ -24,7 +24,11 @@ from typing import Any, TypedDict
 
 from pijobs.errors import OperationError, UsageError
 from pijobs.shared import aws
+from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.fairshare import TenantPolicy, owner_limit
 from pijobs.shared.status import UNFINISHED_STATES
+from pijobs.shared.store import JobStore
+from pijobs.shared.tenants import TenantStore
 
 STACK_ENV = "PIJOBS_STACK_NAME"
 DEFAULT_STACK = "pijobs"
@@ -130,7 +134,6 @@ def live_jobs_by_state(statuses: Iterable[str]) -> dict[str, int]:
 def gather_status(resources: StackResources, *, waiting: dict[str, int] | None = None) -> dict[str, Any]:
     """Queues, live jobs by state, capacity, jobs waiting for a slot and the mapping (``ops status --json``);
     ``waiting`` as in ``tenant_rows``."""
-    from pijobs.shared.store import JobStore
 
     sqs, ddb, lam = aws.client("sqs"), aws.client("dynamodb"), aws.client("lambda")
     store = JobStore(ddb, resources.table_name)
@@ -160,9 +163,6 @@ def tenant_rows(
     every tenant with a setting scans the table, which is fine for ``ops tenants``, not for a redraw every
     few seconds.
     """
-    from pijobs.shared.fairshare import TenantPolicy, owner_limit
-    from pijobs.shared.store import JobStore
-    from pijobs.shared.tenants import TenantStore
 
     ddb = aws.client("dynamodb")
     tenants = TenantStore(ddb, resources.table_name)
@@ -242,7 +242,6 @@ def set_tenant(
     default_cap: bool = False,
 ) -> dict[str, Any]:
     """Set one tenant's weight or own cap (``default_cap``: back to MaxActiveStacksPerOwner); its new row."""
-    from pijobs.shared.tenants import TenantStore
 
     if weight is None and max_active is None and not default_cap:
         raise UsageError("nothing to change: give --weight, --max-active or --default-cap")
@@ -273,7 +272,6 @@ def check_batch_window(batch_size: int | None, mapping: dict[str, Any]) -> None:
 
 
 def _capacity(resources: StackResources) -> Any:
-    from pijobs.shared.capacity import CapacityCounter
 
     return CapacityCounter(
         aws.client("dynamodb"), resources.table_name, default_limit=resources.max_active_stacks_default

@@ -64,7 +64,7 @@ def template_problems(function: BusinessFunction) -> list[str]:
     """The template against the platform's contract: it declares the parameters the dispatcher sets and no
     other required one, and creates only the resource types the function declares."""
     try:
-        from pijobs.local.cfn import load_template  # PyYAML: the [local] extra, or cfn-lint, brings it
+        from pijobs.local.cfn import load_template  # lazy: PyYAML comes with the [local] extra or cfn-lint
     except ImportError:
         return ["its template was not read: PyYAML is not installed (pip install 'pijobs[local]')"]
     try:

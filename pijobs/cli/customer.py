@@ -27,6 +27,7 @@ from pijobs.cli.render import (
 )
 from pijobs.client import IntegrityError, PijobsClient
 from pijobs.errors import OperationError, UsageError
+from pijobs.plugins import check_plugin as check
 
 
 def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
@@ -152,8 +153,6 @@ def cmd_functions(args: argparse.Namespace, out: Output) -> int:
 
 def check_plugin(args: argparse.Namespace, out: Output) -> int:
     """``pijobs functions check PATH``: each function of the plug-in, ready or what is wrong with it."""
-    from pijobs.plugins import check_plugin as check
-
     if args.path is None:
         raise UsageError("check takes the plug-in's folder: pijobs functions check PATH")
     checked = check(args.path, lint=args.lint)

@@ -14,6 +14,8 @@ from typing import Any
 
 from pijobs.cli.render import Output
 from pijobs.errors import OperationError
+from pijobs.local.logs import default_log_dir, job_logs
+from pijobs.local.persist import default_data_dir
 
 
 def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
@@ -94,7 +96,10 @@ def _local_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _local_stack(args: argparse.Namespace, log_level: str = "INFO", data_dir: Path | None = None) -> Any:
-    from pijobs.local.stack import LocalConfig, LocalStack
+    from pijobs.local.stack import (  # lazy: the embedded stack needs the [local] extra (moto)
+        LocalConfig,
+        LocalStack,
+    )
 
     _check_port_free(args.port)  # at once, not after the stack has started
     config = LocalConfig(
@@ -109,7 +114,7 @@ def _local_stack(args: argparse.Namespace, log_level: str = "INFO", data_dir: Pa
 
 
 def _check_port_free(port: int) -> None:
-    from pijobs.local.stack import port_is_free
+    from pijobs.local.stack import port_is_free  # lazy: the embedded stack needs the [local] extra (moto)
 
     if port and not port_is_free(port):
         problem = f"port {port} is in use: choose another with --port (0 picks a free one)"
@@ -117,8 +122,6 @@ def _check_port_free(port: int) -> None:
 
 
 def cmd_up(args: argparse.Namespace, out: Output) -> int:
-    from pijobs.local.logs import default_log_dir
-    from pijobs.local.persist import default_data_dir
 
     data_dir = None if args.ephemeral else (args.data_dir or default_data_dir())
     if args.log_dir is None:  # each worker's output goes to a file, one per instance, and up says where
@@ -164,8 +167,6 @@ def cmd_up(args: argparse.Namespace, out: Output) -> int:
 
 def _default_logs(data_dir: Path | None) -> Path | None:
     """The log directory ``pijobs logs`` reads without --log-dir: the default data directory's."""
-    from pijobs.local.logs import default_log_dir
-    from pijobs.local.persist import default_data_dir
 
     return default_log_dir(default_data_dir()) if data_dir == default_data_dir() else None
 
@@ -180,8 +181,6 @@ def _stop_handler(stopped: threading.Event) -> Callable[[int, Any], None]:
 
 
 def cmd_logs(args: argparse.Namespace, out: Output) -> int:
-    from pijobs.local.logs import default_log_dir, job_logs
-    from pijobs.local.persist import default_data_dir
 
     paths = job_logs(args.log_dir or default_log_dir(default_data_dir()), args.job_id)
     for attempt, path in enumerate(paths, start=1):
@@ -192,7 +191,7 @@ def cmd_logs(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
-    from pijobs.demo import run_demo
+    from pijobs.demo import run_demo  # lazy: the demo's HTTP client (requests) is in the [local] extra
 
     print("Starting the embedded stack (moto + local gateway, event source mapping, instance runner)...")
     with _local_stack(args, log_level="WARNING") as stack:
@@ -201,10 +200,9 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_openapi(args: argparse.Namespace, out: Output) -> int:
-    from pijobs.api_handler.openapi import render, shipped_registry
-    from pijobs.api_handler.routes import openapi_document
+    from pijobs.api_handler import openapi, routes  # lazy: start-up time (only this command needs the API)
 
-    text = render(openapi_document(shipped_registry()))
+    text = openapi.render(routes.openapi_document(openapi.shipped_registry()))
     if args.write is not None:
         args.write.write_text(text, encoding="utf-8")
         print(f"wrote {args.write}")

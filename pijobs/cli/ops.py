@@ -17,6 +17,7 @@ from pijobs.cli.render import Output, message_columns, status_table, stdout_cons
 from pijobs.cli.watch import WATCH_INTERVAL, WATCH_INTERVAL_RANGE, watch_status
 from pijobs.errors import OperationError, UsageError
 from pijobs.shared import aws
+from pijobs.shared.fairshare import WEIGHT_RANGE
 
 
 def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
@@ -112,7 +113,6 @@ def _interval(text: str) -> float:
 
 
 def _weight(text: str) -> float:
-    from pijobs.shared.fairshare import WEIGHT_RANGE
 
     try:
         value = float(text)

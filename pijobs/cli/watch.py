@@ -12,10 +12,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pijobs import ops
+from pijobs.cli.failure import describe_failure
 from pijobs.cli.render import status_table, stdout_console, table_lines, tenant_columns
 from pijobs.shared import aws
 from pijobs.shared.models import isoformat, utcnow
 from pijobs.shared.status import TERMINAL_STATES
+from pijobs.shared.store import JobStore
 
 FINAL_STATES = tuple(sorted(TERMINAL_STATES))
 COMPLETION_BUCKETS = 30  # the sparkline: completions per minute over the last half hour
@@ -138,9 +140,6 @@ def watch_status(
     keeps the last figures on screen under the error, and the next one tries again; only a failure of the
     first read ends the command (it would be one again at every redraw)."""
     from rich.live import Live
-
-    from pijobs.cli.failure import describe_failure
-    from pijobs.shared.store import JobStore
 
     store = JobStore(aws.client("dynamodb"), resources.table_name)
     history = CompletionHistory(store.finished_between)

@@ -50,6 +50,7 @@ class _Replies:
 
 def _warm(clients: list[str], functions: list[str]) -> None:
     if clients:
+        # lazy: boto3 only when the runner asks for warm AWS clients (the workers themselves use none)
         from pijobs.shared import aws
 
         for service in clients:

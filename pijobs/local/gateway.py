@@ -29,6 +29,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import structlog
 
 from pijobs.api_handler.routes import KEYLESS, ROUTES
+from pijobs.deploy import template_path
+from pijobs.local.cfn import load_template, resources_of_type
 from pijobs.local.lambda_context import LambdaContext
 
 log = structlog.get_logger(__name__)
@@ -86,7 +88,6 @@ class GatewayResponses:
 
     @classmethod
     def from_template(cls, path: Path) -> GatewayResponses:
-        from pijobs.local.cfn import load_template, resources_of_type
 
         found: dict[str, tuple[int | None, str]] = {}
         for props in resources_of_type(load_template(path), "AWS::ApiGateway::GatewayResponse").values():
@@ -117,7 +118,6 @@ class GatewayResponses:
 
 def primary_gateway_responses() -> GatewayResponses:
     """The responses the primary template declares (the checkout's infra/, or the package's copy)."""
-    from pijobs.deploy import template_path
 
     return GatewayResponses.from_template(template_path("primary.yaml"))
 

@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
+from pijobs.shared.capacity import CAPACITY_KEY
+from pijobs.shared.fairshare import shard_of
 from pijobs.shared.logs import get_logger
+from pijobs.shared.models import JobMessage
+from pijobs.shared.queue import JobQueue
+from pijobs.shared.status import JobStatus
+from pijobs.shared.store import DONE_SHARD, LIVE_SHARD
 
 log = get_logger(__name__)
 
@@ -255,8 +261,6 @@ class Keeper:
     def _requeue(self, items: list[dict[str, Any]]) -> int:
         """Queued jobs lost their message with the old queue: send each one again (the dispatcher ignores
         a message for a job that is no longer queued, so a duplicate costs nothing)."""
-        from pijobs.shared.models import JobMessage
-        from pijobs.shared.queue import JobQueue
 
         queue = JobQueue(self._client("sqs"), self._resources.queue_url)
         sent = 0
@@ -351,10 +355,6 @@ def _reindexed(item: dict[str, Any]) -> dict[str, Any]:
     """An item as this version keeps it: a live job saved by an older one joins the live index, a finished
     one the finished index, and the capacity item forgets the last run's admission tick (it died with the
     old queue)."""
-    from pijobs.shared.capacity import CAPACITY_KEY
-    from pijobs.shared.fairshare import shard_of
-    from pijobs.shared.status import JobStatus
-    from pijobs.shared.store import DONE_SHARD, LIVE_SHARD
 
     if item.get("pk") == CAPACITY_KEY["pk"]:
         return {k: v for k, v in item.items() if k != "tick_at"}

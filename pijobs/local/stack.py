@@ -20,6 +20,22 @@ from typing import Any
 
 import boto3
 
+from pijobs.api_handler import handler as api_lambda
+from pijobs.deploy import PRIMARY_TEMPLATE, deploy_primary_local, template_path
+from pijobs.dispatcher import handler as dispatcher_lambda
+from pijobs.dispatcher import reaper as reaper_lambda
+from pijobs.dispatcher import verifier as verifier_lambda
+from pijobs.keys import create_api_key
+from pijobs.local.cfn import load_template, resources_of_type
+from pijobs.local.esm import LocalEventSourceMapping
+from pijobs.local.gateway import LocalGateway
+from pijobs.local.moto_server import LocalMotoServer
+from pijobs.local.persist import DataDir, Keeper, Resources
+from pijobs.local.runner import InstanceRunner
+from pijobs.local.schedule import LocalSchedule
+from pijobs.ops import esm_settings
+from pijobs.shared import aws
+from pijobs.shared.capacity import CapacityCounter
 from pijobs.shared.functions import installed_functions
 from pijobs.shared.logs import configure_logging, get_logger
 
@@ -206,13 +222,11 @@ class LocalStack:
 
     def create_api_key(self, name: str) -> tuple[str, str]:
         """A new API key on the usage plan: (id, value)."""
-        from pijobs.keys import create_api_key
 
         return create_api_key(self.client("apigateway"), self.outputs["UsagePlanId"], name)
 
     # ---- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> LocalStack:
-        from pijobs.local.moto_server import LocalMotoServer
 
         _quiet_moto()
         configure_logging(self.config.log_level)
@@ -285,7 +299,6 @@ class LocalStack:
     # ---- steps --------------------------------------------------------------------------------------
     def _open_data_dir(self, path: Path) -> None:
         """Lock the directory (one ``pijobs up`` per directory) and take the last run's ports where free."""
-        from pijobs.local.persist import DataDir
 
         self._data_dir = DataDir(path).lock()
         state = self._data_dir.state()
@@ -305,7 +318,6 @@ class LocalStack:
         self.port_note = "; ".join(moved)
 
     def _keeper_for(self, data_dir: Any) -> Any:
-        from pijobs.local.persist import Keeper, Resources
 
         resources = Resources(
             table=self.outputs["TableName"],
@@ -326,7 +338,6 @@ class LocalStack:
         return self.create_api_key("local-default")
 
     def _deploy_primary(self) -> dict[str, str]:
-        from pijobs.deploy import deploy_primary_local
 
         params = {
             "MaxActiveStacks": str(self.config.max_active_stacks),
@@ -366,8 +377,6 @@ class LocalStack:
 
     @staticmethod
     def _results_bucket_declared() -> dict[str, Any]:
-        from pijobs.deploy import PRIMARY_TEMPLATE, template_path
-        from pijobs.local.cfn import load_template, resources_of_type
 
         buckets = resources_of_type(load_template(template_path(PRIMARY_TEMPLATE)), "AWS::S3::Bucket")
         return buckets["ResultsBucket"]
@@ -426,7 +435,6 @@ class LocalStack:
         return {**env, **self.config.extra_env}
 
     def _set_capacity(self) -> None:
-        from pijobs.shared.capacity import CapacityCounter
 
         counter = CapacityCounter(
             self.client("dynamodb"), self.outputs["TableName"], default_limit=self.config.max_active_stacks
@@ -434,17 +442,9 @@ class LocalStack:
         counter.set_limit(self.config.max_active_stacks)
 
     def _start_standins(self) -> None:
-        from pijobs.api_handler import handler as api_handler
-        from pijobs.dispatcher import handler as dispatcher
-        from pijobs.dispatcher import reaper, verifier
-        from pijobs.local.esm import LocalEventSourceMapping
-        from pijobs.local.gateway import LocalGateway
-        from pijobs.local.runner import InstanceRunner
-        from pijobs.local.schedule import LocalSchedule
-        from pijobs.ops import esm_settings
 
         self._gateway = LocalGateway(
-            api_handler.lambda_handler,
+            api_lambda.lambda_handler,
             self.client("apigateway"),
             self.outputs["UsagePlanId"],
             port=self.config.api_port,
@@ -454,7 +454,7 @@ class LocalStack:
         self._esm = LocalEventSourceMapping(
             lambda: self.client("sqs"),
             self.outputs["QueueUrl"],
-            dispatcher.lambda_handler,
+            dispatcher_lambda.lambda_handler,
             batch_size=self.config.batch_size,
             maximum_concurrency=self.config.maximum_concurrency,
             settings_provider=lambda: esm_settings(lam, mapping_id),  # `pijobs ops set` applies live
@@ -463,7 +463,7 @@ class LocalStack:
         self._verifier_esm = LocalEventSourceMapping(
             lambda: self.client("sqs"),
             self.outputs["UploadsQueueUrl"],
-            verifier.lambda_handler,
+            verifier_lambda.lambda_handler,
             batch_size=1,
             maximum_concurrency=2,
             function_name="verifier",
@@ -471,7 +471,7 @@ class LocalStack:
             woken=True,
         ).start()
         self._reaper = LocalSchedule(
-            reaper.lambda_handler, interval=self.config.reaper_interval, name="reaper"
+            reaper_lambda.lambda_handler, interval=self.config.reaper_interval, name="reaper"
         ).start()
         worker_env = {
             **worker_environment(os.environ, self._env_value("PIJOBS_HEARTBEAT_SECONDS")),
@@ -523,13 +523,9 @@ class LocalStack:
 
     @staticmethod
     def _reset_handler_caches() -> None:
-        from pijobs.api_handler import handler as api_handler
-        from pijobs.dispatcher import handler as dispatcher
-        from pijobs.dispatcher import reaper, verifier
-        from pijobs.shared import aws
 
-        api_handler.services.cache_clear()
-        dispatcher.services.cache_clear()
-        reaper.services.cache_clear()
-        verifier.services.cache_clear()
+        api_lambda.services.cache_clear()
+        dispatcher_lambda.services.cache_clear()
+        reaper_lambda.services.cache_clear()
+        verifier_lambda.services.cache_clear()
         aws._cached_client.cache_clear()

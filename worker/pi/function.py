@@ -73,7 +73,7 @@ class PiFunction(BusinessFunction):
         return {"Digits": str(params.digits)}  # recorded on the instance's tags for operators
 
     def run(self, ctx: RunContext) -> OutputFile:
-        from pijobs.worker.pi.engine import PiTooLargeError, compute_pi
+        from pijobs.worker.pi.engine import PiTooLargeError, compute_pi  # lazy: gmpy2, on the instance only
 
         filename = f"pi-{ctx.params.digits}.txt"
         path = ctx.scratch / filename

@@ -77,7 +77,7 @@ class SqlFunction(BusinessFunction):
         return DEADLINE_SECONDS
 
     def run(self, ctx: RunContext) -> OutputFile:
-        from pijobs.worker.sql.engine import run_query
+        from pijobs.worker.sql.engine import run_query  # lazy: DuckDB, on the instance only
 
         limits = ctx.limits if isinstance(ctx.limits, SqlLimits) else SqlLimits()
         return run_query(ctx, limits)
