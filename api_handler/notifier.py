@@ -176,7 +176,6 @@ def fan_out(services: WebhookServices, event: dict[str, Any]) -> int:
         job = services.jobs.get(str(event["job_id"]))
     except NoSuchJobError:
         return 0
-    publish(services, job, event)
     type_ = event_type(str(event["status"]))
     body = payload_body(type_, str(event["at"]), job_data(job, event, services.settings.public_api_url))
     made = 0
@@ -198,6 +197,9 @@ def fan_out(services: WebhookServices, event: dict[str, Any]) -> int:
         if services.hooks.add_delivery(delivery):
             services.queue.send(delivery.key)
             made += 1
+    publish(
+        services, job, event
+    )  # last: if EventBridge refuses, the record is retried (deliveries are made once)
     log.info("webhook_event_fanned_out", type=type_, deliveries=made)
     return made
 
