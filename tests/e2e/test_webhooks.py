@@ -4,6 +4,7 @@ fails its first answers still gets every event; the job's own callback URL gets 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -142,3 +143,27 @@ def test_registration_refuses_private_addresses_naming_url(
     answer = api.post(f"{local_stack.api_url}/webhooks", json={"url": "https://169.254.169.254/"})
     assert answer.status_code == 422
     assert answer.json()["error"]["details"][0]["field"] == "url"
+
+
+def test_the_cli_adds_tests_and_lists_a_webhook_that_pijobs_listen_verifies(
+    local_stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pijobs.cli import main
+    from pijobs.listen import Listener, Received
+
+    api = ["--api-url", local_stack.api_url, "--api-key", local_stack.api_key]
+    got: list[Received] = []
+    with Listener(["whsec_" + "A" * 44], got.append) as wrong_secret:
+        assert main(["webhooks", "add", wrong_secret.url, "--json", *api]) == 0
+        made = json.loads(capsys.readouterr().out)
+    with Listener([made["secret"]], got.append, port=wrong_secret.port) as listener:
+        assert main(["webhooks", "test", made["webhook_id"], *api]) == 0
+        wait_for(lambda: any(r.verified for r in got), "the test event, verified by pijobs listen's receiver")
+        assert main(["webhooks", "list", *api]) == 0
+        assert made["webhook_id"] in capsys.readouterr().out
+        assert main(["webhooks", "deliveries", made["webhook_id"], "--json", *api]) == 0
+        (delivery,) = json.loads(capsys.readouterr().out)["deliveries"]
+        assert delivery["type"] == "webhook.test" and delivery["state"] == "delivered"
+        assert main(["webhooks", "remove", made["webhook_id"], *api]) == 0
+    assert listener.url == wrong_secret.url
+    assert got[-1].payload is not None and got[-1].payload["type"] == "webhook.test"

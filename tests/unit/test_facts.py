@@ -21,7 +21,13 @@ from pijobs.shared.functions import (
     installed_functions,
 )
 from pijobs.shared.ids import ID_PATTERN
-from pijobs.shared.settings import ApiSettings, DispatcherSettings, ReaperSettings, VerifierSettings
+from pijobs.shared.settings import (
+    ApiSettings,
+    DispatcherSettings,
+    ReaperSettings,
+    VerifierSettings,
+    WebhookSettings,
+)
 
 from pijobs.local.cfn import load_template, resources_of_type
 
@@ -33,6 +39,8 @@ SETTINGS = {
     "pijobs.dispatcher.handler.lambda_handler": DispatcherSettings,
     "pijobs.dispatcher.reaper.lambda_handler": ReaperSettings,
     "pijobs.dispatcher.verifier.lambda_handler": VerifierSettings,
+    "pijobs.api_handler.notifier.notifier_handler": WebhookSettings,
+    "pijobs.api_handler.notifier.sender_handler": WebhookSettings,
 }
 
 
