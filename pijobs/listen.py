@@ -43,7 +43,8 @@ class Listener:
         port: int = 0,
         answer: Callable[[Received], int] | None = None,
     ) -> None:
-        self._secrets = list(secrets)
+        # the caller's list itself: a secret added later (a webhook registered once the URL is known) counts
+        self.secrets = secrets if isinstance(secrets, list) else list(secrets)
         self._on_event = on_event
         self._answer = answer or (lambda received: 204 if received.verified else 401)
         listener = self
@@ -85,7 +86,7 @@ class Listener:
         body = request.rfile.read(int(request.headers.get("content-length") or 0))
         headers = {k.lower(): v for k, v in request.headers.items()}
         now = time.time()
-        verified = any(verify(secret, headers, body, now=now) for secret in self._secrets)
+        verified = any(verify(secret, headers, body, now=now) for secret in self.secrets)
         try:
             payload = json.loads(body) if verified else None
         except ValueError:
