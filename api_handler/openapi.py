@@ -98,9 +98,23 @@ def document(
         "security": [{"apiKey": []}],
         "tags": [{"name": name} for name in dict.fromkeys(op.tag for op in operations)],
     }
+    _job_error_codes(doc["components"]["schemas"], registry)
     if server_url:
         doc["servers"] = [{"url": server_url}]
     return doc
+
+
+def _job_error_codes(components: dict[str, Any], registry: Registry) -> None:
+    """A job's ``error.code`` (and a failed attempt's) is one of a known set: the platform's codes and the
+    enabled functions' own, as an enum of its own."""
+    components["JobErrorCode"] = {
+        "type": "string",
+        "enum": registry.error_codes(),
+        "description": "why a job did not succeed: the platform's codes and each enabled function's own",
+    }
+    for name in ("ErrorInfo", "AttemptInfo"):
+        if name in components:
+            components[name]["properties"]["code"] = {"$ref": "#/components/schemas/JobErrorCode"}
 
 
 def _operation(operation: Operation, registry: Registry, schemas: _Schemas) -> dict[str, Any]:

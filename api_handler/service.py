@@ -21,11 +21,11 @@ from pijobs.api_handler.web import validation_error
 from pijobs.shared import errors
 from pijobs.shared.capacity import CapacityCounter
 from pijobs.shared.compute import ComputeBackend
-from pijobs.shared.fairshare import next_tag
 from pijobs.shared.functions import BusinessFunction, Registry, catalog_entry, job_deadline, result_key
 from pijobs.shared.hooks import WebhookStore
 from pijobs.shared.ids import is_id
 from pijobs.shared.inputs import UPLOADS_PREFIX, UploadRecord, UploadStatus, pin_inputs, upload_key
+from pijobs.shared.job_errors import JobErrorCode
 from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.logs import get_logger
 from pijobs.shared.models import JobMessage, JobRecord, JobRequest, isoformat, new_job_id, utcnow
@@ -141,29 +141,21 @@ def parse_query(model: type[QueryModel], query: dict[str, str]) -> QueryModel:
         raise validation_error(exc) from exc
 
 
-PARK_TRIES = 5
-
-
 def _create_parked(
     services: ApiServices, job: JobRecord, *, idempotency_key: str | None, fingerprint: str
 ) -> JobRecord:
     """The job is written already parked in fair order (docs/scheduling.md): its place among the waiting
-    jobs is its submission's, however long its message then waits in the queue behind other tenants'."""
-    for _ in range(PARK_TRIES):
-        tenant = services.tenants.get(job.owner)
-        clock = float((services.capacity.state() or {}).get("clock", 0.0))
-        tag = next_tag(clock, tenant.last_tag, tenant.policy.weight)
-        moved = services.tenants.last_tag_item(job.owner, previous=tenant.last_tag, tag=tag)
-        try:
-            return services.store.create(
-                job.model_copy(update={"wait_tag": tag}),
-                idempotency_key=idempotency_key,
-                fingerprint=fingerprint,
-                linked=(moved,),
-            )
-        except errors.LinkedWriteRefusedError:
-            continue  # another of the tenant's jobs took that place meanwhile: take the next one
-    raise errors.ServiceUnavailableError("too many jobs submitted at once by this key; try again")
+    jobs is its submission's, however long its message then waits in the queue behind other tenants'.
+
+    The place (the tenant's next tag) is taken first, atomically, so parallel submissions of one tenant
+    never contend: each gets its own. A repeated idempotent submission leaves a gap in the tenant's tags.
+    """
+    tenant = services.tenants.get(job.owner)
+    clock = float((services.capacity.state() or {}).get("clock", 0.0))
+    tag = services.tenants.take_tag(tenant, clock=clock)
+    return services.store.create(
+        job.model_copy(update={"wait_tag": tag}), idempotency_key=idempotency_key, fingerprint=fingerprint
+    )
 
 
 def submit_job(
@@ -220,7 +212,10 @@ def submit_job(
         services.lifecycle.transition(
             job,
             JobStatus.FAILED,
-            error={"code": "enqueue_failed", "message": "the job could not be queued; submit it again"},
+            error={
+                "code": JobErrorCode.ENQUEUE_FAILED.value,
+                "message": "the job could not be queued; submit it again",
+            },
         )
         if idempotency_key is not None:
             services.store.forget_idempotency_key(owner, idempotency_key)
@@ -263,7 +258,7 @@ def cancel_job(services: ApiServices, owner: str, job_id: str) -> JobRecord:
             cancelled = services.lifecycle.transition(
                 job,
                 JobStatus.CANCELLED,
-                error={"code": "cancelled", "message": "cancelled by the customer"},
+                error={"code": JobErrorCode.CANCELLED.value, "message": "cancelled by the customer"},
             )
         except errors.StaleStatusError:
             job = services.store.get(job.job_id)

@@ -1,6 +1,7 @@
 """Benchmark the embedded stack end to end, as a client sees it: latency of one job and fairness under load.
 
     python -m bench.pipeline [--scale 0.1] [--baseline dbeb8fc] [--latency-jobs 20] [--digits 15000]
+                             [--cases latency,fairness,flood,starvation,parallel,scale]
 
 - latency: jobs of ``--digits`` pi digits one after another; median and p95 from submit to SUCCEEDED, split
   into phases by the job record's timestamps (created_at, dispatched_at, started_at, finished_at) and the
@@ -10,7 +11,22 @@
   finished in the order of completions, SQS SendMessage calls to the jobs queue and messages it delivered per
   job (counted in moto), jobs/s, the most job stacks live (not being deleted) and worker processes running at
   once (a worker still ending after its DeleteStack counts), and whether every job SUCCEEDED with exactly one
-  result file.
+  result file. Its fairness report: per tenant p50/p95/max of the admission wait and of the bounded
+  slowdown ``max(1, (wait + run) / max(10 s, run))``, and Jain's index of admissions / weight among the
+  tenants while every one of them has a backlog (1: equal shares; 1/n: one tenant takes everything).
+- flood: A floods 40 jobs from four threads at once, then B submits 4 and C 2, at 2 slots: the same report,
+  A's refused submissions (503s the client had to repeat), and the rank of the small tenants' last
+  admission among the admissions from B's first submission on (server-side times; first come, first
+  served would make it the 32nd).
+- starvation: A submits six sql queries that never end (a cross join of two ``range(100000000)``, with a
+  timeout of 30 s where the tree offers one) at 4 slots; once one runs, B submits a 2,000-digit pi job:
+  B's submit -> SUCCEEDED time (given up at 60 s) and when A's first query was stopped.
+- parallel: one tenant submits 1,000 jobs (times ``--scale``) from 16 threads at once: refused submissions
+  (503s) and the API's DynamoDB calls per job.
+- scale: 10,000 waiting jobs (times ``--scale``) of 1,000 tenants, then the dispatcher admits jobs as
+  slots free: its DynamoDB reads and writes and SQS messages per admitted job (counted per call in the
+  dispatcher, not the workers); and the capacity item's size as live jobs grow (DynamoDB refuses an item
+  past 400 KB).
 
 Each tree (``--baseline REF`` checked out with ``git worktree add`` into a temporary directory, and this one)
 runs the scenarios in its own subprocess: this file run by path with that tree first on PYTHONPATH. The
@@ -82,6 +98,7 @@ class FairnessRun:
     queue_deliveries: int
     peak_workers: int
     peak_stacks: int = 0
+    refused: int = 0  # submissions the service refused (503) and the client sent again
 
 
 @dataclass
@@ -91,6 +108,8 @@ class TreeRun:
     label: str
     latency: list[Job] = field(default_factory=list)
     fairness: FairnessRun | None = None
+    flood: FairnessRun | None = None
+    figures: dict[str, float] = field(default_factory=dict)  # starvation, parallel and scale, by name
 
 
 # --- pure parts: percentiles and the table ----------------------------------------------------------------
@@ -121,21 +140,85 @@ def latency_rows(jobs: list[Job]) -> dict[str, tuple[float, float]]:
     return rows
 
 
+SLOWDOWN_FLOOR_S = 10.0  # bounded slowdown: runs shorter than this count as this long
+
+
+def bounded_slowdown(wait: float, run: float) -> float:
+    """``max(1, (wait + run) / max(10 s, run))``: how much longer than its own run a job took, short runs
+    not magnified."""
+    return max(1.0, (wait + run) / max(SLOWDOWN_FLOOR_S, run))
+
+
+def jain_index(values: Sequence[float]) -> float:
+    """Jain's fairness index: 1 when all are equal, 1/n when one has everything; NaN for nothing."""
+    total, squares = sum(values), sum(v * v for v in values)
+    return total * total / (len(values) * squares) if squares > 0 else math.nan
+
+
+def backlogged_shares(jobs: Sequence[Job], weights: dict[str, float] | None = None) -> dict[str, float]:
+    """Each tenant's admissions / weight while every tenant had a backlog: from the last tenant's first
+    submission to the first tenant's last admission (server-side times). Empty if that window is empty."""
+    tenants = sorted({j.tenant for j in jobs})
+    created = {t: [j.created_at for j in jobs if j.tenant == t and j.created_at is not None] for t in tenants}
+    admitted = {
+        t: [j.dispatched_at for j in jobs if j.tenant == t and j.dispatched_at is not None] for t in tenants
+    }
+    if len(tenants) < 2 or not all(created.values()) or not all(admitted.values()):
+        return {}
+    start = max(min(times) for times in created.values())
+    end = min(max(times) for times in admitted.values())
+    if end <= start:
+        return {}
+    weights = weights or {}
+    return {t: sum(1 for a in admitted[t] if start <= a <= end) / weights.get(t, 1.0) for t in tenants}
+
+
+def last_small_admission_rank(jobs: Sequence[Job], small: Sequence[str], first: str) -> float:
+    """The rank of the small tenants' last admission among all admissions from ``first``'s first
+    submission on (server-side times); NaN if they were not all admitted."""
+    arrived = min(
+        (j.created_at for j in jobs if j.tenant == first and j.created_at is not None), default=None
+    )
+    smalls = [j for j in jobs if j.tenant in small]
+    if arrived is None or not smalls or any(j.dispatched_at is None for j in smalls):
+        return math.nan
+    order = sorted(
+        (j for j in jobs if (j.dispatched_at or 0.0) >= arrived), key=lambda j: j.dispatched_at or 0
+    )
+    return float(max(rank for rank, j in enumerate(order, 1) if j.tenant in small))
+
+
 def fairness_rows(run: FairnessRun) -> dict[str, float]:
     """The fairness figures by name (seconds, counts, ratios); NaN where nothing was measured."""
     jobs = run.jobs
     rows: dict[str, float] = {}
     for tenant in dict.fromkeys(j.tenant for j in jobs):
-        waits = [
-            s
-            for s in (phase_seconds(j, "created_at", "dispatched_at") for j in jobs if j.tenant == tenant)
-            if s
-        ]
+        mine = [j for j in jobs if j.tenant == tenant]
+        waits = [s for s in (phase_seconds(j, "created_at", "dispatched_at") for j in mine) if s]
         rows[f"{tenant} wait median s"] = percentile(waits, 50)
+        rows[f"{tenant} wait p95 s"] = percentile(waits, 95)
         rows[f"{tenant} wait max s"] = max(waits, default=math.nan)
+        slowdowns = [
+            bounded_slowdown(wait, run)
+            for wait, run in (
+                (
+                    phase_seconds(j, "created_at", "dispatched_at"),
+                    phase_seconds(j, "dispatched_at", "finished_at"),
+                )
+                for j in mine
+            )
+            if wait is not None and run is not None
+        ]
+        rows[f"{tenant} bounded slowdown p50"] = percentile(slowdowns, 50)
+        rows[f"{tenant} bounded slowdown p95"] = percentile(slowdowns, 95)
+        rows[f"{tenant} bounded slowdown max"] = max(slowdowns, default=math.nan)
+    shares = backlogged_shares(jobs)
+    rows["Jain's index of admissions / weight while all wait"] = jain_index(list(shares.values()))
     finished = sorted((j for j in jobs if j.finished_at is not None), key=lambda j: j.finished_at or 0)
     ranks = [rank for rank, j in enumerate(finished, 1) if j.tenant == "C"]
     rows["C last completion rank"] = float(ranks[-1]) if ranks else math.nan
+    rows["B and C last admission rank from B's first"] = last_small_admission_rank(jobs, ("B", "C"), "B")
+    rows["submissions refused (503)"] = float(run.refused)
     rows["jobs"] = float(len(jobs))
     rows["queue sends / job"] = run.queue_sends / len(jobs) if jobs else math.nan
     rows["dispatcher records / job"] = run.queue_deliveries / len(jobs) if jobs else math.nan
@@ -183,15 +266,18 @@ def table(runs: list[TreeRun]) -> str:
         for name, _, _ in PHASES:
             row(f"latency ({count} jobs): {name}, median", [t[name][0] for t in tables], " s")
             row(f"latency ({count} jobs): {name}, p95", [t[name][1] for t in tables], " s")
-    fair = [fairness_rows(r.fairness) if r.fairness else {} for r in runs]
-    names = list(dict.fromkeys(name for f in fair for name in f))
-    for name in names:
-        unit = " s" if name.endswith(" s") and not name.endswith("/ s") else ""
-        row(
-            f"fairness: {name.removesuffix(' s') if unit else name}",
-            [f.get(name, math.nan) for f in fair],
-            unit,
-        )
+    for case in ("fairness", "flood"):
+        fair = [fairness_rows(getattr(r, case)) if getattr(r, case) else {} for r in runs]
+        for name in dict.fromkeys(name for f in fair for name in f):
+            unit = " s" if name.endswith(" s") and not name.endswith("/ s") else ""
+            row(
+                f"{case}: {name.removesuffix(' s') if unit else name}",
+                [f.get(name, math.nan) for f in fair],
+                unit,
+            )
+    for name in dict.fromkeys(name for r in runs for name in r.figures):
+        unit = " s" if name.endswith(" s") else ""
+        row(name.removesuffix(" s") if unit else name, [r.figures.get(name, math.nan) for r in runs], unit)
     return "\n".join(lines)
 
 
@@ -208,6 +294,8 @@ class Api:
     def __init__(self, url: str, key: str) -> None:
         self.url = url.rstrip("/")
         self.key = key
+        self.refused = 0  # 503s: the service gave up (e.g. "too many jobs submitted at once by this key")
+        self._lock = threading.Lock()
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
@@ -221,11 +309,34 @@ class Api:
             except urllib.error.HTTPError as exc:
                 if exc.code not in (429, 503):
                     raise RuntimeError(f"{method} {path}: {exc.code} {exc.read()[:300]!r}") from exc
+                if exc.code == 503:
+                    with self._lock:
+                        self.refused += 1
             time.sleep(min(1.0, 0.05 * 2**attempt))
         raise RuntimeError(f"{method} {path}: throttled 50 times")
 
     def submit(self, function: str, params: dict[str, Any]) -> str:
         return str(self.call("POST", "/jobs", {"function": function, "params": params})["job_id"])
+
+    def submit_many(self, function: str, params: dict[str, Any], count: int, threads: int) -> list[str]:
+        """``count`` jobs sent from ``threads`` threads at once, as a parallel client sends them."""
+        jobs: list[str] = []
+        lock, start = threading.Lock(), threading.Barrier(threads)
+        shares = [count // threads + (1 if i < count % threads else 0) for i in range(threads)]
+
+        def send(share: int) -> None:
+            start.wait()
+            for _ in range(share):
+                job_id = self.submit(function, params)
+                with lock:
+                    jobs.append(job_id)
+
+        workers = [threading.Thread(target=send, args=(share,)) for share in shares]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return jobs
 
     def statuses(self) -> dict[str, str]:
         """job id -> status of every job of this key."""
@@ -356,8 +467,10 @@ def run_fairness(
     params: dict[str, Any] | None = None,
     max_active_stacks: int = 4,
     timeout_s: float = 3600.0,
+    threads: dict[str, int] | None = None,
 ) -> FairnessRun:
-    """Each tenant (own API key) submits its jobs, in the order given, then all are watched to the end."""
+    """Each tenant (own API key) submits its jobs, in the order given (from ``threads[tenant]`` threads at
+    once, else one after another), then all are watched to the end."""
     params = params if params is not None else {"digits": 100}
     with SqsCounter().installed() as counter, _local_stack(max_active_stacks=max_active_stacks) as stack:
         queue_name = stack.outputs["QueueUrl"].rsplit("/", 1)[1]
@@ -376,6 +489,11 @@ def run_fairness(
         sampler.start()
         submitted: dict[str, tuple[str, float]] = {}
         for tenant, count in counts.items():
+            if (threads or {}).get(tenant, 1) > 1:
+                at = time.time()
+                for job_id in apis[tenant].submit_many(function, params, count, (threads or {})[tenant]):
+                    submitted[job_id] = (tenant, at)
+                continue
             for _ in range(count):
                 at = time.time()
                 submitted[apis[tenant].submit(function, params)] = (tenant, at)
@@ -403,7 +521,324 @@ def run_fairness(
             queue_deliveries=counter.received.get(queue_name, 0),
             peak_workers=peak[0],
             peak_stacks=peak[1],
+            refused=sum(api.refused for api in apis.values()),
         )
+
+
+# --- the other cases: a flood at two slots, runaway queries, parallel submission, the cost at scale --------
+
+FLOOD = {"A": 40, "B": 4, "C": 2}
+CASES = ("latency", "fairness", "flood", "starvation", "parallel", "scale")
+RUNAWAY = "SELECT count(*) FROM range(100000000) a, range(100000000) b"  # would run for days
+ITEM_LIMIT_BYTES = 400 * 1024  # DynamoDB refuses a larger item
+
+
+def run_flood() -> FairnessRun:
+    """A floods 40 jobs from four threads at once, then B submits 4 and C 2, at 2 slots."""
+    return run_fairness(FLOOD, max_active_stacks=2, threads={"A": 4})
+
+
+def run_starvation(cutoff_s: float = 60.0) -> dict[str, float]:
+    """Six endless queries of A at 4 slots; once one runs, B's small pi job. NaN where the cutoff passed."""
+    from pijobs.client import PijobsClient
+
+    figures: dict[str, float] = {}
+    with _local_stack(max_active_stacks=4) as stack, tempfile.TemporaryDirectory() as tmp:
+        a_key, b_key = (stack.create_api_key(f"bench-{name}")[1] for name in ("runaway", "small"))
+        a, b = Api(stack.api_url, a_key), Api(stack.api_url, b_key)
+        table = Path(tmp) / "t.csv"
+        table.write_text("x\n1\n")
+        upload = PijobsClient(stack.api_url, a_key).upload_file(table)
+        params: dict[str, Any] = {"query": RUNAWAY, "inputs": {"t": upload["upload_id"]}}
+        if "timeout_seconds" in a.call("GET", "/functions/sql")["parameters"]["properties"]:
+            params["timeout_seconds"] = 30
+        runaway = [a.submit("sql", params) for _ in range(6)]
+        try:
+            deadline = time.monotonic() + 120
+            while "RUNNING" not in a.statuses().values():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("starvation run: none of A's queries started")
+                time.sleep(0.2)
+            submitted, a_live = time.time(), 0
+            small = b.submit("pi", {"digits": 2000})
+            while b.call("GET", f"/jobs/{small}")["status"] not in TERMINAL:
+                a_live = max(
+                    a_live, sum(1 for s in a.statuses().values() if s in ("PROVISIONING", "RUNNING"))
+                )
+                if time.time() - submitted > cutoff_s:
+                    break
+                time.sleep(0.2)
+            done = b.call("GET", f"/jobs/{small}")
+            waited = time.time() - submitted
+            figures["starvation: B's small job submit -> SUCCEEDED s"] = (
+                waited if done["status"] == "SUCCEEDED" else math.nan
+            )
+            figures["starvation: B's small job done within 60 s (1 yes, 0 no)"] = float(
+                done["status"] == "SUCCEEDED"
+            )
+            figures["starvation: A's live stacks at most, of 4"] = float(a_live)
+            stop = time.monotonic() + cutoff_s
+            first = min(
+                (a.call("GET", f"/jobs/{j}") for j in runaway), key=lambda job: job.get("started_at") or "~"
+            )
+            while first["status"] not in TERMINAL and time.monotonic() < stop:
+                time.sleep(0.5)
+                first = a.call("GET", f"/jobs/{first['job_id']}")
+            ran = phase_seconds(job_from(first, "A", 0.0, None, 0), "started_at", "finished_at")
+            figures["starvation: A's first runaway query stopped after s"] = (
+                ran if ran is not None else math.nan
+            )
+        finally:
+            for job_id in runaway:
+                with contextlib.suppress(RuntimeError):
+                    a.call("DELETE", f"/jobs/{job_id}")
+    return figures
+
+
+class CallCounter:
+    """AWS calls made inside the API's and the dispatcher's handlers in this process, by role and kind:
+    DynamoDB reads (a GetItem, a Query, a Scan, each key of a BatchGetItem), writes (a PutItem, UpdateItem or
+    DeleteItem, each item of a TransactWriteItems), SQS messages sent and stacks created. Workers' calls are
+    not counted: they are the job's, not admission's."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        self._role = threading.local()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.counts.clear()
+
+    def get(self, role: str, kind: str) -> int:
+        with self._lock:
+            return self.counts.get((role, kind), 0)
+
+    @staticmethod
+    def kind(operation: str, params: dict[str, Any]) -> tuple[str, int]:
+        if operation in ("GetItem", "Query", "Scan"):
+            return "reads", 1
+        if operation == "BatchGetItem":
+            return "reads", sum(len(t.get("Keys", [])) for t in params.get("RequestItems", {}).values())
+        if operation in ("PutItem", "UpdateItem", "DeleteItem"):
+            return "writes", 1
+        if operation == "TransactWriteItems":
+            return "writes", len(params.get("TransactItems", []))
+        if operation == "SendMessage":
+            return "messages", 1
+        if operation == "CreateStack":
+            return "stacks", 1
+        return "", 0
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[CallCounter]:
+        """Count while the stack started inside runs (its handlers are looked up when it starts)."""
+        from botocore.client import BaseClient
+        from pijobs.api_handler import handler as api_handler
+        from pijobs.dispatcher import handler as dispatcher
+
+        make_call, originals = (
+            BaseClient._make_api_call,
+            (api_handler.lambda_handler, dispatcher.lambda_handler),
+        )
+        counter = self
+
+        def counted(client: Any, operation: str, params: dict[str, Any]) -> Any:
+            role = getattr(counter._role, "name", None)
+            if role:
+                kind, n = counter.kind(operation, params)
+                if kind:
+                    with counter._lock:
+                        counter.counts[(role, kind)] = counter.counts.get((role, kind), 0) + n
+            return make_call(client, operation, params)
+
+        def as_role(handler: Callable[[Any, Any], Any], role: str) -> Callable[[Any, Any], Any]:
+            def run(event: Any, context: Any) -> Any:
+                counter._role.name = role
+                try:
+                    return handler(event, context)
+                finally:
+                    counter._role.name = None
+
+            return run
+
+        BaseClient._make_api_call = counted  # type: ignore[method-assign]
+        api_handler.lambda_handler = as_role(originals[0], "api")
+        dispatcher.lambda_handler = as_role(originals[1], "dispatcher")
+        try:
+            yield self
+        finally:
+            BaseClient._make_api_call = make_call  # type: ignore[method-assign]
+            api_handler.lambda_handler, dispatcher.lambda_handler = originals
+
+
+def run_parallel(jobs: int, threads: int = 16) -> dict[str, float]:
+    """One tenant submits ``jobs`` jobs from ``threads`` threads at once."""
+    with CallCounter().installed() as calls, _local_stack(max_active_stacks=1) as stack:
+        key_id, key = stack.create_api_key("bench-parallel")
+        api = Api(stack.api_url, key)
+        started = time.monotonic()
+        ids = api.submit_many("pi", {"digits": 10}, jobs, threads)
+        elapsed = time.monotonic() - started
+        tags = _wait_tags(stack, key_id)
+        sent = max(1, calls.get("api", "messages"))
+        return {
+            f"parallel: jobs submitted by {threads} threads": float(len(set(ids))),
+            "parallel: submissions refused (503)": float(api.refused),
+            "parallel: parked jobs sharing a place": float(len(tags) - len(set(tags))),
+            "parallel: submissions per second": len(ids) / elapsed,
+            "parallel: API DynamoDB reads / job": calls.get("api", "reads") / sent,
+            "parallel: API DynamoDB writes / job": calls.get("api", "writes") / sent,
+        }
+
+
+def _wait_tags(stack: Any, owner: str) -> list[str]:
+    """The tags of ``owner``'s parked jobs (a scan: the benchmark's own look, not the service's)."""
+    tags = []
+    for page in (
+        stack.client("dynamodb")
+        .get_paginator("scan")
+        .paginate(
+            TableName=stack.outputs["TableName"],
+            FilterExpression="#owner = :owner AND attribute_exists(wait_tag)",
+            ExpressionAttributeNames={"#owner": "owner"},
+            ExpressionAttributeValues={":owner": {"S": owner}},
+        )
+    ):
+        tags.extend(item["wait_tag"]["N"] for item in page.get("Items", []))
+    return tags
+
+
+def run_scale(waiting: int, tenants: int, admissions: int, max_active_stacks: int = 4) -> dict[str, float]:
+    """``waiting`` jobs of ``tenants`` tenants parked (written straight into the table, each tenant's tags
+    1, 2, ..., as parallel submissions at clock 0 leave them), then one job submitted the usual way starts
+    the admissions; the dispatcher's calls are counted over the next ``admissions`` admitted jobs."""
+    with (
+        SqsCounter().installed() as sqs,
+        CallCounter().installed() as calls,
+        _local_stack(max_active_stacks=max_active_stacks) as stack,
+    ):
+        _seed_waiting(stack, waiting, tenants)
+        queue_name = stack.outputs["QueueUrl"].rsplit("/", 1)[1]
+        calls.reset()
+        sent_before = sqs.sent.get(queue_name, 0)
+        api = Api(stack.api_url, stack.api_key)
+        api.submit("pi", {"digits": 10})
+        deadline = time.monotonic() + 60 + 10 * admissions
+        while calls.get("dispatcher", "stacks") < admissions:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"scale run: {calls.get('dispatcher', 'stacks')} of {admissions} admitted")
+            time.sleep(0.2)
+        admitted = calls.get("dispatcher", "stacks")
+        case = f"scale ({waiting:,} waiting of {tenants:,} tenants)"
+        figures = {
+            f"{case}: {kind} / admitted job": calls.get("dispatcher", kind) / admitted
+            for kind in ("reads", "writes")
+        }
+        # Messages: the submitted job's and the ticks, whoever sent them (the reaper restarts a lost tick).
+        figures[f"{case}: messages / admitted job"] = (sqs.sent.get(queue_name, 0) - sent_before) / admitted
+        item = stack.client("dynamodb").get_item(
+            TableName=stack.outputs["TableName"], Key={"pk": {"S": "capacity#global"}}, ConsistentRead=True
+        )["Item"]
+    for live in (10, 100, 1_000, 10_000):
+        size = dynamodb_item_size(grown_capacity_item(item, live, tenants=min(live, tenants)))
+        figures[f"capacity item bytes at {live:,} live jobs"] = float(size)
+    at_1000, at_2000 = (dynamodb_item_size(grown_capacity_item(item, n, n)) for n in (1_000, 2_000))
+    per_job = (at_2000 - at_1000) / 1_000  # the item grows linearly with its holders
+    figures["capacity item: live jobs at DynamoDB's 400 KB"] = (
+        ITEM_LIMIT_BYTES - (at_1000 - 1_000 * per_job)
+    ) / per_job
+    return figures
+
+
+def _scale_runs(scale: float) -> dict[str, float]:
+    """The scale run with a small backlog and with 10,000 waiting jobs (times ``scale``): what admitting a
+    job costs should not grow with the backlog."""
+    admissions = max(20, round(100 * scale))
+    figures = run_scale(100, 10, admissions)
+    return figures | run_scale(max(100, round(10_000 * scale)), max(10, round(1_000 * scale)), admissions)
+
+
+def _seed_waiting(stack: Any, waiting: int, tenants: int, threads: int = 4) -> None:
+    from pijobs.shared.models import JobRecord, isoformat, new_job_id, utcnow
+    from pijobs.shared.status import JobStatus
+    from pijobs.shared.store import JobStore
+
+    store = JobStore(stack.client("dynamodb"), stack.outputs["TableName"])
+    now = isoformat(utcnow())
+    owners = [f"tenant{n:05d}" for n in range(tenants)]
+
+    def write(indexes: range) -> None:
+        for i in indexes:
+            job = JobRecord(
+                job_id=new_job_id(),
+                owner=owners[i % tenants],
+                function="pi",
+                version="1",
+                params={"digits": 10},
+                status=JobStatus.QUEUED,
+                created_at=now,
+                updated_at=now,
+                deadline_seconds=600,
+                wait_tag=float(i // tenants + 1),
+            )
+            store.create(job)
+
+    step = math.ceil(waiting / threads)
+    workers = [
+        threading.Thread(target=write, args=(range(k, min(waiting, k + step)),))
+        for k in range(0, waiting, step)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    ddb = stack.client("dynamodb")
+    for owner in owners:  # each tenant's last tag, as the parkings left it
+        ddb.put_item(
+            TableName=stack.outputs["TableName"],
+            Item={
+                "pk": {"S": f"tenant#{owner}"},
+                "last_tag": {"N": str(math.ceil((waiting - owners.index(owner)) / tenants))},
+            },
+        )
+
+
+def dynamodb_item_size(item: dict[str, Any]) -> int:
+    """An item's size by DynamoDB's rules: each attribute's name and value (a string's UTF-8 bytes, a
+    number's ~1 byte per 2 digits + 1, a map's or list's 3 bytes + 1 per element + its elements)."""
+    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+
+
+def _value_size(value: dict[str, Any]) -> int:
+    ((kind, content),) = value.items()
+    if kind == "S":
+        return len(content.encode())
+    if kind == "N":
+        digits = len(content.lstrip("-").replace(".", "").strip("0")) or 1
+        return min(21, math.ceil(digits / 2) + 1)
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + _value_size(v) + 1 for k, v in content.items())
+    if kind == "L":
+        return 3 + sum(_value_size(v) + 1 for v in content)
+    if kind in ("SS", "NS"):
+        return sum(_value_size({kind[0]: v}) for v in content)
+    return 1
+
+
+def grown_capacity_item(item: dict[str, Any], live: int, tenants: int) -> dict[str, Any]:
+    """The capacity item as it would be with ``live`` jobs of ``tenants`` tenants holding slots: its
+    ``holders`` (job id -> owner) and ``owners`` (owner -> count) maps grown with ids as long as its own."""
+    holders = item.get("holders", {"M": {}})["M"]
+    owner_length = max((len(v["S"]) for v in holders.values()), default=20)
+    owners = [f"{n:0{owner_length}d}" for n in range(max(1, tenants))]
+    grown = dict(item)
+    grown["holders"] = {"M": {f"{n:032x}": {"S": owners[n % len(owners)]} for n in range(live)}}
+    grown["owners"] = {
+        "M": {o: {"N": str(math.ceil(live / len(owners)))} for o in owners[: min(live, len(owners))]}
+    }
+    grown["active"] = {"N": str(live)}
+    return grown
 
 
 def child(options: dict[str, Any]) -> dict[str, Any]:
@@ -411,16 +846,33 @@ def child(options: dict[str, Any]) -> dict[str, Any]:
 
     log = options.get("log_prefix", "")
     print(f"{log}tree {Path(pijobs.__file__).resolve().parents[1]}", file=sys.stderr, flush=True)
-    out: dict[str, Any] = {}
-    if options["latency_jobs"]:
+    out: dict[str, Any] = {"figures": {}}
+    cases = options.get("cases", ["latency", "fairness"])
+    if options["latency_jobs"] and "latency" in cases:
         started = time.monotonic()
         out["latency"] = [asdict(j) for j in run_latency(options["latency_jobs"], options["digits"])]
         print(f"{log}latency done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
-    if options["fairness"]:
+    if options["fairness"] and "fairness" in cases:
         started = time.monotonic()
         run = run_fairness(options["counts"])
         out["fairness"] = {**asdict(run), "jobs": [asdict(j) for j in run.jobs]}
         print(f"{log}fairness done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    scale = options.get("scale", 1.0)
+    for case, measure in (
+        ("flood", run_flood),
+        ("starvation", run_starvation),
+        ("parallel", lambda: run_parallel(max(16, round(1_000 * scale)))),
+        ("scale", lambda: _scale_runs(scale)),
+    ):
+        if case not in cases:
+            continue
+        started = time.monotonic()
+        result = measure()
+        if isinstance(result, FairnessRun):
+            out[case] = {**asdict(result), "jobs": [asdict(j) for j in result.jobs]}
+        else:
+            out["figures"].update(result)
+        print(f"{log}{case} done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     return out
 
 
@@ -446,16 +898,22 @@ def run_tree(label: str, tree: Path, options: dict[str, Any]) -> TreeRun:
         command = [sys.executable, str(Path(__file__).resolve()), "--child", payload]
         subprocess.run(command, cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
         data = json.load(out)
-    run = TreeRun(label, latency=[Job(**j) for j in data.get("latency", [])])
-    if "fairness" in data:
-        fair = data["fairness"]
-        run.fairness = FairnessRun(
-            jobs=[Job(**j) for j in fair["jobs"]],
-            queue_sends=fair["queue_sends"],
-            queue_deliveries=fair["queue_deliveries"],
-            peak_workers=fair["peak_workers"],
-            peak_stacks=fair.get("peak_stacks", 0),
-        )
+    run = TreeRun(label, latency=[Job(**j) for j in data.get("latency", [])], figures=data.get("figures", {}))
+    for case in ("fairness", "flood"):
+        if case in data:
+            fair = data[case]
+            setattr(
+                run,
+                case,
+                FairnessRun(
+                    jobs=[Job(**j) for j in fair["jobs"]],
+                    queue_sends=fair["queue_sends"],
+                    queue_deliveries=fair["queue_deliveries"],
+                    peak_workers=fair["peak_workers"],
+                    peak_stacks=fair.get("peak_stacks", 0),
+                    refused=fair.get("refused", 0),
+                ),
+            )
     return run
 
 
@@ -486,6 +944,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-jobs", type=int, default=20, help="latency jobs (0: skip)")
     parser.add_argument("--digits", type=int, default=15_000, help="digits of each latency job")
     parser.add_argument("--no-fairness", action="store_true", help="skip the fairness run")
+    parser.add_argument(
+        "--cases",
+        default=",".join(CASES),
+        help=f"comma-separated, default all: {','.join(CASES)} (--scale shrinks fairness, parallel, scale)",
+    )
     parser.add_argument("--baseline", metavar="REF", help="also run an older git ref, side by side")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -499,7 +962,12 @@ def main(argv: list[str] | None = None) -> int:
         "digits": args.digits,
         "fairness": not args.no_fairness,
         "counts": scaled(TENANTS, args.scale),
+        "cases": [case.strip() for case in args.cases.split(",") if case.strip()],
+        "scale": args.scale,
     }
+    unknown = sorted(set(options["cases"]) - set(CASES))
+    if unknown:
+        parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
     runs = bench(options, args.baseline, lambda line: print(line, file=sys.stderr, flush=True))
     print(f"fairness counts: {options['counts']}; latency: {args.latency_jobs} x {args.digits:,} digits")
     print()

@@ -1,8 +1,9 @@
 """Admission (docs/scheduling.md): every job waits in fair order, and a free slot goes to the lowest tag.
 
-A job's message parks it (its tag from shared/fairshare.py, written with its tenant's last tag in one
-transaction) and is then done: waiting costs no more messages. Whoever handles a message admits waiting
-jobs into the free slots; each admission takes the slot and moves QUEUED -> PROVISIONING in one transaction.
+A job is parked at submit (its tag taken atomically from its tenant's item, shared/tenants.py); a job
+sent round again is parked by its message. Either way its message is then done: waiting costs no more
+messages. Whoever handles a message admits waiting jobs into the free slots; each admission takes the slot
+and moves QUEUED -> PROVISIONING in one transaction.
 Slots that the workers free are filled by an admission tick: one delayed message at a time, for the whole
 service, sent only while jobs wait.
 """
@@ -16,7 +17,13 @@ from typing import Protocol
 
 from pijobs.shared import errors
 from pijobs.shared.capacity import CapacityCounter
-from pijobs.shared.fairshare import WaitingJob, admission_order, next_tag, owner_limit
+from pijobs.shared.fairshare import (
+    HALF_THE_SLOTS,
+    WaitingJob,
+    admission_order,
+    default_owner_cap,
+    owner_limit,
+)
 from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.logs import get_logger
 from pijobs.shared.models import JobMessage, JobRecord, isoformat, utcnow
@@ -28,7 +35,6 @@ from pijobs.shared.tenants import TenantStore
 log = get_logger(__name__)
 
 ADMISSIONS_PER_CALL = 20  # stacks one dispatcher call may create; a tick follows for the rest
-PARK_TRIES = 5
 
 
 class AdmissionSettings(Protocol):
@@ -46,32 +52,26 @@ class Admission:
     queue: JobQueue
     tick_seconds: int
     tenants: TenantStore | None = None
-    owner_cap_default: int | None = None
+    owner_cap_setting: int = HALF_THE_SLOTS  # MaxActiveStacksPerOwner (fairshare.default_owner_cap)
     provision: Callable[[JobRecord], object] | None = None
     lifecycle: Lifecycle | None = None  # the dispatcher's: admitting is a status change
 
 
 def park(admission: Admission, job: JobRecord) -> WaitingJob | None:
     """Give a QUEUED job its tag in the waiting index; the job as it now waits (also when it was parked
-    already), or None if it is no longer QUEUED."""
+    already, at submit or by a duplicate message), or None if it is no longer QUEUED."""
     assert admission.tenants is not None
-    for _ in range(PARK_TRIES):
-        tenant = admission.tenants.get(job.owner)
-        clock = admission.capacity.ensure().get("clock", 0.0)
-        tag = next_tag(clock, tenant.last_tag, tenant.policy.weight)
-        moved = admission.tenants.last_tag_item(job.owner, previous=tenant.last_tag, tag=tag)
-        try:
-            parked = admission.store.park(job.job_id, tag, linked=(moved,))
-        except errors.LinkedWriteRefusedError:
-            continue  # another of the tenant's jobs was parked meanwhile: take the tag after it
-        if parked:
-            log.info("job_parked", tag=round(tag, 6))
-            return WaitingJob(tag, job.job_id, job.owner)
-        current = admission.store.get(job.job_id)
-        if current.status is JobStatus.QUEUED and current.wait_tag is not None:
-            return WaitingJob(current.wait_tag, job.job_id, job.owner)  # a duplicate message
-        return None
-    raise errors.StaleStatusError(f"the tenant's tag kept moving while parking job {job.job_id}")
+    if job.status is JobStatus.QUEUED and job.wait_tag is not None:
+        return WaitingJob(job.wait_tag, job.job_id, job.owner)
+    tenant = admission.tenants.get(job.owner)
+    tag = admission.tenants.take_tag(tenant, clock=admission.capacity.ensure().get("clock", 0.0))
+    if admission.store.park(job.job_id, tag):
+        log.info("job_parked", tag=round(tag, 6))
+        return WaitingJob(tag, job.job_id, job.owner)
+    current = admission.store.get(job.job_id)
+    if current.status is JobStatus.QUEUED and current.wait_tag is not None:
+        return WaitingJob(current.wait_tag, job.job_id, job.owner)  # a duplicate message parked it first
+    return None
 
 
 def admit_waiting(
@@ -89,14 +89,15 @@ def admit_waiting(
         if free <= 0:
             break
         active: dict[str, int] = state["owners"]
-        caps = _caps(admission, active)
+        default_cap = default_owner_cap(admission.owner_cap_setting, state["limit"])
+        caps = _caps(admission, active, default_cap)
         blocked = frozenset(owner for owner, n in active.items() if n >= (caps.get(owner) or n + 1))
         indexed = admission.store.waiting_jobs(per_shard=free, skip_owners=blocked)
         seen = {job.job_id for job in indexed} | set(admitted)
         waiting = indexed + [job for job in known if job.job_id not in seen and job.owner not in blocked]
         if not waiting:
             break
-        caps |= _caps(admission, {job.owner: 0 for job in waiting if job.owner not in caps})
+        caps |= _caps(admission, {job.owner: 0 for job in waiting if job.owner not in caps}, default_cap)
         picks = admission_order(waiting, free=free, active=active, limit_of=caps.get)
         progressed = False
         for pick in picks:
@@ -111,10 +112,10 @@ def admit_waiting(
     return admitted
 
 
-def _caps(admission: Admission, owners: dict[str, int]) -> dict[str, int | None]:
+def _caps(admission: Admission, owners: dict[str, int], default: int | None) -> dict[str, int | None]:
     assert admission.tenants is not None
     policies = admission.tenants.policies(owners)
-    return {owner: owner_limit(policy, admission.owner_cap_default) for owner, policy in policies.items()}
+    return {owner: owner_limit(policy, default) for owner, policy in policies.items()}
 
 
 def _admit(admission: Admission, pick: WaitingJob, *, cap: int | None, clock: float) -> str:

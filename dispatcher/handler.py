@@ -6,17 +6,11 @@ from functools import lru_cache
 from typing import Any, TypedDict
 
 from pijobs.dispatcher.service import DispatchServices, dispatch
-from pijobs.shared import aws
-from pijobs.shared.capacity import CapacityCounter
-from pijobs.shared.compute import CloudFormationBackend
 from pijobs.shared.functions import TEMPLATE_FILE, artifact_key
 from pijobs.shared.logs import clear_context, configure_logging, get_logger
 from pijobs.shared.models import JobMessage
-from pijobs.shared.queue import JobQueue
 from pijobs.shared.settings import DispatcherSettings
-from pijobs.shared.stacks import StackLauncher
-from pijobs.shared.store import JobStore
-from pijobs.shared.tenants import TenantStore
+from pijobs.shared.wiring import Adapters
 from pydantic import ValidationError
 
 log = get_logger(__name__)
@@ -32,22 +26,22 @@ class PartialBatchResponse(TypedDict):
 
 @lru_cache(maxsize=1)
 def services() -> DispatchServices:
-    settings = DispatcherSettings.from_env()
-    ddb = aws.client("dynamodb")
+    made = Adapters(DispatcherSettings.from_env())
+    settings = made.settings
     return DispatchServices(
         settings=settings,
-        store=JobStore(ddb, settings.table_name),
-        queue=JobQueue(aws.client("sqs"), settings.queue_url),
-        capacity=CapacityCounter(ddb, settings.table_name, default_limit=settings.max_active_stacks),
-        compute=CloudFormationBackend(
-            StackLauncher(aws.client("cloudformation"), role_arn=settings.cfn_role_arn),
+        store=made.store,
+        queue=made.queue,
+        capacity=made.capacity,
+        compute=made.compute(
+            role_arn=settings.cfn_role_arn,
             template_url=lambda function, version: settings.template_url(
                 artifact_key(function, version, TEMPLATE_FILE)
             ),
         ),
         functions=settings.functions(),
-        tenants=TenantStore(ddb, settings.table_name),
-        s3=aws.presigning_s3_client(),
+        tenants=made.tenants,
+        s3=made.presigner,
     )
 
 

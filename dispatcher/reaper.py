@@ -16,17 +16,18 @@ from typing import Any, TextIO
 
 from pijobs.dispatcher.admission import Admission, keep_ticking
 from pijobs.dispatcher.service import retry_or_fail
-from pijobs.shared import aws, errors, metrics
+from pijobs.shared import errors, metrics
 from pijobs.shared.capacity import CapacityCounter
-from pijobs.shared.compute import CloudFormationBackend, ComputeBackend, Health, Infrastructure
+from pijobs.shared.compute import ComputeBackend, Health, Infrastructure
+from pijobs.shared.job_errors import JobErrorCode
 from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.logs import bind_job, clear_context, configure_logging, get_logger
 from pijobs.shared.models import JobMessage, JobRecord, isoformat, utcnow
 from pijobs.shared.queue import JobQueue
 from pijobs.shared.settings import ReaperSettings
-from pijobs.shared.stacks import StackLauncher
 from pijobs.shared.status import JobStatus
 from pijobs.shared.store import JobStore
+from pijobs.shared.wiring import Adapters
 
 log = get_logger(__name__)
 
@@ -56,14 +57,13 @@ class ReaperServices:
 
 @lru_cache(maxsize=1)
 def services() -> ReaperServices:
-    settings = ReaperSettings.from_env()
-    ddb = aws.client("dynamodb")
+    made = Adapters(ReaperSettings.from_env())
     return ReaperServices(
-        settings=settings,
-        store=JobStore(ddb, settings.table_name),
-        queue=JobQueue(aws.client("sqs"), settings.queue_url),
-        capacity=CapacityCounter(ddb, settings.table_name, default_limit=settings.max_active_stacks),
-        compute=CloudFormationBackend(StackLauncher(aws.client("cloudformation"))),
+        settings=made.settings,
+        store=made.store,
+        queue=made.queue,
+        capacity=made.capacity,
+        compute=made.compute(),
     )
 
 
@@ -141,22 +141,25 @@ def _infrastructure_problem(
 ) -> tuple[str, str] | None:
     since_dispatch = _age(job.dispatched_at or job.updated_at, now)
     if stack is None and since_dispatch > settings.vanished_grace_seconds:
-        return "stack_vanished", "the job's stack disappeared"
+        return JobErrorCode.STACK_VANISHED.value, "the job's stack disappeared"
     if stack is not None and stack.health is Health.FAILED:
-        return "stack_failed", stack.reason
+        return JobErrorCode.STACK_FAILED.value, stack.reason
     if job.status is JobStatus.PROVISIONING and since_dispatch > settings.provisioning_timeout_seconds:
         limit = settings.provisioning_timeout_seconds
-        return "provisioning_timeout", f"the instance did not start within {limit} s"
+        return JobErrorCode.PROVISIONING_TIMEOUT.value, f"the instance did not start within {limit} s"
     if job.status is JobStatus.RUNNING:
         silent = _age(job.heartbeat_at or job.started_at or job.updated_at, now)
         if silent > settings.heartbeat_timeout_seconds:
-            return "worker_lost", f"no heartbeat for {int(silent)} s: the worker or its instance died"
+            return (
+                JobErrorCode.WORKER_LOST.value,
+                f"no heartbeat for {int(silent)} s: the worker or its instance died",
+            )
     return None
 
 
 def _time_out(services: ReaperServices, job: JobRecord) -> str:
     message = f"the job ran past its deadline of {job.deadline_seconds} s"
-    error = {"code": "deadline_exceeded", "message": message}
+    error = {"code": JobErrorCode.DEADLINE_EXCEEDED.value, "message": message}
     try:  # the lifecycle deletes the stack, then releases the slot: live stacks never exceed the cap
         services.lifecycle.transition(job, JobStatus.TIMED_OUT, error=error)
     except errors.StaleStatusError:

@@ -19,6 +19,7 @@ from pijobs.shared.functions import (
     job_deadline,
     job_stack_parameters,
 )
+from pijobs.shared.job_errors import JobErrorCode
 from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.logs import bind_job, get_logger
 from pijobs.shared.models import JobMessage, JobRecord
@@ -69,7 +70,7 @@ class DispatchServices:
             queue=self.queue,
             tick_seconds=self.settings.admission_tick_seconds,
             tenants=self.tenants,
-            owner_cap_default=self.settings.max_active_stacks_per_owner or None,
+            owner_cap_setting=self.settings.max_active_stacks_per_owner,
             provision=lambda job: _provision(self, job),
             lifecycle=self.lifecycle,
         )
@@ -132,7 +133,7 @@ def _create_stack(services: DispatchServices, job: JobRecord) -> str:
     except Exception:
         # Not the infrastructure's fault: the function was disabled since, or its plug-in is broken.
         log.exception("job_not_provisionable", function=job.function)
-        _fail(services, job, code="function_unavailable", message=FUNCTION_UNAVAILABLE)
+        _fail(services, job, code=JobErrorCode.FUNCTION_UNAVAILABLE.value, message=FUNCTION_UNAVAILABLE)
         return "failed"
     limits = services.functions.limits[function.name].model_dump(mode="json")
     # Before the stack: its worker's first call needs the grant. Not granted: the job was cancelled meanwhile,
@@ -153,7 +154,12 @@ def _create_stack(services: DispatchServices, job: JobRecord) -> str:
         launched = services.compute.launch(request)
     except Exception as exc:
         log.exception("stack_create_failed", attempts=job.attempts)
-        retry_or_fail(services, job, code="stack_create_failed", reason=f"creating the stack failed: {exc}")
+        retry_or_fail(
+            services,
+            job,
+            code=JobErrorCode.STACK_CREATE_FAILED.value,
+            reason=f"creating the stack failed: {exc}",
+        )
         return "retried"
     # A lost write: the worker already moved the job on, or it was cancelled; the name identifies the stack.
     with contextlib.suppress(errors.StaleStatusError):

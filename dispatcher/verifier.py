@@ -32,6 +32,7 @@ from pijobs.shared.logs import clear_context, configure_logging, get_logger
 from pijobs.shared.models import isoformat, utcnow
 from pijobs.shared.settings import VerifierSettings
 from pijobs.shared.uploads import UploadStore, rejection_reason
+from pijobs.shared.wiring import Adapters
 from structlog.contextvars import bind_contextvars
 
 log = get_logger(__name__)
@@ -56,10 +57,8 @@ class VerifierServices:
 
 @lru_cache(maxsize=1)
 def services() -> VerifierServices:
-    settings = VerifierSettings.from_env()
-    return VerifierServices(
-        settings, UploadStore(aws.client("dynamodb"), settings.table_name), aws.client("s3")
-    )
+    made = Adapters(VerifierSettings.from_env())
+    return VerifierServices(made.settings, made.uploads, made.s3)
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> PartialBatchResponse:

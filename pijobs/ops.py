@@ -25,7 +25,7 @@ from typing import Any, TypedDict
 from pijobs.errors import OperationError, UsageError
 from pijobs.shared import aws
 from pijobs.shared.capacity import CapacityCounter
-from pijobs.shared.fairshare import TenantPolicy, owner_limit
+from pijobs.shared.fairshare import HALF_THE_SLOTS, TenantPolicy, default_owner_cap, owner_limit
 from pijobs.shared.status import UNFINISHED_STATES
 from pijobs.shared.store import JobStore
 from pijobs.shared.tenants import TenantStore
@@ -62,7 +62,7 @@ class StackResources:
     table_name: str
     mapping_id: str
     max_active_stacks_default: int  # the stack's MaxActiveStacks parameter, before anyone changed it
-    owner_cap_default: int | None = None  # MaxActiveStacksPerOwner (None: 0, no cap of a tenant's own)
+    owner_cap_setting: int = HALF_THE_SLOTS  # MaxActiveStacksPerOwner (0: no cap of a tenant's own)
 
 
 # ---- reading the deployment --------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def stack_resources(cfn: Any, stack_name: str) -> StackResources:
         table_name=outputs["TableName"],
         mapping_id=outputs["EventSourceMappingId"],
         max_active_stacks_default=int(default_limit) if default_limit.isdigit() else 1,
-        owner_cap_default=int(owner_cap) if owner_cap.isdigit() and int(owner_cap) > 0 else None,
+        owner_cap_setting=int(owner_cap) if owner_cap.lstrip("-").isdigit() else HALF_THE_SLOTS,
     )
 
 
@@ -166,7 +166,11 @@ def tenant_rows(
 
     ddb = aws.client("dynamodb")
     tenants = TenantStore(ddb, resources.table_name)
-    live = (_capacity(resources).state() or {}).get("owners", {})
+    capacity = _capacity(resources).state() or {}
+    live = capacity.get("owners", {})
+    default_cap = default_owner_cap(
+        resources.owner_cap_setting, capacity.get("limit", resources.max_active_stacks_default)
+    )
     if waiting is None:
         waiting = JobStore(ddb, resources.table_name).waiting_by_owner()
     if busy_only:
@@ -180,7 +184,7 @@ def tenant_rows(
             {
                 "tenant": owner,
                 "weight": policy.weight,
-                "max_active": owner_limit(policy, resources.owner_cap_default),
+                "max_active": owner_limit(policy, default_cap),
                 "own_cap": policy.max_active is not None,
                 "live_stacks": int(live.get(owner, 0)),
                 "waiting": int(waiting.get(owner, 0)),

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from pijobs.shared.job_errors import JobErrorCode
 from pijobs.shared.models import isoformat, utcnow
 from pijobs.shared.status import JobStatus
 from pijobs.shared.store import Append
 
 INFRASTRUCTURE_MESSAGES = {
-    "stack_create_failed": "the job's infrastructure could not be created",
-    "stack_failed": "the job's infrastructure failed",
-    "stack_vanished": "the job's infrastructure disappeared",
-    "provisioning_timeout": "the job's instance did not start in time",
-    "worker_lost": "the job's instance stopped reporting progress",
-    "result_upload_failed": "the job's result could not be stored",
-    "input_unavailable": "the job's input files could not be fetched",
+    JobErrorCode.STACK_CREATE_FAILED.value: "the job's infrastructure could not be created",
+    JobErrorCode.STACK_FAILED.value: "the job's infrastructure failed",
+    JobErrorCode.STACK_VANISHED.value: "the job's infrastructure disappeared",
+    JobErrorCode.PROVISIONING_TIMEOUT.value: "the job's instance did not start in time",
+    JobErrorCode.WORKER_LOST.value: "the job's instance stopped reporting progress",
+    JobErrorCode.RESULT_UPLOAD_FAILED.value: "the job's result could not be stored",
+    JobErrorCode.INPUT_UNAVAILABLE.value: "the job's input files could not be fetched",
     "default": "the job's infrastructure failed",
 }
 

@@ -60,9 +60,11 @@ class CapacityCounter:
     def ensure(self) -> dict[str, Any]:
         """The state, first creating the item, or rewriting one kept before holders recorded owners."""
         state = self.state()
+        if state is not None and state["current_shape"]:
+            return state  # one read: every admission starts here
         if state is None:
             self._create(self._default_limit)
-        elif not state["current_shape"]:
+        else:
             self.recount(state["owner_of"], expected_active=state["active"])  # owners unknown: NO_OWNER
         return self.state() or {}
 

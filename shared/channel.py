@@ -15,6 +15,7 @@ import re
 import secrets
 from enum import Enum
 
+from pijobs.shared.job_errors import JobErrorCode
 from pydantic import BaseModel, ConfigDict
 
 TOKEN_BYTES = 32  # 256 bits
@@ -40,7 +41,7 @@ class FinishOutcome(str, Enum):
 
 
 # The codes a worker may give back an attempt with (the platform decides QUEUED or FAILED).
-RETRY_CODES = frozenset({"result_upload_failed", "input_unavailable"})
+RETRY_CODES = frozenset({JobErrorCode.RESULT_UPLOAD_FAILED.value, JobErrorCode.INPUT_UNAVAILABLE.value})
 
 
 class ChannelGrant(BaseModel):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pijobs.shared.job_errors import JobErrorCode
+
 MAX_DETAILS = 20  # an error names at most this many problems, then how many more there were
 
 
@@ -119,7 +121,7 @@ class ServiceUnavailableError(PijobsError):
 
 
 class JobCancelledError(PijobsError):
-    code = "cancelled"
+    code = JobErrorCode.CANCELLED.value
 
 
 class NoSuchFunctionError(PijobsError):
@@ -131,25 +133,25 @@ class NoSuchFunctionError(PijobsError):
 class FunctionError(PijobsError):
     """A business function broke its contract at run time (a bug in the plug-in, not the customer's)."""
 
-    code = "function_error"
+    code = JobErrorCode.FUNCTION_ERROR.value
 
 
 class ResultUploadError(PijobsError):
     """The worker could not store the job's result (after waiting out transient failures): infrastructure."""
 
-    code = "result_upload_failed"
+    code = JobErrorCode.RESULT_UPLOAD_FAILED.value
 
 
 class InputCorruptError(PijobsError):
     """A job's input arrived with another size or sha256 than the job was accepted with."""
 
-    code = "input_corrupt"
+    code = JobErrorCode.INPUT_CORRUPT.value
 
 
 class InputUnavailableError(PijobsError):
     """A job's input could not be fetched (its link is missing, expired or refused)."""
 
-    code = "input_unavailable"
+    code = JobErrorCode.INPUT_UNAVAILABLE.value
 
 
 # ---- the worker channel (api_handler/channel.py) -------------------------------------------------------

@@ -21,6 +21,9 @@ WEIGHT_RANGE = (0.01, 100.0)
 # The waiting and live indexes spread their items over this many partition keys, so no one key of a GSI
 # takes every write (a DynamoDB partition takes about 1,000 writes a second); readers query each and merge.
 INDEX_SHARDS = 4
+# MaxActiveStacksPerOwner's default: a tenant without a cap of its own may hold half the slots (at least
+# one), so one tenant's long jobs never hold them all (docs/scheduling.md, "Caps").
+HALF_THE_SLOTS = -1
 
 
 @dataclass(frozen=True)
@@ -40,16 +43,30 @@ class WaitingJob:
     owner: str
 
 
-def next_tag(clock: float, last_tag: float, weight: float) -> float:
-    """The tag of a tenant's next waiting job."""
+def tag_step(weight: float) -> float:
+    """How far apart a tenant's tags are: ``1 / weight``."""
     if not WEIGHT_RANGE[0] <= weight <= WEIGHT_RANGE[1]:
         raise ValueError(f"weight {weight} is outside {WEIGHT_RANGE[0]}..{WEIGHT_RANGE[1]}")
-    return max(clock, last_tag) + 1.0 / weight
+    return 1.0 / weight
+
+
+def next_tag(clock: float, last_tag: float, weight: float) -> float:
+    """The tag of a tenant's next waiting job (TenantStore.take_tag takes it atomically)."""
+    return max(clock, last_tag) + tag_step(weight)
 
 
 def shard_of(job_id: str) -> int:
     """Which index partition a job's items go to (stable: from the job id)."""
     return int(job_id[:8], 16) % INDEX_SHARDS
+
+
+def default_owner_cap(setting: int, limit: int) -> int | None:
+    """The cap of a tenant without one of its own, from MaxActiveStacksPerOwner (``setting``) and
+    MaxActiveStacks (``limit``, as it is now): HALF_THE_SLOTS (the default) is half the slots, at least one;
+    0 is no cap of a tenant's own; a positive number is that cap."""
+    if setting == HALF_THE_SLOTS:
+        return max(1, limit // 2)
+    return setting if setting > 0 else None
 
 
 def owner_limit(policy: TenantPolicy | None, default: int | None) -> int | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pijobs.shared import errors
+from pijobs.shared.job_errors import JobErrorCode
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
 
@@ -61,6 +62,9 @@ SUPPORTED_INSTANCE_TYPES: tuple[str, ...] = (
     "r7i.xlarge",
 )
 DEADLINE_RANGE = (60, 86_400)  # the templates' DeadlineSeconds bounds
+# What every job's deadline allows besides the work its parameters ask for: the instance's start, the
+# worker's install, and its result's upload, generously (a function's deadline_seconds adds its own work).
+BOOT_SECONDS = 300
 
 
 def artifact_key(name: str, version: str, file: str) -> str:
@@ -78,7 +82,7 @@ class NoLimits(BaseModel):
 class JobRefusedError(Exception):
     """Raised by ``run``: the job cannot be done as asked. ``message`` is shown to the customer as it is."""
 
-    def __init__(self, message: str, *, code: str = "refused") -> None:
+    def __init__(self, message: str, *, code: str = JobErrorCode.REFUSED.value) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -139,6 +143,9 @@ class BusinessFunction(ABC):
     # ({name: upload_id}), which the API pins at submit and the worker downloads before ``run``
     # (``RunContext.inputs``).
     accepts_inputs: ClassVar[bool] = False
+    # The codes ``run`` refuses a job with (``JobRefusedError(code=...)``), besides the platform's
+    # (pijobs.shared.job_errors): the OpenAPI document lists them as values of a job's ``error.code``.
+    error_codes: ClassVar[frozenset[str]] = frozenset()
 
     def check(self, params: Any, limits: Any) -> list[tuple[str, str]]:
         """The operator's refusals before a job is queued: ``[(field, problem)]``, empty when acceptable."""
@@ -307,6 +314,11 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         return name in self.functions
+
+    def error_codes(self) -> list[str]:
+        """Every code a job's ``error.code`` may hold here: the platform's and the enabled functions'."""
+        own = {code for function in self for code in function.error_codes}
+        return sorted({code.value for code in JobErrorCode} | own)
 
     def catalog(self) -> list[dict[str, Any]]:
         return [catalog_entry(function, self.limits[function.name]) for function in self]

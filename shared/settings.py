@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
+from pijobs.shared.fairshare import HALF_THE_SLOTS
 from pijobs.shared.functions import Registry, load_registry, parse_enabled
 from pijobs.shared.retry import Backoff
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -98,8 +99,9 @@ class DispatcherSettings(RetrySettings):
     artifacts_url: NonEmpty  # the bucket's https URL, which CloudFormation reads templates from
     cfn_role_arn: str | None = None
     stack_parameters: dict[str, str] = Field(default_factory=dict)
-    # Each tenant's own cap on live stacks, unless an operator set one for it; 0: only MaxActiveStacks.
-    max_active_stacks_per_owner: int = Field(default=0, ge=0)
+    # Each tenant's own cap on live stacks, unless an operator set one for it: -1 (HALF_THE_SLOTS) half of
+    # MaxActiveStacks, at least 1; 0: none, only MaxActiveStacks (shared/fairshare.py, default_owner_cap).
+    max_active_stacks_per_owner: int = Field(default=HALF_THE_SLOTS, ge=HALF_THE_SLOTS)
     # How long the presigned GET of a job's worker artifact works (its instance downloads it at boot, so it
     # must outlast the provisioning: the reaper allows provisioning_timeout_seconds, 900 by default). A
     # presigned URL also ends when the credentials that signed it do (the dispatcher's role session).

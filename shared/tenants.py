@@ -1,5 +1,5 @@
 """Tenants' fair-share items: ``pk = tenant#<owner>`` holds the operator's weight and cap for one API key
-and the tag of the tenant's last parked job (shared/fairshare.py)."""
+and the tag of the tenant's last parked job (shared/fairshare.py), which ``take_tag`` moves on atomically."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pijobs.shared.fairshare import DEFAULT_WEIGHT, WEIGHT_RANGE, TenantPolicy
+from pijobs.shared.aws import conditional_write
+from pijobs.shared.fairshare import DEFAULT_WEIGHT, WEIGHT_RANGE, TenantPolicy, tag_step
 
 TENANT_PREFIX = "tenant#"
 
@@ -55,23 +56,40 @@ class TenantStore:
                 request = response.get("UnprocessedKeys") or {}
         return {owner: found.get(owner, TenantPolicy()) for owner in wanted}
 
-    def last_tag_item(self, owner: str, *, previous: float, tag: float) -> dict[str, Any]:
-        """The transaction item that moves the tenant's last tag from ``previous`` to ``tag`` (refused if
-        another parking moved it meanwhile)."""
-        condition = "attribute_not_exists(#last)" if previous == 0.0 else "#last = :previous"
-        values = {":tag": {"N": repr(tag)}}
-        if previous != 0.0:
-            values[":previous"] = {"N": repr(previous)}
-        return {
-            "Update": {
-                "TableName": self._table,
-                "Key": tenant_key(owner),
-                "UpdateExpression": "SET #last = :tag",
-                "ConditionExpression": condition,
-                "ExpressionAttributeNames": {"#last": "last_tag"},
-                "ExpressionAttributeValues": values,
-            }
-        }
+    def take_tag(self, tenant: Tenant, *, clock: float) -> float:
+        """The tag of ``tenant``'s next parked job, ``max(clock, last tag) + 1 / weight``, taken atomically.
+
+        However many of the tenant's jobs are parked at once, each gets its own tag in one or two writes
+        and never a retry: an idle tenant (its last tag behind the clock) starts at the clock with one
+        conditional write; otherwise, or when a concurrent parking moved the last tag past the clock
+        first, an ``ADD`` moves the last tag on by one step and returns it. The last tag only grows, so two
+        parkings never get the same tag. ``tenant`` is as read just before: only its weight and a hint
+        of where its last tag is are used.
+        """
+        step = tag_step(tenant.policy.weight)
+        if tenant.last_tag < clock:
+            fresh = clock + step
+            started = conditional_write(
+                lambda: self._ddb.update_item(
+                    TableName=self._table,
+                    Key=tenant_key(tenant.owner),
+                    UpdateExpression="SET #last = :fresh",
+                    ConditionExpression="attribute_not_exists(#last) OR #last < :clock",
+                    ExpressionAttributeNames={"#last": "last_tag"},
+                    ExpressionAttributeValues={":fresh": {"N": repr(fresh)}, ":clock": {"N": repr(clock)}},
+                )
+            )
+            if started is not None:
+                return fresh
+        moved = self._ddb.update_item(
+            TableName=self._table,
+            Key=tenant_key(tenant.owner),
+            UpdateExpression="ADD #last :step",
+            ExpressionAttributeNames={"#last": "last_tag"},
+            ExpressionAttributeValues={":step": {"N": repr(step)}},
+            ReturnValues="UPDATED_NEW",
+        )
+        return float(moved["Attributes"]["last_tag"]["N"])
 
     def set_policy(
         self,

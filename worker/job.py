@@ -42,6 +42,7 @@ from pijobs.shared.functions import (
     RunContext,
     installed_functions,
 )
+from pijobs.shared.job_errors import JobErrorCode
 from pijobs.shared.logs import bind_job, configure_logging, get_logger
 from pijobs.shared.settings import WorkerSettings
 from pijobs.worker.channel import AttemptEndedError, Channel, ChannelRefusedError
@@ -190,7 +191,8 @@ def _check_pinned(requested: dict[str, str], inputs: dict[str, InputGrant]) -> N
     if requested != pinned:
         log.error("inputs_not_pinned", requested=sorted(requested), pinned=sorted(pinned))
         raise JobRefusedError(
-            "the job's inputs were not accepted with it; submit the job again", code="input_unavailable"
+            "the job's inputs were not accepted with it; submit the job again",
+            code=JobErrorCode.INPUT_UNAVAILABLE.value,
         )
 
 
@@ -256,7 +258,10 @@ def available_memory() -> int | None:
     return None
 
 
-WORKER_FAILED = {"code": "worker_failed", "message": "the job failed on its instance; it was not retried"}
+WORKER_FAILED = {
+    "code": JobErrorCode.WORKER_FAILED.value,
+    "message": "the job failed on its instance; it was not retried",
+}
 # However the last calls fare, the worker is gone this long after a shutdown signal: it never outlives its
 # instance, or a killed pijobs up.
 TERMINATING_EXIT_SECONDS = 7.0

@@ -16,6 +16,7 @@ from pijobs.cli.render import Output
 from pijobs.errors import OperationError
 from pijobs.local.logs import default_log_dir, job_logs
 from pijobs.local.persist import default_data_dir
+from pijobs.shared.fairshare import HALF_THE_SLOTS
 
 
 def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
@@ -85,7 +86,7 @@ def _local_options(parser: argparse.ArgumentParser) -> None:
         "--max-active-stacks-per-owner",
         type=positive,
         default=None,
-        help="MaxActiveStacksPerOwner: each API key's own cap (default: none, only MaxActiveStacks)",
+        help="MaxActiveStacksPerOwner: each API key's own cap (default: half the slots, at least 1)",
     )
     parser.add_argument(
         "--log-dir",
@@ -105,7 +106,7 @@ def _local_stack(args: argparse.Namespace, log_level: str = "INFO", data_dir: Pa
     config = LocalConfig(
         api_port=args.port,
         max_active_stacks=args.max_active_stacks,
-        max_active_stacks_per_owner=args.max_active_stacks_per_owner or 0,
+        max_active_stacks_per_owner=args.max_active_stacks_per_owner or HALF_THE_SLOTS,
         log_dir=args.log_dir,
         log_level=log_level,
         data_dir=data_dir,

@@ -156,7 +156,7 @@ def cmd_ops_tenants(args: argparse.Namespace, out: Output) -> int:
     resources = _resources(args)
     rows = ops.tenant_rows(resources)
     if out.json_mode:
-        out.json({"max_active_stacks_per_owner": resources.owner_cap_default or 0, "tenants": rows})
+        out.json({"max_active_stacks_per_owner": resources.owner_cap_setting, "tenants": rows})
     else:
         out.table(rows, tenant_columns, empty="no tenant has a setting, a live stack or a waiting job")
     return EXIT_OK

@@ -41,6 +41,7 @@ from pijobs.local.streams import LocalStreamMapping
 from pijobs.ops import esm_settings
 from pijobs.shared import aws
 from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.fairshare import HALF_THE_SLOTS
 from pijobs.shared.functions import installed_functions
 from pijobs.shared.hooks import DELIVERY_PREFIX, DeliveryQueue
 from pijobs.shared.lifecycle import EVENT_PREFIX
@@ -165,7 +166,7 @@ def _quiet_moto() -> None:
 class LocalConfig:
     api_port: int = 0
     max_active_stacks: int = 4
-    max_active_stacks_per_owner: int = 0  # 0: no cap of a tenant's own
+    max_active_stacks_per_owner: int = HALF_THE_SLOTS  # half the slots; 0: no cap of a tenant's own
     batch_size: int = 5
     maximum_concurrency: int = 2
     throttle_rate: float = 50.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 
 import pytest
 
@@ -58,3 +59,49 @@ def test_a_flood_does_not_delay_the_small_tenants_and_capacity_is_never_exceeded
     assert len(a_between) <= 3, (len(a_between), len(a_after))
     assert a_after, "A's flood should still have been waiting when the small tenants were served"
     assert peak <= 2, f"{peak} job stacks were alive at once with MaxActiveStacks 2"
+
+
+RUNAWAY = "SELECT count(*) FROM range(100000000) a, range(100000000) b"  # would run for days
+
+
+def test_runaway_queries_of_one_tenant_stop_at_their_timeout_and_never_hold_up_another_tenant(
+    local_stack: LocalStack,
+) -> None:
+    """Tenant A submits six queries that never end; tenant B's small pi job is done within 10 s all the
+    same (A holds at most half the slots), and each of A's queries is stopped at its timeout."""
+    from tests.e2e.test_sql import ROWS, _upload
+
+    a_id, a_key = local_stack.create_api_key("runaway-a")
+    a, b = Client(local_stack, a_key), Client(local_stack, local_stack.create_api_key("small-b")[1])
+    upload = _upload(local_stack, a_id, ROWS)
+    params = {"query": RUNAWAY, "inputs": {"scores": upload.upload_id}, "timeout_seconds": 4}
+    runaway = []
+    for _ in range(6):
+        response = a.post("/jobs", {"function": "sql", "params": params})
+        assert response.status_code == 202, response.text
+        runaway.append(response.json()["job_id"])
+    try:
+        deadline = time.monotonic() + 60
+        while not any(a.get(f"/jobs/{j}").json()["status"] == "RUNNING" for j in runaway):
+            assert time.monotonic() < deadline, "none of A's queries started"
+            time.sleep(0.2)
+
+        submitted = time.monotonic()
+        small = b.post("/jobs", {"digits": 2000}).json()["job_id"]
+        done = b.wait(small, timeout=60)
+        waited = time.monotonic() - submitted
+
+        assert done["status"] == "SUCCEEDED" and waited < 10, (done["status"], waited)
+        first = a.wait(runaway[0], timeout=60)
+        assert first["status"] == "FAILED" and first["error"]["code"] == "query_timeout", first
+        ran = _seconds(first["finished_at"]) - _seconds(first["started_at"])
+        assert ran < 4 + 10, ran  # the interrupt, not the job's deadline (4 + 600 + 300 s)
+    finally:
+        for job_id in runaway:
+            a.session.delete(f"{a.base}/jobs/{job_id}", timeout=30)
+        for job_id in runaway:
+            a.wait(job_id, timeout=60)
+
+
+def _seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import pytest
+from pijobs.shared.capacity import CapacityCounter
 from pijobs.shared.store import JobStore
 
 from pijobs import cli
@@ -308,7 +309,9 @@ def test_ops_tenant_sets_weight_and_cap_and_ops_tenants_shows_them(pijobs: Any, 
     }
     assert key_id in {row["tenant"] for row in listed.json()["tenants"]}
     assert human.code == 0 and key_id in human.out and "2.5" in human.out
-    assert back.json()["max_active"] is None and back.json()["own_cap"] is False
+    ddb, table = stack.client("dynamodb"), stack.outputs["TableName"]
+    limit = CapacityCounter(ddb, table, default_limit=1).ensure()["limit"]
+    assert back.json()["max_active"] == max(1, limit // 2) and back.json()["own_cap"] is False
     assert nothing.code == 2 and "nothing to change" in nothing.err
     assert bad.value.code == 2
 

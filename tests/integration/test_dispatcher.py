@@ -76,8 +76,12 @@ def test_concurrent_duplicate_delivery_creates_exactly_one_stack(cloud: Cloud) -
 
 
 def test_capacity_bounds_live_stacks_and_every_job_finishes(cloud: Cloud) -> None:
-    """MaxActiveStacks=2, ten jobs: never more than two stacks at once, all ten SUCCEEDED."""
-    jobs = [cloud.submit(digits=30 + n) for n in range(10)]
+    """MaxActiveStacks=2, ten jobs of two tenants: never more than two stacks at once, all ten SUCCEEDED."""
+    jobs = []
+    for n in range(10):  # two tenants: each may hold one of the two slots (half of MaxActiveStacks)
+        status, body, _ = cloud.api("POST", "/jobs", {"digits": 30 + n}, key_id=f"key-{n % 2}")
+        assert status == 202, body
+        jobs.append(str(body["job_id"]))
     most_at_once = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

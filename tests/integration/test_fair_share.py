@@ -38,6 +38,10 @@ def _finish_all_and_tick(cloud: Cloud, order: list[str]) -> None:
     assert cloud.dispatch(ticks) == []
 
 
+NO_OWN_CAP = [{"PIJOBS_MAX_ACTIVE_STACKS_PER_OWNER": "0"}]
+
+
+@pytest.mark.parametrize("cloud", NO_OWN_CAP, indirect=True)
 def test_concurrent_dispatch_never_gives_a_slot_without_its_transition(cloud: Cloud) -> None:
     cloud.capacity().set_limit(3)
     jobs = _submit(cloud, "key-a", 8)
@@ -162,3 +166,75 @@ def test_a_job_is_admitted_and_ticked_for_even_before_the_waiting_index_shows_it
     assert cloud.job(second).status is JobStatus.QUEUED
     (tick,) = cloud.receive(wait_seconds=3)  # and a tick is on its way for the second
     assert '"tick"' in tick["body"]
+
+
+def test_one_tenant_submitting_from_16_threads_gets_202_for_every_job_each_with_its_own_place(
+    cloud: Cloud,
+) -> None:
+    """Parallel submissions of one key never contend: each takes the tenant's next tag atomically."""
+    statuses: list[int] = []
+    jobs: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(16)
+
+    def submit_ten() -> None:
+        barrier.wait()
+        for _ in range(10):
+            status, body, _ = cloud.api("POST", "/jobs", {"digits": 30}, key_id="key-a")
+            with lock:
+                statuses.append(status)
+                if status == 202:
+                    jobs.append(str(body["job_id"]))
+
+    threads = [threading.Thread(target=submit_ten) for _ in range(16)]
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+
+    assert statuses == [202] * 160
+    tags = sorted(cloud.job(job_id).wait_tag or 0.0 for job_id in jobs)
+    assert tags == [float(n) for n in range(1, 161)]  # nothing admitted yet: the clock is 0, the weight 1
+    assert TenantStore(cloud.ddb, cloud.table).get("key-a").last_tag == 160.0
+
+
+def test_an_idle_tenant_starts_at_the_clock_and_a_busy_one_after_its_last_tag(cloud: Cloud) -> None:
+    tenants = TenantStore(cloud.ddb, cloud.table)
+    tenants.set_policy("key-b", weight=2.0)
+
+    first = tenants.take_tag(tenants.get("key-a"), clock=10.0)
+    second = tenants.take_tag(tenants.get("key-a"), clock=10.0)
+    stale = tenants.take_tag(tenants.get("key-a"), clock=5.0)  # a parking that read an older clock
+    heavier = [tenants.take_tag(tenants.get("key-b"), clock=10.0) for _ in range(3)]
+    # A tenant read before a concurrent parking moved its tag past the clock: no tag is taken twice.
+    behind = tenants.get("key-c")
+    raced = tenants.take_tag(tenants.get("key-c"), clock=20.0)
+    late = tenants.take_tag(behind, clock=20.0)
+
+    assert (first, second, stale) == (11.0, 12.0, 13.0)
+    assert heavier == [10.5, 11.0, 11.5]
+    assert (raced, late) == (21.0, 22.0)
+
+
+def test_by_default_one_tenant_holds_at_most_half_the_slots(cloud: Cloud) -> None:
+    """A tenant whose jobs never end cannot take every slot: another tenant's job is admitted at once."""
+    cloud.capacity().set_limit(4)
+    runaway = _submit(cloud, "key-a", 6)
+    assert cloud.dispatch(cloud.receive()) == []
+    (small,) = _submit(cloud, "key-b", 1)
+    assert cloud.dispatch(cloud.receive()) == []
+
+    assert len(_admitted(cloud, runaway)) == 2
+    assert cloud.job(small).status is JobStatus.PROVISIONING
+    state = cloud.capacity().state()
+    assert state is not None and state["owners"] == {"key-a": 2, "key-b": 1}
+
+    TenantStore(cloud.ddb, cloud.table).set_policy("key-a", max_active=3)  # an operator's override
+    ticks = cloud.receive(wait_seconds=3)
+    assert cloud.dispatch(ticks) == []
+    assert len(_admitted(cloud, runaway)) == 3

@@ -98,7 +98,11 @@ def test_an_sql_job_reads_its_own_input_through_its_presigned_get(cloud: Cloud) 
     assert cloud.dispatch(cloud.receive()) == []
     dispatched = cloud.job(job_id)
     assert dispatched.status is JobStatus.PROVISIONING
-    assert dispatched.limits == {"max_rows": 10_000_000, "max_result_bytes": 1 << 30}
+    assert dispatched.limits == {
+        "max_rows": 10_000_000,
+        "max_result_bytes": 1 << 30,
+        "max_timeout_seconds": 3600,
+    }
     raw = str(cloud.ddb.get_item(TableName=cloud.table, Key={"pk": {"S": f"job#{job_id}"}})["Item"])
     assert "X-Amz-Signature" not in raw and "Signature=" not in raw  # no link is kept anywhere
     fetches = Fetches(failures=2)  # two transient failures, waited out

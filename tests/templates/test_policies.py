@@ -17,6 +17,7 @@ pytest.importorskip("cfnlint", reason="cfn-lint is in the templates dependency g
 
 from cfnlint.decode.decode import decode_str
 from pijobs.shared.functions import (
+    DEADLINE_RANGE,
     FUNCTIONS_PREFIX,
     PLATFORM_PARAMETERS,
     SUPPORTED_INSTANCE_TYPES,
@@ -557,7 +558,8 @@ def test_function_template_parameters_are_the_dispatcher_contract(function: Busi
     assert required <= set(PLATFORM_PARAMETERS) | set(function.stack_parameter_names)
     assert parameters["JobId"]["AllowedPattern"] == "[a-f0-9]{32}"
     assert parameters["ImageId"]["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
-    assert parameters["DeadlineSeconds"]["MinValue"] == 60
+    deadline = parameters["DeadlineSeconds"]
+    assert (deadline["MinValue"], deadline["MaxValue"]) == DEADLINE_RANGE  # the one range clamp_deadline uses
 
 
 @pytest.mark.parametrize("function", FUNCTIONS, ids=lambda f: f.name)

@@ -79,3 +79,58 @@ def test_table_puts_trees_side_by_side_with_ratios() -> None:
 def test_scaled_keeps_at_least_one_job_per_tenant() -> None:
     assert bench.scaled(bench.TENANTS, 0.1) == {"A": 60, "B": 6, "C": 1}
     assert bench.scaled({"A": 600}, 0.0001) == {"A": 1}
+
+
+def test_bounded_slowdown_does_not_magnify_short_runs() -> None:
+    assert bench.bounded_slowdown(0.0, 2.0) == 1.0
+    assert bench.bounded_slowdown(18.0, 2.0) == pytest.approx(2.0)  # (18 + 2) / 10, not 20 / 2
+    assert bench.bounded_slowdown(60.0, 60.0) == pytest.approx(2.0)
+
+
+def test_jains_index_is_one_for_equal_shares_and_one_over_n_for_one_taker() -> None:
+    assert bench.jain_index([3.0, 3.0, 3.0]) == pytest.approx(1.0)
+    assert bench.jain_index([9.0, 0.0, 0.0]) == pytest.approx(1 / 3)
+    assert math.isnan(bench.jain_index([0.0, 0.0]))
+
+
+def test_shares_count_admissions_while_every_tenant_waits() -> None:
+    # A from t=0, B from t=10; A's last admission at 40, B's at 30: the window is 10..30.
+    jobs = [job("A", t=float(t), wait=w) for t, w in ((0, 5), (0, 12), (0, 20), (0, 40))]
+    jobs += [job("B", t=10.0, wait=w) for w in (5, 10, 20)]
+    shares = bench.backlogged_shares(jobs)
+
+    assert shares == {"A": 2.0, "B": 3.0}
+    assert bench.backlogged_shares(jobs, {"B": 3.0})["B"] == pytest.approx(1.0)
+    assert bench.backlogged_shares([job("A")]) == {}
+
+
+def test_the_small_tenants_last_admission_is_ranked_from_the_first_ones_arrival() -> None:
+    flood = [job("A", t=0.0, wait=float(w)) for w in range(1, 11)]  # admitted at 1..10
+    small = [job("B", t=4.5, wait=1.0), job("C", t=4.6, wait=2.0)]  # admitted at ~5.5 and ~6.6
+    assert bench.last_small_admission_rank(flood + small, ("B", "C"), "B") == 4.0  # 5, 5.5, 6, 6.6
+    assert math.isnan(bench.last_small_admission_rank(flood, ("B", "C"), "B"))
+
+
+def test_the_fairness_rows_have_p95_slowdown_jains_index_and_refusals() -> None:
+    jobs = [job("A", t=0.0, wait=w, run=1.0) for w in (1.0, 2.0, 3.0)] + [job("B", t=0.5, wait=1.0)]
+    rows = bench.fairness_rows(
+        FairnessRun(jobs=jobs, queue_sends=4, queue_deliveries=4, peak_workers=1, refused=3)
+    )
+
+    assert rows["A wait p95 s"] == pytest.approx(2.9)
+    assert rows["A bounded slowdown max"] == 1.0  # short runs: (3 + 1.2) / 10 is below 1
+    assert rows["submissions refused (503)"] == 3.0
+    assert 0.5 <= rows["Jain's index of admissions / weight while all wait"] <= 1.0
+
+
+def test_item_size_follows_dynamodbs_rules_and_the_capacity_item_grows_per_holder() -> None:
+    assert bench.dynamodb_item_size({"pk": {"S": "abc"}, "n": {"N": "1234"}}) == 2 + 3 + 1 + 3
+    assert bench.dynamodb_item_size({"m": {"M": {"k": {"S": "vv"}}}}) == 1 + 3 + (1 + 2 + 1)
+    item = {
+        "pk": {"S": "capacity#global"},
+        "holders": {"M": {"a" * 32: {"S": "o" * 10}}},
+        "owners": {"M": {}},
+    }
+
+    one, many = (bench.dynamodb_item_size(bench.grown_capacity_item(item, n, n)) for n in (1_000, 2_000))
+    assert many - one == pytest.approx(1_000 * (32 + 10 + 1) + 1_000 * (10 + 2 + 1), rel=0.01)

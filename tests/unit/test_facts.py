@@ -6,21 +6,25 @@ default test run (tests/templates checks more, with cfn-lint and moto, in its ow
 
 from __future__ import annotations
 
+import ast
+import inspect
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from pijobs.api_handler.routes import ALL_OPERATIONS, OPERATIONS, WORKER_OPERATIONS
+from pijobs.api_handler.routes import ALL_OPERATIONS, OPERATIONS, WORKER_OPERATIONS, openapi_document
 from pijobs.shared.functions import (
     DEADLINE_RANGE,
     NAME_PATTERN,
     SUPPORTED_INSTANCE_TYPES,
     BusinessFunction,
     installed_functions,
+    load_registry,
 )
 from pijobs.shared.ids import ID_PATTERN
+from pijobs.shared.job_errors import JobErrorCode
 from pijobs.shared.settings import (
     ApiSettings,
     DispatcherSettings,
@@ -163,3 +167,52 @@ def test_every_gateway_answer_says_nosniff() -> None:
     for name, props in responses.items():
         headers = props.get("ResponseParameters") or {}
         assert headers.get("gatewayresponse.header.X-Content-Type-Options") == "'nosniff'", name
+
+
+def _code_literals(path: Path) -> list[tuple[int, str]]:
+    """(line, code) of each string given as a ``code=`` argument or a ``"code":`` value in a module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.keyword) and node.arg == "code":
+            value: ast.expr | None = node.value
+        elif isinstance(node, ast.Dict):
+            pairs = zip(node.keys, node.values, strict=True)
+            value = next((v for k, v in pairs if isinstance(k, ast.Constant) and k.value == "code"), None)
+        else:
+            continue
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            found.append((value.lineno, value.value))
+    return found
+
+
+def test_the_platforms_job_error_codes_are_spelled_in_one_place() -> None:
+    platform = {code.value for code in JobErrorCode}
+    runtime = [REPO / folder for folder in ("shared", "api_handler", "dispatcher", "worker")]
+    spelled = [
+        f"{path.relative_to(REPO)}:{line} {code}"
+        for folder in runtime
+        for path in folder.rglob("*.py")
+        for line, code in _code_literals(path)
+        if code in platform
+    ]
+    assert spelled == []
+
+
+@pytest.mark.usefixtures("wordcount_plugin")
+def test_a_function_refuses_jobs_with_the_codes_it_declares() -> None:
+    for function in installed_functions().values():
+        package = Path(inspect.getfile(type(function))).parent
+        used = {code for path in package.rglob("*.py") for _, code in _code_literals(path)}
+        assert used <= set(function.error_codes), function.name
+        assert not set(function.error_codes) & {code.value for code in JobErrorCode}, function.name
+
+
+def test_the_document_lists_every_job_error_code() -> None:
+    registry = load_registry(None)
+    doc = openapi_document(registry)
+    schemas = doc["components"]["schemas"]
+
+    assert schemas["ErrorInfo"]["properties"]["code"] == {"$ref": "#/components/schemas/JobErrorCode"}
+    assert set(schemas["JobErrorCode"]["enum"]) == {c.value for c in JobErrorCode} | {
+        code for function in registry for code in function.error_codes
+    }

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 from pijobs.shared.fairshare import (
+    HALF_THE_SLOTS,
     INDEX_SHARDS,
     TenantPolicy,
     WaitingJob,
     admission_order,
+    default_owner_cap,
     next_tag,
     owner_limit,
     shard_of,
@@ -102,3 +104,14 @@ def test_weights_outside_the_range_are_refused(weight: float) -> None:
 def test_shards_spread_job_ids_over_every_partition() -> None:
     shards = {shard_of(f"{n:08x}" + "0" * 24) for n in range(64)}
     assert shards == set(range(INDEX_SHARDS))
+
+
+@pytest.mark.parametrize(
+    ("setting", "limit", "cap"),
+    [(HALF_THE_SLOTS, 4, 2), (HALF_THE_SLOTS, 5, 2), (HALF_THE_SLOTS, 1, 1), (0, 4, None), (3, 4, 3)],
+)
+def test_the_default_cap_is_half_the_slots_unless_the_operator_set_one(
+    setting: int, limit: int, cap: int | None
+) -> None:
+    assert default_owner_cap(setting, limit) == cap
+    assert owner_limit(TenantPolicy(max_active=7), default_owner_cap(setting, limit)) == 7

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import duckdb
 import pytest
 from pijobs.shared.errors import JobCancelledError
 from pijobs.shared.functions import JobRefusedError, RunContext
-from pijobs.worker.sql.engine import detect_format, engine_settings
-from pijobs.worker.sql.function import SqlFunction, SqlLimits, SqlParams
+from pijobs.worker.sql.engine import detect_format, engine_settings, spill_limit
+from pijobs.worker.sql.function import INSTANCE, SqlFunction, SqlLimits, SqlParams
+from pydantic import ValidationError
 
 IDS = {"t": "a" * 32, "p": "b" * 32, "j": "c" * 32}
 
@@ -43,10 +45,19 @@ def run(
     fmt: str = "csv",
     limits: SqlLimits | None = None,
     progress: Any = None,
+    timeout_seconds: int = 300,
+    memory_limit_bytes: int = 1 << 30,
+    checked_at_submit: bool = True,
 ) -> Any:
     scratch = tmp_path / "scratch"
     scratch.mkdir(exist_ok=True)
-    params = SqlParams(query=query, inputs={name: IDS[name] for name in inputs}, format=fmt)  # type: ignore[arg-type]
+    model = SqlParams if checked_at_submit else SqlParams.model_construct  # the worker checks again
+    params = model(
+        query=query,
+        inputs={name: IDS[name] for name in inputs},
+        format=fmt,  # type: ignore[arg-type]
+        timeout_seconds=timeout_seconds,
+    )
     ctx = RunContext(
         job_id="0" * 32,
         params=params,
@@ -54,7 +65,7 @@ def run(
         progress=progress or (lambda fraction: None),
         cancelled=lambda: False,
         inputs=inputs,
-        memory_limit_bytes=1 << 30,
+        memory_limit_bytes=memory_limit_bytes,
         limits=limits or SqlLimits(),
     )
     return SqlFunction().run(ctx)
@@ -206,13 +217,74 @@ def test_a_file_named_as_a_table_is_not_read(tmp_path: Path, inputs: dict[str, P
     assert refused.value.message == "the query does not fit its inputs (tables: j, p, t)"
 
 
-def test_getenv_and_settings_are_not_reachable(tmp_path: Path, inputs: dict[str, Path]) -> None:
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT getenv('HOME')",
+        "SELECT current_setting('temp_directory')",
+        "SELECT * FROM duckdb_settings()",
+        'SELECT * FROM "duckdb_settings"()',
+        "SELECT * FROM main.DUCKDB_TEMPORARY_FILES()",
+        "SELECT sql FROM sqlite_master",
+        "SELECT view_definition FROM information_schema.views",
+        "SELECT definition FROM pg_catalog.pg_views",
+        "SELECT * FROM query('SELECT * FROM duckdb_settings()')",
+        "SELECT getvariable('x')",
+    ],
+)
+def test_settings_paths_and_the_catalog_are_not_reachable(
+    tmp_path: Path, inputs: dict[str, Path], query: str
+) -> None:
+    """Each of these shows the worker's scratch paths (the inputs' views, the spill directory) or limits."""
+    with pytest.raises(ValidationError):
+        SqlParams(query=query, inputs={"t": IDS["t"]})  # refused at submit
     with pytest.raises(JobRefusedError) as refused:
-        run(tmp_path, inputs, "SELECT getenv('HOME')")
-    assert refused.value.code in ("query_invalid", "query_rejected")
+        run(tmp_path, inputs, query, checked_at_submit=False)  # and by the worker, whatever the API let by
+    assert refused.value.code == "query_rejected"
+    assert str(tmp_path) not in refused.value.message
 
-    locked = run(tmp_path, inputs, "SELECT current_setting('enable_external_access') AS v")
-    assert locked.path.read_text().splitlines()[1] == "false"
+
+def test_a_query_past_its_timeout_is_interrupted_and_fails_query_timeout(
+    tmp_path: Path, inputs: dict[str, Path]
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(JobRefusedError) as refused:
+        run(
+            tmp_path,
+            inputs,
+            "SELECT count(*) FROM range(100000000) a, range(100000000) b",
+            timeout_seconds=1,
+        )
+
+    assert refused.value.code == "query_timeout" and "1 s" in refused.value.message
+    assert time.monotonic() - started < 10  # interrupted, not left to the job's deadline
+
+
+def test_a_query_past_the_memory_limit_fails_out_of_memory(tmp_path: Path, inputs: dict[str, Path]) -> None:
+    """Half of the instance's memory (here 512 MiB of 1 GiB): a string_agg that cannot spill fails cleanly."""
+    with pytest.raises(JobRefusedError) as refused:
+        run(tmp_path, inputs, "SELECT string_agg(md5(i::varchar), ',') FROM range(30000000) t(i)")
+
+    assert refused.value.code == "out_of_memory"
+
+
+def test_a_spill_past_the_free_disk_fails_disk_full(
+    tmp_path: Path, inputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spill limit derives from the scratch disk's free space: a disk with little room fails the query
+    with disk_full before it is full."""
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1 << 30, 1 << 30, 0))  # type: ignore[attr-defined]
+    with pytest.raises(JobRefusedError) as refused:
+        run(
+            tmp_path,
+            inputs,
+            "SELECT count(*) FROM (SELECT i, md5(i::varchar) m FROM range(20000000) t(i) ORDER BY m)",
+            memory_limit_bytes=512 << 20,
+        )
+
+    assert refused.value.code == "disk_full"
 
 
 def test_a_query_error_names_the_problem_without_paths(tmp_path: Path, inputs: dict[str, Path]) -> None:
@@ -246,14 +318,26 @@ def test_a_cancel_during_the_query_interrupts_it(tmp_path: Path, inputs: dict[st
         )
 
 
-def test_memory_and_threads_come_from_the_instance() -> None:
-    settings = engine_settings(8 << 30, 4)
+def test_memory_and_threads_come_from_the_instance_not_the_host() -> None:
+    settings = engine_settings(8 << 30, 1, INSTANCE)
 
-    assert settings["threads"] == 4 and settings["memory_limit"] == f"{int((8 << 30) * 0.8) >> 20}MiB"
+    assert settings["threads"] == 1 and settings["memory_limit"] == "4096MiB"  # half of what is available
     assert (
         settings["autoload_known_extensions"] is False and settings["autoinstall_known_extensions"] is False
     )
-    assert "memory_limit" not in engine_settings(None, None) and engine_settings(None, None)["threads"] == 1
+    # A host larger than the instance type (the embedded stack): the r7i.large's 2 vCPUs and 16 GiB rule.
+    assert engine_settings(256 << 30, 64, INSTANCE) | {} == {
+        **settings,
+        "threads": 2,
+        "memory_limit": "8192MiB",
+    }
+    assert engine_settings(None, None, INSTANCE)["memory_limit"] == "8192MiB"
+
+
+def test_the_spill_limit_leaves_room_for_the_result() -> None:
+    assert spill_limit(100 << 30, 1 << 30) == int((99 << 30) * 0.8)
+    assert spill_limit(1 << 30, 1 << 30) == int((512 << 20) * 0.8)  # the result gets at most half
+    assert spill_limit(0, 1 << 30) == 64 << 20
 
 
 def test_integer_aggregates_stay_integers_in_parquet(tmp_path: Path, inputs: dict[str, Path]) -> None:

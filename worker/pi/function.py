@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from pijobs.shared.functions import BusinessFunction, JobRefusedError, OutputFile, RunContext
+from pijobs.shared.functions import BOOT_SECONDS, BusinessFunction, JobRefusedError, OutputFile, RunContext
 from pijobs.shared.models import isoformat, utcnow
 from pijobs.worker.pi.bounds import MAX_DIGITS
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -20,7 +20,6 @@ PI_INSTANCE_TYPES: tuple[tuple[int, str], ...] = (
     (60_000_000, "c7i.xlarge"),
     (MAX_DIGITS, "r7i.large"),
 )
-BOOT_SECONDS = 300  # instance start, package install and upload, generously
 
 
 class PiParams(BaseModel):
@@ -50,6 +49,7 @@ class PiFunction(BusinessFunction):
     )
     request_model = PiParams
     limits_model = PiLimits
+    error_codes = frozenset({"too_large"})
     resource_types: ClassVar[frozenset[str]] = frozenset(
         {"AWS::EC2::Instance", "AWS::EC2::LaunchTemplate", "AWS::EC2::SecurityGroup"}
     )

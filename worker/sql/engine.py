@@ -6,12 +6,19 @@ the result file, external access is switched off and the configuration locked, s
 read another file or URL, attach a database, load an extension or change a setting. Only then is the
 customer's query parsed (DuckDB's parser: exactly one SELECT) and run into the result file, one row past
 ``max_rows`` at most.
+
+Every query is bounded: its time by ``timeout_seconds`` (an interrupt from the progress thread, then the
+job's deadline), its memory by half of the instance's (DuckDB's own default is 80 % of the machine's), its
+threads by the instance's vCPUs, and what it spills by ``max_temp_directory_size``, below the scratch
+disk's free space, so a spill fails the query (``disk_full``) before it fills the disk.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +29,7 @@ from pijobs.shared.logs import get_logger
 from pijobs.worker.sql.query import QueryShapeError, check_query_shape
 
 if TYPE_CHECKING:  # the plug-in imports this module inside run(): its model is a type here, no import
-    from pijobs.worker.sql.function import SqlLimits
+    from pijobs.worker.sql.function import InstanceSize, SqlLimits
 
 log = get_logger(__name__)
 
@@ -37,8 +44,10 @@ READERS = {
     "csv": "read_csv({path})",
 }
 FORMAT_NAMES = {"parquet": "Parquet", "jsonl": "JSON lines", "csv": "CSV"}
-MEMORY_SHARE = 0.8  # of what the instance has available; the rest for the worker, the OS and the upload
+MEMORY_SHARE = 0.5  # of the instance's memory: the rest for the worker, the OS, the page cache, the upload
 MIN_MEMORY_BYTES = 256 << 20
+SPILL_SHARE = 0.8  # of the disk that is free once the result's room is set aside
+MIN_SPILL_BYTES = 64 << 20
 PROGRESS_SECONDS = 0.5
 RESULT_VIEW = "__pijobs_result"
 
@@ -58,21 +67,30 @@ def detect_format(path: Path) -> str:
     return "csv"
 
 
-def engine_settings(memory_limit_bytes: int | None, cpus: int | None) -> dict[str, Any]:
-    """The connection's configuration from what the instance has."""
+def engine_settings(
+    memory_limit_bytes: int | None, cpus: int | None, instance: InstanceSize
+) -> dict[str, Any]:
+    """The connection's configuration from what the instance has: ``memory_limit_bytes`` is what it can
+    give (MemAvailable), ``cpus`` what this machine counts; neither more than the function's instance type
+    has (the embedded stack runs workers on a larger host)."""
     settings: dict[str, Any] = {
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
         "allow_community_extensions": False,
-        "threads": max(1, cpus or 1),
+        "threads": max(1, min(cpus or 1, instance.vcpus)),
     }
-    if memory_limit_bytes:
-        memory = max(MIN_MEMORY_BYTES, int(memory_limit_bytes * MEMORY_SHARE))
-        settings["memory_limit"] = f"{memory // (1 << 20)}MiB"
+    memory = min(memory_limit_bytes or instance.memory_bytes, instance.memory_bytes)
+    settings["memory_limit"] = f"{max(MIN_MEMORY_BYTES, int(memory * MEMORY_SHARE)) >> 20}MiB"
     return settings
 
 
-def run_query(ctx: RunContext, limits: SqlLimits) -> OutputFile:
+def spill_limit(free_bytes: int, result_bytes: int) -> int:
+    """How much DuckDB may spill: a share of the free disk once the result's room is set aside."""
+    room = max(0, free_bytes - min(result_bytes, free_bytes // 2))
+    return max(MIN_SPILL_BYTES, int(room * SPILL_SHARE))
+
+
+def run_query(ctx: RunContext, limits: SqlLimits, instance: InstanceSize) -> OutputFile:
     params = ctx.params
     copy_options, filename, content_type = FORMATS[params.format]
     out = ctx.scratch / filename
@@ -81,9 +99,12 @@ def run_query(ctx: RunContext, limits: SqlLimits) -> OutputFile:
     )  # over an existing file, COPY writes a tmp_ file beside it, which is not allowed
     spill = ctx.scratch / "spill"
     spill.mkdir(exist_ok=True)
-    con = duckdb.connect(":memory:", config=engine_settings(ctx.memory_limit_bytes, os.cpu_count()))
+    con = duckdb.connect(":memory:", config=engine_settings(ctx.memory_limit_bytes, os.cpu_count(), instance))
+    deadline = time.monotonic() + params.timeout_seconds
     try:
         con.execute(f"SET temp_directory = {_literal(str(spill))}")
+        spill_bytes = spill_limit(shutil.disk_usage(spill).free, limits.max_result_bytes)
+        con.execute(f"SET max_temp_directory_size = '{spill_bytes >> 20}MiB'")
         for name, path in sorted(ctx.inputs.items()):
             _create_view(con, name, path)
         allowed = [str(p) for p in ctx.inputs.values()] + [str(out)]
@@ -97,7 +118,7 @@ def run_query(ctx: RunContext, limits: SqlLimits) -> OutputFile:
             result.limit(limits.max_rows + 1).create_view(RESULT_VIEW)
             try:
                 rows = _copy_with_progress(
-                    con, f"COPY (FROM {RESULT_VIEW}) TO {_literal(str(out))} ({copy_options})", ctx
+                    con, f"COPY (FROM {RESULT_VIEW}) TO {_literal(str(out))} ({copy_options})", ctx, deadline
                 )
                 break
             except JobRefusedError as exc:  # a sum past BIGINT: once more, as DECIMAL(38,0)
@@ -187,13 +208,19 @@ def _relation(con: duckdb.DuckDBPyConnection, statement: duckdb.Statement, ctx: 
         raise _query_failed(exc) from exc
 
 
-def _copy_with_progress(con: duckdb.DuckDBPyConnection, copy: str, ctx: RunContext) -> int:
-    """Run the COPY while a thread reports DuckDB's progress; a cancelled job interrupts the query."""
+def _copy_with_progress(con: duckdb.DuckDBPyConnection, copy: str, ctx: RunContext, deadline: float) -> int:
+    """Run the COPY while a thread reports DuckDB's progress; a cancelled job, or the query's timeout at
+    ``deadline`` (time.monotonic()), interrupts the query."""
     done = threading.Event()
     cancelled = threading.Event()
+    timed_out = threading.Event()
 
     def report() -> None:
-        while not done.wait(PROGRESS_SECONDS):
+        while not done.wait(max(0.0, min(PROGRESS_SECONDS, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                timed_out.set()
+                con.interrupt()
+                return
             percent = con.query_progress()
             try:
                 ctx.progress(max(0.0, min(percent, 100.0)) / 100 * 0.99)
@@ -211,6 +238,12 @@ def _copy_with_progress(con: duckdb.DuckDBPyConnection, copy: str, ctx: RunConte
     except duckdb.Error as exc:
         if cancelled.is_set():
             raise errors.JobCancelledError("the job was cancelled") from exc
+        if timed_out.is_set():
+            seconds = ctx.params.timeout_seconds
+            log.warning("sql_query_timed_out", timeout_seconds=seconds)
+            raise JobRefusedError(
+                f"the query ran longer than its timeout of {seconds} s and was stopped", code="query_timeout"
+            ) from exc
         raise _query_failed(exc) from exc
     finally:
         done.set()
@@ -220,14 +253,26 @@ def _copy_with_progress(con: duckdb.DuckDBPyConnection, copy: str, ctx: RunConte
 
 def _query_failed(exc: duckdb.Error) -> JobRefusedError:
     log.warning("sql_query_failed", error_type=type(exc).__name__, error=str(exc))
+    if _is_disk_full(exc):
+        return JobRefusedError(
+            "the query spilled more to disk than the job's instance has room for", code="disk_full"
+        )
     if isinstance(exc, duckdb.OutOfMemoryException):
-        return JobRefusedError("the query needs more memory than the job's instance has", code="query_failed")
+        return JobRefusedError(
+            "the query needs more memory than the job's instance has", code="out_of_memory"
+        )
     if isinstance(exc, (duckdb.ConversionException, duckdb.InvalidInputException)):
         return JobRefusedError(
             "the query failed on the data: a value could not be converted or an input could not be read",
             code="query_failed",
         )
     return JobRefusedError("the query failed while it ran", code="query_failed")
+
+
+def _is_disk_full(exc: duckdb.Error) -> bool:
+    """A spill past max_temp_directory_size (DuckDB raises it as out of memory), or a disk that filled."""
+    text = str(exc)
+    return "max_temp_directory_size" in text or "No space left on device" in text
 
 
 def _customer_message(prefix: str, exc: duckdb.Error) -> str:

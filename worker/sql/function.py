@@ -7,15 +7,38 @@ engine-free query check); DuckDB is imported inside ``run``, on the instance.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from pijobs.shared.functions import BusinessFunction, OutputFile, RunContext
+from pijobs.shared.functions import (
+    BOOT_SECONDS,
+    DEADLINE_RANGE,
+    BusinessFunction,
+    OutputFile,
+    RunContext,
+)
 from pijobs.shared.inputs import Inputs
 from pijobs.worker.sql.query import MAX_QUERY_CHARS, QueryShapeError, check_query_shape
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-DEADLINE_SECONDS = 3600  # boot, download, query and upload; the operator's size limits keep it in reach
-INSTANCE_TYPE = "r7i.large"  # memory first: 16 GiB for 2 vCPUs, and DuckDB spills to disk past it
+
+@dataclass(frozen=True)
+class InstanceSize:
+    """What a job's instance type has: the engine takes no more, whatever the machine (a larger host runs
+    the embedded stack's workers)."""
+
+    instance_type: str
+    memory_bytes: int
+    vcpus: int
+
+
+# Memory first: 16 GiB for 2 vCPUs, and DuckDB spills to disk past its share of it.
+INSTANCE = InstanceSize("r7i.large", memory_bytes=16 << 30, vcpus=2)
+# The inputs' download besides the query (8 inputs of the 5 GiB an upload may be, at ~200 MB/s).
+TRANSFER_SECONDS = 300
+DEFAULT_TIMEOUT_SECONDS = 300
+# The longest timeout that still fits the templates' longest deadline.
+MAX_TIMEOUT_SECONDS = DEADLINE_RANGE[1] - BOOT_SECONDS - TRANSFER_SECONDS
 
 
 class SqlParams(BaseModel):
@@ -31,6 +54,12 @@ class SqlParams(BaseModel):
     inputs: Inputs
     format: Literal["csv", "parquet", "json"] = Field(
         default="csv", description="the result file: CSV with a header, Parquet, or JSON lines"
+    )
+    timeout_seconds: StrictInt = Field(
+        default=DEFAULT_TIMEOUT_SECONDS,
+        ge=1,
+        le=MAX_TIMEOUT_SECONDS,
+        description="seconds until the query is stopped (query_timeout); at most the operator's limit",
     )
 
     @field_validator("query")
@@ -50,6 +79,7 @@ class SqlLimits(BaseModel):
 
     max_rows: StrictInt = Field(default=10_000_000, ge=1)
     max_result_bytes: StrictInt = Field(default=1 << 30, ge=1)
+    max_timeout_seconds: StrictInt = Field(default=3600, ge=1, le=MAX_TIMEOUT_SECONDS)
 
 
 class SqlFunction(BusinessFunction):
@@ -63,21 +93,40 @@ class SqlFunction(BusinessFunction):
     )
     request_model = SqlParams
     limits_model = SqlLimits
+    error_codes = frozenset(
+        {
+            "query_rejected",
+            "query_invalid",
+            "query_failed",
+            "query_timeout",
+            "out_of_memory",
+            "disk_full",
+            "input_unreadable",
+            "result_too_large",
+        }
+    )
     resource_types: ClassVar[frozenset[str]] = frozenset(
         {"AWS::EC2::Instance", "AWS::EC2::LaunchTemplate", "AWS::EC2::SecurityGroup"}
     )
-    instance_types = (INSTANCE_TYPE,)
+    instance_types = (INSTANCE.instance_type,)
     requirements = ("duckdb>=1.1,<2",)
     accepts_inputs = True
 
+    def check(self, params: SqlParams, limits: SqlLimits) -> list[tuple[str, str]]:
+        if params.timeout_seconds > limits.max_timeout_seconds:
+            return [("timeout_seconds", f"must be between 1 and {limits.max_timeout_seconds}")]
+        return []
+
     def instance_type(self, params: SqlParams) -> str:
-        return INSTANCE_TYPE
+        return INSTANCE.instance_type
 
     def deadline_seconds(self, params: SqlParams) -> int:
-        return DEADLINE_SECONDS
+        """Boot, the inputs' download and the query's own timeout: the deadline stops only what the
+        timeout's interrupt could not."""
+        return BOOT_SECONDS + TRANSFER_SECONDS + params.timeout_seconds
 
     def run(self, ctx: RunContext) -> OutputFile:
         from pijobs.worker.sql.engine import run_query  # lazy: DuckDB, on the instance only
 
         limits = ctx.limits if isinstance(ctx.limits, SqlLimits) else SqlLimits()
-        return run_query(ctx, limits)
+        return run_query(ctx, limits, INSTANCE)

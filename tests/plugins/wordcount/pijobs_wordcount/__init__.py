@@ -38,6 +38,7 @@ class WordCount(BusinessFunction):
     title = "Word count"
     description = "Counts the words of a text and returns the most frequent ones with their counts, as JSON."
     request_model = WordCountParams
+    error_codes = frozenset({"no_words"})
     limits_model = WordCountLimits
     resource_types: ClassVar[frozenset[str]] = frozenset(
         {"AWS::EC2::Instance", "AWS::EC2::LaunchTemplate", "AWS::EC2::SecurityGroup"}
