@@ -50,7 +50,7 @@ class LocalStreamMapping:
         batch_size: int = 50,
         max_retries: int = 10,
         function_name: str = "notifier",
-        forget: Callable[[str], None] = lambda iterator: None,
+        forget: Callable[[str], object] = lambda iterator: None,
     ) -> None:
         self._forget = forget
         self._client_factory = client_factory
