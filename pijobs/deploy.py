@@ -76,7 +76,7 @@ WORKER_PACKAGES = ("pijobs.shared", "pijobs.functions", "pijobs.worker")
 WORKER_REQUIREMENTS = ("pydantic>=2.6", "structlog>=24.1")
 # The entry points of the packaged functions, for importlib.metadata in a zip that pip did not install.
 REGISTRY_DIST_INFO = "pijobs_functions-0.dist-info"
-WORKER_PYTHON = "3.11"  # Amazon Linux 2023's python3.11 package, what the business-function UserData runs
+WORKER_PYTHON = job_template.WORKER_PYTHON  # what the job template's UserData runs
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 PYTHON_VERSIONS = ("3.12", "3.13")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -152,11 +152,12 @@ def put_function_artifact(s3: Any, bucket: str, key: str, body: bytes, *, replac
 def upload_function_templates(
     s3: Any, bucket: str, functions: Iterable[BusinessFunction], *, replace: bool = False
 ) -> dict[str, str]:
-    """Upload each function's template under its versioned key; returns ``{name: key}``."""
+    """Upload each function's job template (rendered by the platform, or its own) under its versioned key;
+    returns ``{name: key}``."""
     keys = {}
     for function in functions:
         key = artifact_key(function.name, function.version, TEMPLATE_FILE)
-        put_function_artifact(s3, bucket, key, function.template_path().read_bytes(), replace=replace)
+        put_function_artifact(s3, bucket, key, job_template.body(function), replace=replace)
         keys[function.name] = key
     return keys
 
@@ -434,7 +435,7 @@ def package(
     chosen = list(load_registry(functions)) if functions is None or functions else []
     for function in chosen:  # before anything is built or uploaded: a job template keeps its invariants
         try:
-            job_template.check(function.template_path(), function.name)
+            job_template.check(function)
         except job_template.JobTemplateError as exc:
             raise PackagingError(exc.message) from exc
     kept = _kept_functions(s3, bucket, chosen, remove)

@@ -2,9 +2,10 @@
 
 ``PATH`` is the plug-in's distribution (a folder with its ``pyproject.toml``, whose ``pijobs.functions`` entry
 points name the classes) or its package folder. Each function is loaded as the registry loads it at start-up
-(its model, names, instance types, resource types: ``check_function``), its template is read against the
-platform's contract (the parameters the dispatcher sets, the resource types it declares), and cfn-lint runs
-over the template where it is installed. A Python caller gets the problems; the command prints them.
+(its model, names, instance types, root volume, stack parameters: ``check_function``), its job template (the
+platform's rendering, or its own) is read against the platform's contract (the parameters the dispatcher
+sets, the resource types it declares) and the job template's invariants, and cfn-lint runs over it where it
+is installed. A Python caller gets the problems; the command prints them.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import inspect
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from pijobs import job_template
 from pijobs.errors import UsageError
 from pijobs.shared.functions import (
     ENTRY_POINT_GROUP,
@@ -53,7 +56,7 @@ def check_plugin(path: Path, *, lint: bool = True) -> list[CheckedFunction]:
             continue
         result = CheckedFunction(function.name, function.version, template_problems(function))
         if lint and not result.problems:
-            result.lint = _cfn_lint(function.template_path())
+            result.lint = _cfn_lint(function)
             if result.lint and not result.lint.startswith("skipped"):
                 result.problems.append(f"cfn-lint: {result.lint}")
         checked.append(result)
@@ -61,14 +64,13 @@ def check_plugin(path: Path, *, lint: bool = True) -> list[CheckedFunction]:
 
 
 def template_problems(function: BusinessFunction) -> list[str]:
-    """The template against the platform's contract: it declares the parameters the dispatcher sets and no
-    other required one, and creates only the resource types the function declares."""
+    """The job template against the platform's contract: it declares the parameters the dispatcher sets and
+    no other required one, creates only the resource types the function declares, and keeps the job
+    template's invariants (a rendered one does by construction; an own one is read as shipped)."""
     try:
-        from pijobs.local.cfn import load_template  # lazy: PyYAML comes with the [local] extra or cfn-lint
-    except ImportError:
+        template = job_template.load(function)
+    except ImportError:  # an own template needs PyYAML: the [local] extra, or cfn-lint, brings it
         return ["its template was not read: PyYAML is not installed (pip install 'pijobs[local]')"]
-    try:
-        template = load_template(function.template_path())
     except (OSError, ValueError) as exc:
         return [f"its template cannot be read: {exc}"]
     parameters = template.get("Parameters") or {}
@@ -84,6 +86,7 @@ def template_problems(function: BusinessFunction) -> list[str]:
     undeclared = sorted(created - set(function.resource_types))
     if undeclared:
         problems.append(f"its template creates {undeclared}, which resource_types does not declare")
+    problems += [f"its template breaks an invariant: {v}" for v in job_template.violations(template)]
     return problems
 
 
@@ -140,10 +143,12 @@ def _import(folder: Path, module_name: str) -> ModuleType:
         sys.path.remove(str(folder))
 
 
-def _cfn_lint(template: Path) -> str:
-    """cfn-lint's findings over ``template`` ('' for none), or why it did not run."""
+def _cfn_lint(function: BusinessFunction) -> str:
+    """cfn-lint's findings over the function's job template ('' for none), or why it did not run."""
     command = shutil.which("cfn-lint")
     if command is None:
         return "skipped: cfn-lint is not installed (pip install cfn-lint)"
-    done = subprocess.run([command, str(template)], capture_output=True, text=True, check=False)
+    with tempfile.TemporaryDirectory() as folder:
+        (template,) = job_template.write(Path(folder), [function])
+        done = subprocess.run([command, str(template)], capture_output=True, text=True, check=False)
     return " ".join((done.stdout + done.stderr).split()) if done.returncode else ""

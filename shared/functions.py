@@ -1,7 +1,8 @@
 """Business functions: the plug-in contract, and the registry of the installed and enabled ones.
 
-A business function is everything that differs between two kinds of job: its request model, its
-CloudFormation template, the operator's policy (instance type, deadline, limits) and what its worker runs.
+A business function is everything that differs between two kinds of job: its request model, the operator's
+policy (instance types, root volume, deadline, limits), its own whitelisted stack parameters and what its
+worker runs. The platform renders the job template from that (pijobs/job_template.py).
 The API, the dispatcher, the worker runtime and the local stack read functions only through this module.
 Functions register as Python entry points in the group ``pijobs.functions``; ``docs/functions.md`` is the
 guide to writing one.
@@ -49,6 +50,9 @@ PLATFORM_PARAMETERS: tuple[str, ...] = (
     "SubnetId",
     "VpcId",
 )
+# Names a function's own stack parameters may not take: the platform's, the job template's image and the
+# instance's Name tag (each own parameter is recorded as a tag of its name).
+RESERVED_PARAMETERS = frozenset({*PLATFORM_PARAMETERS, "ImageId", "Name"})
 # What the primary stack's CloudFormation service role can create (infra/primary.yaml, CfnServiceRole).
 SUPPORTED_RESOURCE_TYPES = frozenset(
     {"AWS::EC2::Instance", "AWS::EC2::LaunchTemplate", "AWS::EC2::SecurityGroup"}
@@ -61,7 +65,8 @@ SUPPORTED_INSTANCE_TYPES: tuple[str, ...] = (
     "r7i.large",
     "r7i.xlarge",
 )
-DEADLINE_RANGE = (60, 86_400)  # the templates' DeadlineSeconds bounds
+DEADLINE_RANGE = (60, 86_400)  # the job template's DeadlineSeconds bounds
+ROOT_VOLUME_RANGE = (8, 1024)  # GiB: a function's root_volume_gib
 # What every job's deadline allows besides the work its parameters ask for: the instance's start, the
 # worker's install, and its result's upload, generously (a function's deadline_seconds adds its own work).
 BOOT_SECONDS = 300
@@ -134,10 +139,15 @@ class BusinessFunction(ABC):
     description: ClassVar[str]
     request_model: ClassVar[type[BaseModel]]  # extra="forbid"; its JSON Schema is the public schema
     limits_model: ClassVar[type[BaseModel]] = NoLimits  # the operator's limits, with their defaults
-    template: ClassVar[str] = "template.yaml"  # the CloudFormation template, a file beside the class's module
-    resource_types: ClassVar[frozenset[str]]  # what the template creates, within SUPPORTED_RESOURCE_TYPES
     instance_types: ClassVar[tuple[str, ...]]  # the allow-list ``instance_type`` chooses from
-    stack_parameter_names: ClassVar[tuple[str, ...]] = ()  # the template parameters a job may set
+    root_volume_gib: ClassVar[int] = 16  # the instance's encrypted gp3 root volume, within ROOT_VOLUME_RANGE
+    # This function's own job stack parameters (String, recorded on the instance's tags): the dispatcher
+    # passes these and the platform's, nothing else.
+    stack_parameter_names: ClassVar[tuple[str, ...]] = ()
+    # None: the platform renders the job template (pijobs/job_template.py). A file name beside the class's
+    # module: the function ships its own, deployed only while it keeps the platform's invariants.
+    template: ClassVar[str | None] = None
+    resource_types: ClassVar[frozenset[str]] = SUPPORTED_RESOURCE_TYPES  # what its template creates
     requirements: ClassVar[tuple[str, ...]] = ()  # what the worker needs installed besides pijobs' own
     # True: the request model has an ``inputs`` field of type ``pijobs.shared.inputs.Inputs``
     # ({name: upload_id}), which the API pins at submit and the worker downloads before ``run``
@@ -169,7 +179,10 @@ class BusinessFunction(ABC):
         dependencies here, not at module level: the API imports the module to validate requests."""
 
     # ---- derived, the same for every function ------------------------------------------------------------
-    def template_path(self) -> Path:
+    def template_path(self) -> Path | None:
+        """The template the function ships of its own, or None (the platform renders it)."""
+        if self.template is None:
+            return None
         module = importlib.import_module(type(self).__module__)
         return Path(str(module.__file__)).resolve().parent / self.template
 
@@ -376,10 +389,18 @@ def check_function(function: BusinessFunction, where: str) -> None:
         problems.append(
             "accepts_inputs needs an 'inputs' field (pijobs.shared.inputs.Inputs) in request_model"
         )
-    reserved = sorted(set(function.stack_parameter_names) & set(PLATFORM_PARAMETERS))
+    reserved = sorted(set(function.stack_parameter_names) & RESERVED_PARAMETERS)
     if reserved:
         problems.append(f"stack_parameter_names may not include the platform's {reserved}")
-    if not function.template_path().is_file():
+    volume = getattr(function, "root_volume_gib", None)
+    low, high = ROOT_VOLUME_RANGE
+    if isinstance(volume, bool) or not isinstance(volume, int) or not low <= volume <= high:
+        problems.append(f"root_volume_gib must be an integer between {low} and {high}")
+    for parameter in function.stack_parameter_names:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,63}", parameter):
+            problems.append(f"stack parameter {parameter!r} is not a CloudFormation parameter name")
+    path = function.template_path()
+    if path is not None and not path.is_file():
         problems.append(f"its template {function.template} is not beside its module")
     if problems:
         raise FunctionRegistryError(f"{where}: " + "; ".join(problems))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,10 +145,10 @@ def cmd_functions(args: argparse.Namespace, out: Output) -> int:
     if args.path is not None:
         raise UsageError("a PATH goes with check: pijobs functions check PATH")
     functions = connect(args).functions()
-    if out.json_mode:
-        out.json({"functions": functions})
-    else:
-        out.table(functions, function_columns, empty="no functions are offered")
+    out.either(
+        {"functions": functions},
+        lambda: out.table(functions, function_columns, empty="no functions are offered"),
+    )
     return EXIT_OK
 
 
@@ -192,10 +193,7 @@ def cmd_submit(args: argparse.Namespace, out: Output) -> int:
             out.note(f"follow it with: pijobs status {job_id}")
         return EXIT_OK
     job = wait_with_progress(client, job_id, interval=args.interval, timeout=args.timeout)
-    if out.json_mode:
-        out.json(job)
-    else:
-        out.job(job)
+    out.either(job, lambda: out.job(job))
     return EXIT_OK if job.get("status") == "SUCCEEDED" else EXIT_FAILED
 
 
@@ -221,29 +219,17 @@ def submission(args: argparse.Namespace, client: PijobsClient) -> tuple[str, dic
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
     client = connect(args)
     job = client.get(customer.resolve_job_id(client, args.job_id))
-    if out.json_mode:
-        out.json(job)
-    else:
-        out.job(job)
+    out.either(job, lambda: out.job(job))
     return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace, out: Output) -> int:
-    if args.limit is not None and args.limit < 1:
-        raise UsageError("--limit must be at least 1")
     client = connect(args)
     filters = {"function": args.function, "status": args.status, "name_contains": args.name_contains}
-    if args.all:
-        page: dict[str, Any] = {"jobs": list(client.iter_jobs(limit=args.limit, **filters)), "next": None}
-    else:
-        page = client.list_jobs(limit=args.limit, next_token=args.next_token, **filters)
-    if out.json_mode:
-        out.json(page)
-        return EXIT_OK
-    out.table(page.get("jobs", []), job_columns, empty="no jobs")
-    if page.get("next"):
-        out.note(f"more: pijobs list --all, or --next {page['next']}")
-    return EXIT_OK
+    page = _one_page_or_all(
+        args, "jobs", partial(client.iter_jobs, **filters), partial(client.list_jobs, **filters)
+    )
+    return _show_page(out, page, "jobs", job_columns, command="list")
 
 
 def cmd_result(args: argparse.Namespace, out: Output) -> int:
@@ -267,20 +253,19 @@ def cmd_result(args: argparse.Namespace, out: Output) -> int:
         raise OperationError(f"{exc}; nothing written to {destination}") from exc
     except OSError as exc:  # the destination cannot be written, or the download broke off
         raise OperationError(f"cannot write {destination}: {exc}") from exc
-    if out.json_mode:
-        out.json(job)
-    else:
-        out.line(f"wrote {download.path} ({download.bytes} bytes, sha256 {download.sha256}): verified")
+    out.either(
+        job,
+        lambda: out.line(
+            f"wrote {download.path} ({download.bytes} bytes, sha256 {download.sha256}): verified"
+        ),
+    )
     return EXIT_OK
 
 
 def cmd_cancel(args: argparse.Namespace, out: Output) -> int:
     client = connect(args)
     job = client.cancel(customer.resolve_job_id(client, args.job_id))
-    if out.json_mode:
-        out.json(job)
-    else:
-        out.line(f"job {job.get('job_id', args.job_id)} {job.get('status', '')}")
+    out.either(job, lambda: out.line(f"job {job.get('job_id', args.job_id)} {job.get('status', '')}"))
     return EXIT_OK
 
 
@@ -302,19 +287,29 @@ def cmd_upload(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_uploads(args: argparse.Namespace, out: Output) -> int:
+    client = connect(args)
+    page = _one_page_or_all(args, "uploads", client.iter_uploads, client.list_uploads)
+    return _show_page(out, page, "uploads", upload_columns, command="uploads")
+
+
+def _one_page_or_all(
+    args: argparse.Namespace, key: str, every: Callable[..., Any], one_page: Callable[..., dict[str, Any]]
+) -> dict[str, Any]:
+    """``--all``: every item (as one page, ``next`` None); else the page ``--next`` names."""
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    client = connect(args)
     if args.all:
-        page: dict[str, Any] = {"uploads": list(client.iter_uploads(limit=args.limit)), "next": None}
-    else:
-        page = client.list_uploads(limit=args.limit, next_token=args.next_token)
+        return {key: list(every(limit=args.limit)), "next": None}
+    return one_page(limit=args.limit, next_token=args.next_token)
+
+
+def _show_page(out: Output, page: dict[str, Any], key: str, columns: Any, *, command: str) -> int:
     if out.json_mode:
         out.json(page)
         return EXIT_OK
-    out.table(page.get("uploads", []), upload_columns, empty="no uploads")
+    out.table(page.get(key, []), columns, empty=f"no {key}")
     if page.get("next"):
-        out.note(f"more: pijobs uploads --all, or --next {page['next']}")
+        out.note(f"more: pijobs {command} --all, or --next {page['next']}")
     return EXIT_OK
 
 

@@ -50,18 +50,12 @@ def cmd_keys_create(args: argparse.Namespace, out: Output) -> int:
 def cmd_keys_list(args: argparse.Namespace, out: Output) -> int:
     apigw = aws.client("apigateway")
     keys = list_api_keys(apigw, args.usage_plan_id or find_usage_plan(apigw))
-    if out.json_mode:
-        out.json({"keys": keys})
-    else:
-        out.table(keys, key_columns, empty="no API keys on the usage plan")
+    out.either({"keys": keys}, lambda: out.table(keys, key_columns, empty="no API keys on the usage plan"))
     return 0
 
 
 def cmd_keys_revoke(args: argparse.Namespace, out: Output) -> int:
     apigw = aws.client("apigateway")
     revoke_api_key(apigw, args.usage_plan_id or find_usage_plan(apigw), args.key_id)
-    if out.json_mode:
-        out.json({"revoked": args.key_id})
-    else:
-        out.note(f"Revoked API key {args.key_id}")
+    out.either({"revoked": args.key_id}, lambda: out.note(f"Revoked API key {args.key_id}"))
     return 0

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pijobs.cli.args import number_in
 from pijobs.cli.render import Output
 from pijobs.errors import OperationError
 from pijobs.local.logs import default_log_dir, job_logs
@@ -35,7 +36,7 @@ def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
 
     demo = subparsers.add_parser("demo", help="start the embedded stack, run one job end to end, stop")
     _local_options(demo)
-    demo.add_argument("--digits", type=positive, default=15000, help="digits to compute (default 15000)")
+    demo.add_argument("--digits", type=number_in(1), default=15000, help="digits to compute (default 15000)")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the job")
     demo.set_defaults(run=cmd_demo)
 
@@ -60,16 +61,6 @@ def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
     openapi.set_defaults(run=cmd_openapi)
 
 
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def version() -> str:
     from importlib import metadata
 
@@ -81,10 +72,12 @@ def version() -> str:
 
 def _local_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="port of the local API (default: a free one)")
-    parser.add_argument("--max-active-stacks", type=positive, default=4, help="MaxActiveStacks (default 4)")
+    parser.add_argument(
+        "--max-active-stacks", type=number_in(1), default=4, help="MaxActiveStacks (default 4)"
+    )
     parser.add_argument(
         "--max-active-stacks-per-owner",
-        type=positive,
+        type=number_in(1),
         default=None,
         help="MaxActiveStacksPerOwner: each API key's own cap (default: half the slots, at least 1)",
     )

@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from typing import Any, TextIO
 
 from pijobs import ops
+from pijobs.cli.args import number_in
 from pijobs.cli.failure import EXIT_OK
 from pijobs.cli.render import Output, message_columns, status_table, stdout_console, tenant_columns
 from pijobs.cli.watch import WATCH_INTERVAL, WATCH_INTERVAL_RANGE, watch_status
@@ -37,27 +37,27 @@ def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
     )
     status.add_argument(
         "--interval",
-        type=_interval,
+        type=number_in(*WATCH_INTERVAL_RANGE, kind=float),
         default=WATCH_INTERVAL,
         help=f"with --watch: seconds between redraws (default {WATCH_INTERVAL:g}; 0.1..3600)",
     )
     status.add_argument(
-        "--iterations", type=bounded_int(1, None), help="with --watch: stop after this many views"
+        "--iterations", type=number_in(1, None), help="with --watch: stop after this many views"
     )
     status.set_defaults(run=cmd_ops_status)
     change = actions.add_parser("set", parents=[common], help="change MaxActiveStacks and the mapping")
     change.add_argument(
         "--max-active-stacks",
-        type=bounded_int(ops.MAX_ACTIVE_STACKS_MIN, None),
+        type=number_in(ops.MAX_ACTIVE_STACKS_MIN, None),
         help="live stacks at most (>= 1)",
     )
     change.add_argument(
         "--maximum-concurrency",
-        type=bounded_int(*ops.MAXIMUM_CONCURRENCY_RANGE),
+        type=number_in(*ops.MAXIMUM_CONCURRENCY_RANGE),
         help="the mapping's ScalingConfig.MaximumConcurrency (2..1000)",
     )
     change.add_argument(
-        "--batch-size", type=bounded_int(*ops.BATCH_SIZE_RANGE), help="the mapping's BatchSize (1..10000)"
+        "--batch-size", type=number_in(*ops.BATCH_SIZE_RANGE), help="the mapping's BatchSize (1..10000)"
     )
     change.set_defaults(run=cmd_ops_set)
     tenants = actions.add_parser(
@@ -66,9 +66,13 @@ def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
     tenants.set_defaults(run=cmd_ops_tenants)
     tenant = actions.add_parser("tenant", parents=[common], help="set one tenant's weight or cap")
     tenant.add_argument("key_id", metavar="KEY_ID", help="the tenant's API key id (pijobs keys list)")
-    tenant.add_argument("--weight", type=_weight, help="its share relative to others (default 1; 0.01..100)")
+    tenant.add_argument(
+        "--weight",
+        type=number_in(*WEIGHT_RANGE, kind=float),
+        help="its share relative to others (default 1; 0.01..100)",
+    )
     cap = tenant.add_mutually_exclusive_group()
-    cap.add_argument("--max-active", type=bounded_int(1, None), help="its own cap on live stacks (>= 1)")
+    cap.add_argument("--max-active", type=number_in(1, None), help="its own cap on live stacks (>= 1)")
     cap.add_argument("--default-cap", action="store_true", help="back to MaxActiveStacksPerOwner")
     tenant.set_defaults(run=cmd_ops_tenant)
 
@@ -76,51 +80,13 @@ def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
         metavar="ACTION"
     )
     peek = dlq.add_parser("list", parents=[common], help="peek at the messages (they stay)")
-    peek.add_argument("--max", type=bounded_int(1, 1000), default=ops.PEEK_LIMIT, help="at most this many")
+    peek.add_argument("--max", type=number_in(1, 1000), default=ops.PEEK_LIMIT, help="at most this many")
     peek.set_defaults(run=cmd_dlq_list)
     redrive = dlq.add_parser("redrive", parents=[common], help="move every message to the jobs queue")
     redrive.set_defaults(run=cmd_dlq_redrive)
     purge = dlq.add_parser("purge", parents=[common], help="delete every message (asks first)")
     purge.add_argument("--yes", action="store_true", help="do not ask (required without a terminal)")
     purge.set_defaults(run=cmd_dlq_purge)
-
-
-def bounded_int(low: int, high: int | None) -> Callable[[str], int]:
-    """An argparse type: an integer in ``low..high`` (no upper bound when ``high`` is None)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low or (high is not None and value > high):
-            wanted = f"{low}..{high}" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"{value} is out of range ({wanted})")
-        return value
-
-    return parse
-
-
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    low, high = WATCH_INTERVAL_RANGE
-    if not low <= value <= high:
-        raise argparse.ArgumentTypeError(f"{value:g} is out of range ({low:g}..{high:g})")
-    return value
-
-
-def _weight(text: str) -> float:
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not WEIGHT_RANGE[0] <= value <= WEIGHT_RANGE[1]:
-        raise argparse.ArgumentTypeError(f"{value} is out of range ({WEIGHT_RANGE[0]}..{WEIGHT_RANGE[1]})")
-    return value
 
 
 def _resources(args: argparse.Namespace) -> ops.StackResources:
@@ -155,10 +121,12 @@ def cmd_ops_set(args: argparse.Namespace, out: Output) -> int:
 def cmd_ops_tenants(args: argparse.Namespace, out: Output) -> int:
     resources = _resources(args)
     rows = ops.tenant_rows(resources)
-    if out.json_mode:
-        out.json({"max_active_stacks_per_owner": resources.owner_cap_setting, "tenants": rows})
-    else:
-        out.table(rows, tenant_columns, empty="no tenant has a setting, a live stack or a waiting job")
+    out.either(
+        {"max_active_stacks_per_owner": resources.owner_cap_setting, "tenants": rows},
+        lambda: out.table(
+            rows, tenant_columns, empty="no tenant has a setting, a live stack or a waiting job"
+        ),
+    )
     return EXIT_OK
 
 
@@ -170,10 +138,7 @@ def cmd_ops_tenant(args: argparse.Namespace, out: Output) -> int:
         max_active=args.max_active,
         default_cap=args.default_cap,
     )
-    if out.json_mode:
-        out.json(row)
-    else:
-        out.table([row], tenant_columns, empty="")
+    out.either(row, lambda: out.table([row], tenant_columns, empty=""))
     return EXIT_OK
 
 
@@ -189,20 +154,20 @@ def _show_status(out: Output, status: dict[str, Any]) -> None:
 def cmd_dlq_list(args: argparse.Namespace, out: Output) -> int:
     resources = _resources(args)
     messages = ops.peek_messages(aws.client("sqs"), resources.dlq_url, limit=args.max)
-    if out.json_mode:
-        out.json({"queue_url": resources.dlq_url, "messages": messages})
-    else:
-        out.table(messages, message_columns, empty="the DLQ is empty")
+    out.either(
+        {"queue_url": resources.dlq_url, "messages": messages},
+        lambda: out.table(messages, message_columns, empty="the DLQ is empty"),
+    )
     return EXIT_OK
 
 
 def cmd_dlq_redrive(args: argparse.Namespace, out: Output) -> int:
     resources = _resources(args)
     moved, failed = ops.redrive_messages(aws.client("sqs"), resources.dlq_url, resources.queue_url)
-    if out.json_mode:
-        out.json({"moved": moved, "failed": failed})
-    else:
-        out.line(f"moved {moved} message(s) from the DLQ to the jobs queue")
+    out.either(
+        {"moved": moved, "failed": failed},
+        lambda: out.line(f"moved {moved} message(s) from the DLQ to the jobs queue"),
+    )
     if failed:
         raise OperationError(f"{failed} message(s) could not be sent and stay in the DLQ")
     return EXIT_OK
@@ -217,10 +182,7 @@ def cmd_dlq_purge(args: argparse.Namespace, out: Output) -> int:
         if not confirm(f"Delete all {count} message(s) in {resources.dlq_url}? [y/N] "):
             raise OperationError("not purged")
     purged = ops.purge_dlq(resources)
-    if out.json_mode:
-        out.json({"purged": purged})
-    else:
-        out.line(f"purged the DLQ ({purged} message(s))")
+    out.either({"purged": purged}, lambda: out.line(f"purged the DLQ ({purged} message(s))"))
     return EXIT_OK
 
 

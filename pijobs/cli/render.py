@@ -386,6 +386,13 @@ class Output:
     def line(self, text: str) -> None:
         print(text, flush=True)
 
+    def either(self, data: Any, human: Callable[[], None]) -> None:
+        """With ``--json``, ``data`` as JSON; else what ``human`` prints for a person."""
+        if self.json_mode:
+            self.json(data)
+        else:
+            human()
+
     def note(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 

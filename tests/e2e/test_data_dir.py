@@ -106,14 +106,8 @@ def test_jobs_results_and_keys_survive_a_restart(tmp_path: Path) -> None:
         )
         assert logs.returncode == 0 and '"event": "job_finished"' in logs.stdout, logs.stderr
         # A second customer's key, made while the stack runs, is kept too.
-        made = subprocess.run(
-            [sys.executable, "-m", "pijobs.cli", "keys", "create", "second"],
-            env={**os.environ, **_aws_env(first)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        made = _pijobs(first, "keys", "create", "second")
+        assert made.returncode == 0, made.stderr
         second_key = made.stdout.strip()
         other = first.session(second_key)
         theirs = other.post(f"{first.url}/jobs", json={"digits": 50}, timeout=30).json()["job_id"]
@@ -130,13 +124,7 @@ def test_jobs_results_and_keys_survive_a_restart(tmp_path: Path) -> None:
         assert (second.url, second.key) == (first.url, first.key)
         # The AWS endpoint stays too: the exports the first run printed still work for `pijobs keys`/`ops`.
         assert second.value("AWS endpoint: ") == first.value("AWS endpoint: ")
-        listed = subprocess.run(
-            [sys.executable, "-m", "pijobs.cli", "keys", "list", "--json"],
-            env={**os.environ, **_aws_env(first)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        listed = _pijobs(first, "keys", "list", "--json")
         assert listed.returncode == 0, listed.stderr
         assert "second" in [key["name"] for key in json.loads(listed.stdout)["keys"]]
         assert "restored" in second.value("Data: ")
@@ -202,6 +190,17 @@ def test_ctrl_c_stops_up_whichever_thread_the_kernel_hands_it_to(tmp_path: Path)
         assert "Stopped." in up.lines()
     finally:
         up.stop(signal.SIGKILL)
+
+
+def _pijobs(up: Up, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command line with the exports ``up`` printed for the local AWS."""
+    return subprocess.run(
+        [sys.executable, "-m", "pijobs.cli", *args],
+        env={**os.environ, **_aws_env(up)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _aws_env(up: Up) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import threading
 import urllib.parse
 import uuid
@@ -378,3 +379,17 @@ def cloud(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> It
         _clear_caches()
         yield made
         _clear_caches()
+
+
+def run_racing(threads: list[threading.Thread]) -> None:
+    """Start ``threads`` and wait for them, switching between them as often as the interpreter can: races
+    show here as they do under load."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)

@@ -744,7 +744,6 @@ def test_functions_check_says_a_plug_in_is_ready_or_what_is_wrong(pijobs: Any, t
     broken = tmp_path / "broken"
     (broken / "pijobs_broken_fn").mkdir(parents=True)
     (broken / "pijobs_broken_fn" / "__init__.py").write_text(BROKEN_PLUGIN)
-    (broken / "pijobs_broken_fn" / "template.yaml").write_text("Resources: {}\n")
     (broken / "pyproject.toml").write_text(
         '[project]\nname = "broken"\nversion = "1"\n'
         '[project.entry-points."pijobs.functions"]\nbroken-fn = "pijobs_broken_fn:Broken"\n'

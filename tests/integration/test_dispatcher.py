@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 
@@ -11,7 +10,7 @@ import pijobs.dispatcher.handler
 import pytest
 from pijobs.shared.stacks import job_id_of
 
-from tests.integration.conftest import Cloud
+from tests.integration.conftest import Cloud, run_racing
 
 
 def test_dispatch_creates_one_stack_with_whitelisted_parameters_and_tags(cloud: Cloud) -> None:
@@ -58,15 +57,7 @@ def test_concurrent_duplicate_delivery_creates_exactly_one_stack(cloud: Cloud) -
         )
 
     threads = [threading.Thread(target=deliver, args=(n,)) for n in range(6)]
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show as they do under load
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(previous)
+    run_racing(threads)
 
     assert all(r == {"batchItemFailures": []} for r in results)
     assert [s["StackName"] for s in cloud.live_stacks()] == [f"pijob-{job_id}-1"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from typing import Any
 
@@ -13,7 +12,7 @@ from pijobs.shared import aws
 from pijobs.shared.status import JobStatus
 from pijobs.shared.tenants import TenantStore
 
-from tests.integration.conftest import Cloud
+from tests.integration.conftest import Cloud, run_racing
 
 
 def _submit(cloud: Cloud, owner: str, n: int) -> list[str]:
@@ -53,15 +52,7 @@ def test_concurrent_dispatch_never_gives_a_slot_without_its_transition(cloud: Cl
         pijobs.dispatcher.handler.lambda_handler({"Records": [record]}, None)
 
     threads = [threading.Thread(target=deliver, args=(record,)) for record in records]
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(previous)
+    run_racing(threads)
 
     provisioning = {j for j in jobs if cloud.job(j).status is JobStatus.PROVISIONING}
     state = cloud.capacity().state()
@@ -187,15 +178,7 @@ def test_one_tenant_submitting_from_16_threads_gets_202_for_every_job_each_with_
                     jobs.append(str(body["job_id"]))
 
     threads = [threading.Thread(target=submit_ten) for _ in range(16)]
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(previous)
+    run_racing(threads)
 
     assert statuses == [202] * 160
     tags = sorted(cloud.job(job_id).wait_tag or 0.0 for job_id in jobs)

@@ -9,6 +9,7 @@ import pijobs.dispatcher.handler
 import pytest
 from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions
 
+from pijobs import job_template
 from pijobs.deploy import put_function_artifact
 from tests.integration.conftest import Cloud
 
@@ -56,7 +57,7 @@ def test_the_operator_s_limits_are_public_and_enforced(cloud: Cloud) -> None:
 def test_a_job_is_provisioned_from_the_version_it_was_submitted_with(cloud: Cloud) -> None:
     pi = installed_functions()["pi"]
     job_id = cloud.submit(digits=40)
-    old = pi.template_path().read_bytes()  # an older version, still packaged beside the current one
+    old = job_template.body(pi)  # an older version, still packaged beside the current one
     put_function_artifact(cloud.s3, "pijobs-artifacts", artifact_key("pi", "0.9", TEMPLATE_FILE), old)
     cloud.ddb.update_item(
         TableName=cloud.table,

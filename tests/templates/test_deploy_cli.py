@@ -23,7 +23,7 @@ from pijobs.shared.functions import (
     job_stack_parameters,
 )
 
-from pijobs import deploy
+from pijobs import deploy, job_template
 from pijobs.cli import build_parser
 from pijobs.cli import main as cli_main
 from pijobs.cli.deploy import parse_params
@@ -146,10 +146,12 @@ def test_package_uploads_code_templates_and_manifest(
         } <= zip_names(worker_zip)
         assert own.splitlines()[1:] == [f"{name} = {deploy.entry_point_of(installed_functions()[name])}"]
         template = s3.get_object(Bucket=BUCKET, Key=packaged["template_key"])["Body"].read()
-        assert template == installed_functions()[name].template_path().read_bytes()
-    assert "pijobs_wordcount/template.yaml" in zip_names(
+        assert template == job_template.body(installed_functions()[name])
+    wordcount = zip_names(
         s3.get_object(Bucket=BUCKET, Key=manifest["functions"]["word-count"]["worker_key"])["Body"].read()
     )
+    assert "pijobs_wordcount/__init__.py" in wordcount  # a plug-in's package travels in its worker artifact
+    assert not any(name.endswith("template.yaml") for name in wordcount)  # its template is the platform's
 
 
 def test_a_packaged_version_is_never_changed_under_its_jobs(moto_endpoint: str, tmp_path: Path) -> None:
@@ -162,9 +164,8 @@ def test_a_packaged_version_is_never_changed_under_its_jobs(moto_endpoint: str, 
         deploy.package(s3, bucket=BUCKET, with_deps=False, functions=["pi"])
 
     deploy.package(s3, bucket=BUCKET, with_deps=False, functions=["pi"], replace=True)
-    assert (
-        s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-        == installed_functions()["pi"].template_path().read_bytes()
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == job_template.body(
+        installed_functions()["pi"]
     )
 
 
@@ -373,6 +374,7 @@ def test_the_wheel_ships_the_templates_and_the_pi_entry_point(tmp_path: Path) ->
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         registered = archive.read(entry_points).decode()
         shipped = archive.read("pijobs/templates/primary.yaml")
-    assert "pijobs/worker/pi/template.yaml" in names
+    assert "pijobs/job_template.py" in names  # the job templates are rendered, not shipped
+    assert not any(name.endswith("/template.yaml") for name in names)
     assert shipped == (root / "infra" / "primary.yaml").read_bytes()
     assert "pi = pijobs.worker.pi.function:PiFunction" in registered

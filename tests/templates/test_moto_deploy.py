@@ -25,6 +25,7 @@ from pijobs.shared.store import (
 )
 from pijobs.shared.uploads import UPLOADER, UPLOADS_INDEX
 
+from pijobs import job_template
 from pijobs.deploy import deploy_primary_local
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
@@ -272,6 +273,14 @@ def test_every_function_template_creates_its_stack_from_the_versioned_key(
     assert parameters["JobId"] == JOB_ID and version  # the artifact URL: the dispatcher's presigned GET
     (instance,) = job_instances(aws)
     assert instance["State"]["Name"] == "running"
+    function = installed_functions()[function_name]
+    key = artifact_key(function.name, version, TEMPLATE_FILE)
+    uploaded = aws["s3"].get_object(Bucket="pijobs-artifacts", Key=key)["Body"].read()
+    assert uploaded == job_template.body(function)  # the platform's rendering, under the version's key
+    tags = {tag["Key"]: tag["Value"] for tag in instance["Tags"]}
+    assert {name: tags[name] for name in function.stack_parameter_names} == {
+        name: parameters[name] for name in function.stack_parameter_names
+    }
 
 
 def test_a_second_create_for_the_same_job_is_refused(aws: dict[str, Any], outputs: dict[str, str]) -> None:

@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 import yaml
 from pijobs.api_handler.routes import ALL_OPERATIONS, OPERATIONS, WORKER_OPERATIONS, openapi_document
+from pijobs.shared.channel import TOKEN_PATTERN
 from pijobs.shared.functions import (
     DEADLINE_RANGE,
     NAME_PATTERN,
+    PLATFORM_PARAMETERS,
+    RESERVED_PARAMETERS,
     SUPPORTED_INSTANCE_TYPES,
     BusinessFunction,
     installed_functions,
@@ -33,6 +36,7 @@ from pijobs.shared.settings import (
     WebhookSettings,
 )
 
+from pijobs import deploy, job_template
 from pijobs.local.cfn import load_template, resources_of_type
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,8 +66,9 @@ def _env_names(settings: Any) -> dict[str, bool]:
 
 @pytest.fixture(scope="module", params=sorted(installed_functions()))
 def function_template(request: pytest.FixtureRequest) -> tuple[BusinessFunction, dict[str, Any]]:
+    """A function's job template as it is uploaded (the platform renders it from Python)."""
     function = installed_functions()[request.param]
-    return function, load_template(function.template_path())
+    return function, yaml.safe_load(job_template.body(function))
 
 
 def test_a_job_templates_parameters_are_the_platforms_bounds(
@@ -72,11 +77,29 @@ def test_a_job_templates_parameters_are_the_platforms_bounds(
     function, template = function_template
     parameters = template["Parameters"]
     assert parameters["JobId"]["AllowedPattern"] == _unanchored(ID_PATTERN)
+    assert parameters["WorkerToken"]["AllowedPattern"] == TOKEN_PATTERN.pattern
     assert (parameters["DeadlineSeconds"]["MinValue"], parameters["DeadlineSeconds"]["MaxValue"]) == (
         DEADLINE_RANGE
     )
-    allowed = parameters["InstanceType"]["AllowedValues"]
-    assert set(function.instance_types) <= set(allowed) <= set(SUPPORTED_INSTANCE_TYPES)
+    assert parameters["InstanceType"]["AllowedValues"] == list(function.instance_types)
+    assert set(function.instance_types) <= set(SUPPORTED_INSTANCE_TYPES)
+    assert set(parameters) == set(PLATFORM_PARAMETERS) | {"ImageId"} | set(function.stack_parameter_names)
+    assert set(parameters) - set(function.stack_parameter_names) <= RESERVED_PARAMETERS
+    volume = template["Resources"]["WorkerInstance"]["Properties"]["BlockDeviceMappings"][0]["Ebs"]
+    assert volume["VolumeSize"] == function.root_volume_gib
+
+
+def test_the_worker_python_is_the_one_its_artifact_is_built_for() -> None:
+    assert deploy.WORKER_PYTHON == job_template.WORKER_PYTHON
+    assert f"python{deploy.WORKER_PYTHON} -m pijobs.worker" in job_template.USER_DATA
+
+
+def test_no_function_ships_a_template_of_its_own() -> None:
+    """pi, sql and word-count declare what differs; the platform renders the rest."""
+    assert {name: f.template for name, f in installed_functions().items()} == dict.fromkeys(
+        installed_functions()
+    )
+    assert not list(REPO.glob("worker/**/template.yaml")) and not list(REPO.glob("tests/plugins/**/*.yaml"))
 
 
 def test_the_service_role_launches_the_supported_instance_types_only() -> None:

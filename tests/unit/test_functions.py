@@ -38,8 +38,6 @@ class Echo(BusinessFunction):
     title = "Echo"
     description = "Echoes."
     request_model = EchoParams
-    template = "test_functions.py"  # any file beside this module stands in for the template
-    resource_types: ClassVar[frozenset[str]] = frozenset({"AWS::EC2::Instance"})
     instance_types = ("c7i.large",)
     stack_parameter_names = ("Text",)
 
@@ -65,7 +63,15 @@ class Loose(Echo):
 
 
 class NoTemplate(Echo):
-    template = "missing.yaml"
+    template = "missing.yaml"  # an own template, named but not shipped
+
+
+class HugeDisk(Echo):
+    root_volume_gib = 4096
+
+
+class BadParameterName(Echo):
+    stack_parameter_names = ("top-words",)
 
 
 class Rds(Echo):
@@ -82,6 +88,10 @@ class Huge(Echo):
 
 class TakesJobId(Echo):
     stack_parameter_names = ("JobId",)
+
+
+class PicksTheImage(Echo):
+    stack_parameter_names = ("ImageId",)
 
 
 class Sneaky(Echo):
@@ -136,7 +146,10 @@ def test_a_plug_in_class_is_loaded_and_checked() -> None:
         ("NoTemplate", "its template missing.yaml is not beside its module"),
         ("Rds", "cannot create ['AWS::RDS::DBInstance']"),
         ("Huge", "instance_types must be a non-empty subset"),
+        ("HugeDisk", "root_volume_gib must be an integer between 8 and 1024"),
+        ("BadParameterName", "stack parameter 'top-words' is not a CloudFormation parameter name"),
         ("TakesJobId", "may not include the platform's ['JobId']"),
+        ("PicksTheImage", "may not include the platform's ['ImageId']"),
         ("Incomplete", "is incomplete"),
         ("OneInputIgnored", "request_model.inputs: its max_length=1 is ignored (its type's own max_length=8"),
         ("EchoParams", "is not a pijobs BusinessFunction"),

@@ -7,7 +7,6 @@ This module is what the API imports to validate requests and show the catalog: i
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 from pijobs.shared.functions import BOOT_SECONDS, BusinessFunction, JobRefusedError, OutputFile, RunContext
 from pijobs.shared.models import isoformat, utcnow
@@ -50,9 +49,6 @@ class PiFunction(BusinessFunction):
     request_model = PiParams
     limits_model = PiLimits
     error_codes = frozenset({"too_large"})
-    resource_types: ClassVar[frozenset[str]] = frozenset(
-        {"AWS::EC2::Instance", "AWS::EC2::LaunchTemplate", "AWS::EC2::SecurityGroup"}
-    )
     instance_types = tuple(dict.fromkeys(instance_type for _, instance_type in PI_INSTANCE_TYPES))
     stack_parameter_names = ("Digits",)
     requirements = ("gmpy2>=2.2",)

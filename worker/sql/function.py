@@ -8,7 +8,7 @@ engine-free query check); DuckDB is imported inside ``run``, on the instance.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pijobs.shared.functions import (
     BOOT_SECONDS,
@@ -93,6 +93,7 @@ class SqlFunction(BusinessFunction):
     )
     request_model = SqlParams
     limits_model = SqlLimits
+    root_volume_gib = 64  # DuckDB spills to disk beside the inputs and the result
     error_codes = frozenset(
         {
             "query_rejected",
@@ -104,9 +105,6 @@ class SqlFunction(BusinessFunction):
             "input_unreadable",
             "result_too_large",
         }
-    )
-    resource_types: ClassVar[frozenset[str]] = frozenset(
-        {"AWS::EC2::Instance", "AWS::EC2::LaunchTemplate", "AWS::EC2::SecurityGroup"}
     )
     instance_types = (INSTANCE.instance_type,)
     requirements = ("duckdb>=1.1,<2",)

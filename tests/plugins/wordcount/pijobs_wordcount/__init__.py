@@ -6,7 +6,6 @@ import json
 import re
 import time
 from collections import Counter
-from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
@@ -40,9 +39,6 @@ class WordCount(BusinessFunction):
     request_model = WordCountParams
     error_codes = frozenset({"no_words"})
     limits_model = WordCountLimits
-    resource_types: ClassVar[frozenset[str]] = frozenset(
-        {"AWS::EC2::Instance", "AWS::EC2::LaunchTemplate", "AWS::EC2::SecurityGroup"}
-    )
     instance_types = ("c7i.large",)
     stack_parameter_names = ("TopWords",)
 
