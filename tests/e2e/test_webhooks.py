@@ -5,10 +5,13 @@ fails its first answers still gets every event; the job's own callback URL gets 
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ import requests
 from standardwebhooks import Webhook as StandardWebhook
 
 from pijobs.local.stack import LocalStack
+from tests.e2e.test_data_dir import Up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -167,3 +171,33 @@ def test_the_cli_adds_tests_and_lists_a_webhook_that_pijobs_listen_verifies(
         assert main(["webhooks", "remove", made["webhook_id"], *api]) == 0
     assert listener.url == wrong_secret.url
     assert got[-1].payload is not None and got[-1].payload["type"] == "webhook.test"
+
+
+def test_webhooks_and_undelivered_events_survive_a_restart_of_pijobs_up(tmp_path: Path) -> None:
+    """The receiver is down while the job runs; `pijobs up --data-dir` stops (Ctrl-C) and starts again; once
+    the receiver is up every event arrives, signed with the secret given before the restart."""
+    from pijobs.listen import Listener, Received
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    first = Up(tmp_path / "data", tmp_path / "up-1.log")
+    try:
+        api = first.session()
+        made = api.post(f"{first.url}/webhooks", json={"url": f"http://127.0.0.1:{port}/"}).json()
+        job_id = api.post(f"{first.url}/jobs", json={"digits": 50}, timeout=30).json()["job_id"]
+        wait_for(lambda: api.get(f"{first.url}/jobs/{job_id}").json()["status"] == "SUCCEEDED", "the job")
+    finally:
+        first.stop(signal.SIGINT)
+    got: list[Received] = []
+    second = Up(tmp_path / "data", tmp_path / "up-2.log")
+    try:
+        assert second.session().get(f"{second.url}/webhooks/{made['webhook_id']}").status_code == 200
+        with Listener([made["secret"]], got.append, port=port):
+            wanted = {f"evt_{job_id}_1_{s}" for s in ("provisioning", "running", "succeeded")}
+            wait_for(
+                lambda: wanted <= {r.message_id for r in got if r.verified}, "every event after the restart"
+            )
+    finally:
+        second.stop(signal.SIGINT)
+    assert all(r.verified for r in got)
