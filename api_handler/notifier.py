@@ -115,15 +115,9 @@ def payload_body(type_: str, timestamp: str, data: dict[str, Any]) -> str:
     return body
 
 
-def targets_for(
-    services: WebhookServices, job: JobRecord, type_: str, known: dict[str, list[Webhook]] | None = None
-) -> list[tuple[str, str]]:
-    """(target, url) for the job's owner's webhooks that want ``type_``, and the job's callback URL;
-    ``known``: the owners' webhooks read already for this batch."""
-    known = {} if known is None else known
-    if job.owner not in known:
-        known[job.owner] = services.hooks.list_for_owner(job.owner)
-    hooks = known[job.owner]
+def targets_for(services: WebhookServices, job: JobRecord, type_: str) -> list[tuple[str, str]]:
+    """(target, url) for the job's owner's webhooks that want ``type_``, and the job's callback URL."""
+    hooks: list[Webhook] = services.hooks.list_for_owner(job.owner)
     found = [(h.webhook_id, h.url) for h in hooks if not h.disabled_reason and type_ in h.events]
     if job.callback_url:
         found.append((callback_target(job.job_id), job.callback_url))
@@ -175,9 +169,7 @@ def publish(services: WebhookServices, job: JobRecord, event: dict[str, Any]) ->
         raise RuntimeError("EventBridge refused the state-change event")
 
 
-def fan_out(
-    services: WebhookServices, event: dict[str, Any], known: dict[str, list[Webhook]] | None = None
-) -> int:
+def fan_out(services: WebhookServices, event: dict[str, Any]) -> int:
     """One delivery per target of one state-change event; how many were new."""
     bind_job(str(event["job_id"]))
     try:
@@ -188,7 +180,7 @@ def fan_out(
     body = payload_body(type_, str(event["at"]), job_data(job, event, services.settings.public_api_url))
     made = 0
     now = utcnow()
-    for target, url in targets_for(services, job, type_, known):
+    for target, url in targets_for(services, job, type_):
         delivery = Delivery(
             target=target,
             event_id=event_id(event),
@@ -227,13 +219,12 @@ def notifier_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The stream's batch: each record's event fanned out; the ones that failed answered for a retry."""
     configure_logging()
     failures = []
-    known: dict[str, list[Webhook]] = {}  # each owner's webhooks, read once a batch
     for record in event.get("Records", []):
         clear_context()
         try:
             found = stream_event(record)
             if found is not None:
-                fan_out(services(), found, known)
+                fan_out(services(), found)
         except Exception:
             log.exception("webhook_fan_out_failed")
             failures.append({"itemIdentifier": (record.get("dynamodb") or {}).get("SequenceNumber", "")})
@@ -278,21 +269,18 @@ def post(target: Target, headers: dict[str, str], body: bytes, timeout: float) -
         connection.close()
 
 
-def signing_secrets(
-    services: WebhookServices, delivery: Delivery, now: float
-) -> tuple[list[str] | None, Webhook | None]:
-    """The secrets that sign this delivery now (None when its target is gone or disabled), and its
-    webhook (None for a job's callback URL)."""
+def signing_secrets(services: WebhookServices, delivery: Delivery, now: float) -> list[str] | None:
+    """The secrets that sign this delivery now; None when its target is gone or disabled."""
     if delivery.target.startswith("job_"):
         try:
             job = services.jobs.get(delivery.target.removeprefix("job_"))
         except NoSuchJobError:
-            return None, None
-        return ([job.callback_secret] if job.callback_secret else None), None
+            return None
+        return [job.callback_secret] if job.callback_secret else None
     hook = services.hooks.get(delivery.target)
     if hook is None or hook.disabled_reason:
-        return None, hook
-    return hook.signing_secrets(now), hook
+        return None
+    return hook.signing_secrets(now)
 
 
 def attempt(services: WebhookServices, key: str, *, now: float | None = None) -> Delivery | None:
@@ -307,7 +295,7 @@ def attempt(services: WebhookServices, key: str, *, now: float | None = None) ->
     if delivery.next_attempt_at and delivery.next_attempt_at > now + 0.05:
         services.queue.send(key, delivery.next_attempt_at - now)
         return delivery
-    secrets, hook = signing_secrets(services, delivery, now)
+    secrets = signing_secrets(services, delivery, now)
     previous = delivery.attempts
     changes: dict[str, Any] = {"attempts": previous + 1, "last_attempt_at": isoformat(utcnow())}
     if not secrets:
@@ -342,7 +330,7 @@ def attempt(services: WebhookServices, key: str, *, now: float | None = None) ->
     updated = delivery.model_copy(update=changes)
     if not services.hooks.save_attempt(updated, previous):
         return services.hooks.get_delivery(key)  # another sender recorded this attempt
-    _after(services, updated, hook, now=now)
+    _after(services, updated, delay_due=updated.next_attempt_at, now=now)
     log.info(
         "webhook_delivery_attempted",
         target=delivery.target,
@@ -356,15 +344,15 @@ def attempt(services: WebhookServices, key: str, *, now: float | None = None) ->
     return updated
 
 
-def _after(services: WebhookServices, delivery: Delivery, hook: Webhook | None, *, now: float) -> None:
-    hook_id = None if hook is None else hook.webhook_id
-    if delivery.state == "pending" and delivery.next_attempt_at is not None:
-        services.queue.send(delivery.key, delivery.next_attempt_at - now)
+def _after(services: WebhookServices, delivery: Delivery, *, delay_due: float | None, now: float) -> None:
+    hook_id = None if delivery.target.startswith("job_") else delivery.target
+    if delivery.state == "pending" and delay_due is not None:
+        services.queue.send(delivery.key, delay_due - now)
     elif hook_id and delivery.state == "gone":
         services.hooks.update(hook_id, disabled_reason="the receiver answered 410 Gone")
     elif hook_id and delivery.state == "failed":
         services.hooks.update(hook_id, failing_since=isoformat(utcnow()))
-    elif hook_id and delivery.state == "delivered" and hook is not None and hook.failing_since:
+    elif hook_id and delivery.state == "delivered":
         services.hooks.update(hook_id, failing_since=None)
 
 

@@ -522,7 +522,7 @@ class LocalStack:
             self.outputs["WebhooksQueueUrl"],
             notifier.sender_handler,
             batch_size=1,
-            maximum_concurrency=8,  # a slow receiver holds one poller for up to 15 s
+            maximum_concurrency=4,
             function_name="webhook-sender",
             timeout_s=30.0,
             woken=True,
