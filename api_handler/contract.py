@@ -6,7 +6,7 @@ what is declared and what is documented cannot drift apart."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pijobs.shared.functions import NAME_PATTERN
 from pijobs.shared.ids import ID_PATTERN
@@ -16,6 +16,15 @@ from pijobs.shared.status import JobStatus
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 JOB_ID_PATTERN = ID_PATTERN
+WebhookEventType = Literal[
+    "job.provisioning",
+    "job.running",
+    "job.succeeded",
+    "job.failed",
+    "job.timed_out",
+    "job.cancelled",
+    "job.retrying",
+]  # shared/webhooks.py's EVENT_TYPES (a unit test holds the two equal)
 PAGE_LIMIT_RANGE = (1, 100)
 # A whole number as text: ASCII digits only (str.isdigit also takes '²', '①' and other scripts' digits).
 ASCII_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
@@ -140,6 +149,10 @@ class Accepted(Model):
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     status: JobStatus
     links: Links
+    callback_secret: str | None = Field(
+        default=None,
+        description="with a callback_url: the secret that signs this job's events, shown this once",
+    )
 
 
 class ResultView(Model):
@@ -259,3 +272,77 @@ class ErrorEnvelope(Model):
     """Every error, from the API and from the gateway in front of it."""
 
     error: ErrorBody
+
+
+# ---- webhooks (docs/webhooks.md) -----------------------------------------------------------------------
+WEBHOOK_ID_PATTERN = r"^wh_[0-9a-f]{32}$"
+
+
+class CreateWebhookRequest(Model):
+    """``POST /webhooks``: where to send which of your jobs' events."""
+
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="an https URL on a public address (the embedded stack also takes http to 127.0.0.1)",
+        examples=["https://example.com/pijobs-events"],
+    )
+    events: list[WebhookEventType] | None = Field(
+        default=None, min_length=1, description="the event types to send (default: all of them)"
+    )
+    description: str | None = Field(default=None, max_length=256)
+
+
+class WebhookView(Model):
+    webhook_id: str = Field(pattern=WEBHOOK_ID_PATTERN)
+    url: str
+    events: list[str]
+    description: str | None
+    created_at: str
+    state: str = Field(description="active; failing (a delivery used up its retries); or disabled (410 Gone)")
+    disabled_reason: str | None
+    failing_since: str | None
+
+
+class WebhookCreated(WebhookView):
+    secret: str = Field(
+        description="signs every delivery (Standard Webhooks); shown this once", examples=["whsec_..."]
+    )
+
+
+class WebhookSecret(Model):
+    webhook_id: str = Field(pattern=WEBHOOK_ID_PATTERN)
+    secret: str = Field(
+        description="the new secret, shown this once; the previous one also signs until `previous_until`"
+    )
+    previous_until: str
+
+
+class WebhookPage(Model):
+    webhooks: list[WebhookView] = Field(description="newest first")
+
+
+class DeliveryView(Model):
+    event_id: str = Field(description="the webhook-id header: the same on every attempt")
+    type: str
+    job_id: str | None
+    job_attempt: int | None
+    state: str = Field(
+        description="pending, delivered, failed (retries used up) or gone (410, or the webhook went)"
+    )
+    attempts: int
+    created_at: str
+    last_attempt_at: str | None
+    response_status: int | None
+    duration_ms: int | None
+    next_attempt_at: str | None
+    error: str | None
+
+
+class DeliveryPage(Model):
+    deliveries: list[DeliveryView] = Field(description="the most recent, newest first")
+
+
+class TestQueued(Model):
+    event_id: str
+    state: str

@@ -30,6 +30,8 @@ def services() -> ApiServices:
         uploads=made.uploads,
         presigner=made.presigner,
         compute=made.compute(),
+        hooks=made.hooks,
+        sqs=made.sqs,
     )
 
 

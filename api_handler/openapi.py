@@ -201,6 +201,12 @@ def _submission_schema(registry: Registry, schemas: _Schemas) -> tuple[dict[str,
     pi shorthand (pi's parameters at the top level) when pi is enabled."""
     labels = JobRequest.model_json_schema()["properties"]
     label_schemas = {name: _non_null(labels[name]) for name in ("cost_center", "name")}
+    label_schemas["callback_url"] = {
+        "type": "string",
+        "maxLength": 2048,
+        "description": "this job's events also go here (docs/webhooks.md), signed with the callback_secret "
+        "the answer shows once; https on a public address",
+    }
     choices: list[dict[str, Any]] = []
     for function in registry:
         params = schemas.ref(function.request_model, prefix=f"{function.name}.", mode="validation")

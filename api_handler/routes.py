@@ -10,9 +10,11 @@ function and shapes the response from the models in api_handler/contract.py.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any
 
-from pijobs.api_handler import channel, console, contract, openapi, service
+from pijobs.api_handler import channel, console, contract, openapi, service, webhooks
 from pijobs.api_handler.operation import Operation
 from pijobs.api_handler.service import ApiServices
 from pijobs.api_handler.views import job_links, job_summary, job_view, upload_view
@@ -24,8 +26,14 @@ from pijobs.shared.models import isoformat
 
 
 def post_jobs(services: ApiServices, request: Request) -> dict[str, Any]:
-    submission = service.parse_submission(services.functions, request.json_body())
-    return _accepted(services, request, submission)
+    body = request.json_body()
+    callback = (
+        webhooks.checked_url(services, body.pop("callback_url"), "callback_url")
+        if "callback_url" in body
+        else None
+    )
+    submission = service.parse_submission(services.functions, body)
+    return _accepted(services, request, replace(submission, callback_url=callback))
 
 
 def post_per_run_execute(services: ApiServices, request: Request) -> dict[str, Any]:
@@ -39,7 +47,9 @@ def _accepted(services: ApiServices, request: Request, submission: service.Submi
     headers = {"Location": links.self}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return json_response(202, contract.Accepted(job_id=job.job_id, status=job.status, links=links), headers)
+    secret = job.callback_secret if created else None  # shown once
+    accepted = contract.Accepted(job_id=job.job_id, status=job.status, links=links, callback_secret=secret)
+    return json_response(202, accepted, headers)
 
 
 def get_job(services: ApiServices, request: Request) -> dict[str, Any]:
@@ -119,6 +129,47 @@ def post_worker_call(services: ApiServices, request: Request) -> dict[str, Any]:
     return json_response(200, answer)
 
 
+def post_webhooks(services: ApiServices, request: Request) -> dict[str, Any]:
+    hook = webhooks.create_webhook(services, request.owner, webhooks.parse_webhook(request.json_body()))
+    created = contract.WebhookCreated(**webhooks.webhook_view(hook), secret=hook.secrets[0].secret)
+    return json_response(201, created, {"Location": f"{request.base_url}/webhooks/{hook.webhook_id}"})
+
+
+def list_webhooks(services: ApiServices, request: Request) -> dict[str, Any]:
+    hooks = webhooks.list_webhooks(services, request.owner)
+    return json_response(
+        200, contract.WebhookPage.model_validate({"webhooks": [webhooks.webhook_view(h) for h in hooks]})
+    )
+
+
+def get_webhook(services: ApiServices, request: Request) -> dict[str, Any]:
+    hook = webhooks.get_webhook(services, request.owner, request.path_params.get("id", ""))
+    return json_response(200, contract.WebhookView.model_validate(webhooks.webhook_view(hook)))
+
+
+def delete_webhook(services: ApiServices, request: Request) -> dict[str, Any]:
+    hook = webhooks.delete_webhook(services, request.owner, request.path_params.get("id", ""))
+    return json_response(200, contract.WebhookView.model_validate(webhooks.webhook_view(hook)))
+
+
+def post_webhook_test(services: ApiServices, request: Request) -> dict[str, Any]:
+    delivery = webhooks.test_webhook(services, request.owner, request.path_params.get("id", ""))
+    return json_response(202, contract.TestQueued(event_id=delivery.event_id, state=delivery.state))
+
+
+def list_deliveries(services: ApiServices, request: Request) -> dict[str, Any]:
+    found = webhooks.list_deliveries(services, request.owner, request.path_params.get("id", ""))
+    return json_response(200, contract.DeliveryPage(deliveries=[webhooks.delivery_view(d) for d in found]))
+
+
+def post_rotate_secret(services: ApiServices, request: Request) -> dict[str, Any]:
+    hook, secret, until = webhooks.rotate_secret(services, request.owner, request.path_params.get("id", ""))
+    previous = isoformat(datetime.fromtimestamp(until, tz=timezone.utc))
+    return json_response(
+        200, contract.WebhookSecret(webhook_id=hook.webhook_id, secret=secret, previous_until=previous)
+    )
+
+
 def get_console(services: ApiServices, request: Request) -> dict[str, Any]:
     page = console.page(service.upload_origin(services))
     return text_response(200, page.html, page.headers)
@@ -195,6 +246,43 @@ OPERATIONS: tuple[Operation, ...] = (
         "DELETE", "/uploads/{id}", operation_id="deleteUpload", handler=delete_upload, tag="uploads",
         summary="Delete an upload (its record and its file); answers it as it was",
         status=200, response=contract.UploadView, errors=(404,),
+    ),
+    Operation(
+        "POST", "/webhooks", operation_id="createWebhook", handler=post_webhooks, tag="webhooks",
+        summary="Register a URL for your jobs' events; answers its signing secret this once",
+        status=201, response=contract.WebhookCreated, errors=(400, 415, 422),
+        body=contract.CreateWebhookRequest, headers={"Location": "the webhook's URL"},
+    ),
+    Operation(
+        "GET", "/webhooks", operation_id="listWebhooks", handler=list_webhooks, tag="webhooks",
+        summary="Your webhooks, newest first, each active, failing or disabled",
+        status=200, response=contract.WebhookPage, errors=(),
+    ),
+    Operation(
+        "GET", "/webhooks/{id}", operation_id="getWebhook", handler=get_webhook, tag="webhooks",
+        summary="A webhook (never its secret)",
+        status=200, response=contract.WebhookView, errors=(404,),
+    ),
+    Operation(
+        "DELETE", "/webhooks/{id}", operation_id="deleteWebhook", handler=delete_webhook, tag="webhooks",
+        summary="Remove a webhook (its pending deliveries are dropped); answers it as it was",
+        status=200, response=contract.WebhookView, errors=(404,),
+    ),
+    Operation(
+        "POST", "/webhooks/{id}/test", operation_id="testWebhook", handler=post_webhook_test, tag="webhooks",
+        summary="Send a webhook.test event to the webhook, delivered and logged like any other",
+        status=202, response=contract.TestQueued, errors=(404,),
+    ),
+    Operation(
+        "GET", "/webhooks/{id}/deliveries", operation_id="listWebhookDeliveries", handler=list_deliveries,
+        tag="webhooks", summary="The webhook's recent deliveries: answer, duration and next retry",
+        status=200, response=contract.DeliveryPage, errors=(404,),
+    ),
+    Operation(
+        "POST", "/webhooks/{id}/rotate-secret", operation_id="rotateWebhookSecret",
+        handler=post_rotate_secret, tag="webhooks",
+        summary="A new signing secret, shown once; the old one also signs for 24 hours",
+        status=200, response=contract.WebhookSecret, errors=(404,),
     ),
     Operation(
         "GET", "/openapi.json", operation_id="getOpenApi", handler=get_openapi, tag="meta", api_key=False,

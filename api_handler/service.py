@@ -22,6 +22,7 @@ from pijobs.shared import errors
 from pijobs.shared.capacity import CapacityCounter
 from pijobs.shared.compute import ComputeBackend
 from pijobs.shared.functions import BusinessFunction, Registry, catalog_entry, job_deadline, result_key
+from pijobs.shared.hooks import WebhookStore
 from pijobs.shared.ids import is_id
 from pijobs.shared.inputs import UPLOADS_PREFIX, UploadRecord, UploadStatus, pin_inputs, upload_key
 from pijobs.shared.job_errors import JobErrorCode
@@ -34,6 +35,7 @@ from pijobs.shared.status import JobStatus
 from pijobs.shared.store import JobStore
 from pijobs.shared.tenants import TenantStore
 from pijobs.shared.uploads import UploadStore, checksum_header
+from pijobs.shared.webhooks import new_secret
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
@@ -55,6 +57,8 @@ class ApiServices:
     uploads: UploadStore
     presigner: Any  # an S3 client that signs with SigV4 (the presigned POSTs and the worker's input GETs)
     compute: ComputeBackend  # destroys an attempt's infrastructure when it ends here (a cancel, a finish)
+    hooks: WebhookStore | None = None  # the key's webhooks and their deliveries (api_handler/webhooks.py)
+    sqs: Any = None  # the webhooks queue's client (POST /webhooks/{id}/test)
 
     @property
     def lifecycle(self) -> Lifecycle:
@@ -69,6 +73,7 @@ class Submission:
     params: BaseModel
     cost_center: str | None = None
     name: str | None = None
+    callback_url: str | None = None  # checked (api_handler/webhooks.py) before the submission is parsed
 
 
 PI_SHORTHAND = "pi"  # ``{"digits": N}`` without "function" (and POST /PerRunExecute) mean this function
@@ -184,6 +189,8 @@ def submit_job(
         deadline_seconds=job_deadline(function, submission.params),
         inputs=inputs or None,
         expires_at=int((now + timedelta(days=services.settings.job_ttl_days)).timestamp()),
+        callback_url=submission.callback_url,
+        callback_secret=new_secret() if submission.callback_url else None,
     )
     request = {
         "function": function.name,
@@ -191,6 +198,8 @@ def submit_job(
         "cost_center": submission.cost_center,
         "name": submission.name,
     }
+    if submission.callback_url:
+        request["callback_url"] = submission.callback_url
     fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     stored = _create_parked(services, job, idempotency_key=idempotency_key, fingerprint=fingerprint)
     if stored.job_id != job.job_id:

@@ -23,6 +23,7 @@ ERROR_STATUS: dict[type[errors.PijobsError], int] = {
     errors.NoSuchJobError: 404,
     errors.NoSuchFunctionError: 404,
     errors.NoSuchUploadError: 404,
+    errors.NoSuchWebhookError: 404,
     errors.RouteNotFoundError: 404,
     errors.MethodNotAllowedError: 405,
     errors.UnsupportedMediaTypeError: 415,

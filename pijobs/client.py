@@ -24,7 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 from pijobs.errors import OperationError
 from pijobs.shared import digest as digests
 from pijobs.shared.status import TERMINAL_STATES
+from pijobs.shared.webhooks import verify
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 USER_AGENT = "pijobs-cli"
@@ -141,6 +142,13 @@ OPERATION_METHODS = {
     "getUpload": "get_upload",
     "deleteUpload": "delete_upload",
     "getConsole": "console_url",
+    "createWebhook": "add_webhook",
+    "listWebhooks": "list_webhooks",
+    "getWebhook": "get_webhook",
+    "deleteWebhook": "remove_webhook",
+    "testWebhook": "test_webhook",
+    "listWebhookDeliveries": "webhook_deliveries",
+    "rotateWebhookSecret": "rotate_webhook_secret",
 }
 
 
@@ -177,13 +185,17 @@ class PijobsClient:
         cost_center: str | None = None,
         name: str | None = None,
         idempotency_key: str | None = None,
+        callback_url: str | None = None,
     ) -> dict[str, Any]:
-        """Submit a job of ``function`` with its ``params`` (see ``functions()`` for each one's schema)."""
+        """Submit a job of ``function`` with its ``params`` (see ``functions()`` for each one's schema). With
+        ``callback_url``, the job's events go there too, signed with the answer's ``callback_secret``."""
         body: dict[str, Any] = {"function": function, "params": params or {}}
         if cost_center is not None:
             body["cost_center"] = cost_center
         if name is not None:
             body["name"] = name
+        if callback_url is not None:
+            body["callback_url"] = callback_url
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         # A POST is retried only when it carries an idempotency key: a repeat then returns the same job.
         return self._call("POST", "/jobs", body, headers=headers, retry=bool(idempotency_key))
@@ -332,6 +344,43 @@ class PijobsClient:
         """Declare a file (``POST /uploads``): ``{upload_id, url, fields, expires_at}``, a presigned POST that
         takes exactly that file (see ``send_upload``)."""
         return self._call("POST", "/uploads", {"filename": filename, "bytes": bytes, "sha256": sha256})
+
+    # ---- webhooks (docs/webhooks.md) -----------------------------------------------------------------
+    def add_webhook(
+        self, url: str, *, events: list[str] | None = None, description: str | None = None
+    ) -> dict[str, Any]:
+        """Register ``url`` for your jobs' events (all types unless ``events``); the answer's ``secret``
+        signs every delivery and is shown this once."""
+        body: dict[str, Any] = {"url": url}
+        if events is not None:
+            body["events"] = events
+        if description is not None:
+            body["description"] = description
+        return self._call("POST", "/webhooks", body)
+
+    def list_webhooks(self) -> dict[str, Any]:
+        """Your webhooks: ``{"webhooks": [...]}``, each active, failing or disabled."""
+        return self._call("GET", "/webhooks")
+
+    def get_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """One webhook (never its secret)."""
+        return self._call("GET", f"/webhooks/{_quote(webhook_id)}")
+
+    def remove_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """Remove a webhook; answers it as it was."""
+        return self._call("DELETE", f"/webhooks/{_quote(webhook_id)}")
+
+    def test_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """Send a ``webhook.test`` event to the webhook (see ``webhook_deliveries`` for how it went)."""
+        return self._call("POST", f"/webhooks/{_quote(webhook_id)}/test")
+
+    def webhook_deliveries(self, webhook_id: str) -> dict[str, Any]:
+        """The webhook's recent deliveries: ``{"deliveries": [...]}``, newest first."""
+        return self._call("GET", f"/webhooks/{_quote(webhook_id)}/deliveries")
+
+    def rotate_webhook_secret(self, webhook_id: str) -> dict[str, Any]:
+        """A new signing secret, shown once; the old one also signs for 24 hours."""
+        return self._call("POST", f"/webhooks/{_quote(webhook_id)}/rotate-secret")
 
     def get_upload(self, upload_id: str) -> dict[str, Any]:
         """An upload: PENDING until pijobs checked the file, then AVAILABLE or REJECTED (with a reason)."""
@@ -544,3 +593,17 @@ def integrity_problem(size: int, sha256: str, expected: dict[str, Any]) -> str |
 
 def _quote(job_id: str) -> str:
     return urllib.parse.quote(job_id, safe="")
+
+
+def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes | str) -> dict[str, Any]:
+    """A delivery's payload, once its Standard Webhooks signature (``webhook-id``, ``webhook-timestamp``,
+    ``webhook-signature``) is ``secret``'s and its timestamp within five minutes; else WebhookSignatureError.
+    ``body`` is the request's body exactly as received."""
+    raw = body.encode() if isinstance(body, str) else body
+    if not verify(secret, dict(headers), raw, now=time.time()):
+        raise WebhookSignatureError("the webhook's signature does not verify (or its timestamp is stale)")
+    return dict(json.loads(raw))
+
+
+class WebhookSignatureError(PijobsClientError):
+    """A webhook delivery whose signature is not the secret's, or whose timestamp is too old."""

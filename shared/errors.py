@@ -50,6 +50,12 @@ class NoSuchUploadError(PijobsError):
     code = "not_found"
 
 
+class NoSuchWebhookError(PijobsError):
+    """A webhook that does not exist or is another key's (the same answer for both)."""
+
+    code = "not_found"
+
+
 class RouteNotFoundError(PijobsError):
     code = "not_found"
 

@@ -112,6 +112,9 @@ class JobRecord(BaseModel):
     error: ErrorInfo | None = None
     history: list[AttemptInfo] = Field(default_factory=list)
     expires_at: int | None = None
+    # POST /jobs' callback_url: where this job's events also go, signed with its own secret (shown once).
+    callback_url: str | None = None
+    callback_secret: str | None = None
 
     def to_item(self) -> dict[str, Any]:
         item = to_dynamo(self.model_dump(mode="json", exclude_none=True))

@@ -79,6 +79,10 @@ class ApiSettings(AttemptSettings):
     input_url_seconds: int = Field(default=3600, ge=60, le=12 * 3600)
     result_post_seconds: int = Field(default=3600, ge=60, le=12 * 3600)
     max_result_bytes: int = Field(default=5 * (1 << 30), ge=1, le=5 * (1 << 30))
+    # Webhooks (docs/webhooks.md): the sender's queue (POST /webhooks/{id}/test) and whether http to this
+    # machine's loopback may be registered (the embedded stack's receivers; never on AWS).
+    webhooks_queue_url: str | None = None
+    webhook_allow_loopback: bool = False
 
 
 class RetrySettings(AttemptSettings):
@@ -134,6 +138,18 @@ class WorkerSettings(_EnvSettings):
 
     def backoff(self) -> Backoff:
         return Backoff(self.transient_base_seconds, self.transient_cap_seconds, self.transient_total_seconds)
+
+
+class WebhookSettings(StoreSettings):
+    """The webhook notifier and sender (api_handler/notifier.py)."""
+
+    webhooks_queue_url: NonEmpty
+    public_api_url: str = ""  # the API's URL, for the links in each payload
+    webhook_allow_loopback: bool = False
+    # Seconds before each retry, comma-separated (shared/webhooks.py's RETRY_SCHEDULE unless set).
+    webhook_retry_schedule: str | None = None
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
+    event_bus: str | None = None  # where every state change is published for operators (EventBridge)
 
 
 class VerifierSettings(_EnvSettings):

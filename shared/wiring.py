@@ -11,6 +11,7 @@ from typing import Any
 from pijobs.shared import aws
 from pijobs.shared.capacity import CapacityCounter
 from pijobs.shared.compute import CloudFormationBackend
+from pijobs.shared.hooks import WebhookStore
 from pijobs.shared.queue import JobQueue
 from pijobs.shared.stacks import StackLauncher
 from pijobs.shared.store import JobStore
@@ -45,6 +46,14 @@ class Adapters:
     @cached_property
     def uploads(self) -> UploadStore:
         return UploadStore(self.dynamodb, self.settings.table_name)
+
+    @cached_property
+    def hooks(self) -> WebhookStore:
+        return WebhookStore(self.dynamodb, self.settings.table_name)
+
+    @cached_property
+    def sqs(self) -> Any:
+        return aws.client("sqs")
 
     @cached_property
     def queue(self) -> JobQueue:

@@ -14,7 +14,7 @@ import contextlib
 import os
 import sys
 
-from pijobs.cli import customer, deploy, keys, local, ops
+from pijobs.cli import customer, deploy, keys, local, ops, webhooks
 from pijobs.cli.failure import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, describe_failure, exit_code
 from pijobs.cli.render import Output
 from pijobs.client import ApiError, UploadRefusedError
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.register(commands, output)
     keys.register(commands, output)
     customer.register(commands, output)
+    webhooks.register(commands, output)
     ops.register(commands, output)
     deploy.register(commands, output)
     _no_abbreviations(parser)

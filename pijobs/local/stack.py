@@ -19,8 +19,12 @@ from types import TracebackType
 from typing import Any
 
 import boto3
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.dynamodb.models import dynamodb_backends
+from moto.dynamodbstreams.models import dynamodbstreams_backends
 
 from pijobs.api_handler import handler as api_lambda
+from pijobs.api_handler import notifier
 from pijobs.deploy import PRIMARY_TEMPLATE, deploy_primary_local, template_path
 from pijobs.dispatcher import handler as dispatcher_lambda
 from pijobs.dispatcher import reaper as reaper_lambda
@@ -33,11 +37,14 @@ from pijobs.local.moto_server import LocalMotoServer
 from pijobs.local.persist import DataDir, Keeper, Resources
 from pijobs.local.runner import InstanceRunner
 from pijobs.local.schedule import LocalSchedule
+from pijobs.local.streams import LocalStreamMapping
 from pijobs.ops import esm_settings
 from pijobs.shared import aws
 from pijobs.shared.capacity import CapacityCounter
 from pijobs.shared.fairshare import HALF_THE_SLOTS
 from pijobs.shared.functions import installed_functions
+from pijobs.shared.hooks import DELIVERY_PREFIX, DeliveryQueue
+from pijobs.shared.lifecycle import EVENT_PREFIX
 from pijobs.shared.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -66,6 +73,13 @@ LOCAL_TIMINGS = {
     "PIJOBS_PROVISIONING_TIMEOUT_SECONDS": "30",
     "PIJOBS_VANISHED_GRACE_SECONDS": "5",
     "PIJOBS_REQUEUE_AFTER_SECONDS": "120",
+    # Webhooks: the retry schedule compressed from hours to seconds (first retries within seconds); receivers
+    # on this machine allowed (http and https to 127.0.0.1). Both settable with extra_env.
+    "PIJOBS_WEBHOOK_RETRY_SCHEDULE": "1,2,4,8,15,30,60,120,300",
+    "PIJOBS_WEBHOOK_ALLOW_LOOPBACK": "true",
+    # No EventBridge here: moto's server answers PutEvents with a 500 (the operators' events are tested
+    # against moto in process, tests/integration/test_webhooks.py).
+    "PIJOBS_EVENT_BUS": "",
 }
 
 
@@ -178,6 +192,8 @@ class LocalStack:
         self._gateway: Any = None
         self._esm: Any = None
         self._verifier_esm: Any = None
+        self._sender_esm: Any = None
+        self._notifier: Any = None
         self._runner: Any = None
         self._reaper: Any = None
         self._data_dir: Any = None
@@ -268,6 +284,8 @@ class LocalStack:
         # The keeper's last copy comes after everything that writes has stopped and before moto goes.
         parts = (
             self._gateway,
+            self._notifier,
+            self._sender_esm,
             self._esm,
             self._verifier_esm,
             self._reaper,
@@ -281,6 +299,7 @@ class LocalStack:
                     part.stop()
                 except Exception as exc:
                     log.warning("local_stack_stop_failed", part=type(part).__name__, error=str(exc))
+        self._notifier = self._sender_esm = None
         self._gateway = self._esm = self._verifier_esm = self._reaper = self._runner = self._keeper = None
         self._moto = None
         if self._data_dir is not None:
@@ -371,10 +390,14 @@ class LocalStack:
     def _disable_moto_event_source_mappings(self) -> None:
         """moto's own mappings would receive every message on send and, unable to run the Lambda without
         Docker, put it back with its receive count raised. The local stand-ins must be the only consumers."""
-        for output in ("EventSourceMappingId", "VerifierEventSourceMappingId"):
+        for output in ("EventSourceMappingId", "VerifierEventSourceMappingId", "SenderEventSourceMappingId"):
             mapping_id = self.outputs.get(output)
             if mapping_id:
                 self.client("lambda").update_event_source_mapping(UUID=mapping_id, Enabled=False)
+        # moto runs a table's stream mapping on every write, whatever its Enabled says: detach it (the local
+        # stream mapping reads the stream instead).
+        table = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].get_table(self.outputs["TableName"])
+        table.lambda_event_source_mappings.clear()
 
     @staticmethod
     def _results_bucket_declared() -> dict[str, Any]:
@@ -471,6 +494,7 @@ class LocalStack:
             timeout_s=900.0,
             woken=True,
         ).start()
+        self._start_webhooks()
         self._reaper = LocalSchedule(
             reaper_lambda.lambda_handler, interval=self.config.reaper_interval, name="reaper"
         ).start()
@@ -487,6 +511,52 @@ class LocalStack:
         ).start()
         self._moto.observe(self._on_aws_request)
 
+    def _start_webhooks(self) -> None:
+        """The sender on the webhooks queue and the notifier on the table's stream; deliveries that were
+        pending at the last stop (kept in the data dir) are queued again first."""
+        self._set_env({"PIJOBS_PUBLIC_API_URL": self._gateway.url})
+        notifier.services.cache_clear()
+        self._requeue_pending_deliveries()
+        self._sender_esm = LocalEventSourceMapping(
+            lambda: self.client("sqs"),
+            self.outputs["WebhooksQueueUrl"],
+            notifier.sender_handler,
+            batch_size=1,
+            maximum_concurrency=4,
+            function_name="webhook-sender",
+            timeout_s=30.0,
+            woken=True,
+        ).start()
+        stream_arn = self.client("dynamodb").describe_table(TableName=self.outputs["TableName"])["Table"][
+            "LatestStreamArn"
+        ]
+        streams_backend = dynamodbstreams_backends[DEFAULT_ACCOUNT_ID][REGION]
+        self._notifier = LocalStreamMapping(
+            lambda: self.client("dynamodbstreams"),
+            stream_arn,
+            notifier.notifier_handler,
+            prefix=EVENT_PREFIX,
+            forget=lambda iterator: streams_backend.shard_iterators.pop(iterator, None),
+        ).start()
+
+    def _requeue_pending_deliveries(self) -> None:
+        ddb, queue = (
+            self.client("dynamodb"),
+            DeliveryQueue(self.client("sqs"), self.outputs["WebhooksQueueUrl"]),
+        )
+        pages = ddb.get_paginator("scan").paginate(
+            TableName=self.outputs["TableName"],
+            FilterExpression="begins_with(pk, :delivery) AND #state = :pending",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":delivery": {"S": DELIVERY_PREFIX}, ":pending": {"S": "pending"}},
+            ProjectionExpression="pk",
+        )
+        keys = [item["pk"]["S"] for page in pages for item in page.get("Items", [])]
+        for key in keys:
+            queue.send(key)
+        if keys:
+            log.info("webhook_deliveries_queued_again", deliveries=len(keys))
+
     def _point_workers_at(self, api_url: str) -> None:
         """Job stacks get the local gateway as their ApiUrl (the template's is API Gateway's): the worker
         channel is on the same API, here as there."""
@@ -499,9 +569,11 @@ class LocalStack:
         runner, esm, verifier = self._runner, self._esm, self._verifier_esm
         if runner is not None and action in RUNNER_WAKING_ACTIONS:
             runner.wake()
-        if esm is not None and service == "sqs":
+        if service == "sqs":
             for delay in visible_after(action, params):
-                esm.notify(delay)
+                for mapping in (esm, self._sender_esm):  # a wake for the other queue costs one empty look
+                    if mapping is not None:
+                        mapping.notify(delay)
         if verifier is not None and action == "PostObject":
             verifier.notify()  # moto's S3 put the file's event straight into the uploads queue
 
@@ -529,4 +601,5 @@ class LocalStack:
         dispatcher_lambda.services.cache_clear()
         reaper_lambda.services.cache_clear()
         verifier_lambda.services.cache_clear()
+        notifier.services.cache_clear()
         aws._cached_client.cache_clear()

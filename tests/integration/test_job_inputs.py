@@ -154,7 +154,7 @@ def test_an_input_pinned_outside_its_owners_prefix_is_never_presigned(cloud: Clo
     assert fetches.urls == []  # start answered no link for it: the worker refused the job
     job = cloud.job(job_id)
     assert job.status is JobStatus.FAILED and job.error is not None and job.error.code == "input_unavailable"
-    assert "secret" not in str(job.model_dump()) and cloud.live_stacks() == []
+    assert "secret,data" not in str(job.model_dump()) and cloud.live_stacks() == []
     assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
 
 

@@ -11,6 +11,7 @@ import boto3
 import pytest
 from pijobs.api_handler.routes import ALL_OPERATIONS
 from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
+from pijobs.shared.hooks import HOOK_SCOPE, HOOKS_INDEX
 from pijobs.shared.settings import ApiSettings, DispatcherSettings
 from pijobs.shared.store import (
     DONE_SHARD,
@@ -150,6 +151,10 @@ def test_queue_table_and_mapping_follow_the_parameters(aws: dict[str, Any]) -> N
             {"AttributeName": UPLOADER, "KeyType": "HASH"},
             {"AttributeName": "created_at", "KeyType": "RANGE"},
         ],
+        HOOKS_INDEX: [
+            {"AttributeName": HOOK_SCOPE, "KeyType": "HASH"},
+            {"AttributeName": "created_at", "KeyType": "RANGE"},
+        ],
     }
     mapping = aws["lambda"].get_event_source_mapping(UUID=outputs["EventSourceMappingId"])
     assert mapping["BatchSize"] == 3
@@ -167,6 +172,8 @@ def test_lambdas_get_their_handlers_and_environment(aws: dict[str, Any], outputs
         "pijobs.dispatcher.handler.lambda_handler",
         "pijobs.dispatcher.reaper.lambda_handler",
         "pijobs.dispatcher.verifier.lambda_handler",
+        "pijobs.api_handler.notifier.notifier_handler",
+        "pijobs.api_handler.notifier.sender_handler",
     }
     dispatcher = function_env(aws, outputs["DispatcherFunctionName"])
     assert dispatcher["PIJOBS_TABLE_NAME"] == outputs["TableName"]

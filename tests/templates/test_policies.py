@@ -27,7 +27,9 @@ from pijobs.shared.functions import (
     BusinessFunction,
     installed_functions,
 )
+from pijobs.shared.hooks import DELIVERY_PREFIX, WEBHOOK_PREFIX
 from pijobs.shared.inputs import UPLOADS_PREFIX, upload_key
+from pijobs.shared.lifecycle import EVENT_PREFIX
 from pijobs.shared.uploads import UPLOAD_ITEM_PREFIX
 
 from pijobs import job_template
@@ -66,6 +68,46 @@ EXPECTED: dict[str, dict[str, tuple[set[str], set[str]]]] = {
         ),
         "PresignResultPosts": ({"s3:PutObject"}, {"${ResultsBucket.Arn}/results/*"}),
         "EndAttempts": ({"cloudformation:DeleteStack"}, {JOB_STACKS}),
+        "ListOwnWebhooksAndDeliveries": ({"dynamodb:Query"}, {"${JobsTable.Arn}/index/hooks-index"}),
+        "QueueTestDeliveries": ({"sqs:SendMessage"}, {"${WebhooksQueue.Arn}"}),
+    },
+    "NotifierRole": {
+        "Logs": ({"logs:CreateLogStream", "logs:PutLogEvents"}, {"${NotifierLogGroup.Arn}"}),
+        "ReadTheStream": (
+            {
+                "dynamodb:DescribeStream",
+                "dynamodb:GetRecords",
+                "dynamodb:GetShardIterator",
+                "dynamodb:ListStreams",
+            },
+            {"${JobsTable.StreamArn}"},
+        ),
+        "ReadJobsAndWebhooks": ({"dynamodb:GetItem"}, {"${JobsTable.Arn}"}),
+        "MakeDeliveries": ({"dynamodb:PutItem"}, {"${JobsTable.Arn}"}),
+        "ListOwnersWebhooks": ({"dynamodb:Query"}, {"${JobsTable.Arn}/index/hooks-index"}),
+        "QueueDeliveries": ({"sqs:SendMessage"}, {"${WebhooksQueue.Arn}", "${NotifierDeadLetterQueue.Arn}"}),
+        "PublishStateChanges": (
+            {"events:PutEvents"},
+            {"arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"},
+        ),
+    },
+    "SenderRole": {
+        "Logs": ({"logs:CreateLogStream", "logs:PutLogEvents"}, {"${SenderLogGroup.Arn}"}),
+        "OwnQueue": (
+            {
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ReceiveMessage",
+                "sqs:SendMessage",
+            },
+            {"${WebhooksQueue.Arn}"},
+        ),
+        "DeliveriesAndWebhooks": (
+            {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+            {"${JobsTable.Arn}"},
+        ),
+        "CallbackSecrets": ({"dynamodb:GetItem"}, {"${JobsTable.Arn}"}),
     },
     "VerifierRole": {
         "Logs": ({"logs:CreateLogStream", "logs:PutLogEvents"}, {"${VerifierLogGroup.Arn}"}),
@@ -195,6 +237,8 @@ TRUSTED_SERVICE = {
     "DispatcherRole": "lambda.amazonaws.com",
     "ReaperRole": "lambda.amazonaws.com",
     "VerifierRole": "lambda.amazonaws.com",
+    "NotifierRole": "lambda.amazonaws.com",
+    "SenderRole": "lambda.amazonaws.com",
     "CfnServiceRole": "cloudformation.amazonaws.com",
     "ApiGatewayCloudWatchRole": "apigateway.amazonaws.com",
 }
@@ -398,6 +442,54 @@ def test_the_verifier_touches_only_upload_items_and_reads_only_the_uploads_queue
     (send,) = primary["Resources"]["UploadsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert send["Principal"] == {"Service": "s3.amazonaws.com"} and send["Action"] == "sqs:SendMessage"
     assert send["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+
+
+def _leading_keys(statement: dict[str, Any]) -> list[str]:
+    return list(statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"])
+
+
+def test_the_webhook_sender_touches_only_its_items_and_its_queue(
+    roles: dict[str, dict[str, Any]], primary: dict[str, Any]
+) -> None:
+    """It calls customers' URLs: it must hold nothing else (issue 25's SSRF rule)."""
+    found = statements(roles["SenderRole"])
+
+    assert _leading_keys(found["DeliveriesAndWebhooks"]) == [f"{DELIVERY_PREFIX}*", f"{WEBHOOK_PREFIX}*"]
+    assert _leading_keys(found["CallbackSecrets"]) == ["job#*"]
+    assert set(as_list(found["CallbackSecrets"]["Action"])) == {"dynamodb:GetItem"}
+    assert not any(
+        a.startswith(("s3:", "cloudformation:", "ec2:", "iam:"))
+        for s in found.values()
+        for a in as_list(s["Action"])
+    )
+    mapping = primary["Resources"]["SenderEventSourceMapping"]["Properties"]
+    assert render(mapping["EventSourceArn"]) == "${WebhooksQueue.Arn}"
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_the_notifier_reads_only_state_change_events_from_the_stream(
+    roles: dict[str, dict[str, Any]], primary: dict[str, Any]
+) -> None:
+    found = statements(roles["NotifierRole"])
+    assert _leading_keys(found["MakeDeliveries"]) == [f"{DELIVERY_PREFIX}*"]
+    assert _leading_keys(found["ReadJobsAndWebhooks"]) == ["job#*"]
+    mapping = primary["Resources"]["NotifierEventSourceMapping"]["Properties"]
+    assert render(mapping["EventSourceArn"]) == "${JobsTable.StreamArn}"
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert (
+        render(mapping["DestinationConfig"]["OnFailure"]["Destination"]) == "${NotifierDeadLetterQueue.Arn}"
+    )
+    (pattern,) = mapping["FilterCriteria"]["Filters"]
+    assert json.loads(pattern["Pattern"])["dynamodb"]["NewImage"]["pk"] == {"S": [{"prefix": EVENT_PREFIX}]}
+    table = primary["Resources"]["JobsTable"]["Properties"]
+    assert table["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+    alarm = primary["Resources"]["WebhookDeadLettersAlarm"]["Properties"]
+    watched = {
+        render(m["MetricStat"]["Metric"]["Dimensions"][0]["Value"])
+        for m in alarm["Metrics"]
+        if "MetricStat" in m
+    }
+    assert watched == {"${NotifierDeadLetterQueue.QueueName}", "${WebhooksDeadLetterQueue.QueueName}"}
 
 
 def test_uploads_expire_by_the_buckets_lifecycle(primary: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from pijobs.client import OPERATION_METHODS, PijobsClient
 
 # The document's parameter names where Python spells them differently (an id by what it names).
 ARGUMENT_OF = {"id": "job_id", "next": "next_token", "Idempotency-Key": "idempotency_key"}
-ARGUMENT_OF_TAG = {"uploads": {"id": "upload_id"}}
+ARGUMENT_OF_TAG = {"uploads": {"id": "upload_id"}, "webhooks": {"id": "webhook_id"}}
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,13 @@ from pijobs.shared.functions import (
 )
 from pijobs.shared.ids import ID_PATTERN
 from pijobs.shared.job_errors import JobErrorCode
-from pijobs.shared.settings import ApiSettings, DispatcherSettings, ReaperSettings, VerifierSettings
+from pijobs.shared.settings import (
+    ApiSettings,
+    DispatcherSettings,
+    ReaperSettings,
+    VerifierSettings,
+    WebhookSettings,
+)
 
 from pijobs import deploy, job_template
 from pijobs.local.cfn import load_template, resources_of_type
@@ -41,6 +47,8 @@ SETTINGS = {
     "pijobs.dispatcher.handler.lambda_handler": DispatcherSettings,
     "pijobs.dispatcher.reaper.lambda_handler": ReaperSettings,
     "pijobs.dispatcher.verifier.lambda_handler": VerifierSettings,
+    "pijobs.api_handler.notifier.notifier_handler": WebhookSettings,
+    "pijobs.api_handler.notifier.sender_handler": WebhookSettings,
 }
 
 

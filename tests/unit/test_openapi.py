@@ -98,7 +98,7 @@ def test_submit_offers_one_schema_per_enabled_function_and_the_pi_shorthand(doc:
     assert pi_params["properties"]["digits"]["maximum"] >= 1_000_000
     assert body["example"] == {"function": "pi", "params": {"digits": 1000}}
     shorthand = choices[-1]
-    assert set(shorthand["properties"]) == {"digits", "cost_center", "name"}
+    assert set(shorthand["properties"]) == {"digits", "cost_center", "name", "callback_url"}
 
 
 @pytest.mark.usefixtures("wordcount_plugin")

@@ -1,0 +1,139 @@
+"""A local Lambda event source mapping for a DynamoDB stream (the webhook notifier's).
+
+Like Lambda's: one poller per shard reads records in order from the trim horizon, keeps those the mapping's
+filter lets through (the template's pattern: INSERTs of items whose ``pk`` starts with a prefix), hands them
+to the handler in batches, and retries the records the handler answered in ``batchItemFailures`` (from the
+first failed one, as Lambda does for a stream) up to ``max_retries`` times before it drops them with a log
+line (the template's on-failure queue). moto keeps a stream's records in memory and runs no mapping of its
+own here (the local stack detaches moto's, which would need Docker).
+
+Each poll asks for a new iterator after the last sequence number read: moto replaces a table (and its
+stream's shard) with a copy whenever a transaction is cancelled, which leaves older iterators reading a shard
+nobody writes to any more. ``forget`` drops the iterators moto keeps for each call (it never expires them).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import structlog
+
+from pijobs.local.lambda_context import LambdaContext
+from pijobs.shared.logs import clear_context
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+_POLL_S = 0.05
+_RETRY_S = 1.0
+_STOP_JOIN_TIMEOUT_S = 10.0
+
+
+def passes(record: dict[str, Any], prefix: str) -> bool:
+    """The template's filter: an INSERT of an item whose ``pk`` starts with ``prefix``."""
+    image = (record.get("dynamodb") or {}).get("NewImage") or {}
+    return record.get("eventName") == "INSERT" and str(image.get("pk", {}).get("S", "")).startswith(prefix)
+
+
+class LocalStreamMapping:
+    def __init__(
+        self,
+        client_factory: Callable[[], Any],
+        stream_arn: str,
+        handler: Handler,
+        *,
+        prefix: str,
+        batch_size: int = 50,
+        max_retries: int = 10,
+        function_name: str = "notifier",
+        forget: Callable[[str], object] = lambda iterator: None,
+    ) -> None:
+        self._forget = forget
+        self._client_factory = client_factory
+        self._arn = stream_arn
+        self._handler = handler
+        self._prefix = prefix
+        self._batch_size = batch_size
+        self._max_retries = max_retries
+        self._function_name = function_name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._shard: str | None = None
+        self.handled = 0
+
+    def start(self) -> LocalStreamMapping:
+        self._thread = threading.Thread(target=self._run, name=f"stream-{self._function_name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(_STOP_JOIN_TIMEOUT_S)
+
+    def __enter__(self) -> LocalStreamMapping:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        streams = self._client_factory()
+        last: str | None = None
+        pending: list[dict[str, Any]] = []
+        while not self._stop.is_set():
+            try:
+                if len(pending) < self._batch_size:
+                    iterator = self._iterator(streams, last)
+                    response = streams.get_records(ShardIterator=iterator, Limit=1000)
+                    self._forget(iterator)
+                    self._forget(response.get("NextShardIterator", ""))
+                    records = response.get("Records", [])
+                    if records:
+                        last = max((r["dynamodb"]["SequenceNumber"] for r in records), key=int)
+                    pending.extend(r for r in records if passes(r, self._prefix))
+                if not pending:
+                    self._stop.wait(_POLL_S)
+                    continue
+                batch, pending = pending[: self._batch_size], pending[self._batch_size :]
+                pending = self._deliver(batch) + pending
+            except Exception:
+                log.exception("stream_poll_failed", function=self._function_name)
+                self._stop.wait(_RETRY_S)
+
+    def _iterator(self, streams: Any, after: str | None) -> str:
+        if self._shard is None:
+            description = streams.describe_stream(StreamArn=self._arn)["StreamDescription"]
+            self._shard = str(description["Shards"][0]["ShardId"])
+        where: dict[str, Any] = {"ShardIteratorType": "TRIM_HORIZON"}
+        if after is not None:
+            where = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": after}
+        found = streams.get_shard_iterator(StreamArn=self._arn, ShardId=self._shard, **where)
+        return str(found["ShardIterator"])
+
+    def _deliver(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Hand ``batch`` over, retrying what failed; what is left after the retries is dropped."""
+        for attempt in range(self._max_retries + 1):
+            clear_context()
+            try:
+                answer = self._handler({"Records": batch}, LambdaContext(self._function_name))
+                failed = {f.get("itemIdentifier") for f in (answer or {}).get("batchItemFailures", [])}
+            except Exception:
+                log.exception("stream_handler_failed", function=self._function_name)
+                failed = {batch[0]["dynamodb"].get("SequenceNumber")}
+            numbers = [r["dynamodb"].get("SequenceNumber") for r in batch]
+            first = next((i for i, n in enumerate(numbers) if n in failed), None)
+            self.handled += len(batch) if first is None else first
+            if first is None:
+                return []
+            batch = batch[first:]
+            if self._stop.wait(_RETRY_S * (attempt + 1)):
+                return batch
+        log.error("stream_records_dropped", function=self._function_name, records=len(batch))
+        return []
