@@ -221,3 +221,22 @@ def test_by_default_one_tenant_holds_at_most_half_the_slots(cloud: Cloud) -> Non
     ticks = cloud.receive(wait_seconds=3)
     assert cloud.dispatch(ticks) == []
     assert len(_admitted(cloud, runaway)) == 3
+
+
+@pytest.mark.parametrize("cloud", NO_OWN_CAP, indirect=True)
+def test_the_fair_share_clock_moves_to_each_admitted_job_s_tag(cloud: Cloud) -> None:
+    """Admission advances the clock, so a tenant that arrives later starts at it, not at 0 (where it would
+    jump the queue ahead of every tag already handed out, and keep an idle tenant's debt for ever)."""
+    cloud.capacity().set_limit(1)
+    first, second = _submit(cloud, "key-a", 2)  # parked at submit: tags 1 and 2
+    tags = {job_id: cloud.job(job_id).wait_tag for job_id in (first, second)}
+    assert tags == {first: 1.0, second: 2.0}
+    assert cloud.dispatch(cloud.receive()) == []
+    assert _admitted(cloud, [first, second]) == [first]
+    assert cloud.capacity().state()["clock"] == 1.0  # type: ignore[index]
+
+    _finish_all_and_tick(cloud, [first])
+    assert _admitted(cloud, [second]) == [second]
+    assert cloud.capacity().state()["clock"] == 2.0  # type: ignore[index]
+    (late,) = _submit(cloud, "key-b", 1)
+    assert cloud.job(late).wait_tag == 3.0  # the clock's 2, plus one step

@@ -11,6 +11,7 @@ import pijobs.dispatcher.reaper
 import pijobs.dispatcher.service
 import pytest
 from pijobs.shared import metrics
+from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.models import isoformat, utcnow
 from pijobs.shared.status import JobStatus
 
@@ -296,3 +297,66 @@ def test_a_metrics_failure_is_logged_and_the_sweep_goes_on(
     assert cloud.job(job_id).status is JobStatus.QUEUED  # the dead worker's job was still retried
     assert _metric(documents, metrics.ACTIVE_STACKS) == 0
     assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == ["metrics_failed"]
+
+
+def test_a_timed_out_job_gives_its_slot_back_when_it_times_out(cloud: Cloud) -> None:
+    """Not only through the recount later in the sweep: the time-out itself releases the slot."""
+    job_id = _running(cloud)
+    job = cloud.job(job_id)
+    assert job.deadline_seconds is not None
+    services = pijobs.dispatcher.reaper.services()
+    later = utcnow() + timedelta(seconds=job.deadline_seconds + 60)
+
+    assert pijobs.dispatcher.reaper.check_job(services, job, None, later) == "timed_out"
+
+    state = cloud.capacity().state()
+    assert state is not None and state["active"] == 0 and state["holders"] == set() and state["owners"] == {}
+
+
+def test_the_recount_keeps_a_live_holder_the_index_has_not_shown_yet(cloud: Cloud) -> None:
+    """The live index lags: a holder missing from it is dropped only when its own record says it ended."""
+    cloud.capacity().set_limit(4)  # both of one tenant's jobs admitted (its cap is half the slots)
+    live = _running(cloud)
+    ended = _running(cloud)
+    cloud.store.transition(ended, JobStatus.RUNNING, JobStatus.SUCCEEDED)  # its release was lost
+    counter = cloud.capacity()
+    before = counter.state()
+    assert before is not None and before["holders"] == {live, ended}
+
+    pijobs.dispatcher.reaper.recount(pijobs.dispatcher.reaper.services(), [])  # the index shows neither
+
+    state = counter.state()
+    assert state is not None and state["holders"] == {live} and state["active"] == 1
+    assert state["owners"] == {cloud.job(live).owner: 1}
+
+
+class FailingCompute:
+    """A compute backend whose destroy fails (the stack's deletion was refused)."""
+
+    def __init__(self) -> None:
+        self.destroyed: list[tuple[str, int | None]] = []
+
+    def launch(self, request: object) -> object:
+        raise AssertionError("nothing is launched here")
+
+    def describe(self) -> list[object]:
+        return []
+
+    def destroy(self, job_id: str, attempt: int | None) -> None:
+        self.destroyed.append((job_id, attempt))
+        raise RuntimeError("DeleteStack refused")
+
+
+def test_an_ended_attempt_gives_its_slot_back_even_when_destroying_its_infrastructure_fails(
+    cloud: Cloud,
+) -> None:
+    job_id = _running(cloud)
+    compute = FailingCompute()
+    lifecycle = Lifecycle(cloud.store, cloud.capacity(), compute)  # type: ignore[arg-type]
+
+    lifecycle.transition(cloud.job(job_id), JobStatus.FAILED, error={"code": "worker_lost", "message": "x"})
+
+    assert compute.destroyed == [(job_id, 1)]
+    state = cloud.capacity().state()
+    assert state is not None and state["active"] == 0 and state["holders"] == set()
+    assert cloud.job(job_id).status is JobStatus.FAILED

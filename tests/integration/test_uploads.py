@@ -4,6 +4,7 @@ their inputs from the records (the handlers themselves, the real adapters, moto'
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from datetime import timedelta
@@ -342,3 +343,63 @@ def test_an_object_under_another_owners_prefix_decides_nothing_and_is_deleted(cl
     # and her own file, sent to her own key, is still verified as usual
     send(created, CSV)
     assert verify(cloud, created) is Verdict.AVAILABLE
+
+
+def test_an_event_s_other_records_and_unreadable_ones_do_not_hide_its_created_objects() -> None:
+    """One notification may carry several records: a removal or a record missing its fields is passed
+    over, and the objects created after it are still verified."""
+
+    def created(key: str, name: str = "ObjectCreated:Post") -> dict[str, Any]:
+        return {"eventName": name, "s3": {"bucket": {"name": "b"}, "object": {"key": key}}}
+
+    records = [
+        created("uploads/key-a/one", name="ObjectRemoved:Delete"),
+        {"eventName": "ObjectCreated:Put"},  # no s3 part
+        {"eventName": "ObjectCreated:Put", "s3": None},
+        created("uploads%2Fkey-a%2Ftwo"),
+    ]
+
+    found = pijobs.dispatcher.verifier.created_objects(json.dumps({"Records": records}))
+
+    assert found == [("b", "uploads/key-a/two")]
+
+
+def test_an_object_gone_before_its_event_is_read_decides_nothing(cloud: Cloud) -> None:
+    """Deleted meanwhile (by its owner, or a later rejection): the event is done, the upload still waits."""
+    created = declare(cloud)
+    send(created, CSV)
+    cloud.s3.delete_object(Bucket=cloud.bucket, Key=created["fields"]["key"])
+
+    assert verify(cloud, created) is Verdict.SKIPPED
+    assert upload(cloud, created["upload_id"])["status"] == "PENDING"
+
+
+class DecidedMeanwhile:
+    """The upload store as a concurrent delivery of the same event leaves it: the other delivery decides
+    (to ``first``) just before this one does."""
+
+    def __init__(self, store: UploadStore, first: UploadStatus) -> None:
+        self.store, self.first, self.raced = store, first, False
+
+    def get(self, upload_id: str) -> Any:
+        return self.store.get(upload_id)
+
+    def decide(self, upload_id: str, current: UploadStatus, target: UploadStatus, **fields: Any) -> Any:
+        if not self.raced:
+            self.raced = True
+            extra = {"reason": "the other delivery's"} if self.first is UploadStatus.REJECTED else {}
+            self.store.decide(upload_id, current, self.first, at=fields["at"], **extra)
+        return self.store.decide(upload_id, current, target, **fields)
+
+
+def test_a_wrong_file_another_delivery_rejected_first_is_still_deleted(cloud: Cloud) -> None:
+    created = declare(cloud)
+    send(created, CSV.replace(b"5", b"6"))
+    real = pijobs.dispatcher.verifier.services()
+    racing = dataclasses.replace(real, uploads=DecidedMeanwhile(real.uploads, UploadStatus.REJECTED))
+
+    verdict = verify_object(racing, cloud.bucket, upload_key("key-a", created["upload_id"]))
+
+    assert verdict is Verdict.DELETED and racing.uploads.raced
+    assert upload(cloud, created["upload_id"])["status"] == "REJECTED"
+    assert not object_exists(cloud, created["fields"]["key"])

@@ -73,13 +73,23 @@ def test_server_errors_are_waited_out_and_the_file_is_checked(server: Server, tm
     assert server.requests == 3
 
 
-@pytest.mark.parametrize("status", [403, 404])
+@pytest.mark.parametrize("status", [401, 403, 404, 410])
 def test_a_refused_link_is_reported_at_once(server: Server, tmp_path: Path, status: int) -> None:
     server.answers = [status]
 
-    with pytest.raises(errors.InputUnavailableError):
+    with pytest.raises(errors.InputUnavailableError, match=rf"refused \(HTTP {status}\)"):
         download_inputs(job(url_of(server)), tmp_path, fetch=fetch_url, backoff=BACKOFF)
     assert server.requests == 1
+
+
+def test_a_server_error_past_the_backoff_is_input_unavailable(server: Server, tmp_path: Path) -> None:
+    """What the backoff gave up on is the job's input_unavailable (a retry), never a raw HTTP error."""
+    server.answers = [503] * 1000
+    brief = Backoff(base_seconds=0.001, cap_seconds=0.01, total_seconds=0.3)
+
+    with pytest.raises(errors.InputUnavailableError, match="input t could not be downloaded"):
+        download_inputs(job(url_of(server)), tmp_path, fetch=fetch_url, backoff=brief)
+    assert server.requests > 1
 
 
 def test_another_size_or_checksum_is_input_corrupt(server: Server, tmp_path: Path) -> None:
@@ -94,3 +104,27 @@ def test_plain_http_errors_are_transient_only_when_they_pass() -> None:
     assert is_transient(http_error(503)) and is_transient(http_error(429))
     assert is_transient(urllib.error.URLError(ConnectionRefusedError())) and is_transient(TimeoutError())
     assert not is_transient(http_error(403)) and not is_transient(http_error(404))
+
+
+def test_the_pinned_size_with_other_bytes_is_input_corrupt(server: Server, tmp_path: Path) -> None:
+    """The size alone proves nothing: one changed byte is caught by the sha256."""
+    pinned = b"a,b\n1,3\n"
+    assert len(pinned) == len(BODY) and pinned != BODY
+    with pytest.raises(errors.InputCorruptError, match="input t"):
+        download_inputs(job(url_of(server), body=pinned), tmp_path, fetch=fetch_url, backoff=BACKOFF)
+
+
+@pytest.mark.parametrize("body", [BODY, b"a,b\n1,3\n"], ids=["same", "same-size-other-bytes"])
+def test_a_fetch_that_computes_nothing_has_its_file_checked(tmp_path: Path, body: bytes) -> None:
+    """A fetch may leave the check to the file it wrote: the file's size and sha256 decide, not the pin."""
+
+    def write_only(url: str, destination: Path) -> None:
+        destination.write_bytes(body)
+
+    grants = job("http://127.0.0.1:9/unused")
+    if body == BODY:
+        paths = download_inputs(grants, tmp_path, fetch=write_only, backoff=BACKOFF)
+        assert paths["t"].read_bytes() == BODY
+    else:
+        with pytest.raises(errors.InputCorruptError, match="input t"):
+            download_inputs(grants, tmp_path, fetch=write_only, backoff=BACKOFF)
