@@ -16,6 +16,9 @@ import re
 from datetime import timedelta
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
 from pijobs.api_handler.service import ApiServices
 from pijobs.api_handler.web import validation_error
 from pijobs.shared import errors
@@ -30,8 +33,6 @@ from pijobs.shared.models import JobRecord, ResultInfo, isoformat, utcnow
 from pijobs.shared.status import JobStatus
 from pijobs.shared.store import park_fields
 from pijobs.shared.uploads import checksum_header
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic import ValidationError as PydanticValidationError
 
 log = get_logger(__name__)
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
 from pijobs.shared.functions import NAME_PATTERN
 from pijobs.shared.ids import ID_PATTERN
 from pijobs.shared.inputs import SHA256_PATTERN, UPLOAD_ID_PATTERN, UploadStatus
 from pijobs.shared.models import AttemptInfo, ErrorInfo
 from pijobs.shared.status import JobStatus
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 JOB_ID_PATTERN = ID_PATTERN
 WebhookEventType = Literal[
@@ -285,7 +286,7 @@ class CreateWebhookRequest(Model):
         min_length=1,
         max_length=2048,
         description="an https URL on a public address (the embedded stack also takes http to 127.0.0.1)",
-        examples=["https://example.com/pijobs-events"],
+        examples=["https://example.com/hooks/jobs"],
     )
     events: list[WebhookEventType] | None = Field(
         default=None, min_length=1, description="the event types to send (default: all of them)"

@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
+
 from pijobs.api_handler.views import job_view
 from pijobs.shared import aws
 from pijobs.shared.errors import NoSuchJobError

@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
+from pydantic import BaseModel
+
 from pijobs.api_handler import contract
 from pijobs.api_handler.operation import Operation
 from pijobs.api_handler.service import PI_SHORTHAND
 from pijobs.shared import errors
 from pijobs.shared.functions import ENTRY_POINT_GROUP, NAME_PATTERN, Registry, load_registry
 from pijobs.shared.models import JobRequest
-from pydantic import BaseModel
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"

@@ -6,9 +6,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from pijobs.api_handler.service import ApiServices
 from pijobs.api_handler.web import Request
-from pydantic import BaseModel
 
 Handler = Callable[[ApiServices, Request], dict[str, Any]]
 

@@ -11,6 +11,9 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
 from pijobs.api_handler.contract import (
     CreateUploadRequest,
     ListJobsQuery,
@@ -36,8 +39,6 @@ from pijobs.shared.store import JobStore
 from pijobs.shared.tenants import TenantStore
 from pijobs.shared.uploads import UploadStore, checksum_header
 from pijobs.shared.webhooks import new_secret
-from pydantic import BaseModel
-from pydantic import ValidationError as PydanticValidationError
 
 log = get_logger(__name__)
 

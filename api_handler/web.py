@@ -7,9 +7,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pijobs.shared import errors
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
+
+from pijobs.shared import errors
 
 ERROR_STATUS: dict[type[errors.PijobsError], int] = {
     errors.MalformedRequestError: 400,

@@ -8,6 +8,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from pydantic import ValidationError as PydanticValidationError
+
 from pijobs.api_handler.contract import CreateWebhookRequest, DeliveryView, WebhookView
 from pijobs.api_handler.service import ApiServices
 from pijobs.api_handler.web import validation_error
@@ -33,7 +35,6 @@ from pijobs.shared.webhooks import (
     event_payload,
     new_secret,
 )
-from pydantic import ValidationError as PydanticValidationError
 
 WEBHOOK_ID_PREFIX = "wh_"
 

@@ -634,6 +634,7 @@ class CallCounter:
     def installed(self) -> Iterator[CallCounter]:
         """Count while the stack started inside runs (its handlers are looked up when it starts)."""
         from botocore.client import BaseClient
+
         from pijobs.api_handler import handler as api_handler
         from pijobs.dispatcher import handler as dispatcher
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, TypedDict
 
+from pydantic import ValidationError
+
 from pijobs.dispatcher.service import DispatchServices, dispatch
 from pijobs.shared.functions import TEMPLATE_FILE, artifact_key
 from pijobs.shared.logs import clear_context, configure_logging, get_logger
 from pijobs.shared.models import JobMessage
 from pijobs.shared.settings import DispatcherSettings
 from pijobs.shared.wiring import Adapters
-from pydantic import ValidationError
 
 log = get_logger(__name__)
 

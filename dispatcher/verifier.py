@@ -23,6 +23,8 @@ from enum import Enum
 from functools import lru_cache
 from typing import Any
 
+from structlog.contextvars import bind_contextvars
+
 from pijobs.dispatcher.handler import BatchItemFailure, PartialBatchResponse
 from pijobs.shared import aws
 from pijobs.shared.digest import Digest, digest_chunks
@@ -33,7 +35,6 @@ from pijobs.shared.models import isoformat, utcnow
 from pijobs.shared.settings import VerifierSettings
 from pijobs.shared.uploads import UploadStore, rejection_reason
 from pijobs.shared.wiring import Adapters
-from structlog.contextvars import bind_contextvars
 
 log = get_logger(__name__)
 

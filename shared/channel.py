@@ -15,8 +15,9 @@ import re
 import secrets
 from enum import Enum
 
-from pijobs.shared.job_errors import JobErrorCode
 from pydantic import BaseModel, ConfigDict
+
+from pijobs.shared.job_errors import JobErrorCode
 
 TOKEN_BYTES = 32  # 256 bits
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{43,128}")

@@ -20,10 +20,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pijobs.shared import errors
-from pijobs.shared.job_errors import JobErrorCode
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
+
+from pijobs.shared import errors
+from pijobs.shared.job_errors import JobErrorCode
 
 ENTRY_POINT_GROUP = "pijobs.functions"
 NAME_PATTERN = re.compile(r"[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?")

@@ -17,10 +17,11 @@ import math
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from pydantic import BaseModel, ConfigDict, Field
+
 from pijobs.shared.aws import conditional_write
 from pijobs.shared.errors import NoSuchWebhookError
 from pijobs.shared.models import from_dynamo, to_dynamo
-from pydantic import BaseModel, ConfigDict, Field
 
 HOOKS_INDEX = "hooks-index"
 HOOK_SCOPE = "hook_scope"

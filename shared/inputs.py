@@ -17,9 +17,10 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated
 
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
 from pijobs.shared import errors
 from pijobs.shared.ids import ID_PATTERN
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 UPLOADS_PREFIX = "uploads/"
 MAX_INPUTS = 8

@@ -6,11 +6,12 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from pijobs.shared.channel import ChannelGrant
 from pijobs.shared.ids import ID_PATTERN, new_id
 from pijobs.shared.inputs import PinnedInput
 from pijobs.shared.status import JobStatus
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 COST_CENTER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 NAME_PATTERN = r"^[^\x00-\x1f]{1,128}$"

@@ -7,10 +7,11 @@ import os
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
 from pijobs.shared.fairshare import HALF_THE_SLOTS
 from pijobs.shared.functions import Registry, load_registry, parse_enabled
 from pijobs.shared.retry import Backoff
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 SettingsT = TypeVar("SettingsT", bound="_EnvSettings")

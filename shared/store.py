@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
 from pijobs.shared.aws import conditional_write, error_code
 from pijobs.shared.errors import (
     IdempotencyConflictError,

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
 from pijobs.shared.aws import conditional_write
 from pijobs.shared.digest import Digest
 from pijobs.shared.errors import NoSuchUploadError, StaleStatusError

@@ -19,6 +19,7 @@ from pathlib import Path
 import botocore.loaders
 import botocore.session
 import pytest
+
 from pijobs.shared.functions import ENTRY_POINT_GROUP, _installed
 
 # moto's EC2 makes some 2,600 sample AMIs with a volume each for every account it starts (0.65 s per test);

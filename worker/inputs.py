@@ -14,11 +14,12 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from pijobs.shared import errors
 from pijobs.shared.digest import Digest, digest_chunks, file_digest, read_chunks
 from pijobs.shared.logs import get_logger
 from pijobs.shared.retry import Backoff
-from pydantic import BaseModel, ConfigDict
 
 log = get_logger(__name__)
 

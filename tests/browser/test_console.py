@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import requests
-from pijobs.shared.inputs import NOT_FOUND
-from pijobs.shared.models import job_key
 
 from pijobs.client import PijobsClient
+from pijobs.shared.inputs import NOT_FOUND
+from pijobs.shared.models import job_key
 from tests.browser.conftest import Console
 
 playwright = pytest.importorskip(

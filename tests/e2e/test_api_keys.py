@@ -8,8 +8,8 @@ import time
 
 import pytest
 import requests
-from pijobs.api_handler.routes import OPERATIONS, ROUTES, WORKER_OPERATIONS
 
+from pijobs.api_handler.routes import OPERATIONS, ROUTES, WORKER_OPERATIONS
 from pijobs.local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from pijobs.shared.capacity import CapacityCounter
 
 from pijobs.local.stack import LocalStack
+from pijobs.shared.capacity import CapacityCounter
 from tests.e2e.test_http import Client
 from tests.e2e.test_recovery import _kill_group_like_a_crash, _wait_for
 

@@ -9,9 +9,9 @@ from typing import Any
 import mpmath
 import pytest
 import requests
-from pijobs.shared.status import TERMINAL_STATES as TERMINAL
 
 from pijobs.local.stack import LocalStack
+from pijobs.shared.status import TERMINAL_STATES as TERMINAL
 
 pytestmark = pytest.mark.e2e
 

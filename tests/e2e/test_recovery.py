@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pijobs.shared.capacity import CapacityCounter
-from pijobs.shared.store import JobStore
 from structlog.testing import capture_logs
 
 from pijobs.local.stack import LocalStack
+from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.store import JobStore
 from tests.e2e.test_http import Client
 
 pytestmark = pytest.mark.e2e

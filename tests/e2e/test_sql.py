@@ -13,14 +13,14 @@ import json
 
 import pytest
 import requests
+
+from pijobs.local.stack import LocalStack
 from pijobs.shared.inputs import UploadRecord, UploadStatus, pin_inputs, upload_key
 from pijobs.shared.models import JobMessage, JobRecord, isoformat, new_job_id, utcnow
 from pijobs.shared.queue import JobQueue
 from pijobs.shared.status import JobStatus
 from pijobs.shared.store import JobStore
 from pijobs.shared.uploads import UploadStore
-
-from pijobs.local.stack import LocalStack
 from tests.e2e.test_http import Client
 
 pytestmark = pytest.mark.e2e

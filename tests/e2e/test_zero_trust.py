@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import requests
-from pijobs.shared.channel import API_URL_ENV, TOKEN_ENV
 
 from pijobs.local.stack import LocalStack
+from pijobs.shared.channel import API_URL_ENV, TOKEN_ENV
 from tests.e2e.test_http import Client
 
 pytestmark = pytest.mark.e2e

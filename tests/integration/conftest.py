@@ -17,9 +17,14 @@ import boto3
 import pytest
 import requests
 from moto import mock_aws
+
 from pijobs.api_handler import handler as api_handler
+from pijobs.deploy import upload_function_templates
 from pijobs.dispatcher import handler as dispatcher
 from pijobs.dispatcher import verifier
+from pijobs.local.cfn import load_template, resources_of_type
+from pijobs.local.gateway import DEFAULT_ROUTES, compile_route, match_route
+from pijobs.local.runner import shim_environment
 from pijobs.shared import aws, errors
 from pijobs.shared.capacity import CapacityCounter
 from pijobs.shared.channel import TOKEN_ENV
@@ -29,11 +34,6 @@ from pijobs.shared.settings import WorkerSettings
 from pijobs.shared.store import JobStore
 from pijobs.worker.channel import Channel
 from pijobs.worker.job import WorkerServices, build_services, run_job
-
-from pijobs.deploy import upload_function_templates
-from pijobs.local.cfn import load_template, resources_of_type
-from pijobs.local.gateway import DEFAULT_ROUTES, compile_route, match_route
-from pijobs.local.runner import shim_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 PRIMARY_TEMPLATE = ROOT / "infra" / "primary.yaml"

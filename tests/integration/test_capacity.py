@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from pijobs.shared.errors import CapacityFullError
 
+from pijobs.shared.errors import CapacityFullError
 from tests.integration.conftest import Cloud
 
 A = "a" * 32

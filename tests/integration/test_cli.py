@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import pytest
-from pijobs.shared.capacity import CapacityCounter
-from pijobs.shared.store import JobStore
 
 from pijobs import cli
 from pijobs.local.stack import LocalConfig, LocalStack
 from pijobs.ops import esm_settings
+from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.store import JobStore
 
 pytestmark = [
     pytest.mark.e2e,

@@ -12,9 +12,9 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
-import pijobs.api_handler.handler
 import pytest
 
+import pijobs.api_handler.handler
 from tests.integration.conftest import Cloud
 
 

@@ -6,10 +6,10 @@ import json
 import threading
 import time
 
-import pijobs.dispatcher.handler
 import pytest
-from pijobs.shared.stacks import job_id_of
 
+import pijobs.dispatcher.handler
+from pijobs.shared.stacks import job_id_of
 from tests.integration.conftest import Cloud, run_racing
 
 

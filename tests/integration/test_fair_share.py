@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
 import pijobs.dispatcher.handler
 import pijobs.dispatcher.reaper
-import pytest
 from pijobs.shared import aws
 from pijobs.shared.status import JobStatus
 from pijobs.shared.tenants import TenantStore
-
 from tests.integration.conftest import Cloud, run_racing
 
 

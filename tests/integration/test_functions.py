@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import base64
 
-import pijobs.dispatcher.handler
 import pytest
-from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions
 
+import pijobs.dispatcher.handler
 from pijobs import job_template
 from pijobs.deploy import put_function_artifact
+from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions
 from tests.integration.conftest import Cloud
 
 ONLY_PI = [{"PIJOBS_ENABLED_FUNCTIONS": "pi"}]

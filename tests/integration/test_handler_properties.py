@@ -11,11 +11,11 @@ import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
 
-import pijobs.api_handler.handler  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from pijobs.api_handler.routes import OPERATIONS  # noqa: E402
 
+import pijobs.api_handler.handler  # noqa: E402
+from pijobs.api_handler.routes import OPERATIONS  # noqa: E402
 from pijobs.local.gateway import DEFAULT_ROUTES, compile_route, match_route  # noqa: E402
 from tests.integration.conftest import Cloud  # noqa: E402
 

@@ -6,9 +6,9 @@ import base64
 import json
 from typing import Any
 
-import pijobs.api_handler.handler
 import pytest
 
+import pijobs.api_handler.handler
 from tests.integration.conftest import Cloud
 
 DEEP = "[" * 10_000 + "]" * 10_000

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
 from pijobs.shared.inputs import PinnedInput, UploadRecord, UploadStatus, pin_inputs, upload_key
 from pijobs.shared.models import JobMessage, JobRecord, isoformat, new_job_id, utcnow
 from pijobs.shared.queue import JobQueue
 from pijobs.shared.status import JobStatus
 from pijobs.worker.job import WorkerServices
-
 from tests.integration.conftest import Cloud
 
 CSV = b"city,amount\nOslo,3\nLima,5\nOslo,4\n"

@@ -7,10 +7,10 @@ from typing import Any
 
 import structlog.testing
 from boto3.dynamodb.types import TypeDeserializer
+
 from pijobs.shared.lifecycle import EVENT_TTL_DAYS, Lifecycle
 from pijobs.shared.models import from_dynamo
 from pijobs.shared.status import JobStatus
-
 from tests.integration.conftest import Cloud
 
 

@@ -6,15 +6,15 @@ import io
 import json
 from datetime import timedelta
 
+import pytest
+
 import pijobs.dispatcher.handler
 import pijobs.dispatcher.reaper
 import pijobs.dispatcher.service
-import pytest
 from pijobs.shared import metrics
 from pijobs.shared.lifecycle import Lifecycle
 from pijobs.shared.models import isoformat, utcnow
 from pijobs.shared.status import JobStatus
-
 from tests.integration.conftest import Cloud
 
 
@@ -166,8 +166,9 @@ def test_a_parked_job_is_never_sent_again_and_a_lost_admission_tick_is_restarted
 
 def test_no_job_id_leaks_into_the_next_event(cloud: Cloud) -> None:
     """The sweep's summary and the next invocation carry no job_id of a job looked at before."""
-    import pijobs.dispatcher.handler
     import structlog
+
+    import pijobs.dispatcher.handler
 
     _running(cloud)
     assert reap()["live"] == 1
@@ -282,8 +283,9 @@ def test_two_sweeps_at_once_count_a_finished_job_once(cloud: Cloud) -> None:
 def test_a_metrics_failure_is_logged_and_the_sweep_goes_on(
     cloud: Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pijobs.shared.store import JobStore
     from structlog.testing import capture_logs
+
+    from pijobs.shared.store import JobStore
 
     def broken(self: JobStore, after: str, until: str) -> list[dict[str, object]]:
         raise RuntimeError("the index is not there")

@@ -10,14 +10,14 @@ import json
 from datetime import timedelta
 from typing import Any
 
-import pijobs.dispatcher.verifier
 import pytest
 import requests
+
+import pijobs.dispatcher.verifier
 from pijobs.dispatcher.verifier import Verdict, verify_object
 from pijobs.shared.inputs import UploadStatus, upload_key
 from pijobs.shared.models import utcnow
 from pijobs.shared.uploads import UploadStore, checksum_header
-
 from tests.integration.conftest import Cloud
 
 CSV = b"city,amount\nOslo,3\nLima,5\nOslo,4\n"

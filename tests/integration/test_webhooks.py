@@ -12,10 +12,10 @@ from typing import Any
 
 import boto3
 import pytest
-from pijobs.api_handler import notifier
 from standardwebhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from pijobs.api_handler import notifier
 from tests.integration.conftest import REGION, Cloud
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,13 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import mpmath
+import pytest
+
 import pijobs.api_handler.handler
 import pijobs.dispatcher.reaper
 import pijobs.worker.job
 import pijobs.worker.pi.engine
-import pytest
 from pijobs.worker.job import WorkerServices
-
 from tests.integration.conftest import Cloud
 
 

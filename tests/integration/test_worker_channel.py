@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import requests
+
 from pijobs.shared.inputs import pin_inputs
 from pijobs.shared.models import JobRecord
 from pijobs.shared.status import JobStatus
-
 from tests.integration.conftest import API_URL, Cloud, in_process_send
 from tests.integration.test_job_inputs import put_upload, submit_sql
 
@@ -258,6 +258,7 @@ def test_every_status_change_leaves_one_event(cloud: Cloud, jobs: dict[str, Any]
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
     from boto3.dynamodb.types import TypeDeserializer
+
     from pijobs.shared.models import from_dynamo
 
     return {k: from_dynamo(TypeDeserializer().deserialize(v)) for k, v in item.items()}

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from pijobs.shared import metrics
 
 PRIMARY = Path(__file__).resolve().parents[2] / "infra" / "primary.yaml"

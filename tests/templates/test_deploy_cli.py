@@ -15,13 +15,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from pijobs.shared.functions import (
-    TEMPLATE_FILE,
-    WORKER_FILE,
-    artifact_key,
-    installed_functions,
-    job_stack_parameters,
-)
 
 from pijobs import deploy, job_template
 from pijobs.cli import build_parser
@@ -29,6 +22,13 @@ from pijobs.cli import main as cli_main
 from pijobs.cli.deploy import parse_params
 from pijobs.cli.render import Output
 from pijobs.errors import UsageError
+from pijobs.shared.functions import (
+    TEMPLATE_FILE,
+    WORKER_FILE,
+    artifact_key,
+    installed_functions,
+    job_stack_parameters,
+)
 
 BUCKET = "pijobs-artifacts-test"
 

@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("cfnlint", reason="cfn-lint is in the templates dependency group")
 
 from cfnlint.api import ManualArgs, lint
-from pijobs.shared.functions import installed_functions
 
 from pijobs import job_template
+from pijobs.shared.functions import installed_functions
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 PRIMARY = {p.name: p.read_text() for p in sorted(INFRA.glob("*.yaml")) if not p.name.startswith(".")}

@@ -9,7 +9,10 @@ from typing import Any
 
 import boto3
 import pytest
+
+from pijobs import job_template
 from pijobs.api_handler.routes import ALL_OPERATIONS
+from pijobs.deploy import deploy_primary_local
 from pijobs.shared.functions import TEMPLATE_FILE, artifact_key, installed_functions, job_stack_parameters
 from pijobs.shared.hooks import HOOK_SCOPE, HOOKS_INDEX
 from pijobs.shared.settings import ApiSettings, DispatcherSettings
@@ -24,9 +27,6 @@ from pijobs.shared.store import (
     WAITING_INDEX,
 )
 from pijobs.shared.uploads import UPLOADER, UPLOADS_INDEX
-
-from pijobs import job_template
-from pijobs.deploy import deploy_primary_local
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 TOKEN = "T" * 43

@@ -16,6 +16,8 @@ import pytest
 pytest.importorskip("cfnlint", reason="cfn-lint is in the templates dependency group")
 
 from cfnlint.decode.decode import decode_str
+
+from pijobs import job_template
 from pijobs.shared.functions import (
     DEADLINE_RANGE,
     FUNCTIONS_PREFIX,
@@ -31,8 +33,6 @@ from pijobs.shared.hooks import DELIVERY_PREFIX, WEBHOOK_PREFIX
 from pijobs.shared.inputs import UPLOADS_PREFIX, upload_key
 from pijobs.shared.lifecycle import EVENT_PREFIX
 from pijobs.shared.uploads import UPLOAD_ITEM_PREFIX
-
-from pijobs import job_template
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 FUNCTIONS = sorted(installed_functions().values(), key=lambda f: f.name)

@@ -10,10 +10,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from pijobs.worker.pi import compute_pi
-from pijobs.worker.pi.engine import resolve_workers
 
 from bench import pi as bench
+from pijobs.worker.pi import compute_pi
+from pijobs.worker.pi.engine import resolve_workers
 
 FORKS_AND_WAITS = textwrap.dedent(
     """

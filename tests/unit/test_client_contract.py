@@ -7,9 +7,9 @@ import inspect
 from typing import Any
 
 import pytest
+
 from pijobs.api_handler.openapi import shipped_registry
 from pijobs.api_handler.routes import openapi_document
-
 from pijobs.client import OPERATION_METHODS, PijobsClient
 
 # The document's parameter names where Python spells them differently (an id by what it names).

@@ -4,6 +4,7 @@ which must be an origin (scheme, host, port) and nothing broader: no wildcard, n
 from __future__ import annotations
 
 import pytest
+
 from pijobs.api_handler.console import page
 
 

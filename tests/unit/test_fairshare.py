@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pijobs.shared.fairshare import (
     HALF_THE_SLOTS,
     INDEX_SHARDS,

@@ -6,6 +6,9 @@ from importlib import metadata
 from typing import Annotated, Any, ClassVar
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pijobs.functions import Inputs
 from pijobs.shared import errors
 from pijobs.shared.functions import (
     ENTRY_POINT_GROUP,
@@ -20,9 +23,6 @@ from pijobs.shared.functions import (
     parse_enabled,
 )
 from pijobs.worker.pi.function import PiFunction, PiParams
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from pijobs.functions import Inputs
 
 
 class EchoParams(BaseModel):

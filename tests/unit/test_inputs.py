@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pijobs.shared import errors
 from pijobs.shared.functions import BusinessFunction, FunctionRegistryError, check_function
 from pijobs.shared.inputs import PinnedInput, UploadRecord, UploadStatus, is_owned_key, pin_inputs, upload_key

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from pijobs.api_handler.views import estimated_finish
 from pijobs.shared.models import JobRecord
 from pijobs.shared.status import JobStatus

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
-from pijobs.shared.functions import installed_functions
 
 from pijobs import deploy, job_template, plugins
+from pijobs.shared.functions import installed_functions
 
 
 @pytest.mark.parametrize("name", sorted(installed_functions()))

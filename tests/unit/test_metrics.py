@@ -7,6 +7,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
 from pijobs.shared import metrics
 from pijobs.shared.status import TERMINAL_STATES, JobStatus
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from pijobs.api_handler import contract
 from pijobs.api_handler.openapi import render, shipped_registry
 from pijobs.api_handler.routes import OPERATIONS, openapi_document

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from pijobs.local.persist import _rebucketed, _reindexed
 from pijobs.shared.capacity import CAPACITY_KEY
 from pijobs.shared.fairshare import shard_of
 from pijobs.shared.store import DONE_SHARD, LIVE_SHARD
-
-from pijobs.local.persist import _rebucketed, _reindexed
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 

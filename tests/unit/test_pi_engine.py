@@ -17,6 +17,7 @@ import gmpy2
 import mpmath
 import pytest
 from gmpy2 import mpz
+
 from pijobs.worker.pi import (
     Estimate,
     PiStats,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from pijobs.api_handler.service import Submission, parse_per_run_execute, parse_submission
 from pijobs.shared.errors import ValidationError
 from pijobs.shared.functions import load_registry

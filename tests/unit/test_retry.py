@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError, EndpointConnectionError
+
 from pijobs.shared.retry import Backoff, is_transient
 
 

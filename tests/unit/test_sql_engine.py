@@ -11,11 +11,12 @@ from typing import Any
 
 import duckdb
 import pytest
+from pydantic import ValidationError
+
 from pijobs.shared.errors import JobCancelledError
 from pijobs.shared.functions import JobRefusedError, RunContext
 from pijobs.worker.sql.engine import detect_format, engine_settings, spill_limit
 from pijobs.worker.sql.function import INSTANCE, SqlFunction, SqlLimits, SqlParams
-from pydantic import ValidationError
 
 IDS = {"t": "a" * 32, "p": "b" * 32, "j": "c" * 32}
 

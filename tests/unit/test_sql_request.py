@@ -8,10 +8,11 @@ import duckdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from pijobs.shared.functions import BOOT_SECONDS, DEADLINE_RANGE, check_function, job_deadline
 from pijobs.worker.sql.function import SqlFunction, SqlLimits, SqlParams
 from pijobs.worker.sql.query import QueryShapeError, check_query_shape
-from pydantic import ValidationError
 
 UPLOAD = "0123456789abcdef0123456789abcdef"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from pijobs.shared.errors import InvalidTransitionError
 from pijobs.shared.status import TERMINAL_STATES, TRANSITIONS, JobStatus, can_transition, ensure_transition
 

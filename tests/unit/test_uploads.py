@@ -8,14 +8,14 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
 from pijobs.dispatcher.verifier import created_objects
+from pijobs.local.moto_server import is_presigned_post, observed_request
+from pijobs.local.stack import notification_configuration
 from pijobs.shared import errors
 from pijobs.shared.digest import Digest, digest_chunks
 from pijobs.shared.inputs import UploadRecord, UploadStatus, parse_upload_key, pin_inputs, upload_key
 from pijobs.shared.uploads import UPLOAD_TRANSITIONS, checksum_header, rejection_reason
-
-from pijobs.local.moto_server import is_presigned_post, observed_request
-from pijobs.local.stack import notification_configuration
 
 BODY = b"a,b\n1,2\n"
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)

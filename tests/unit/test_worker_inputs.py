@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from pijobs.shared import errors
 from pijobs.shared.retry import Backoff, is_transient
 from pijobs.worker.inputs import InputGrant, download_inputs, fetch_url

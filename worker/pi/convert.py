@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from gmpy2 import mpz
+
 from pijobs.worker.pi.fixed import AmbiguousDigitsError, precision_bits
 
 #: Pieces this short are converted by GMP directly.

@@ -21,6 +21,7 @@ from multiprocessing import get_context
 from typing import Any, BinaryIO, TypeVar
 
 from gmpy2 import mpz
+
 from pijobs.shared.digest import Hasher
 from pijobs.worker.pi import chudnovsky, convert, fixed
 from pijobs.worker.pi.bounds import MAX_DIGITS

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import gmpy2
 from gmpy2 import mpz
+
 from pijobs.worker.pi.chudnovsky import Sums
 
 #: Extra bits carried beyond the requested digits; the result is truncated, never rounded.

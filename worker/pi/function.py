@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
 from pijobs.shared.functions import BOOT_SECONDS, BusinessFunction, JobRefusedError, OutputFile, RunContext
 from pijobs.shared.models import isoformat, utcnow
 from pijobs.worker.pi.bounds import MAX_DIGITS
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 # Instance types by the most digits they serve (memory first: ~40 bytes a digit at the peak, see docs/pi.md).
 PI_INSTANCE_TYPES: tuple[tuple[int, str], ...] = (

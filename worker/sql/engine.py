@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+
 from pijobs.shared import errors
 from pijobs.shared.functions import JobRefusedError, OutputFile, RunContext
 from pijobs.shared.logs import get_logger

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
 from pijobs.shared.functions import (
     BOOT_SECONDS,
     DEADLINE_RANGE,
@@ -19,7 +21,6 @@ from pijobs.shared.functions import (
 )
 from pijobs.shared.inputs import Inputs
 from pijobs.worker.sql.query import MAX_QUERY_CHARS, QueryShapeError, check_query_shape
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 
 @dataclass(frozen=True)
