@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
+from pijobs import ops
 from pijobs.cli.render import Output
 from pijobs.deploy import PLATFORMS, PYTHON_VERSIONS, deploy, package, redeploy_api
 from pijobs.errors import UsageError
@@ -65,7 +66,10 @@ def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
     pack.set_defaults(run=cmd_package)
 
     dep = subparsers.add_parser("deploy", parents=[output], help="create or update the primary stack on AWS")
-    dep.add_argument("--stack-name", default="pijobs", help="primary stack name (default pijobs)")
+    dep.add_argument(
+        "--stack-name",
+        help=f"primary stack name (default: ${ops.STACK_ENV} or {ops.DEFAULT_STACK}, as pijobs ops reads it)",
+    )
     dep.add_argument("--bucket", help="artifacts bucket of pijobs package (default: the stack's current one)")
     dep.add_argument(
         "--param",
@@ -131,7 +135,7 @@ def cmd_deploy(args: argparse.Namespace, out: Output) -> int:
         cfn,
         boto3.client("s3"),
         boto3.client("ec2"),
-        stack_name=args.stack_name,
+        stack_name=ops.stack_name(args.stack_name),
         bucket=args.bucket,
         params=parse_params(args.params),
         poll_seconds=args.poll_seconds,

@@ -378,3 +378,14 @@ def test_the_wheel_ships_the_templates_and_the_pi_entry_point(tmp_path: Path) ->
     assert not any(name.endswith("/template.yaml") for name in names)
     assert shipped == (root / "infra" / "primary.yaml").read_bytes()
     assert "pi = pijobs.worker.pi.function:PiFunction" in registered
+
+
+def test_deploy_names_the_stack_pijobs_ops_reads(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One stack name for the operator's commands: ``$PIJOBS_STACK_NAME`` is the one deploy creates too."""
+    run(["package", "--bucket", BUCKET, "--no-deps"])
+    monkeypatch.setenv("PIJOBS_STACK_NAME", "pijobs-staging")
+
+    assert run(["deploy", "--bucket", BUCKET, "--poll-seconds", "1"]) == 0
+
+    (stack,) = boto3.client("cloudformation").describe_stacks(StackName="pijobs-staging")["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
