@@ -27,6 +27,7 @@ from pijobs.shared.aws import error_code
 from pijobs.shared.channel import RETRY_CODES, FinishOutcome, Operation, token_matches
 from pijobs.shared.digest import digest_chunks, read_chunks
 from pijobs.shared.functions import FILENAME_PATTERN, METADATA_MAX_BYTES, result_key
+from pijobs.shared.ids import is_id
 from pijobs.shared.inputs import is_owned_key
 from pijobs.shared.logs import bind_job, get_logger
 from pijobs.shared.models import JobRecord, ResultInfo, isoformat, utcnow
@@ -101,7 +102,7 @@ def authenticate(services: ApiServices, job_id: str, authorization: str | None) 
     if match is None:
         raise errors.WorkerUnauthenticatedError("a worker token is required (Authorization: Bearer ...)")
     refused = errors.WorkerForbiddenError("this token is not good for this job")
-    if not re.fullmatch(r"[0-9a-f]{32}", job_id):
+    if not is_id(job_id):
         raise refused
     try:
         job = services.store.get(job_id)
