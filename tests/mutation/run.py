@@ -1,10 +1,16 @@
 """Mutation testing of the modules that decide who may do what and how much runs (docs/mutation.md).
 
 ``tox -e mutation`` (or ``python tests/mutation/run.py [MODULE ...]`` in a venv with cosmic-ray): for each
-module, cosmic-ray changes one operator at a time in the source file itself (the editable install imports
-it from there), runs that module's own selection of unit and integration tests, and counts a mutant killed
-when the selection fails. One mutant at a time, one module after the other; the file is restored after each
-mutant, and by this script on any exit. Each module's survivors (their diffs) land in build/mutation/.
+module, cosmic-ray lists the mutants (one operator changed at one place), and each mutant runs against that
+module's own selection of unit and integration tests; a mutant is killed when the selection fails. Each
+module's survivors (their diffs) land in build/mutation/.
+
+A mutant is cheap: the source file is never changed. This process imports the third-party modules the
+selection needs once, then forks one child per mutant (two at a time); the child serves the mutated source of
+that one module from memory (an import hook ahead of the editable install's) and runs pytest in-process. A
+first, unmutated run records which of the module's functions each test calls: a mutant inside a function
+runs only the tests that call that function (the others run exactly the same code as without it); a mutant
+at module or class level (run at import) runs the whole selection.
 
 The operators are the ones that model realistic bugs in this code: a comparison off by one or turned
 around, a condition negated or dropped, and/or swapped, a flag flipped, a number changed, a loop that never
@@ -16,6 +22,10 @@ that no realistic edit makes.
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
+import importlib.abc
+import importlib.util
 import json
 import os
 import re
@@ -23,15 +33,24 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "build" / "mutation"
 
 UNIT = "tests/unit"
 INTEGRATION = "tests/integration"
-# Each module and the tests that speak about it (fast: what its callers and its own tests exercise).
+# Each module and the tests that speak about it (fast: what its callers and its own tests exercise). No test
+# here may start a process that imports pijobs: that process would read the file, not the mutant.
 MODULES: dict[str, list[str]] = {
     "shared/lifecycle.py": [
         f"{INTEGRATION}/test_lifecycle.py",
@@ -40,7 +59,9 @@ MODULES: dict[str, list[str]] = {
     ],
     "shared/channel.py": [f"{UNIT}/test_channel_tokens.py", f"{INTEGRATION}/test_worker_channel.py"],
     "api_handler/channel.py": [f"{INTEGRATION}/test_worker_channel.py", f"{INTEGRATION}/test_job_inputs.py"],
-    "worker/channel.py": [f"{UNIT}/test_worker_needs_no_aws.py", f"{INTEGRATION}/test_worker.py"],
+    # (test_worker_needs_no_aws.py, a process importing the worker with AWS libraries blocked, is left out:
+    # that process would import the file, not the mutant.)
+    "worker/channel.py": [f"{INTEGRATION}/test_worker.py"],
     "worker/inputs.py": [f"{UNIT}/test_worker_inputs.py", f"{INTEGRATION}/test_job_inputs.py"],
     "shared/inputs.py": [f"{UNIT}/test_inputs.py", f"{INTEGRATION}/test_job_inputs.py"],
     "shared/uploads.py": [f"{UNIT}/test_uploads.py", f"{INTEGRATION}/test_uploads.py"],
@@ -67,7 +88,8 @@ KEPT_OPERATORS = (
     r"core/(ReplaceUnaryOperator_Delete_Not|ReplaceBreakWithContinue|ReplaceContinueWithBreak)$",
     r"core/(NumberReplacer|ZeroIterationForLoop|ExceptionReplacer|RemoveDecorator)$",
 )
-TIMEOUT_SECONDS = 300
+JOBS = 2  # mutants at once (each a forked child)
+PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "--no-header"]
 
 
 def operators() -> list[str]:
@@ -78,15 +100,14 @@ def operators() -> list[str]:
     return [f"^{re.escape(name)}$" for name in listed if not any(re.match(k, name) for k in KEPT_OPERATORS)]
 
 
-def config(module: str, tests: list[str], exclude: list[str]) -> str:
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", *tests]
+def config(module: str, exclude: list[str]) -> str:
     return "\n".join(
         [
             "[cosmic-ray]",
             f"module-path = {json.dumps(module)}",
-            f"timeout = {TIMEOUT_SECONDS}.0",
+            "timeout = 300.0",
             "excluded-modules = []",
-            f"test-command = {json.dumps(' '.join(command))}",
+            'test-command = "run by tests/mutation/run.py"',
             "[cosmic-ray.distributor]",
             'name = "local"',
             "[cosmic-ray.filters.operators-filter]",
@@ -108,7 +129,7 @@ def results(db: Path) -> dict[str, object]:
         ).fetchone()
     run = [r for r in rows if r[4] != "SKIPPED"]
     killed = [r for r in run if r[2] == "KILLED" or r[4] in ("ABNORMAL", "EXCEPTION")]
-    survivors = [r for r in run if r[2] == "SURVIVED"]
+    survivors = sorted((r for r in run if r[2] == "SURVIVED"), key=lambda r: (r[1], r[0]))
     incompetent = [r for r in run if r[2] == "INCOMPETENT"]
     total = len(killed) + len(survivors)
     return {
@@ -122,60 +143,298 @@ def results(db: Path) -> dict[str, object]:
     }
 
 
+# --- the fork server ------------------------------------------------------------------------------------
+
+
+class Served(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports one module from a source text in memory instead of its file (compiled under its file's name,
+    so tracebacks and the call record name the file)."""
+
+    def __init__(self, name: str, path: Path, source: str) -> None:
+        self.name, self.path, self.source = name, path, source
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        return importlib.util.spec_from_file_location(fullname, self.path, loader=self)
+
+    def create_module(self, spec: Any) -> None:
+        return None
+
+    def exec_module(self, module: ModuleType) -> None:
+        exec(compile(self.source, str(self.path), "exec"), module.__dict__)
+
+
+class CallRecord:
+    """A pytest plug-in recording, per test, the first lines of the module's code objects it runs (its
+    functions, methods, lambdas, comprehensions). Calls made while a fixture of a wider scope than the test
+    is set up or torn down count for every test (``*``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.filename = str(path)
+        self.current = "*"
+        self.wide = 0
+        self.calls: dict[str, set[int]] = {"*": set()}
+        self.order: list[str] = []
+        self.durations: dict[str, float] = {}
+
+    def trace(self, frame: FrameType, event: str, arg: Any) -> None:
+        code = frame.f_code
+        if code.co_filename == self.filename:
+            self.calls.setdefault("*" if self.wide else self.current, set()).add(code.co_firstlineno)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item: Any) -> Iterator[None]:
+        self.current = item.nodeid
+        self.order.append(item.nodeid)
+        started = time.monotonic()
+        yield
+        self.durations[item.nodeid] = time.monotonic() - started
+        self.current = "*"
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any) -> Iterator[None]:
+        wide = fixturedef.scope != "function"
+        self.wide += wide
+        yield
+        self.wide -= wide
+
+
+def dotted(module: str) -> str:
+    """The import name of a module path of this repository (pyproject's package-dir: shared/ is
+    pijobs.shared, ...)."""
+    return "pijobs." + module.removesuffix(".py").replace("/", ".")
+
+
+def _child(module: str, source: str, args: list[str], log: str, record: CallRecord | None = None) -> None:
+    """In a forked child: serve ``source`` as ``module``, run pytest with ``args``, exit with its code."""
+    code = 3
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.setsid()  # its own group: a time-out kills whatever it started
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        sys.meta_path.insert(0, Served(dotted(module), ROOT / module, source))
+        plugins: list[object] = []
+        if record is not None:
+            plugins.append(record)
+            threading.settrace(record.trace)  # type: ignore[arg-type]
+            sys.settrace(record.trace)  # type: ignore[arg-type]
+        code = int(pytest.main([*PYTEST_ARGS, *args], plugins=plugins))
+        sys.settrace(None)
+        threading.settrace(None)  # type: ignore[arg-type]
+        if record is not None:
+            loaded = (ROOT / module).resolve() == Path(sys.modules[dotted(module)].__file__ or "").resolve()
+            third_party = sorted(
+                name
+                for name, mod in list(sys.modules.items())
+                if not name.startswith(("pijobs", "__main__", "conftest"))
+                and not str(getattr(mod, "__file__", None) or "").startswith(str(ROOT))
+            )
+            Path(log + ".json").write_text(
+                json.dumps(
+                    {
+                        "served": loaded,
+                        "third_party": third_party,
+                        "calls": {test: sorted(lines) for test, lines in record.calls.items()},
+                        "order": record.order,
+                        "durations": record.durations,
+                    }
+                )
+            )
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def warm(names: list[str]) -> None:
+    """Import the third-party modules a selection used, once, in this (the parent) process; never pijobs
+    (a module that imports it is left to the children)."""
+    for name in names:
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+        except BaseException:
+            continue
+        for loaded in [n for n in sys.modules if n == "pijobs" or n.startswith("pijobs.")]:
+            del sys.modules[loaded]  # pulled in by a plug-in: each child imports its own
+
+
+@dataclass
+class Selection:
+    """Which tests run for a mutant at a line: the ones that call the function around it."""
+
+    tests: list[str]
+    order: list[str]
+    calls: dict[str, list[int]]
+    functions: list[tuple[int, int, int]]  # (first line incl. decorators, first body line, last line)
+    seconds: float
+
+    def for_line(self, line: int) -> list[str]:
+        around = [f for f in self.functions if f[0] <= line <= f[2]]
+        if not around or line < around[0][1]:
+            return self.tests  # module or class level, a decorator or a signature: run at import
+        first, _, last = around[0]
+        if any(first <= called <= last for called in self.calls.get("*", [])):
+            return self.tests
+        return [t for t in self.order if any(first <= called <= last for called in self.calls.get(t, []))]
+
+
+def functions_of(source: str) -> list[tuple[int, int, int]]:
+    """The module's outermost functions and methods (nested ones belong to them), with their lines."""
+    found: list[tuple[int, int, int]] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                found.append((first, node.body[0].lineno, node.end_lineno or node.lineno))
+            elif isinstance(node, ast.ClassDef):
+                visit(node.body)
+
+    visit(ast.parse(source).body)
+    return found
+
+
+def baseline(module: str, source: str) -> Selection:
+    """The selection run once unmutated (it must pass), recording which test calls which function; the
+    third-party modules it imported are imported here afterwards, for the children to inherit."""
+    tests = MODULES[module]
+    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
+        log = f"{tmp}/baseline.log"
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            _child(module, source, [*tests, f"--basetemp={tmp}/t"], log, CallRecord(ROOT / module))
+        _, status = os.waitpid(pid, 0)
+        seconds = time.monotonic() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"{module}: its tests fail without a mutant:\n{Path(log).read_text()[-3000:]}")
+        found = json.loads(Path(log + ".json").read_text())
+    if not found["served"]:
+        sys.exit(f"{module}: the tests imported {dotted(module)} from elsewhere than {module}")
+    warm(found["third_party"])
+    return Selection(tests, found["order"], found["calls"], functions_of(source), seconds)
+
+
+@dataclass
+class Mutant:
+    key: str
+    line: int
+    source: str
+    label: str = ""
+
+
+def run_all(module: str, mutants: list[Mutant], selection: Selection) -> Iterator[tuple[Mutant, str, str]]:
+    """Each mutant against the tests that can see it, JOBS at a time: (mutant, KILLED or SURVIVED, why)."""
+    timeout = 60 + 3 * selection.seconds
+    pending = list(mutants)
+    running: dict[int, tuple[Mutant, float, str]] = {}
+    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
+        while pending or running:
+            while pending and len(running) < JOBS:
+                mutant = pending.pop(0)
+                tests = selection.for_line(mutant.line)
+                if not tests:
+                    yield mutant, "SURVIVED", "no test calls the code it changes"
+                    continue
+                log = f"{tmp}/{mutant.key}.log"
+                pid = os.fork()
+                if pid == 0:
+                    _child(module, mutant.source, [*tests, f"--basetemp={tmp}/{mutant.key}"], log)
+                running[pid] = (mutant, time.monotonic(), log)
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                for child, (_, started, _) in list(running.items()):
+                    if time.monotonic() - started > timeout:
+                        os.killpg(child, signal.SIGKILL)
+                time.sleep(0.05)
+                continue
+            if pid not in running:
+                continue
+            mutant, _, log = running.pop(pid)
+            code = os.waitstatus_to_exitcode(status)
+            output = Path(log).read_text(errors="replace")[-2000:] if os.path.exists(log) else ""
+            if code == 0:
+                yield mutant, "SURVIVED", output
+            else:
+                yield mutant, "KILLED", output if code > 0 else f"time-out or signal {-code}"
+
+
 def mutate(module: str, exclude: list[str]) -> dict[str, object]:
-    source = ROOT / module
-    original = source.read_bytes()
+    from cosmic_ray.mutating import _make_diff, mutate_code
+    from cosmic_ray.plugins import get_operator
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
+
+    source_path = ROOT / module
+    original = source_path.read_text()
     started = time.monotonic()
     name = module.replace("/", ".").removesuffix(".py")
     cfg, db = OUT / f"{name}.toml", OUT / f"{name}.sqlite"  # kept: a stopped run's results stay readable
     db.unlink(missing_ok=True)
-    cfg.write_text(config(module, MODULES[module], exclude))
-    try:
-        baseline = subprocess.run(
-            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *MODULES[module]],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        if baseline.returncode != 0:
-            sys.exit(f"{module}: its tests fail without a mutant:\n{baseline.stdout[-3000:]}")
-        for step in (
-            ["cosmic-ray", "init", str(cfg), str(db)],
-            ["cr-filter-operators", str(db), str(cfg)],
-            ["cr-filter-pragma", str(db)],
-            ["cosmic-ray", "exec", str(cfg), str(db)],
-        ):
-            subprocess.run(step, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        found = results(db)
-    finally:
-        source.write_bytes(original)
+    cfg.write_text(config(module, exclude))
+    for step in (
+        ["cosmic-ray", "init", str(cfg), str(db)],
+        ["cr-filter-operators", str(db), str(cfg)],
+        ["cr-filter-pragma", str(db)],
+    ):
+        subprocess.run(step, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    selection = baseline(module, original)
+    with use_db(str(db), WorkDB.Mode.open) as work:
+        mutants, diffs = [], {}
+        for item in list(work.pending_work_items):
+            (spec,) = item.mutations
+            operator = get_operator(spec.operator_name)(**(getattr(spec, "operator_args", None) or {}))
+            mutated = mutate_code(original, operator, spec.occurrence)
+            if mutated is None:
+                work.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.NO_TEST))
+                continue
+            mutants.append(Mutant(item.job_id, spec.start_pos[0], mutated))
+            diffs[item.job_id] = "\n".join(_make_diff(original, mutated, Path(module)))
+        for mutant, verdict, output in run_all(module, mutants, selection):
+            outcome = TestOutcome.KILLED if verdict == "KILLED" else TestOutcome.SURVIVED
+            result = WorkResult(
+                output=output,
+                diff=diffs[mutant.key],
+                test_outcome=outcome,
+                worker_outcome=WorkerOutcome.NORMAL,
+            )
+            work.set_result(mutant.key, result)
+    found = results(db)
     found["seconds"] = round(time.monotonic() - started)
+    found["baseline_seconds"] = round(selection.seconds, 1)
     return found
 
 
 def recheck(module: str) -> list[str]:
-    """The last run's survivors of ``module`` against the tests as they are now: each diff applied, the
-    module's selection run, one line per survivor (KILLED or SURVIVED). The file is restored after each."""
+    """The last run's survivors of ``module`` against the tests as they are now: each diff applied to a copy
+    of the file, served to the module's tests like any mutant; one line per survivor (KILLED or SURVIVED)."""
     name = module.replace("/", ".").removesuffix(".py")
-    source = ROOT / module
-    original = source.read_bytes()
-    lines = []
-    try:
-        for survivor in json.loads((OUT / f"{name}.json").read_text())["survivors"]:
-            source.write_bytes(original)
+    original = (ROOT / module).read_text()
+    selection = baseline(module, original)
+    mutants = []
+    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
+        for number, survivor in enumerate(json.loads((OUT / f"{name}.json").read_text())["survivors"]):
+            copy = Path(tmp) / "source.py"
+            copy.write_text(original)
             diff = survivor["diff"].replace("--- mutation diff ---\n", "")
-            patch = ["patch", "--quiet", "--no-backup-if-mismatch", str(source)]
+            patch = ["patch", "--quiet", "--no-backup-if-mismatch", str(copy)]
             subprocess.run(patch, input=diff, text=True, check=True, capture_output=True)
-            tests = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *MODULES[module]]
-            done = subprocess.run(tests, cwd=ROOT, capture_output=True)
             changed = next(x for x in diff.splitlines() if x.startswith("+") and not x.startswith("+++"))
-            verdict = "KILLED" if done.returncode else "SURVIVED"
-            lines.append(
-                f"{verdict:8} {module}:{survivor['line']} {survivor['operator']}: {changed[1:].strip()}"
-            )
-            print(lines[-1], flush=True)
-    finally:
-        source.write_bytes(original)
+            label = f"{module}:{survivor['line']} {survivor['operator']}: {changed[1:].strip()}"
+            mutants.append(Mutant(f"survivor-{number}", survivor["line"], copy.read_text(), label))
+    lines = []
+    for mutant, verdict, _ in sorted(run_all(module, mutants, selection), key=lambda r: r[0].line):
+        lines.append(f"{verdict:8} {mutant.label}")
+        print(lines[-1], flush=True)
     return lines
 
 
@@ -193,8 +452,9 @@ def main() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # a mutant's byte code never outlives it
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the finally restores the source
+    sys.dont_write_bytecode = True
+    os.chdir(ROOT)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     OUT.mkdir(parents=True, exist_ok=True)
     if args.survivors:
         for module in chosen:
