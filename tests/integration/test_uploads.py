@@ -19,6 +19,7 @@ from pijobs.shared.inputs import UploadStatus, upload_key
 from pijobs.shared.models import utcnow
 from pijobs.shared.uploads import UploadStore, checksum_header
 from tests.integration.conftest import Cloud
+from tests.integration.replica import LaggingReplica
 
 CSV = b"city,amount\nOslo,3\nLima,5\nOslo,4\n"
 SHA = hashlib.sha256(CSV).hexdigest()
@@ -403,3 +404,17 @@ def test_a_wrong_file_another_delivery_rejected_first_is_still_deleted(cloud: Cl
     assert verdict is Verdict.DELETED and racing.uploads.raced
     assert upload(cloud, created["upload_id"])["status"] == "REJECTED"
     assert not object_exists(cloud, created["fields"]["key"])
+
+
+def test_a_job_submitted_right_after_its_upload_was_verified_pins_it(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload is read consistently: a replica that has not yet seen the verification does not answer."""
+    replica = LaggingReplica(monkeypatch)
+    created = declare(cloud)
+    send(created, CSV)
+    replica.lag()
+
+    assert verify(cloud, created) is Verdict.AVAILABLE
+    status, body = sql_job(cloud, created["upload_id"])
+    assert status == 202, body

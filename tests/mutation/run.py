@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib
 import importlib.abc
 import importlib.util
@@ -61,9 +62,18 @@ MODULES: dict[str, list[str]] = {
     "api_handler/channel.py": [f"{INTEGRATION}/test_worker_channel.py", f"{INTEGRATION}/test_job_inputs.py"],
     # (test_worker_needs_no_aws.py, a process importing the worker with AWS libraries blocked, is left out:
     # that process would import the file, not the mutant.)
-    "worker/channel.py": [f"{INTEGRATION}/test_worker.py"],
+    "worker/channel.py": [
+        f"{UNIT}/test_worker_channel_answers.py",
+        f"{INTEGRATION}/test_worker.py",
+        f"{INTEGRATION}/test_worker_channel.py",
+    ],
     "worker/inputs.py": [f"{UNIT}/test_worker_inputs.py", f"{INTEGRATION}/test_job_inputs.py"],
-    "shared/inputs.py": [f"{UNIT}/test_inputs.py", f"{INTEGRATION}/test_job_inputs.py"],
+    "shared/inputs.py": [
+        f"{UNIT}/test_inputs.py",
+        f"{UNIT}/test_uploads.py",
+        f"{INTEGRATION}/test_job_inputs.py",
+        f"{INTEGRATION}/test_uploads.py",
+    ],
     "shared/uploads.py": [f"{UNIT}/test_uploads.py", f"{INTEGRATION}/test_uploads.py"],
     "dispatcher/verifier.py": [f"{INTEGRATION}/test_uploads.py"],
     "dispatcher/reaper.py": [f"{INTEGRATION}/test_reaper.py"],
@@ -73,7 +83,11 @@ MODULES: dict[str, list[str]] = {
         f"{INTEGRATION}/test_fair_share.py",
     ],
     "shared/fairshare.py": [f"{UNIT}/test_fairshare.py", f"{INTEGRATION}/test_fair_share.py"],
-    "shared/tenants.py": [f"{UNIT}/test_fairshare.py", f"{INTEGRATION}/test_fair_share.py"],
+    "shared/tenants.py": [
+        f"{UNIT}/test_fairshare.py",
+        f"{INTEGRATION}/test_tenants.py",
+        f"{INTEGRATION}/test_fair_share.py",
+    ],
     "dispatcher/admission.py": [
         f"{INTEGRATION}/test_capacity.py",
         f"{INTEGRATION}/test_fair_share.py",
@@ -277,14 +291,20 @@ class Selection:
     functions: list[tuple[int, int, int]]  # (first line incl. decorators, first body line, last line)
     seconds: float
 
+    durations: dict[str, float]
+
     def for_line(self, line: int) -> list[str]:
+        """The tests that can tell a mutant at ``line``, the quickest first (-x stops at the first that fails:
+        a mutant is killed as soon as possible)."""
         around = [f for f in self.functions if f[0] <= line <= f[2]]
-        if not around or line < around[0][1]:
-            return self.tests  # module or class level, a decorator or a signature: run at import
-        first, _, last = around[0]
-        if any(first <= called <= last for called in self.calls.get("*", [])):
-            return self.tests
-        return [t for t in self.order if any(first <= called <= last for called in self.calls.get(t, []))]
+        if not around or line < around[0][1] or self._called(around[0], "*"):
+            chosen = self.order  # module or class level, a decorator or a signature: run at import
+        else:
+            chosen = [test for test in self.order if self._called(around[0], test)]
+        return sorted(chosen, key=lambda test: self.durations.get(test, 0.0))
+
+    def _called(self, function: tuple[int, int, int], test: str) -> bool:
+        return any(function[0] <= line <= function[2] for line in self.calls.get(test, []))
 
 
 def functions_of(source: str) -> list[tuple[int, int, int]]:
@@ -303,10 +323,10 @@ def functions_of(source: str) -> list[tuple[int, int, int]]:
     return found
 
 
-def baseline(module: str, source: str) -> Selection:
+def baseline(module: str, source: str, leave_out: list[str]) -> Selection:
     """The selection run once unmutated (it must pass), recording which test calls which function; the
     third-party modules it imported are imported here afterwards, for the children to inherit."""
-    tests = MODULES[module]
+    tests = [test for test in MODULES[module] if test not in leave_out]
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         log = f"{tmp}/baseline.log"
         started = time.monotonic()
@@ -321,7 +341,7 @@ def baseline(module: str, source: str) -> Selection:
     if not found["served"]:
         sys.exit(f"{module}: the tests imported {dotted(module)} from elsewhere than {module}")
     warm(found["third_party"])
-    return Selection(tests, found["order"], found["calls"], functions_of(source), seconds)
+    return Selection(tests, found["order"], found["calls"], functions_of(source), seconds, found["durations"])
 
 
 @dataclass
@@ -332,12 +352,23 @@ class Mutant:
     label: str = ""
 
 
+@contextlib.contextmanager
+def stopping(running: dict[int, Any]) -> Iterator[None]:
+    """Kills the children still running when the run ends early (a signal, an error)."""
+    try:
+        yield
+    finally:
+        for child in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child, signal.SIGKILL)
+
+
 def run_all(module: str, mutants: list[Mutant], selection: Selection) -> Iterator[tuple[Mutant, str, str]]:
     """Each mutant against the tests that can see it, JOBS at a time: (mutant, KILLED or SURVIVED, why)."""
     timeout = 60 + 3 * selection.seconds
     pending = list(mutants)
     running: dict[int, tuple[Mutant, float, str]] = {}
-    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp, stopping(running):
         while pending or running:
             while pending and len(running) < JOBS:
                 mutant = pending.pop(0)
@@ -354,7 +385,8 @@ def run_all(module: str, mutants: list[Mutant], selection: Selection) -> Iterato
             if pid == 0:
                 for child, (_, started, _) in list(running.items()):
                     if time.monotonic() - started > timeout:
-                        os.killpg(child, signal.SIGKILL)
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(child, signal.SIGKILL)
                 time.sleep(0.05)
                 continue
             if pid not in running:
@@ -368,7 +400,7 @@ def run_all(module: str, mutants: list[Mutant], selection: Selection) -> Iterato
                 yield mutant, "KILLED", output if code > 0 else f"time-out or signal {-code}"
 
 
-def mutate(module: str, exclude: list[str]) -> dict[str, object]:
+def mutate(module: str, exclude: list[str], leave_out: list[str]) -> dict[str, object]:
     from cosmic_ray.mutating import _make_diff, mutate_code
     from cosmic_ray.plugins import get_operator
     from cosmic_ray.work_db import WorkDB, use_db
@@ -387,7 +419,7 @@ def mutate(module: str, exclude: list[str]) -> dict[str, object]:
         ["cr-filter-pragma", str(db)],
     ):
         subprocess.run(step, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    selection = baseline(module, original)
+    selection = baseline(module, original, leave_out)
     with use_db(str(db), WorkDB.Mode.open) as work:
         mutants, diffs = [], {}
         for item in list(work.pending_work_items):
@@ -414,12 +446,12 @@ def mutate(module: str, exclude: list[str]) -> dict[str, object]:
     return found
 
 
-def recheck(module: str) -> list[str]:
+def recheck(module: str, leave_out: list[str]) -> list[str]:
     """The last run's survivors of ``module`` against the tests as they are now: each diff applied to a copy
     of the file, served to the module's tests like any mutant; one line per survivor (KILLED or SURVIVED)."""
     name = module.replace("/", ".").removesuffix(".py")
     original = (ROOT / module).read_text()
-    selection = baseline(module, original)
+    selection = baseline(module, original, leave_out)
     mutants = []
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         for number, survivor in enumerate(json.loads((OUT / f"{name}.json").read_text())["survivors"]):
@@ -444,6 +476,13 @@ def main() -> None:
     parser.add_argument(
         "--survivors", action="store_true", help="only run the last run's survivors against the tests now"
     )
+    parser.add_argument(
+        "--leave-out",
+        action="append",
+        default=[],
+        metavar="TEST_FILE",
+        help="run the selections without this test file (what a new test file adds: the score without it)",
+    )
     args = parser.parse_args()
     chosen = args.modules or list(MODULES)
     unknown = [m for m in chosen if m not in MODULES]
@@ -458,12 +497,12 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     if args.survivors:
         for module in chosen:
-            recheck(module)
+            recheck(module, args.leave_out)
         return
     exclude = operators()
     print(f"{'module':28} {'mutants':>7} {'killed':>6} {'survived':>8} {'score':>6} {'seconds':>7}")
     for module in chosen:
-        found = mutate(module, exclude)
+        found = mutate(module, exclude, args.leave_out)
         name = module.replace("/", ".").removesuffix(".py")  # as mutate() names its files
         (OUT / f"{name}.json").write_text(json.dumps(found, indent=1))
         row = (found["mutants"], found["killed"], found["survived"], f"{found['score']}%", found["seconds"])

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
 from pijobs.shared import errors
 from pijobs.shared.functions import BusinessFunction, FunctionRegistryError, check_function
-from pijobs.shared.inputs import PinnedInput, UploadRecord, UploadStatus, is_owned_key, pin_inputs, upload_key
+from pijobs.shared.inputs import (
+    Inputs,
+    PinnedInput,
+    UploadRecord,
+    UploadStatus,
+    is_owned_key,
+    pin_inputs,
+    upload_key,
+)
 from pijobs.worker.pi.function import PiFunction, PiParams
 
 A, B = "a" * 32, "b" * 32
@@ -73,3 +82,21 @@ def test_a_function_without_inputs_requests_none_and_accepts_inputs_needs_the_fi
     function: BusinessFunction = Broken()
     with pytest.raises(FunctionRegistryError, match="inputs"):
         check_function(function, "broken")
+
+
+def test_a_job_names_one_to_eight_inputs() -> None:
+    """docs/functions.md: at most 8 inputs (and a job that takes inputs names at least one)."""
+    inputs = TypeAdapter(Inputs)
+    eight = {f"t{n}": f"{n:032x}" for n in range(8)}
+
+    assert inputs.validate_python(eight) == eight
+    for refused in ({**eight, "t8": "8" * 32}, {}):
+        with pytest.raises(ValidationError):
+            inputs.validate_python(refused)
+
+
+def test_the_record_of_another_upload_is_never_pinned_for_the_one_named() -> None:
+    with pytest.raises(errors.ValidationError) as refused:
+        pin_inputs({"t": A}, {A: upload(B)}, owner="key-a")
+
+    assert refused.value.details == [{"field": "params.inputs.t", "problem": "no such upload"}]

@@ -1,0 +1,49 @@
+"""An operator's tenant settings under moto (pijobs ops tenant): weights and caps, their bounds, and the
+policies admission reads for many tenants at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from pijobs.shared.fairshare import TenantPolicy
+from pijobs.shared.tenants import Tenant, TenantStore
+from tests.integration.conftest import Cloud
+
+
+def test_a_tenant_without_settings_has_the_defaults(cloud: Cloud) -> None:
+    tenants = TenantStore(cloud.ddb, cloud.table)
+
+    assert tenants.get("key-a") == Tenant("key-a", TenantPolicy(weight=1.0, max_active=None), 0.0)
+    assert tenants.set_policy("key-a") == tenants.get("key-a")  # nothing to change: nothing written
+    assert tenants.all() == []
+
+
+def test_a_weight_from_0_01_to_100_and_a_cap_from_1_are_kept_and_anything_else_refused(cloud: Cloud) -> None:
+    tenants = TenantStore(cloud.ddb, cloud.table)
+
+    assert tenants.set_policy("key-a", weight=0.01, max_active=1).policy == TenantPolicy(0.01, 1)
+    assert tenants.set_policy("key-b", weight=100).policy == TenantPolicy(100.0, None)
+    for refused in ({"weight": 0.0099}, {"weight": 100.01}, {"max_active": 0}):
+        with pytest.raises(ValueError):
+            tenants.set_policy("key-c", **refused)  # type: ignore[arg-type]
+
+    assert [(t.owner, t.policy) for t in tenants.all()] == [
+        ("key-a", TenantPolicy(0.01, 1)),
+        ("key-b", TenantPolicy(100.0, None)),
+    ]
+    assert tenants.set_policy("key-a", clear_cap=True).policy == TenantPolicy(0.01, None)
+    assert tenants.get("key-a").policy == TenantPolicy(0.01, None)
+
+
+def test_the_policies_of_more_tenants_than_one_batch_read_holds_are_all_read(cloud: Cloud) -> None:
+    tenants = TenantStore(cloud.ddb, cloud.table)
+    owners = [f"key-{n:03}" for n in range(201)]
+    for n in (0, 99, 100, 199, 200):
+        tenants.set_policy(owners[n], max_active=n + 1)
+
+    policies = tenants.policies(reversed(owners))
+
+    assert list(policies) == owners
+    assert {owner: p.max_active for owner, p in policies.items() if p != TenantPolicy()} == {
+        owners[n]: n + 1 for n in (0, 99, 100, 199, 200)
+    }
