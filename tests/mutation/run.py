@@ -82,7 +82,11 @@ MODULES: dict[str, list[str]] = {
         f"{INTEGRATION}/test_reaper.py",
         f"{INTEGRATION}/test_fair_share.py",
     ],
-    "shared/fairshare.py": [f"{UNIT}/test_fairshare.py", f"{INTEGRATION}/test_fair_share.py"],
+    "shared/fairshare.py": [
+        f"{UNIT}/test_fairshare.py",
+        f"{INTEGRATION}/test_tenants.py",
+        f"{INTEGRATION}/test_fair_share.py",
+    ],
     "shared/tenants.py": [
         f"{UNIT}/test_fairshare.py",
         f"{INTEGRATION}/test_tenants.py",

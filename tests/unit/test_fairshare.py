@@ -96,10 +96,16 @@ def test_owner_limit_prefers_the_tenants_own_cap() -> None:
     assert owner_limit(TenantPolicy(weight=2.0), 3) == 3
 
 
-@pytest.mark.parametrize("weight", [0.0, -1.0, 1000.0])
+@pytest.mark.parametrize("weight", [0.0, -1.0, 0.0099, 100.01, 1000.0])
 def test_weights_outside_the_range_are_refused(weight: float) -> None:
     with pytest.raises(ValueError, match="weight"):
         next_tag(0.0, 0.0, weight)
+
+
+def test_the_weights_at_the_ends_of_the_range_space_tags_by_100_and_by_a_hundredth() -> None:
+    """A weight is 0.01..100, both ends included (pijobs ops tenant --weight)."""
+    assert next_tag(5.0, 0.0, 0.01) == pytest.approx(105.0)
+    assert next_tag(5.0, 0.0, 100.0) == pytest.approx(5.01)
 
 
 def test_shards_spread_job_ids_over_every_partition() -> None:
