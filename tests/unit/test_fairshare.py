@@ -79,6 +79,14 @@ def test_a_tenant_at_its_own_cap_is_skipped_and_the_slots_go_to_the_next_tags() 
     assert [job.job_id for job in none_for_a] == ["b1"]
 
 
+def test_a_tenant_without_live_stacks_gets_as_many_slots_as_its_cap() -> None:
+    waiting = [WaitingJob(1.0, "a1", "A"), WaitingJob(2.0, "a2", "A"), WaitingJob(3.0, "a3", "A")]
+
+    picked = admission_order(waiting, free=3, active={"B": 1}, limit_of={"A": 2}.get)
+
+    assert [job.job_id for job in picked] == ["a1", "a2"]
+
+
 def test_free_slots_bound_the_picks_and_ties_break_by_job_id() -> None:
     waiting = [WaitingJob(1.0, "z", "A"), WaitingJob(1.0, "y", "B"), WaitingJob(0.5, "x", "C")]
 
@@ -106,6 +114,17 @@ def test_the_weights_at_the_ends_of_the_range_space_tags_by_100_and_by_a_hundred
     """A weight is 0.01..100, both ends included (pijobs ops tenant --weight)."""
     assert next_tag(5.0, 0.0, 0.01) == pytest.approx(105.0)
     assert next_tag(5.0, 0.0, 100.0) == pytest.approx(5.01)
+
+
+def test_a_job_s_index_shard_is_the_same_in_every_version() -> None:
+    """Jobs stored by an earlier version stay in the partitions the readers query: the shard of a job id
+    is the first 8 hex digits of its id, modulo 4."""
+    shards = {
+        prefix: shard_of(prefix + "0" * 24) for prefix in ("00000000", "0000000f", "00000010", "000000ff")
+    }
+
+    assert shards == {"00000000": 0, "0000000f": 3, "00000010": 0, "000000ff": 3}
+    assert {shard_of(f"{n:08x}" + "0" * 24) for n in range(64)} == {0, 1, 2, 3}
 
 
 def test_shards_spread_job_ids_over_every_partition() -> None:
