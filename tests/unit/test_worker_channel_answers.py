@@ -3,13 +3,22 @@ end of its attempt (pijobs.worker.channel, against a scripted API instead of HTT
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from pijobs.shared.retry import Backoff
-from pijobs.worker.channel import AttemptEndedError, Channel, ChannelRefusedError, ChannelUnavailableError
+from pijobs.worker.channel import (
+    AttemptEndedError,
+    Channel,
+    ChannelRefusedError,
+    ChannelUnavailableError,
+    urllib_send,
+)
 
 JOB = "0123456789abcdef0123456789abcdef"
 NO_WAIT = Backoff(base_seconds=0, cap_seconds=0, total_seconds=100, sleep=lambda _: None)
@@ -107,3 +116,54 @@ def test_a_progress_that_is_not_a_number_is_never_sent() -> None:
     with pytest.raises(ValueError):
         channel(api).heartbeat(float("nan"))
     assert api.sent == []
+
+
+class ApiServer(http.server.ThreadingHTTPServer):
+    answer: tuple[int, bytes]
+    received: list[tuple[str, str, bytes]]
+
+
+class ApiHandler(http.server.BaseHTTPRequestHandler):
+    server: ApiServer
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append((self.path, self.headers["Authorization"], body))
+        status, answer = self.server.answer
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def api_server() -> Iterator[ApiServer]:
+    httpd = ApiServer(("127.0.0.1", 0), ApiHandler)
+    httpd.received = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_over_http_an_answer_and_a_refusal_with_its_envelope_reach_the_worker(api_server: ApiServer) -> None:
+    url = f"http://127.0.0.1:{api_server.server_address[1]}/api"
+    worker = Channel(url, JOB, "the-token", backoff=NO_WAIT, send=urllib_send)
+
+    api_server.answer = (200, b'{"status": "RUNNING"}')
+    assert worker.heartbeat(0.25) == {"status": "RUNNING"}
+    api_server.answer = refusal(403, "forbidden", "this token is not good for this job")
+    with pytest.raises(ChannelRefusedError) as refused:
+        worker.heartbeat(0.5)
+
+    assert (refused.value.status, refused.value.code) == (403, "forbidden")
+    assert api_server.received[0] == (
+        f"/api/worker/jobs/{JOB}/heartbeat",
+        "Bearer the-token",
+        b'{"progress": 0.25}',
+    )
