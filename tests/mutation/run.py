@@ -305,7 +305,12 @@ class Selection:
             chosen = self.order  # module or class level, a decorator or a signature: run at import
         else:
             chosen = [test for test in self.order if self._called(around[0], test)]
-        return sorted(chosen, key=lambda test: self.durations.get(test, 0.0))
+        # By function, not by parameters: a parameter's id may differ from one collection to the next.
+        functions: dict[str, float] = {}
+        for test in chosen:
+            function = test.split("[", 1)[0]
+            functions[function] = functions.get(function, 0.0) + self.durations.get(test, 0.0)
+        return sorted(functions, key=functions.__getitem__)
 
     def _called(self, function: tuple[int, int, int], test: str) -> bool:
         return any(function[0] <= line <= function[2] for line in self.calls.get(test, []))
@@ -337,7 +342,8 @@ def baseline(module: str, source: str, leave_out: list[str]) -> Selection:
         pid = os.fork()
         if pid == 0:
             _child(module, source, [*tests, f"--basetemp={tmp}/t"], log, CallRecord(ROOT / module))
-        _, status = os.waitpid(pid, 0)
+        with stopping({pid: None}):
+            _, status = os.waitpid(pid, 0)
         seconds = time.monotonic() - started
         if os.waitstatus_to_exitcode(status) != 0:
             sys.exit(f"{module}: its tests fail without a mutant:\n{Path(log).read_text()[-3000:]}")
@@ -398,6 +404,10 @@ def run_all(module: str, mutants: list[Mutant], selection: Selection) -> Iterato
             mutant, _, log = running.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             output = Path(log).read_text(errors="replace")[-2000:] if os.path.exists(log) else ""
+            if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED):
+                sys.exit(
+                    f"{module}: the tests chosen for a mutant at line {mutant.line} did not run:\n{output}"
+                )
             if code == 0:
                 yield mutant, "SURVIVED", output
             else:
