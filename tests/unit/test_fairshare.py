@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from pijobs.local.cfn import load_template
 from pijobs.shared.fairshare import (
     HALF_THE_SLOTS,
     INDEX_SHARDS,
@@ -141,3 +144,12 @@ def test_the_default_cap_is_half_the_slots_unless_the_operator_set_one(
 ) -> None:
     assert default_owner_cap(setting, limit) == cap
     assert owner_limit(TenantPolicy(max_active=7), default_owner_cap(setting, limit)) == 7
+
+
+def test_the_templates_default_per_tenant_cap_is_half_the_slots() -> None:
+    """A stack deployed with MaxActiveStacksPerOwner at its default caps each tenant at half the slots."""
+    template = load_template(Path(__file__).resolve().parents[2] / "infra" / "primary.yaml")
+    parameter = template["Parameters"]["MaxActiveStacksPerOwner"]
+
+    assert default_owner_cap(int(parameter["Default"]), 6) == 3
+    assert default_owner_cap(int(parameter["MinValue"]), 6) == 3
