@@ -8,6 +8,7 @@ import pytest
 from pijobs.shared.fairshare import TenantPolicy
 from pijobs.shared.tenants import Tenant, TenantStore
 from tests.integration.conftest import Cloud
+from tests.integration.replica import LaggingReplica
 
 
 def test_a_tenant_without_settings_has_the_defaults(cloud: Cloud) -> None:
@@ -23,8 +24,12 @@ def test_a_weight_from_0_01_to_100_and_a_cap_from_1_are_kept_and_anything_else_r
 
     assert tenants.set_policy("key-a", weight=0.01, max_active=1).policy == TenantPolicy(0.01, 1)
     assert tenants.set_policy("key-b", weight=100).policy == TenantPolicy(100.0, None)
-    for refused in ({"weight": 0.0099}, {"weight": 100.01}, {"max_active": 0}):
-        with pytest.raises(ValueError):
+    for refused, says in (
+        ({"weight": 0.0099}, r"0\.01\.\.100\.0"),
+        ({"weight": 100.01}, "0.01..100.0"),
+        ({"max_active": 0}, "at least 1"),
+    ):
+        with pytest.raises(ValueError, match=says):
             tenants.set_policy("key-c", **refused)  # type: ignore[arg-type]
 
     assert [(t.owner, t.policy) for t in tenants.all()] == [
@@ -47,3 +52,17 @@ def test_the_policies_of_more_tenants_than_one_batch_read_holds_are_all_read(clo
     assert {owner: p.max_active for owner, p in policies.items() if p != TenantPolicy()} == {
         owners[n]: n + 1 for n in (0, 99, 100, 199, 200)
     }
+
+
+def test_a_policy_set_a_moment_ago_is_the_one_admission_reads(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Policies are read consistently: a replica that has not seen the operator's change does not answer."""
+    replica = LaggingReplica(monkeypatch)
+    tenants = TenantStore(cloud.ddb, cloud.table)
+    replica.lag()
+
+    tenants.set_policy("key-a", weight=2.0, max_active=3)
+
+    assert tenants.policies(["key-a", "key-b"]) == {"key-a": TenantPolicy(2.0, 3), "key-b": TenantPolicy()}
+    assert tenants.get("key-a").policy == TenantPolicy(2.0, 3)
