@@ -3,6 +3,8 @@ policies admission reads for many tenants at once."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pijobs.shared.fairshare import TenantPolicy
@@ -66,3 +68,35 @@ def test_a_policy_set_a_moment_ago_is_the_one_admission_reads(
 
     assert tenants.policies(["key-a", "key-b"]) == {"key-a": TenantPolicy(2.0, 3), "key-b": TenantPolicy()}
     assert tenants.get("key-a").policy == TenantPolicy(2.0, 3)
+
+
+class Throttled:
+    """A DynamoDB client whose first BatchGetItem reads one key and returns the rest as UnprocessedKeys, as
+    DynamoDB does when a read is throttled or too large."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.batches = 0
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> Any:
+        self.batches += 1
+        if self.batches > 1:
+            return self._client.batch_get_item(RequestItems=RequestItems)
+        ((table, request),) = RequestItems.items()
+        answer = self._client.batch_get_item(RequestItems={table: {**request, "Keys": request["Keys"][:1]}})
+        answer["UnprocessedKeys"] = {table: {**request, "Keys": request["Keys"][1:]}}
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_policies_left_unprocessed_by_a_throttled_read_are_read_again(cloud: Cloud) -> None:
+    TenantStore(cloud.ddb, cloud.table).set_policy("key-a", max_active=1)
+    TenantStore(cloud.ddb, cloud.table).set_policy("key-b", max_active=2)
+    throttled = Throttled(cloud.ddb)
+
+    policies = TenantStore(throttled, cloud.table).policies(["key-a", "key-b"])
+
+    assert policies == {"key-a": TenantPolicy(1.0, 1), "key-b": TenantPolicy(1.0, 2)}
+    assert throttled.batches == 2
