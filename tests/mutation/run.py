@@ -59,7 +59,11 @@ MODULES: dict[str, list[str]] = {
         f"{INTEGRATION}/test_worker_channel.py",
     ],
     "shared/channel.py": [f"{UNIT}/test_channel_tokens.py", f"{INTEGRATION}/test_worker_channel.py"],
-    "api_handler/channel.py": [f"{INTEGRATION}/test_worker_channel.py", f"{INTEGRATION}/test_job_inputs.py"],
+    "api_handler/channel.py": [
+        f"{INTEGRATION}/test_worker_calls.py",
+        f"{INTEGRATION}/test_worker_channel.py",
+        f"{INTEGRATION}/test_job_inputs.py",
+    ],
     # (test_worker_needs_no_aws.py, a process importing the worker with AWS libraries blocked, is left out:
     # that process would import the file, not the mutant.)
     "worker/channel.py": [

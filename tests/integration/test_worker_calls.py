@@ -1,0 +1,68 @@
+"""The worker channel's answers to a job's own worker: what a start, a heartbeat, an output grant and an
+attempt's end leave on the job (the API handler in-process, moto)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+
+from pijobs.shared.job_errors import JobErrorCode
+from pijobs.shared.status import JobStatus
+from tests.integration.conftest import Cloud
+
+
+def _dispatched(cloud: Cloud) -> tuple[str, str]:
+    job_id = cloud.submit(digits=20)
+    assert cloud.dispatch(cloud.receive()) == []
+    assert cloud.job(job_id).status is JobStatus.PROVISIONING
+    return job_id, cloud.worker_token(job_id)
+
+
+def test_a_started_job_shows_no_progress_then_each_heartbeat_s_to_four_places(cloud: Cloud) -> None:
+    job_id, token = _dispatched(cloud)
+
+    assert cloud.worker_call(job_id, "start", {"instance_id": "i-0123456789abcdef0"}, token=token)[0] == 200
+    assert cloud.job(job_id).progress == 0.0
+    assert cloud.worker_call(job_id, "heartbeat", {"progress": 0.123456}, token=token)[0] == 200
+    status, view, _ = cloud.api("GET", f"/jobs/{job_id}")
+    assert status == 200 and view["progress"] == 0.1235
+
+
+def test_the_result_post_is_granted_for_the_next_hour(cloud: Cloud) -> None:
+    job_id, token = _dispatched(cloud)
+    cloud.worker_call(job_id, "start", token=token)
+    declared = {"filename": "r.txt", "bytes": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}
+
+    status, grant = cloud.worker_call(job_id, "output", declared, token=token)
+
+    assert status == 200
+    expires = datetime.fromisoformat(grant["expires_at"].replace("Z", "+00:00"))
+    assert timedelta(minutes=59) < expires - datetime.now(timezone.utc) <= timedelta(hours=1)
+
+
+def test_a_failure_message_of_500_characters_is_kept_and_a_longer_one_refused(cloud: Cloud) -> None:
+    job_id, token = _dispatched(cloud)
+    cloud.worker_call(job_id, "start", token=token)
+
+    def fail(message: str) -> int:
+        body = {"outcome": "FAILED", "error": {"code": "bad_input", "message": message}}
+        return cloud.worker_call(job_id, "finish", body, token=token)[0]
+
+    assert fail("m" * 501) == 422
+    assert fail("m" * 500) == 200
+    error = cloud.job(job_id).error
+    assert error is not None and error.message == "m" * 500
+
+
+def test_an_attempt_given_back_waits_at_the_fair_share_clock_s_present(cloud: Cloud) -> None:
+    """docs/scheduling.md: a job queued again goes back to the waiting index at the clock's present."""
+    job_id, token = _dispatched(cloud)
+    cloud.worker_call(job_id, "start", token=token)
+    clock = cloud.capacity().state()["clock"]  # type: ignore[index]
+    assert clock > 0  # moved to the admitted job's tag
+
+    body = {"outcome": "RETRY", "error": {"code": JobErrorCode.RESULT_UPLOAD_FAILED.value, "message": "no"}}
+    assert cloud.worker_call(job_id, "finish", body, token=token) == (200, {"status": "QUEUED"})
+
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.QUEUED and job.wait_tag == clock
