@@ -1,0 +1,25 @@
+"""The admission tick kept alive (docs/scheduling.md): while jobs wait one tick is on its way, and a tick
+overdue by more than a minute counts as lost and is replaced (moto, the dispatcher's own services)."""
+
+from __future__ import annotations
+
+import json
+
+import pijobs.dispatcher.handler
+from pijobs.dispatcher.admission import keep_ticking
+from tests.integration.conftest import Cloud
+
+
+def test_a_pending_tick_is_replaced_only_once_it_is_overdue_by_more_than_a_minute(cloud: Cloud) -> None:
+    cloud.capacity(limit=1).set_limit(1)
+    cloud.submit(), cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []  # the second job waits: a tick is on its way
+    due = cloud.capacity().state()["tick_at"]  # type: ignore[index]
+    admission = pijobs.dispatcher.handler.services().admission
+
+    assert keep_ticking(admission, now=due + 59.5) is False  # late, not lost: no second tick
+    assert cloud.capacity().state()["tick_at"] == due  # type: ignore[index]
+    assert keep_ticking(admission, now=due + 60.5) is True  # lost: this call sends the next one
+    assert cloud.capacity().state()["tick_at"] == due + 61.5  # type: ignore[index]
+    sent = [json.loads(message["body"]).get("tick") for message in cloud.receive(wait_seconds=2)]
+    assert due + 61.5 in sent
