@@ -6,6 +6,10 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
+import pijobs.api_handler.handler
+from pijobs.shared.functions import result_key
 from pijobs.shared.job_errors import JobErrorCode
 from pijobs.shared.status import JobStatus
 from tests.integration.conftest import Cloud
@@ -66,3 +70,44 @@ def test_an_attempt_given_back_waits_at_the_fair_share_clock_s_present(cloud: Cl
 
     job = cloud.job(job_id)
     assert job.status is JobStatus.QUEUED and job.wait_tag == clock
+
+
+def test_start_answers_the_operator_s_limits_for_the_function(cloud: Cloud) -> None:
+    job_id, token = _dispatched(cloud)
+
+    status, started = cloud.worker_call(job_id, "start", token=token)
+
+    assert status == 200 and started["limits"] and started["limits"] == cloud.job(job_id).limits
+
+
+def test_a_result_of_exactly_the_largest_size_and_an_empty_one_may_be_declared(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIJOBS_MAX_RESULT_BYTES", "1000")
+    pijobs.api_handler.handler.services.cache_clear()
+    job_id, token = _dispatched(cloud)
+    cloud.worker_call(job_id, "start", token=token)
+
+    def declare(size: int) -> int:
+        body = {"filename": "r.txt", "bytes": size, "sha256": "0" * 64}
+        return cloud.worker_call(job_id, "output", body, token=token)[0]
+
+    assert (declare(1000), declare(0), declare(1001)) == (200, 200, 422)
+
+
+@pytest.mark.parametrize(("stored", "status"), [(b"abc", 200), (b"abd", 409)])
+def test_a_result_stored_with_s3_s_checksum_is_checked_against_it(
+    cloud: Cloud, stored: bytes, status: int
+) -> None:
+    """On AWS the POST stores the object with its sha256 (the signed x-amz-checksum-sha256): the API
+    compares that checksum with the declared one instead of reading the object back."""
+    job_id, token = _dispatched(cloud)
+    cloud.worker_call(job_id, "start", token=token)
+    declared = {"filename": "r.txt", "bytes": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}
+    key = result_key(cloud.job(job_id).owner, job_id, "r.txt")
+    cloud.s3.put_object(Bucket=cloud.bucket, Key=key, Body=stored, ChecksumAlgorithm="SHA256")
+    assert cloud.s3.head_object(Bucket=cloud.bucket, Key=key, ChecksumMode="ENABLED")["ChecksumSHA256"]
+
+    answer = cloud.worker_call(job_id, "finish", {"outcome": "SUCCEEDED", "output": declared}, token=token)
+
+    assert answer[0] == status, answer
