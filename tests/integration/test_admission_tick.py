@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pijobs.dispatcher.handler
-from pijobs.dispatcher.admission import keep_ticking
+from pijobs.dispatcher.admission import keep_ticking, park
+from pijobs.shared.tenants import TenantStore
 from tests.integration.conftest import Cloud
 
 
@@ -23,3 +24,22 @@ def test_a_pending_tick_is_replaced_only_once_it_is_overdue_by_more_than_a_minut
     assert cloud.capacity().state()["tick_at"] == due + 61.5  # type: ignore[index]
     sent = [json.loads(message["body"]).get("tick") for message in cloud.receive(wait_seconds=2)]
     assert due + 61.5 in sent
+
+
+def test_a_parked_job_s_message_delivered_again_takes_no_second_place(cloud: Cloud) -> None:
+    """SQS delivers a message at least once: a job parked already keeps its tag, and its tenant's next job
+    is not pushed back by a place the duplicate took."""
+    cloud.capacity(limit=1).set_limit(1)
+    cloud.submit()
+    waiting = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    parked = cloud.job(waiting)
+    tenants = TenantStore(cloud.ddb, cloud.table)
+    last_tag = tenants.get(parked.owner).last_tag
+    assert parked.wait_tag is not None
+
+    again = park(pijobs.dispatcher.handler.services().admission, parked)
+
+    assert again is not None and again.tag == parked.wait_tag
+    assert tenants.get(parked.owner).last_tag == last_tag
+    assert cloud.job(waiting).wait_tag == parked.wait_tag
