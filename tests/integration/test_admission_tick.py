@@ -43,3 +43,17 @@ def test_a_parked_job_s_message_delivered_again_takes_no_second_place(cloud: Clo
     assert again is not None and again.tag == parked.wait_tag
     assert tenants.get(parked.owner).last_tag == last_tag
     assert cloud.job(waiting).wait_tag == parked.wait_tag
+
+
+def test_the_tick_that_admits_the_last_waiting_job_ends_the_chain(cloud: Cloud) -> None:
+    cloud.capacity(limit=1).set_limit(1)
+    first, second = cloud.submit(), cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    assert cloud.run_worker(first) == 0
+
+    ticks = [m for m in cloud.receive(wait_seconds=3) if json.loads(m["body"]).get("tick")]
+    assert ticks and cloud.dispatch(ticks[-1:]) == []
+
+    assert cloud.job(second).status.value == "PROVISIONING"
+    assert cloud.capacity().state()["tick_at"] is None  # type: ignore[index]
+    assert not [m for m in cloud.receive(wait_seconds=2) if json.loads(m["body"]).get("tick")]

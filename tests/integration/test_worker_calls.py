@@ -111,3 +111,16 @@ def test_a_result_stored_with_s3_s_checksum_is_checked_against_it(
     answer = cloud.worker_call(job_id, "finish", {"outcome": "SUCCEEDED", "output": declared}, token=token)
 
     assert answer[0] == status, answer
+    if status == 200:
+        assert cloud.job(job_id).progress == 1.0  # a finished job is all done, whatever its last heartbeat
+
+
+def test_a_progress_past_1_and_an_unknown_operation_are_refused_naming_little_of_it(cloud: Cloud) -> None:
+    job_id, token = _dispatched(cloud)
+    cloud.worker_call(job_id, "start", token=token)
+
+    assert cloud.worker_call(job_id, "heartbeat", {"progress": 1.0}, token=token)[0] == 200
+    assert cloud.worker_call(job_id, "heartbeat", {"progress": 1.5}, token=token)[0] == 422
+    status, refused = cloud.worker_call(job_id, "x" * 40, {}, token=token)
+    assert status == 404 and "x" * 32 in refused["error"]["message"]
+    assert "x" * 33 not in refused["error"]["message"]  # a caller's text is echoed short
