@@ -4,6 +4,7 @@ attempt's end leave on the job (the API handler in-process, moto)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -53,6 +54,7 @@ def test_a_failure_message_of_500_characters_is_kept_and_a_longer_one_refused(cl
         return cloud.worker_call(job_id, "finish", body, token=token)[0]
 
     assert fail("m" * 501) == 422
+    assert fail("") == 422
     assert fail("m" * 500) == 200
     error = cloud.job(job_id).error
     assert error is not None and error.message == "m" * 500
@@ -121,6 +123,25 @@ def test_a_progress_past_1_and_an_unknown_operation_are_refused_naming_little_of
 
     assert cloud.worker_call(job_id, "heartbeat", {"progress": 1.0}, token=token)[0] == 200
     assert cloud.worker_call(job_id, "heartbeat", {"progress": 1.5}, token=token)[0] == 422
+    assert cloud.worker_call(job_id, "heartbeat", {"progress": -0.5}, token=token)[0] == 422
     status, refused = cloud.worker_call(job_id, "x" * 40, {}, token=token)
     assert status == 404 and "x" * 32 in refused["error"]["message"]
     assert "x" * 33 not in refused["error"]["message"]  # a caller's text is echoed short
+
+
+def test_a_result_s_metadata_of_at_most_16_kib_is_kept(cloud: Cloud) -> None:
+    job_id, token = _dispatched(cloud)
+    cloud.worker_call(job_id, "start", token=token)
+    declared = {"filename": "r.txt", "bytes": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}
+    key = result_key(cloud.job(job_id).owner, job_id, "r.txt")
+    cloud.s3.put_object(Bucket=cloud.bucket, Key=key, Body=b"abc", ChecksumAlgorithm="SHA256")
+
+    def finish(size: int) -> int:
+        metadata = {"note": "n" * (size - len(json.dumps({"note": ""})))}
+        body = {"outcome": "SUCCEEDED", "output": declared, "metadata": metadata}
+        return cloud.worker_call(job_id, "finish", body, token=token)[0]
+
+    assert finish(16_385) == 422
+    assert finish(16_384) == 200
+    result = cloud.job(job_id).result
+    assert result is not None and len(json.dumps(result.metadata)) == 16_384
