@@ -13,6 +13,8 @@ from tests.integration.conftest import Cloud
 
 def test_a_pending_tick_is_replaced_only_once_it_is_overdue_by_more_than_a_minute(cloud: Cloud) -> None:
     cloud.capacity(limit=1).set_limit(1)
+    assert keep_ticking(pijobs.dispatcher.handler.services().admission) is False  # nobody waits: no tick
+    assert cloud.capacity().state()["tick_at"] is None  # type: ignore[index]
     cloud.submit(), cloud.submit()
     assert cloud.dispatch(cloud.receive()) == []  # the second job waits: a tick is on its way
     due = cloud.capacity().state()["tick_at"]  # type: ignore[index]
