@@ -97,7 +97,7 @@ MODULES: dict[str, list[str]] = {
         f"{INTEGRATION}/test_fair_share.py",
     ],
     "dispatcher/admission.py": [
-        f"{INTEGRATION}/test_admission_tick.py",
+        f"{INTEGRATION}/test_admission.py",
         f"{INTEGRATION}/test_capacity.py",
         f"{INTEGRATION}/test_fair_share.py",
         f"{INTEGRATION}/test_dispatcher.py",

@@ -1,9 +1,12 @@
-"""The admission tick kept alive (docs/scheduling.md): while jobs wait one tick is on its way, and a tick
-overdue by more than a minute counts as lost and is replaced (moto, the dispatcher's own services)."""
+"""Admission under moto, the dispatcher's own services (docs/scheduling.md): the tick kept alive (while jobs
+wait one tick is on its way; one overdue by more than a minute counts as lost and is replaced), duplicate
+messages, and tenants without a cap of their own."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 import pijobs.dispatcher.handler
 from pijobs.dispatcher.admission import keep_ticking, park
@@ -59,3 +62,15 @@ def test_the_tick_that_admits_the_last_waiting_job_ends_the_chain(cloud: Cloud) 
     assert cloud.job(second).status.value == "PROVISIONING"
     assert cloud.capacity().state()["tick_at"] is None  # type: ignore[index]
     assert not [m for m in cloud.receive(wait_seconds=2) if json.loads(m["body"]).get("tick")]
+
+
+@pytest.mark.parametrize("cloud", [{"PIJOBS_MAX_ACTIVE_STACKS_PER_OWNER": "0"}], indirect=True)
+def test_without_a_per_tenant_cap_a_tenant_with_a_live_stack_gets_the_next_free_slot(cloud: Cloud) -> None:
+    first = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    assert cloud.job(first).status.value == "PROVISIONING"
+
+    second = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+
+    assert cloud.job(second).status.value == "PROVISIONING"
