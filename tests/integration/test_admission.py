@@ -74,3 +74,12 @@ def test_without_a_per_tenant_cap_a_tenant_with_a_live_stack_gets_the_next_free_
     assert cloud.dispatch(cloud.receive()) == []
 
     assert cloud.job(second).status.value == "PROVISIONING"
+
+
+def test_a_job_cancelled_before_its_message_is_handled_is_not_parked(cloud: Cloud) -> None:
+    job_id = cloud.submit()
+    as_read = cloud.job(job_id).model_copy(update={"wait_tag": None})  # read before it was parked, say
+    assert cloud.api("DELETE", f"/jobs/{job_id}")[0] == 202
+
+    assert park(pijobs.dispatcher.handler.services().admission, as_read) is None
+    assert cloud.job(job_id).status.value == "CANCELLED"
