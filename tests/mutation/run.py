@@ -82,6 +82,7 @@ MODULES: dict[str, list[str]] = {
     "dispatcher/verifier.py": [f"{INTEGRATION}/test_uploads.py"],
     "dispatcher/reaper.py": [f"{INTEGRATION}/test_reaper.py"],
     "shared/capacity.py": [
+        f"{INTEGRATION}/test_capacity_counter.py",
         f"{INTEGRATION}/test_capacity.py",
         f"{INTEGRATION}/test_reaper.py",
         f"{INTEGRATION}/test_fair_share.py",
