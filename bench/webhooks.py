@@ -39,6 +39,7 @@ import requests
 
 from pijobs.listen import Listener, Received
 from pijobs.local.stack import LocalConfig, LocalStack
+from pijobs.shared.hooks import DELIVERY_PREFIX
 
 EXPECTED = ("PROVISIONING", "RUNNING", "SUCCEEDED")
 TIMEOUT_S = 600
@@ -100,6 +101,29 @@ def _at(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[18]
+
+
+def delivery_times(stack: LocalStack) -> dict[str, float]:
+    """Each event's delivery: when the notifier made it (its ``created_at``), by event id."""
+    pages = (
+        stack.client("dynamodb")
+        .get_paginator("scan")
+        .paginate(
+            TableName=stack.outputs["TableName"],
+            FilterExpression="begins_with(pk, :delivery)",
+            ExpressionAttributeValues={":delivery": {"S": DELIVERY_PREFIX}},
+            ProjectionExpression="event_id, created_at",
+        )
+    )
+    return {
+        item["event_id"]["S"]: _at(item["created_at"]["S"])
+        for page in pages
+        for item in page.get("Items", [])
+    }
+
+
 def healthy(jobs: int, digits: int) -> dict[str, Any]:
     inbox = Inbox()
     with LocalStack(LocalConfig(max_active_stacks=4, log_level="WARNING")) as stack:
@@ -110,16 +134,24 @@ def healthy(jobs: int, digits: int) -> dict[str, Any]:
             ids = expected_ids(submit(stack, api, jobs, digits))
             wait_until(lambda: ids <= inbox.verified_ids(), "every event of the healthy run")
             time.sleep(2)  # duplicates, if any, arrive now
-    latencies = [
-        r.received_at - _at(r.payload["data"]["updated_at"])
-        for r in inbox.received
-        if r.verified and r.payload and r.message_id in ids
-    ]
+            made = delivery_times(stack)
+    firsts = {}
+    for r in inbox.received:
+        if r.verified and r.payload and r.message_id in ids:
+            firsts.setdefault(r.message_id, (_at(r.payload["data"]["updated_at"]), r.received_at))
+    latencies = [received - changed for changed, received in firsts.values()]
+    notifier = [made[i] - changed for i, (changed, _) in firsts.items() if i in made]
+    sender = [received - made[i] for i, (_, received) in firsts.items() if i in made]
     counts = collections.Counter(r.message_id for r in inbox.received if r.verified)
     return {
         "events": len(ids),
         "p50_s": statistics.median(latencies),
-        "p95_s": statistics.quantiles(latencies, n=20)[18],
+        "p95_s": p95(latencies),
+        "max_s": max(latencies),
+        "notifier_p50_s": statistics.median(notifier),
+        "notifier_p95_s": p95(notifier),
+        "sender_p50_s": statistics.median(sender),
+        "sender_p95_s": p95(sender),
         "per_event": sum(counts[i] for i in ids) / len(ids),
         "lost": len(ids - inbox.verified_ids()),
         "unverified": inbox.unverified(),
@@ -211,6 +243,10 @@ def restart(jobs: int, digits: int, folder: Path) -> dict[str, Any]:
     }
 
 
+def pair(figures: dict[str, Any], part: str) -> str:
+    return f"{figures[part + '_p50_s']:.2f}/{figures[part + '_p95_s']:.2f}"
+
+
 def show(rows: list[tuple[str, Any, str]]) -> None:
     for name, value, target in rows:
         print(f"{name.ljust(36)}  {value!s:>9}  {target}", flush=True)
@@ -237,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             ("healthy: events", first["events"], ""),
             ("healthy: latency p50 (s)", f"{first['p50_s']:.3f}", ""),
             ("healthy: latency p95 (s)", f"{first['p95_s']:.3f}", "<= 1"),
+            ("healthy: latency max (s)", f"{first['max_s']:.3f}", ""),
+            ("healthy: change to delivery made p50/p95", pair(first, "notifier"), ""),
+            ("healthy: made to received p50/p95", pair(first, "sender"), ""),
             ("healthy: deliveries per event", f"{first['per_event']:.3f}", "1"),
             ("healthy: events lost", first["lost"], "0"),
         ])  # fmt: skip
