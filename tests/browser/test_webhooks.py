@@ -202,3 +202,53 @@ def test_a_receiver_that_answers_410_disables_its_webhook(
     page.click("text=← All webhooks")
     row = page.locator(f'#webhooks-body tr[data-webhook-id="{hook["webhook_id"]}"]')
     expect(row.locator(".badge")).to_have_text("disabled")
+
+
+def test_a_failed_attempt_shows_its_answer_and_next_retry_until_it_is_delivered(
+    console: Console, key: str, receiver: Receiver
+) -> None:
+    """The embedded stack retries after 1, 2, 4 s: the page, asking again while a delivery is pending, shows
+    the failed answer and when the next try is due, then the delivery on its fourth try."""
+    hook = PijobsClient(console.stack.api_url, key).add_webhook(receiver.url)
+    receiver.answers = [500, 502, 503]
+    page = open_webhooks(console, key)
+    page.locator(f'a[data-webhook-id="{hook["webhook_id"]}"]').click()
+    expect(page.locator("#webhook-state")).to_have_text("active")
+
+    page.click("#webhook-test")
+
+    row = page.locator("#deliveries-body tr")
+    expect(row.locator(".badge")).to_have_text("pending")
+    expect(row.locator(".answer")).to_have_text(re.compile(r"^50[023]$"))
+    expect(row.locator(".next")).not_to_be_empty()
+    console.screenshot("webhook-retrying")
+    expect(row.locator(".badge")).to_have_text("delivered")
+    expect(row.locator(".tries")).to_have_text("4")
+    expect(row.locator(".answer")).to_have_text("204")
+    expect(row.locator(".next")).to_be_empty()
+    assert len(receiver.requests) == 4
+
+
+def test_a_jobs_events_are_listed_with_the_job_and_its_attempt(
+    console: Console, key: str, receiver: Receiver
+) -> None:
+    client = PijobsClient(console.stack.api_url, key)
+    hook = client.add_webhook(receiver.url, events=["job.running", "job.succeeded"])
+    job_id = client.submit("pi", {"digits": 10}, name="announced")["job_id"]
+    client.wait(job_id, timeout=60)
+    deadline = time.monotonic() + 30
+    while len(client.webhook_deliveries(hook["webhook_id"])["deliveries"]) < 2:  # the page asks once
+        assert time.monotonic() < deadline, "the job's two events were never queued"
+        time.sleep(0.1)
+    page = open_webhooks(console, key)
+    page.locator(f'a[data-webhook-id="{hook["webhook_id"]}"]').click()
+
+    rows = page.locator("#deliveries-body tr")
+    expect(rows).to_have_count(2)
+    expect(rows.locator(".type")).to_have_text(["job.succeeded", "job.running"])  # newest first
+    expect(rows.locator(".badge")).to_have_text(["delivered", "delivered"])
+    for row in rows.all():
+        assert row.get_attribute("data-event-id").startswith(f"evt_{job_id}_1_")
+        expect(row).to_contain_text("attempt 1")
+    rows.first.locator(f'a[href="#/jobs/{job_id}"]').click()
+    expect(page.locator("#detail-title")).to_have_text("announced")
