@@ -252,3 +252,19 @@ def test_a_jobs_events_are_listed_with_the_job_and_its_attempt(
         expect(row).to_contain_text("attempt 1")
     rows.first.locator(f'a[href="#/jobs/{job_id}"]').click()
     expect(page.locator("#detail-title")).to_have_text("announced")
+
+
+def test_the_webhook_pages_fit_a_phone_sized_screen(console: Console, key: str, receiver: Receiver) -> None:
+    client = PijobsClient(console.stack.api_url, key)
+    hook = client.add_webhook(receiver.url + "/" + "a-long-path-segment" * 6, description="narrow")
+    client.test_webhook(hook["webhook_id"])
+    page = console.page
+    page.set_viewport_size({"width": 360, "height": 740})
+    open_webhooks(console, key)
+    expect(page.locator("#webhooks-body tr")).to_have_count(1)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+
+    page.locator(f'a[data-webhook-id="{hook["webhook_id"]}"]').click()
+    expect(page.locator("#deliveries-body tr .badge")).to_have_text("delivered")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    page.screenshot(path=str(console.artifacts / "webhook-360px.png"), full_page=True)
