@@ -1,8 +1,8 @@
 // The pijobs customer console: plain JS over the API's own JSON (GET /functions, GET/POST/DELETE /jobs,
-// POST/GET /uploads, the /webhooks calls). Rules kept throughout: the API key lives in sessionStorage only and goes out only as
-// the x-api-key header of a same-origin request (never in a URL, never logged; a file's presigned POST to
-// the bucket carries no key); nothing the API returns is parsed as HTML (all text goes in through
-// textContent); the page has no dependency outside this file and its CSS.
+// POST/GET /uploads, the /webhooks calls). Rules kept throughout: the API key lives in sessionStorage only
+// and goes out only as the x-api-key header of a same-origin request (never in a URL, never logged; a
+// file's presigned POST to the bucket carries no key); nothing the API returns is parsed as HTML (all text
+// goes in through textContent); the page has no dependency outside this file and its CSS.
 "use strict";
 (() => {
   const KEY_STORE = "pijobs.apiKey";
