@@ -414,7 +414,7 @@ class LocalStack:
         for bus in events_backends[DEFAULT_ACCOUNT_ID][REGION].event_buses.values():
             for rule in bus.rules.values():
                 if rule.scheduled_expression:
-                    rule.send_to_targets = _matches_no_event
+                    rule.send_to_targets = _matches_no_event  # type: ignore[method-assign]
 
     @staticmethod
     def _results_bucket_declared() -> dict[str, Any]:
