@@ -785,14 +785,16 @@ def _in_process_aws(max_active_stacks: int) -> Iterator[dict[str, str]]:
 def run_scale(waiting: int, tenants: int, admissions: int, max_active_stacks: int = 4) -> dict[str, float]:
     """The dispatcher's cost per admitted job with ``waiting`` jobs of ``tenants`` tenants parked.
 
-    In this process against moto, without a server, stacks or workers (moto's server kept growing past
-    5 GB at 10,000 jobs: its TransactWriteItems deep-copies the whole table, DynamoDB stream included, and
-    the local stack's own admissions ran while the jobs were written). The jobs are parked by the API's
-    ``submit_job`` (its tag and record, as a submission leaves them); their messages are then dropped, as
-    if the dispatcher had handled each (a parked job's message costs no admission). One more job's message
-    starts the admissions, then the ticks admit into the slots that finishing jobs free (each admitted job
-    is cancelled through the lifecycle, which releases its slot: not counted). Counted, in the dispatcher
-    only: DynamoDB reads and writes, SQS messages sent, launches.
+    In this process against moto, without a server, stacks or workers: on the embedded stack moto's
+    server grew past 5 GB at 10,000 jobs, because its TransactWriteItems deep-copies the whole table (its
+    DynamoDB stream's records included) for a rollback, and the stack admitted and ran jobs (each admission
+    and each status change a transaction) while the backlog was being written. The jobs are parked as the
+    API parks parallel submissions at clock 0 (each tenant's tags 1, 2, ...; JobStore's own item, written
+    in batches: the API's five calls a job took 10 minutes for 10,000 here), and one more job is submitted
+    through the API's ``submit_job``. Its message, handled by the dispatcher's ``dispatch``, starts the
+    admissions; then the ticks admit into the slots that finishing jobs free (each admitted job is cancelled
+    through the lifecycle, which releases its slot: not counted). The compute port only counts launches.
+    Counted, in the dispatcher only: DynamoDB reads and writes, SQS messages sent.
     """
     import gc
     from dataclasses import replace
@@ -801,6 +803,7 @@ def run_scale(waiting: int, tenants: int, admissions: int, max_active_stacks: in
     from pijobs.api_handler.service import parse_submission, submit_job
     from pijobs.dispatcher import handler as dispatcher
     from pijobs.dispatcher.service import dispatch
+    from pijobs.local.moto_server import forget_model_copies
     from pijobs.shared import aws
     from pijobs.shared.logs import configure_logging
     from pijobs.shared.models import JobMessage
@@ -815,11 +818,8 @@ def run_scale(waiting: int, tenants: int, admissions: int, max_active_stacks: in
         backend = CountingBackend()
         services = replace(dispatcher.services(), compute=backend)
         submission = parse_submission(api.functions, {"function": "pi", "params": {"digits": 10}})
-        owners = [f"tenant{n:05d}" for n in range(tenants)]
-        for i in range(waiting):
-            submit_job(api, owners[i % tenants], submission)
+        _park(api, submission, waiting, tenants)
         sqs = aws.client("sqs")
-        sqs.purge_queue(QueueUrl=env["PIJOBS_QUEUE_URL"])
         first, _ = submit_job(api, "tenant-late", submission)
         counter.reset()
         message = JobMessage(job_id=first.job_id, function="pi")
@@ -834,7 +834,8 @@ def run_scale(waiting: int, tenants: int, admissions: int, max_active_stacks: in
                 job = services.store.get(job_id)
                 if job.status.is_live:
                     services.lifecycle.transition(job, JobStatus.CANCELLED)
-            gc.collect()  # moto's copies of the table form reference cycles
+            forget_model_copies()  # moto keeps a copy of the table per transaction (local/moto_server.py)
+            gc.collect()  # they form reference cycles
             message = _next_tick(sqs, env["PIJOBS_QUEUE_URL"])
         admitted = len(backend.launched)
         case = f"scale ({waiting:,} waiting of {tenants:,} tenants)"
@@ -843,6 +844,45 @@ def run_scale(waiting: int, tenants: int, admissions: int, max_active_stacks: in
             for kind in ("reads", "writes", "messages")
         }
     return figures
+
+
+def _park(api: Any, submission: Any, waiting: int, tenants: int) -> None:
+    """``waiting`` jobs of ``tenants`` tenants parked as parallel submissions at clock 0 leave them."""
+    from pijobs.shared import aws
+    from pijobs.shared.functions import job_deadline
+    from pijobs.shared.models import JobRecord, isoformat, new_job_id, utcnow
+    from pijobs.shared.status import JobStatus
+    from pijobs.shared.tenants import tenant_key
+
+    now = isoformat(utcnow())
+    owners = [f"tenant{n:05d}" for n in range(tenants)]
+    params = submission.params.model_dump(mode="json")
+    items = [
+        api.store.item(
+            JobRecord(
+                job_id=new_job_id(),
+                owner=owners[i % tenants],
+                function=submission.function.name,
+                version=submission.function.version,
+                params=params,
+                status=JobStatus.QUEUED,
+                created_at=now,
+                updated_at=now,
+                deadline_seconds=job_deadline(submission.function, submission.params),
+                wait_tag=float(i // tenants + 1),
+            )
+        )
+        for i in range(waiting)
+    ]
+    items += [
+        {**tenant_key(owner), "last_tag": {"N": str(math.ceil((waiting - n) / tenants))}}
+        for n, owner in enumerate(owners)
+    ]
+    table, dynamodb = api.settings.table_name, aws.client("dynamodb")
+    for start in range(0, len(items), 25):  # BatchWriteItem takes 25 items
+        request = {table: [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]}
+        while request:
+            request = dynamodb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
 
 
 def _next_tick(sqs: Any, queue_url: str) -> Any:

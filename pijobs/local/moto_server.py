@@ -6,6 +6,12 @@ calls with the same name can both create a stack. AWS makes each such call atomi
 the same by serialising DynamoDB and CloudFormation requests behind one lock. SQS is never serialised: its
 long polls would hold the lock for seconds.
 
+moto also keeps every model object it ever made in a list per class (for its dashboard), and DynamoDB's
+TransactWriteItems deep-copies the whole table, every item, for its rollback: kept in those lists, the
+copies grew the server by a table's size per transaction (past 5 GB with 10,000 jobs parked). After each
+serialised request the middleware empties DynamoDB's lists (``forget_model_copies``); the tables
+themselves keep what they hold.
+
 The middleware also tells observers about each SQS, EC2 and CloudFormation request and each presigned S3 POST
 once moto has answered it (service, action, parameters), so the stand-ins wake on the calls that concern
 them instead of polling.
@@ -31,6 +37,8 @@ _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _SERIALISED_SERVICES = frozenset({"cloudformation", "dynamodb"})
 _OBSERVED_SERVICES = frozenset({"cloudformation", "ec2", "sqs"})
 _SQS_TARGET = "AmazonSQS."
+# moto's services whose model objects it need not list (S3's lists let its reset close the files of keys).
+_UNLISTED_SERVICES = ("dynamodb", "dynamodbstreams")
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 #: Called after moto answered a request: (service, action, parameters), e.g. ("sqs", "SendMessage", {...}).
@@ -48,6 +56,16 @@ def is_serialised(environ: dict[str, Any]) -> bool:
     if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
         return True
     return signed_service(environ) in _SERIALISED_SERVICES
+
+
+def forget_model_copies() -> None:
+    """Empty the lists in which moto keeps every DynamoDB model object it made (copies of whole tables
+    among them); the backends' own state is untouched."""
+    from moto.core.model_instances import model_data
+
+    for service in _UNLISTED_SERVICES:
+        for model in model_data.get(service, {}).values():
+            model.instances_tracked = []  # type: ignore[attr-defined]
 
 
 def is_presigned_post(environ: dict[str, Any]) -> bool:
@@ -116,6 +134,7 @@ class SerialisingMiddleware:
         if is_serialised(environ):
             with self._lock:
                 response = _drain(self._app(environ, start_response))
+                forget_model_copies()
         elif request is not None:
             response = _drain(self._app(environ, start_response))
         else:

@@ -140,6 +140,27 @@ def test_server_serves_on_loopback_and_stops(aws: ClientFactory) -> None:
         requests.get(url + "/moto-api/data.json", timeout=2)
 
 
+def test_the_server_does_not_keep_moto_s_copies_of_a_table_per_transaction(aws: ClientFactory) -> None:
+    """moto deep-copies a table for every TransactWriteItems and lists every object it makes: the server
+    must not grow by a table per transaction."""
+    from moto.dynamodb.models.table import Table
+
+    ddb, name = aws("dynamodb"), f"copies-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for n in range(20):
+        ddb.transact_write_items(
+            TransactItems=[{"Put": {"TableName": name, "Item": {"pk": {"S": f"item{n}"}}}}]
+        )
+
+    assert len(Table.instances_tracked) <= 1  # type: ignore[attr-defined]
+    assert ddb.scan(TableName=name, Select="COUNT")["Count"] == 20
+
+
 # --- gateway ------------------------------------------------------------------------------------------------
 
 
