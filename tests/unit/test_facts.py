@@ -47,6 +47,7 @@ from pijobs.shared.settings import (
     VerifierSettings,
     WebhookSettings,
 )
+from pijobs.shared.webhooks import ALL_EVENT_TYPES
 
 REPO = Path(__file__).resolve().parents[2]
 PRIMARY = load_template(REPO / "infra" / "primary.yaml")
@@ -160,6 +161,13 @@ def test_the_consoles_job_links_match_a_job_id() -> None:
     script = (REPO / "api_handler" / "static" / "console.js").read_text()
     links = re.findall(r"/\^\\/jobs\\/\(([^)]*)\)\$/", script)
     assert links == [_unanchored(ID_PATTERN)]
+
+
+def test_the_console_takes_the_webhook_event_types_from_the_api() -> None:
+    """The Webhooks page offers the event types of the API's document, so it names none of them itself."""
+    static = REPO / "api_handler" / "static"
+    page = (static / "console.js").read_text() + (static / "console.html").read_text()
+    assert [t for t in ALL_EVENT_TYPES if t in page] == []
 
 
 class _TaggedLoader(yaml.SafeLoader):
