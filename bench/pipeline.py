@@ -786,9 +786,10 @@ def run_scale(waiting: int, tenants: int, admissions: int, max_active_stacks: in
     """The dispatcher's cost per admitted job with ``waiting`` jobs of ``tenants`` tenants parked.
 
     In this process against moto, without a server, stacks or workers: on the embedded stack moto's
-    server grew past 5 GB at 10,000 jobs, because its TransactWriteItems deep-copies the whole table (its
-    DynamoDB stream's records included) for a rollback, and the stack admitted and ran jobs (each admission
-    and each status change a transaction) while the backlog was being written. The jobs are parked as the
+    server grew past 5 GB at 10,000 jobs, because its TransactWriteItems deep-copied the whole table for a
+    rollback and listed the copy for its dashboard, and the stack admitted and ran jobs (each admission and
+    each status change a transaction) while the backlog was being written (pijobs/local/moto_server.py and
+    moto_transactions.py now stop both; this process uses them too). The jobs are parked as the
     API parks parallel submissions at clock 0 (each tenant's tags 1, 2, ...; JobStore's own item, written
     in batches: the API's five calls a job took 10 minutes for 10,000 here), and one more job is submitted
     through the API's ``submit_job``. Its message, handled by the dispatcher's ``dispatch``, starts the
@@ -803,6 +804,7 @@ def run_scale(waiting: int, tenants: int, admissions: int, max_active_stacks: in
     from pijobs.api_handler.service import parse_submission, submit_job
     from pijobs.dispatcher import handler as dispatcher
     from pijobs.dispatcher.service import dispatch
+    from pijobs.local import moto_transactions
     from pijobs.local.moto_server import forget_model_copies
     from pijobs.shared import aws
     from pijobs.shared.logs import configure_logging
@@ -810,6 +812,7 @@ def run_scale(waiting: int, tenants: int, admissions: int, max_active_stacks: in
     from pijobs.shared.status import JobStatus
 
     configure_logging()
+    moto_transactions.install()  # as the embedded stack runs moto: a transaction copies only its items
     counter = CallCounter()
     with counter.counting(), _in_process_aws(max_active_stacks) as env:
         for cached in (aws._cached_client, api_handler.services, dispatcher.services):
@@ -834,8 +837,8 @@ def run_scale(waiting: int, tenants: int, admissions: int, max_active_stacks: in
                 job = services.store.get(job_id)
                 if job.status.is_live:
                     services.lifecycle.transition(job, JobStatus.CANCELLED)
-            forget_model_copies()  # moto keeps a copy of the table per transaction (local/moto_server.py)
-            gc.collect()  # they form reference cycles
+            forget_model_copies()  # moto lists every item it made, copies too (local/moto_server.py)
+            gc.collect()
             message = _next_tick(sqs, env["PIJOBS_QUEUE_URL"])
         admitted = len(backend.launched)
         case = f"scale ({waiting:,} waiting of {tenants:,} tenants)"

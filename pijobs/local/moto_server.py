@@ -8,9 +8,9 @@ the same by serialising DynamoDB requests behind one lock and CloudFormation req
 polls would hold the lock for seconds. Nor are DynamoDB Streams reads: they only read a shard's record list,
 which writes only append to.
 
-moto also keeps every model object it ever made in a list per class (for its dashboard), and DynamoDB's
-TransactWriteItems deep-copies the whole table, every item, for its rollback: kept in those lists, the
-copies grew the server by a table's size per transaction (past 5 GB with 10,000 jobs parked). After each
+moto also keeps every model object it ever made in a list per class (for its dashboard): every item
+written, every item a transaction saved for its rollback and, before pijobs.local.moto_transactions, a
+copy of the whole table per transaction (the server grew past 5 GB with 10,000 jobs parked). After each
 serialised request the middleware empties DynamoDB's lists (``forget_model_copies``); the tables
 themselves keep what they hold.
 
