@@ -23,10 +23,11 @@
   B's submit -> SUCCEEDED time (given up at 60 s) and when A's first query was stopped.
 - parallel: one tenant submits 1,000 jobs (times ``--scale``) from 16 threads at once: refused submissions
   (503s) and the API's DynamoDB calls per job.
-- scale: 10,000 waiting jobs (times ``--scale``) of 1,000 tenants, then the dispatcher admits jobs as
-  slots free: its DynamoDB reads and writes and SQS messages per admitted job (counted per call in the
-  dispatcher, not the workers); and the capacity item's size as live jobs grow (DynamoDB refuses an item
-  past 400 KB).
+- scale: 100 waiting jobs of 10 tenants, 2,000 of 200 and 10,000 of 1,000 (times ``--scale``), then the
+  dispatcher admits jobs as slots free: its DynamoDB reads and writes and SQS messages per admitted job
+  (counted per call in the dispatcher's code, run in this process against moto without stacks: see
+  ``run_scale``); and the capacity item's size as live jobs grow, up to the most MaxActiveStacks allows
+  (DynamoDB refuses an item past 400 KB).
 
 Each tree (``--baseline REF`` checked out with ``git worktree add`` into a temporary directory, and this one)
 runs the scenarios in its own subprocess: this file run by path with that tree first on PYTHONPATH. The
@@ -723,8 +724,8 @@ def _wait_tags(stack: Any, owner: str) -> list[str]:
 
 
 class CountingBackend:
-    """The compute port without compute: the dispatcher's ``launch`` is counted (as "stacks") and nothing
-    starts. Admission, the slot, the transition and the stack's parameters are the real code's."""
+    """The compute port without compute: the dispatcher's ``launch`` is recorded and nothing starts.
+    Admission, the slot, the transition and the stack's parameters are the real code's."""
 
     def __init__(self) -> None:
         self.launched: list[str] = []
