@@ -901,18 +901,26 @@ def _next_tick(sqs: Any, queue_url: str) -> Any:
 
 
 def capacity_sizes(tenants: int) -> dict[str, float]:
-    """The capacity item's size as live jobs grow, each of its own tenant beyond ``tenants`` (the largest
-    the item gets for that many live jobs), and the live jobs it may hold."""
-    from pijobs.shared.capacity import MAX_LIVE_JOBS, capacity_item, item_size
+    """The capacity item's size as live jobs grow, each of its own tenant (the largest the item gets for
+    that many live jobs) and at the most allowed of ``tenants`` tenants; where it would reach DynamoDB's
+    limit; and the most live jobs MaxActiveStacks allows."""
+    from pijobs.shared.capacity import ITEM_LIMIT_BYTES, MAX_LIVE_JOBS, capacity_item, item_size
 
-    figures: dict[str, float] = {}
-    for live in (10, 100, 1_000, MAX_LIVE_JOBS):
-        figures[f"capacity item bytes at {live:,} live jobs of {min(live, tenants):,} tenants"] = float(
-            item_size(capacity_item(live, tenants=min(live, tenants)))
-        )
-        figures[f"capacity item bytes at {live:,} live jobs, one tenant each"] = float(
-            item_size(capacity_item(live, tenants=live))
-        )
+    def size(live: int, owners: int) -> int:
+        return item_size(capacity_item(live, tenants=owners))
+
+    figures = {
+        f"capacity item bytes at {live:,} live jobs, one tenant each": float(size(live, live))
+        for live in (10, 100, 1_000, MAX_LIVE_JOBS)
+    }
+    figures[f"capacity item bytes at {MAX_LIVE_JOBS:,} live jobs of {tenants:,} tenants"] = float(
+        size(MAX_LIVE_JOBS, tenants)
+    )
+    per_job = (size(2_000, 2_000) - size(1_000, 1_000)) / 1_000  # it grows linearly with its holders
+    base = size(1_000, 1_000) - 1_000 * per_job
+    figures["capacity item: live jobs (one tenant each) at DynamoDB's 400 KB"] = (
+        ITEM_LIMIT_BYTES - base
+    ) / per_job
     figures["capacity item: most live jobs allowed (MaxActiveStacks' MaxValue)"] = float(MAX_LIVE_JOBS)
     return figures
 

@@ -137,3 +137,4 @@ def test_the_scale_rows_show_the_capacity_item_at_the_most_live_jobs_allowed() -
 
     assert figures["capacity item: most live jobs allowed (MaxActiveStacks' MaxValue)"] == MAX_LIVE_JOBS
     assert figures[f"capacity item bytes at {MAX_LIVE_JOBS:,} live jobs, one tenant each"] < 400 * 1024
+    assert MAX_LIVE_JOBS < figures["capacity item: live jobs (one tenant each) at DynamoDB's 400 KB"] < 8_000
