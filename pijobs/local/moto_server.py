@@ -8,6 +8,12 @@ the same by serialising DynamoDB requests behind one lock and CloudFormation req
 polls would hold the lock for seconds. Nor are DynamoDB Streams reads: they only read a shard's record list,
 which writes only append to.
 
+moto also keeps every model object it ever made in a list per class (for its dashboard): every item
+written, every item a transaction saved for its rollback and, before pijobs.local.moto_transactions, a
+copy of the whole table per transaction (the server grew past 5 GB with 10,000 jobs parked). After each
+serialised request the middleware empties DynamoDB's lists (``forget_model_copies``); the tables
+themselves keep what they hold.
+
 The middleware also tells observers about each SQS, EC2 and CloudFormation request and each presigned S3 POST
 once moto has answered it (service, action, parameters), so the stand-ins wake on the calls that concern
 them instead of polling.
@@ -33,6 +39,8 @@ _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _SERIALISED_SERVICES = frozenset({"cloudformation", "dynamodb"})
 _OBSERVED_SERVICES = frozenset({"cloudformation", "ec2", "sqs"})
 _SQS_TARGET = "AmazonSQS."
+# moto's services whose model objects it need not list (S3's lists let its reset close the files of keys).
+_UNLISTED_SERVICES = ("dynamodb", "dynamodbstreams")
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 #: Called after moto answered a request: (service, action, parameters), e.g. ("sqs", "SendMessage", {...}).
@@ -56,6 +64,16 @@ def serialised_service(environ: dict[str, Any]) -> str | None:
         return None
     service = signed_service(environ)
     return service if service in _SERIALISED_SERVICES else None
+
+
+def forget_model_copies() -> None:
+    """Empty the lists in which moto keeps every DynamoDB model object it made (copies of whole tables
+    among them); the backends' own state is untouched."""
+    from moto.core.model_instances import model_data
+
+    for service in _UNLISTED_SERVICES:
+        for model in model_data.get(service, {}).values():
+            model.instances_tracked = []  # type: ignore[attr-defined]
 
 
 def is_presigned_post(environ: dict[str, Any]) -> bool:
@@ -126,6 +144,7 @@ class SerialisingMiddleware:
         if serialised is not None:
             with self._locks[serialised]:
                 response = _drain(self._app(environ, start_response))
+                forget_model_copies()
         elif request is not None:
             response = _drain(self._app(environ, start_response))
         else:

@@ -140,6 +140,27 @@ def test_server_serves_on_loopback_and_stops(aws: ClientFactory) -> None:
         requests.get(url + "/moto-api/data.json", timeout=2)
 
 
+def test_the_server_does_not_keep_every_item_moto_made(aws: ClientFactory) -> None:
+    """moto lists every object it makes (each item written, each copy a transaction saves): the server must
+    not grow by them."""
+    from moto.dynamodb.models.dynamo_type import Item
+
+    ddb, name = aws("dynamodb"), f"copies-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for n in range(20):
+        ddb.transact_write_items(
+            TransactItems=[{"Put": {"TableName": name, "Item": {"pk": {"S": f"item{n}"}}}}]
+        )
+
+    assert len(Item.instances_tracked) <= 2  # type: ignore[attr-defined]
+    assert ddb.scan(TableName=name, Select="COUNT")["Count"] == 20
+
+
 # --- gateway ------------------------------------------------------------------------------------------------
 
 

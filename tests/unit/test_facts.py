@@ -18,6 +18,15 @@ import yaml
 from pijobs import deploy, job_template
 from pijobs.api_handler.routes import ALL_OPERATIONS, OPERATIONS, WORKER_OPERATIONS, openapi_document
 from pijobs.local.cfn import load_template, resources_of_type
+from pijobs.shared.capacity import (
+    API_KEY_ID_CHARS,
+    ITEM_BUDGET,
+    ITEM_LIMIT_BYTES,
+    MAX_LIVE_JOBS,
+    CapacityCounter,
+    capacity_item,
+    item_size,
+)
 from pijobs.shared.channel import TOKEN_PATTERN
 from pijobs.shared.functions import (
     DEADLINE_RANGE,
@@ -88,6 +97,24 @@ def test_a_job_templates_parameters_are_the_platforms_bounds(
     assert set(parameters) - set(function.stack_parameter_names) <= RESERVED_PARAMETERS
     volume = template["Resources"]["WorkerInstance"]["Properties"]["BlockDeviceMappings"][0]["Ebs"]
     assert volume["VolumeSize"] == function.root_volume_gib
+
+
+def test_no_allowed_maxactivestacks_grows_the_capacity_item_past_dynamodbs_limit() -> None:
+    """One item holds every live job (job id -> owner, owner -> count): at the most live jobs any setting
+    allows, each of its own tenant (the largest the item gets), it stays within its budget of 400 KB."""
+    parameter = PRIMARY["Parameters"]["MaxActiveStacks"]
+    assert parameter["MaxValue"] == MAX_LIVE_JOBS
+    bounds = {m.le for m in DispatcherSettings.model_fields["max_active_stacks"].metadata if hasattr(m, "le")}
+    assert bounds == {MAX_LIVE_JOBS}
+    with pytest.raises(ValueError, match="at most"):
+        CapacityCounter(None, "t", default_limit=1).set_limit(MAX_LIVE_JOBS + 1)
+
+    largest = item_size(capacity_item(MAX_LIVE_JOBS, tenants=MAX_LIVE_JOBS))
+    assert largest <= ITEM_BUDGET * ITEM_LIMIT_BYTES
+    # and owners twice as long as API Gateway's key ids still fit under the limit itself
+    assert item_size(
+        capacity_item(MAX_LIVE_JOBS, tenants=MAX_LIVE_JOBS, owner_chars=2 * API_KEY_ID_CHARS)
+    ) < (ITEM_LIMIT_BYTES)
 
 
 def test_the_worker_python_is_the_one_its_artifact_is_built_for() -> None:
