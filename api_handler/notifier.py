@@ -116,9 +116,18 @@ def payload_body(type_: str, timestamp: str, data: dict[str, Any]) -> str:
     return body
 
 
-def targets_for(services: WebhookServices, job: JobRecord, type_: str) -> list[tuple[str, str]]:
-    """(target, url) for the job's owner's webhooks that want ``type_``, and the job's callback URL."""
-    hooks: list[Webhook] = services.hooks.list_for_owner(job.owner)
+OwnersHooks = dict[str, list[Webhook]]
+
+
+def targets_for(
+    services: WebhookServices, job: JobRecord, type_: str, known: OwnersHooks | None = None
+) -> list[tuple[str, str]]:
+    """(target, url) for the job's owner's webhooks that want ``type_``, and the job's callback URL.
+    ``known`` holds the owners' webhooks read already for this batch: each owner's are read once a batch."""
+    known = {} if known is None else known
+    if job.owner not in known:
+        known[job.owner] = services.hooks.list_for_owner(job.owner)
+    hooks = known[job.owner]
     found = [(h.webhook_id, h.url) for h in hooks if not h.disabled_reason and type_ in h.events]
     if job.callback_url:
         found.append((callback_target(job.job_id), job.callback_url))
@@ -170,7 +179,7 @@ def publish(services: WebhookServices, job: JobRecord, event: dict[str, Any]) ->
         raise RuntimeError("EventBridge refused the state-change event")
 
 
-def fan_out(services: WebhookServices, event: dict[str, Any]) -> int:
+def fan_out(services: WebhookServices, event: dict[str, Any], known: OwnersHooks | None = None) -> int:
     """One delivery per target of one state-change event; how many were new."""
     bind_job(str(event["job_id"]))
     try:
@@ -181,7 +190,7 @@ def fan_out(services: WebhookServices, event: dict[str, Any]) -> int:
     body = payload_body(type_, str(event["at"]), job_data(job, event, services.settings.public_api_url))
     made = 0
     now = utcnow()
-    for target, url in targets_for(services, job, type_):
+    for target, url in targets_for(services, job, type_, known):
         delivery = Delivery(
             target=target,
             event_id=event_id(event),
@@ -220,12 +229,13 @@ def notifier_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The stream's batch: each record's event fanned out; the ones that failed answered for a retry."""
     configure_logging()
     failures = []
+    known: OwnersHooks = {}
     for record in event.get("Records", []):
         clear_context()
         try:
             found = stream_event(record)
             if found is not None:
-                fan_out(services(), found)
+                fan_out(services(), found, known)
         except Exception:
             log.exception("webhook_fan_out_failed")
             failures.append({"itemIdentifier": (record.get("dynamodb") or {}).get("SequenceNumber", "")})
@@ -270,18 +280,21 @@ def post(target: Target, headers: dict[str, str], body: bytes, timeout: float) -
         connection.close()
 
 
-def signing_secrets(services: WebhookServices, delivery: Delivery, now: float) -> list[str] | None:
-    """The secrets that sign this delivery now; None when its target is gone or disabled."""
+def signing_secrets(
+    services: WebhookServices, delivery: Delivery, now: float
+) -> tuple[list[str] | None, Webhook | None]:
+    """The secrets that sign this delivery now (None when its target is gone or disabled), and the
+    webhook it goes to (None for a job's callback URL, or when the webhook is gone)."""
     if delivery.target.startswith("job_"):
         try:
             job = services.jobs.get(delivery.target.removeprefix("job_"))
         except NoSuchJobError:
-            return None
-        return [job.callback_secret] if job.callback_secret else None
+            return None, None
+        return ([job.callback_secret] if job.callback_secret else None), None
     hook = services.hooks.get(delivery.target)
     if hook is None or hook.disabled_reason:
-        return None
-    return hook.signing_secrets(now)
+        return None, hook
+    return hook.signing_secrets(now), hook
 
 
 def attempt(services: WebhookServices, key: str, *, now: float | None = None) -> Delivery | None:
@@ -296,7 +309,7 @@ def attempt(services: WebhookServices, key: str, *, now: float | None = None) ->
     if delivery.next_attempt_at and delivery.next_attempt_at > now + 0.05:
         services.queue.send(key, delivery.next_attempt_at - now)
         return delivery
-    secrets = signing_secrets(services, delivery, now)
+    secrets, hook = signing_secrets(services, delivery, now)
     previous = delivery.attempts
     changes: dict[str, Any] = {"attempts": previous + 1, "last_attempt_at": isoformat(utcnow())}
     if not secrets:
@@ -331,7 +344,7 @@ def attempt(services: WebhookServices, key: str, *, now: float | None = None) ->
     updated = delivery.model_copy(update=changes)
     if not services.hooks.save_attempt(updated, previous):
         return services.hooks.get_delivery(key)  # another sender recorded this attempt
-    _after(services, updated, delay_due=updated.next_attempt_at, now=now)
+    _after(services, updated, hook, now=now)
     log.info(
         "webhook_delivery_attempted",
         target=delivery.target,
@@ -345,16 +358,19 @@ def attempt(services: WebhookServices, key: str, *, now: float | None = None) ->
     return updated
 
 
-def _after(services: WebhookServices, delivery: Delivery, *, delay_due: float | None, now: float) -> None:
-    hook_id = None if delivery.target.startswith("job_") else delivery.target
-    if delivery.state == "pending" and delay_due is not None:
-        services.queue.send(delivery.key, delay_due - now)
-    elif hook_id and delivery.state == "gone":
-        services.hooks.update(hook_id, disabled_reason="the receiver answered 410 Gone")
-    elif hook_id and delivery.state == "failed":
-        services.hooks.update(hook_id, failing_since=isoformat(utcnow()))
-    elif hook_id and delivery.state == "delivered":
-        services.hooks.update(hook_id, failing_since=None)
+def _after(services: WebhookServices, delivery: Delivery, hook: Webhook | None, *, now: float) -> None:
+    """What an attempt's outcome changes beyond its delivery: the next try, or its webhook's state (a
+    success clears ``failing_since`` only on a webhook that shows as failing: no write otherwise)."""
+    if delivery.state == "pending" and delivery.next_attempt_at is not None:
+        services.queue.send(delivery.key, delivery.next_attempt_at - now)
+    elif hook is None:
+        return
+    elif delivery.state == "gone":
+        services.hooks.update(hook.webhook_id, disabled_reason="the receiver answered 410 Gone")
+    elif delivery.state == "failed":
+        services.hooks.update(hook.webhook_id, failing_since=isoformat(utcnow()))
+    elif delivery.state == "delivered" and hook.failing_since:
+        services.hooks.update(hook.webhook_id, failing_since=None)
 
 
 def sender_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -23,10 +23,11 @@
   B's submit -> SUCCEEDED time (given up at 60 s) and when A's first query was stopped.
 - parallel: one tenant submits 1,000 jobs (times ``--scale``) from 16 threads at once: refused submissions
   (503s) and the API's DynamoDB calls per job.
-- scale: 10,000 waiting jobs (times ``--scale``) of 1,000 tenants, then the dispatcher admits jobs as
-  slots free: its DynamoDB reads and writes and SQS messages per admitted job (counted per call in the
-  dispatcher, not the workers); and the capacity item's size as live jobs grow (DynamoDB refuses an item
-  past 400 KB).
+- scale: 100 waiting jobs of 10 tenants, 2,000 of 200 and 10,000 of 1,000 (times ``--scale``), then the
+  dispatcher admits jobs as slots free: its DynamoDB reads and writes and SQS messages per admitted job
+  (counted per call in the dispatcher's code, run in this process against moto without stacks: see
+  ``run_scale``); and the capacity item's size as live jobs grow, up to the most MaxActiveStacks allows
+  (DynamoDB refuses an item past 400 KB).
 
 Each tree (``--baseline REF`` checked out with ``git worktree add`` into a temporary directory, and this one)
 runs the scenarios in its own subprocess: this file run by path with that tree first on PYTHONPATH. The
@@ -530,7 +531,6 @@ def run_fairness(
 FLOOD = {"A": 40, "B": 4, "C": 2}
 CASES = ("latency", "fairness", "flood", "starvation", "parallel", "scale")
 RUNAWAY = "SELECT count(*) FROM range(100000000) a, range(100000000) b"  # would run for days
-ITEM_LIMIT_BYTES = 400 * 1024  # DynamoDB refuses a larger item
 
 
 def run_flood() -> FairnessRun:
@@ -631,18 +631,11 @@ class CallCounter:
         return "", 0
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator[CallCounter]:
-        """Count while the stack started inside runs (its handlers are looked up when it starts)."""
+    def counting(self) -> Iterator[CallCounter]:
+        """Count the calls made inside ``role`` (in any thread of this process)."""
         from botocore.client import BaseClient
 
-        from pijobs.api_handler import handler as api_handler
-        from pijobs.dispatcher import handler as dispatcher
-
-        make_call, originals = (
-            BaseClient._make_api_call,
-            (api_handler.lambda_handler, dispatcher.lambda_handler),
-        )
-        counter = self
+        make_call, counter = BaseClient._make_api_call, self
 
         def counted(client: Any, operation: str, params: dict[str, Any]) -> Any:
             role = getattr(counter._role, "name", None)
@@ -653,23 +646,43 @@ class CallCounter:
                         counter.counts[(role, kind)] = counter.counts.get((role, kind), 0) + n
             return make_call(client, operation, params)
 
-        def as_role(handler: Callable[[Any, Any], Any], role: str) -> Callable[[Any, Any], Any]:
-            def run(event: Any, context: Any) -> Any:
-                counter._role.name = role
-                try:
-                    return handler(event, context)
-                finally:
-                    counter._role.name = None
-
-            return run
-
         BaseClient._make_api_call = counted  # type: ignore[method-assign]
-        api_handler.lambda_handler = as_role(originals[0], "api")
-        dispatcher.lambda_handler = as_role(originals[1], "dispatcher")
         try:
             yield self
         finally:
             BaseClient._make_api_call = make_call  # type: ignore[method-assign]
+
+    @contextlib.contextmanager
+    def role(self, name: str) -> Iterator[None]:
+        """The calls this thread makes meanwhile are ``name``'s."""
+        self._role.name = name
+        try:
+            yield
+        finally:
+            self._role.name = None
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[CallCounter]:
+        """Count while the stack started inside runs (its handlers are looked up when it starts)."""
+        from pijobs.api_handler import handler as api_handler
+        from pijobs.dispatcher import handler as dispatcher
+
+        originals = (api_handler.lambda_handler, dispatcher.lambda_handler)
+        counter = self
+
+        def as_role(handler: Callable[[Any, Any], Any], role: str) -> Callable[[Any, Any], Any]:
+            def run(event: Any, context: Any) -> Any:
+                with counter.role(role):
+                    return handler(event, context)
+
+            return run
+
+        api_handler.lambda_handler = as_role(originals[0], "api")
+        dispatcher.lambda_handler = as_role(originals[1], "dispatcher")
+        try:
+            with self.counting():
+                yield self
+        finally:
             api_handler.lambda_handler, dispatcher.lambda_handler = originals
 
 
@@ -710,136 +723,218 @@ def _wait_tags(stack: Any, owner: str) -> list[str]:
     return tags
 
 
+class CountingBackend:
+    """The compute port without compute: the dispatcher's ``launch`` is recorded and nothing starts.
+    Admission, the slot, the transition and the stack's parameters are the real code's."""
+
+    def __init__(self) -> None:
+        self.launched: list[str] = []
+
+    def launch(self, request: Any) -> Any:
+        from pijobs.shared.compute import Launched
+
+        self.launched.append(request.job_id)
+        return Launched(handle=f"pijob-{request.job_id}", infrastructure_id=f"stack/{request.job_id}")
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def destroy(self, job_id: str, attempt: int | None) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def _in_process_aws(max_active_stacks: int) -> Iterator[dict[str, str]]:
+    """moto in this process (no server, no stand-ins, no workers) with the jobs table as the template
+    declares it and the jobs queue; the handlers' environment points at them."""
+    import boto3
+    from moto import mock_aws
+
+    from pijobs.local.cfn import load_template, resources_of_type
+
+    properties = resources_of_type(load_template(REPO / "infra" / "primary.yaml"), "AWS::DynamoDB::Table")[
+        "JobsTable"
+    ]
+    schema = {
+        name: properties[name] for name in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
+    }
+    saved = dict(os.environ)
+    try:
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+        os.environ.update(LOCAL_CREDENTIALS)
+        with mock_aws():
+            boto3.client("dynamodb").create_table(
+                TableName="pijobs-jobs", BillingMode="PAY_PER_REQUEST", **schema
+            )
+            queue_url = boto3.client("sqs").create_queue(QueueName="pijobs-jobs")["QueueUrl"]
+            env = {
+                "PIJOBS_TABLE_NAME": "pijobs-jobs",
+                "PIJOBS_QUEUE_URL": queue_url,
+                "PIJOBS_RESULTS_BUCKET": "pijobs-results",
+                "PIJOBS_ARTIFACTS_BUCKET": "pijobs-artifacts",
+                "PIJOBS_ARTIFACTS_URL": "https://pijobs-artifacts.s3.amazonaws.com/",
+                "PIJOBS_MAX_ACTIVE_STACKS": str(max_active_stacks),
+                "PIJOBS_ADMISSION_TICK_SECONDS": "1",
+            }
+            os.environ.update(env)
+            yield env
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def run_scale(waiting: int, tenants: int, admissions: int, max_active_stacks: int = 4) -> dict[str, float]:
-    """``waiting`` jobs of ``tenants`` tenants parked (written straight into the table, each tenant's tags
-    1, 2, ..., as parallel submissions at clock 0 leave them), then one job submitted the usual way starts
-    the admissions; the dispatcher's calls are counted over the next ``admissions`` admitted jobs."""
-    with (
-        SqsCounter().installed() as sqs,
-        CallCounter().installed() as calls,
-        _local_stack(max_active_stacks=max_active_stacks) as stack,
-    ):
-        _seed_waiting(stack, waiting, tenants)
-        queue_name = stack.outputs["QueueUrl"].rsplit("/", 1)[1]
-        calls.reset()
-        sent_before = sqs.sent.get(queue_name, 0)
-        api = Api(stack.api_url, stack.api_key)
-        api.submit("pi", {"digits": 10})
-        deadline = time.monotonic() + 60 + 10 * admissions
-        while calls.get("dispatcher", "stacks") < admissions:
+    """The dispatcher's cost per admitted job with ``waiting`` jobs of ``tenants`` tenants parked.
+
+    In this process against moto, without a server, stacks or workers: on the embedded stack moto's
+    server grew past 5 GB at 10,000 jobs, because its TransactWriteItems deep-copied the whole table for a
+    rollback and listed the copy for its dashboard, and the stack admitted and ran jobs (each admission and
+    each status change a transaction) while the backlog was being written (pijobs/local/moto_server.py and
+    moto_transactions.py now stop both; this process uses them too). The jobs are parked as the
+    API parks parallel submissions at clock 0 (each tenant's tags 1, 2, ...; JobStore's own item, written
+    in batches: the API's five calls a job took 10 minutes for 10,000 here), and one more job is submitted
+    through the API's ``submit_job``. Its message, handled by the dispatcher's ``dispatch``, starts the
+    admissions; then the ticks admit into the slots that finishing jobs free (each admitted job is cancelled
+    through the lifecycle, which releases its slot: not counted). The compute port only counts launches.
+    Counted, in the dispatcher only: DynamoDB reads and writes, SQS messages sent.
+    """
+    import gc
+    from dataclasses import replace
+
+    from pijobs.api_handler import handler as api_handler
+    from pijobs.api_handler.service import parse_submission, submit_job
+    from pijobs.dispatcher import handler as dispatcher
+    from pijobs.dispatcher.service import dispatch
+    from pijobs.local import moto_transactions
+    from pijobs.local.moto_server import forget_model_copies
+    from pijobs.shared import aws
+    from pijobs.shared.logs import configure_logging
+    from pijobs.shared.models import JobMessage
+    from pijobs.shared.status import JobStatus
+
+    configure_logging()
+    moto_transactions.install()  # as the embedded stack runs moto: a transaction copies only its items
+    counter = CallCounter()
+    with counter.counting(), _in_process_aws(max_active_stacks) as env:
+        for cached in (aws._cached_client, api_handler.services, dispatcher.services):
+            cached.cache_clear()
+        api = api_handler.services()
+        backend = CountingBackend()
+        services = replace(dispatcher.services(), compute=backend)
+        submission = parse_submission(api.functions, {"function": "pi", "params": {"digits": 10}})
+        _park(api, submission, waiting, tenants)
+        sqs = aws.client("sqs")
+        first, _ = submit_job(api, "tenant-late", submission)
+        counter.reset()
+        message = JobMessage(job_id=first.job_id, function="pi")
+        deadline = time.monotonic() + 120 + 5 * admissions
+        while len(backend.launched) < admissions:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"scale run: {calls.get('dispatcher', 'stacks')} of {admissions} admitted")
-            time.sleep(0.2)
-        admitted = calls.get("dispatcher", "stacks")
+                raise RuntimeError(f"scale run: {len(backend.launched)} of {admissions} admitted")
+            if message is not None:
+                with counter.role("dispatcher"):
+                    dispatch(services, message)
+            for job_id in backend.launched[-max_active_stacks:]:  # they finish: their slots free
+                job = services.store.get(job_id)
+                if job.status.is_live:
+                    services.lifecycle.transition(job, JobStatus.CANCELLED)
+            forget_model_copies()  # moto lists every item it made, copies too (local/moto_server.py)
+            gc.collect()
+            message = _next_tick(sqs, env["PIJOBS_QUEUE_URL"])
+        admitted = len(backend.launched)
         case = f"scale ({waiting:,} waiting of {tenants:,} tenants)"
         figures = {
-            f"{case}: {kind} / admitted job": calls.get("dispatcher", kind) / admitted
-            for kind in ("reads", "writes")
+            f"{case}: {kind} / admitted job": counter.get("dispatcher", kind) / admitted
+            for kind in ("reads", "writes", "messages")
         }
-        # Messages: the submitted job's and the ticks, whoever sent them (the reaper restarts a lost tick).
-        figures[f"{case}: messages / admitted job"] = (sqs.sent.get(queue_name, 0) - sent_before) / admitted
-        item = stack.client("dynamodb").get_item(
-            TableName=stack.outputs["TableName"], Key={"pk": {"S": "capacity#global"}}, ConsistentRead=True
-        )["Item"]
-    for live in (10, 100, 1_000, 10_000):
-        size = dynamodb_item_size(grown_capacity_item(item, live, tenants=min(live, tenants)))
-        figures[f"capacity item bytes at {live:,} live jobs"] = float(size)
-    at_1000, at_2000 = (dynamodb_item_size(grown_capacity_item(item, n, n)) for n in (1_000, 2_000))
-    per_job = (at_2000 - at_1000) / 1_000  # the item grows linearly with its holders
-    figures["capacity item: live jobs at DynamoDB's 400 KB"] = (
-        ITEM_LIMIT_BYTES - (at_1000 - 1_000 * per_job)
+    return figures
+
+
+def _park(api: Any, submission: Any, waiting: int, tenants: int) -> None:
+    """``waiting`` jobs of ``tenants`` tenants parked as parallel submissions at clock 0 leave them."""
+    from pijobs.shared import aws
+    from pijobs.shared.functions import job_deadline
+    from pijobs.shared.models import JobRecord, isoformat, new_job_id, utcnow
+    from pijobs.shared.status import JobStatus
+    from pijobs.shared.tenants import tenant_key
+
+    now = isoformat(utcnow())
+    owners = [f"tenant{n:05d}" for n in range(tenants)]
+    params = submission.params.model_dump(mode="json")
+    items = [
+        api.store.item(
+            JobRecord(
+                job_id=new_job_id(),
+                owner=owners[i % tenants],
+                function=submission.function.name,
+                version=submission.function.version,
+                params=params,
+                status=JobStatus.QUEUED,
+                created_at=now,
+                updated_at=now,
+                deadline_seconds=job_deadline(submission.function, submission.params),
+                wait_tag=float(i // tenants + 1),
+            )
+        )
+        for i in range(waiting)
+    ]
+    items += [
+        {**tenant_key(owner), "last_tag": {"N": str(math.ceil((waiting - n) / tenants))}}
+        for n, owner in enumerate(owners)
+    ]
+    table, dynamodb = api.settings.table_name, aws.client("dynamodb")
+    for start in range(0, len(items), 25):  # BatchWriteItem takes 25 items
+        request = {table: [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]}
+        while request:
+            request = dynamodb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+
+
+def _next_tick(sqs: Any, queue_url: str) -> Any:
+    """The next admission tick from the queue (delayed by AdmissionTickSeconds), None if none comes."""
+    from pijobs.shared.models import JobMessage
+
+    received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=5)
+    for message in received.get("Messages", []):
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return JobMessage.model_validate_json(message["Body"])
+    return None
+
+
+def capacity_sizes(tenants: int) -> dict[str, float]:
+    """The capacity item's size as live jobs grow, each of its own tenant (the largest the item gets for
+    that many live jobs) and at the most allowed of ``tenants`` tenants; where it would reach DynamoDB's
+    limit; and the most live jobs MaxActiveStacks allows."""
+    from pijobs.shared.capacity import ITEM_LIMIT_BYTES, MAX_LIVE_JOBS, capacity_item, item_size
+
+    def size(live: int, owners: int) -> int:
+        return item_size(capacity_item(live, tenants=owners))
+
+    figures = {
+        f"capacity item bytes at {live:,} live jobs, one tenant each": float(size(live, live))
+        for live in (10, 100, 1_000, MAX_LIVE_JOBS)
+    }
+    figures[f"capacity item bytes at {MAX_LIVE_JOBS:,} live jobs of {tenants:,} tenants"] = float(
+        size(MAX_LIVE_JOBS, tenants)
+    )
+    per_job = (size(2_000, 2_000) - size(1_000, 1_000)) / 1_000  # it grows linearly with its holders
+    base = size(1_000, 1_000) - 1_000 * per_job
+    figures["capacity item: live jobs (one tenant each) at DynamoDB's 400 KB"] = (
+        ITEM_LIMIT_BYTES - base
     ) / per_job
+    figures["capacity item: most live jobs allowed (MaxActiveStacks' MaxValue)"] = float(MAX_LIVE_JOBS)
     return figures
 
 
 def _scale_runs(scale: float) -> dict[str, float]:
-    """The scale run with a small backlog and with 10,000 waiting jobs (times ``scale``): what admitting a
-    job costs should not grow with the backlog."""
+    """The scale run with 100, 2,000 and 10,000 waiting jobs (times ``scale``): what admitting a job costs
+    should not grow with the backlog."""
     admissions = max(20, round(100 * scale))
-    figures = run_scale(100, 10, admissions)
-    return figures | run_scale(max(100, round(10_000 * scale)), max(10, round(1_000 * scale)), admissions)
-
-
-def _seed_waiting(stack: Any, waiting: int, tenants: int, threads: int = 4) -> None:
-    from pijobs.shared.models import JobRecord, isoformat, new_job_id, utcnow
-    from pijobs.shared.status import JobStatus
-    from pijobs.shared.store import JobStore
-
-    store = JobStore(stack.client("dynamodb"), stack.outputs["TableName"])
-    now = isoformat(utcnow())
-    owners = [f"tenant{n:05d}" for n in range(tenants)]
-
-    def write(indexes: range) -> None:
-        for i in indexes:
-            job = JobRecord(
-                job_id=new_job_id(),
-                owner=owners[i % tenants],
-                function="pi",
-                version="1",
-                params={"digits": 10},
-                status=JobStatus.QUEUED,
-                created_at=now,
-                updated_at=now,
-                deadline_seconds=600,
-                wait_tag=float(i // tenants + 1),
-            )
-            store.create(job)
-
-    step = math.ceil(waiting / threads)
-    workers = [
-        threading.Thread(target=write, args=(range(k, min(waiting, k + step)),))
-        for k in range(0, waiting, step)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    ddb = stack.client("dynamodb")
-    for owner in owners:  # each tenant's last tag, as the parkings left it
-        ddb.put_item(
-            TableName=stack.outputs["TableName"],
-            Item={
-                "pk": {"S": f"tenant#{owner}"},
-                "last_tag": {"N": str(math.ceil((waiting - owners.index(owner)) / tenants))},
-            },
-        )
-
-
-def dynamodb_item_size(item: dict[str, Any]) -> int:
-    """An item's size by DynamoDB's rules: each attribute's name and value (a string's UTF-8 bytes, a
-    number's ~1 byte per 2 digits + 1, a map's or list's 3 bytes + 1 per element + its elements)."""
-    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
-
-
-def _value_size(value: dict[str, Any]) -> int:
-    ((kind, content),) = value.items()
-    if kind == "S":
-        return len(content.encode())
-    if kind == "N":
-        digits = len(content.lstrip("-").replace(".", "").strip("0")) or 1
-        return min(21, math.ceil(digits / 2) + 1)
-    if kind == "M":
-        return 3 + sum(len(k.encode()) + _value_size(v) + 1 for k, v in content.items())
-    if kind == "L":
-        return 3 + sum(_value_size(v) + 1 for v in content)
-    if kind in ("SS", "NS"):
-        return sum(_value_size({kind[0]: v}) for v in content)
-    return 1
-
-
-def grown_capacity_item(item: dict[str, Any], live: int, tenants: int) -> dict[str, Any]:
-    """The capacity item as it would be with ``live`` jobs of ``tenants`` tenants holding slots: its
-    ``holders`` (job id -> owner) and ``owners`` (owner -> count) maps grown with ids as long as its own."""
-    holders = item.get("holders", {"M": {}})["M"]
-    owner_length = max((len(v["S"]) for v in holders.values()), default=20)
-    owners = [f"{n:0{owner_length}d}" for n in range(max(1, tenants))]
-    grown = dict(item)
-    grown["holders"] = {"M": {f"{n:032x}": {"S": owners[n % len(owners)]} for n in range(live)}}
-    grown["owners"] = {
-        "M": {o: {"N": str(math.ceil(live / len(owners)))} for o in owners[: min(live, len(owners))]}
-    }
-    grown["active"] = {"N": str(live)}
-    return grown
+    figures: dict[str, float] = {}
+    for waiting, tenants in ((100, 10), (2_000, 200), (10_000, 1_000)):
+        started = time.monotonic()
+        figures |= run_scale(max(100, round(waiting * scale)), max(10, round(tenants * scale)), admissions)
+        print(f"scale {waiting} done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    return figures | capacity_sizes(max(10, round(1_000 * scale)))
 
 
 def child(options: dict[str, Any]) -> dict[str, Any]:

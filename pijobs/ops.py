@@ -24,7 +24,7 @@ from typing import Any, TypedDict
 
 from pijobs.errors import OperationError, UsageError
 from pijobs.shared import aws
-from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.capacity import MAX_LIVE_JOBS, CapacityCounter
 from pijobs.shared.fairshare import HALF_THE_SLOTS, TenantPolicy, default_owner_cap, owner_limit
 from pijobs.shared.status import UNFINISHED_STATES
 from pijobs.shared.store import JobStore
@@ -225,8 +225,8 @@ def apply_settings(
     """Change MaxActiveStacks and the mapping's MaximumConcurrency and BatchSize (None: leave it)."""
     if max_active_stacks is None and maximum_concurrency is None and batch_size is None:
         raise UsageError("nothing to change: give --max-active-stacks, --maximum-concurrency or --batch-size")
-    if max_active_stacks is not None and max_active_stacks < MAX_ACTIVE_STACKS_MIN:
-        raise UsageError(f"MaxActiveStacks must be at least {MAX_ACTIVE_STACKS_MIN}")
+    if max_active_stacks is not None and not MAX_ACTIVE_STACKS_MIN <= max_active_stacks <= MAX_LIVE_JOBS:
+        raise UsageError(f"MaxActiveStacks must be {MAX_ACTIVE_STACKS_MIN}..{MAX_LIVE_JOBS}")
     lam = aws.client("lambda")
     update = mapping_update(batch_size, maximum_concurrency)
     if update:

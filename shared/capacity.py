@@ -10,15 +10,77 @@ QUEUED -> PROVISIONING (``acquire_item``), so a slot never exists without its jo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from pijobs.shared.aws import conditional_write, error_code
 from pijobs.shared.errors import CapacityFullError
+from pijobs.shared.ids import new_id
 
 CAPACITY_KEY = {"pk": {"S": "capacity#global"}}
 _EMPTY_MAP: dict[str, Any] = {"M": {}}
 NO_OWNER = "-"  # a map key cannot be empty
+ITEM_LIMIT_BYTES = 400 * 1024  # DynamoDB refuses a larger item
+ITEM_BUDGET = 0.75  # the share of the limit the capacity item may reach at MAX_LIVE_JOBS
+MAX_LIVE_JOBS = 5_000  # the most MaxActiveStacks may be: the item at that many holders fits ITEM_BUDGET
+API_KEY_ID_CHARS = 10  # an owner is an API key's id: API Gateway makes them 10 characters long
+
+
+class LimitTooHighError(ValueError):
+    """MaxActiveStacks above MAX_LIVE_JOBS: the capacity item could not hold that many slots."""
+
+
+def check_limit(limit: int) -> int:
+    """``limit`` if MaxActiveStacks may be that, else ValueError (LimitTooHighError past the ceiling)."""
+    if limit < 1:
+        raise ValueError("MaxActiveStacks must be at least 1")
+    if limit > MAX_LIVE_JOBS:
+        raise LimitTooHighError(
+            f"MaxActiveStacks must be at most {MAX_LIVE_JOBS:,} (one capacity item holds the live jobs)"
+        )
+    return limit
+
+
+def item_size(item: Mapping[str, Any]) -> int:
+    """An item's size by DynamoDB's rules: each attribute's name and value (a string's UTF-8 bytes, a
+    number's one byte per two significant digits plus one, a map's 3 bytes plus, per entry, its name, its
+    value and one byte)."""
+    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+
+
+def _value_size(value: Mapping[str, Any]) -> int:
+    ((kind, content),) = value.items()
+    if kind == "S":
+        return len(content.encode())
+    if kind == "N":
+        digits = len(content.lstrip("-").replace(".", "").strip("0")) or 1
+        return min(21, math.ceil(digits / 2) + 1)
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + _value_size(v) + 1 for k, v in content.items())
+    if kind == "L":
+        return 3 + sum(_value_size(v) + 1 for v in content)
+    if kind in ("SS", "NS"):
+        return sum(_value_size({kind[0]: v}) for v in content)
+    return 1
+
+
+def capacity_item(live: int, *, tenants: int, owner_chars: int = API_KEY_ID_CHARS) -> dict[str, Any]:
+    """The capacity item as it is with ``live`` jobs of ``tenants`` tenants holding slots (job ids as
+    long as shared/ids.py makes them, owners ``owner_chars`` long), a pending tick and a fractional clock:
+    every attribute at its largest."""
+    tenants = max(1, min(tenants, live)) if live else 1
+    owners = [f"{n:0{owner_chars}d}" for n in range(tenants)]
+    longest_number = {"N": "1" * 38}  # DynamoDB keeps 38 significant digits: the widest number it stores
+    return {
+        **CAPACITY_KEY,
+        "active": {"N": str(live)},
+        "limit": {"N": str(MAX_LIVE_JOBS)},
+        "clock": longest_number,
+        "tick_at": longest_number,
+        "holders": {"M": {f"{n:0{len(new_id())}x}": {"S": owners[n % tenants]} for n in range(live)}},
+        "owners": {"M": {o: {"N": str(math.ceil(live / tenants))} for o in owners} if live else {}},
+    }
 
 
 def _owner_key(owner: str) -> str:
@@ -140,9 +202,9 @@ class CapacityCounter:
 
     # ---- the operator's limit and the reaper's repair ------------------------------------------------
     def set_limit(self, limit: int) -> None:
-        """Change MaxActiveStacks at run time (creates the item if needed)."""
-        if limit < 1:
-            raise ValueError("MaxActiveStacks must be at least 1")
+        """Change MaxActiveStacks at run time (creates the item if needed); ValueError outside
+        1..MAX_LIVE_JOBS."""
+        check_limit(limit)
         self._ddb.update_item(
             TableName=self._table,
             Key=CAPACITY_KEY,

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from pijobs.shared.capacity import MAX_LIVE_JOBS
 from pijobs.shared.fairshare import HALF_THE_SLOTS
 from pijobs.shared.functions import Registry, load_registry, parse_enabled
 from pijobs.shared.retry import Backoff
@@ -42,7 +43,7 @@ def _json_object(value: object) -> object:
 
 class StoreSettings(_EnvSettings):
     table_name: NonEmpty
-    max_active_stacks: int = Field(default=10, ge=1)
+    max_active_stacks: int = Field(default=10, ge=1, le=MAX_LIVE_JOBS)  # the capacity item's ceiling
     # The operator's choice of business functions: "pi,word-count"; empty or "*" is every installed one.
     enabled_functions: str | None = None
     # Per-function limits, {"pi": {"max_digits": 10000000}}; a function's defaults apply where unset.

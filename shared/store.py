@@ -262,6 +262,17 @@ class JobStore:
         )
 
     # ---- writes --------------------------------------------------------------------------------------
+    @staticmethod
+    def item(job: JobRecord) -> dict[str, Any]:
+        """A new job's item as ``create`` writes it, with the attributes that put it in the live index and,
+        parked, the waiting index."""
+        item = {k: _ddb_value(v) for k, v in job.to_item().items()}
+        if not job.status.is_terminal:
+            item[LIVE_SHARD] = {"S": str(shard_of(job.job_id))}
+        if job.wait_tag is not None:
+            item[WAIT_SHARD] = {"S": str(shard_of(job.job_id))}
+        return item
+
     def create(
         self,
         job: JobRecord,
@@ -276,15 +287,10 @@ class JobStore:
 
         A repeat of the same key by the same owner returns the first job instead of creating another.
         """
-        item = {k: _ddb_value(v) for k, v in job.to_item().items()}
-        if not job.status.is_terminal:
-            item[LIVE_SHARD] = {"S": str(shard_of(job.job_id))}
-        if job.wait_tag is not None:
-            item[WAIT_SHARD] = {"S": str(shard_of(job.job_id))}
         put_job = {
             "Put": {
                 "TableName": self._table,
-                "Item": item,
+                "Item": self.item(job),
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }

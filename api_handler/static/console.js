@@ -1,8 +1,8 @@
 // The pijobs customer console: plain JS over the API's own JSON (GET /functions, GET/POST/DELETE /jobs,
-// POST/GET /uploads). Rules kept throughout: the API key lives in sessionStorage only and goes out only as
-// the x-api-key header of a same-origin request (never in a URL, never logged; a file's presigned POST to
-// the bucket carries no key); nothing the API returns is parsed as HTML (all text goes in through
-// textContent); the page has no dependency outside this file and its CSS.
+// POST/GET /uploads, the /webhooks calls). Rules kept throughout: the API key lives in sessionStorage only
+// and goes out only as the x-api-key header of a same-origin request (never in a URL, never logged; a
+// file's presigned POST to the bucket carries no key); nothing the API returns is parsed as HTML (all text
+// goes in through textContent); the page has no dependency outside this file and its CSS.
 "use strict";
 (() => {
   const KEY_STORE = "pijobs.apiKey";
@@ -165,11 +165,11 @@
   }
 
   // ---- navigation -------------------------------------------------------------------------------------
-  const VIEWS = ["signin", "jobs", "detail", "submit"];
+  const VIEWS = ["signin", "jobs", "detail", "submit", "webhooks", "webhook"];
   function show(view, focus) {
     for (const name of VIEWS) $("view-" + name).hidden = name !== view;
     $("nav").hidden = view === "signin";
-    for (const [id, current] of [["nav-jobs", "jobs"], ["nav-submit", "submit"]]) {
+    for (const [id, current] of [["nav-jobs", "jobs"], ["nav-submit", "submit"], ["nav-webhooks", "webhooks"]]) {
       if (view === current) $(id).setAttribute("aria-current", "page");
       else $(id).removeAttribute("aria-current");
     }
@@ -190,11 +190,15 @@
     poller.stop();
     if (state.keepNotice) state.keepNotice = false;
     else notify("");
+    forgetSecret(); // shown once: gone as soon as the view changes
     if (!sessionStorage.getItem(KEY_STORE)) { showSignIn(); return; }
     const hash = location.hash.replace(/^#/, "");
     const detail = hash.match(/^\/jobs\/([a-f0-9]{32})$/);
+    const hook = hash.match(/^\/webhooks\/([^/]+)$/); // the API says which ids exist (404 otherwise)
     if (detail) openDetail(detail[1]);
     else if (hash === "/submit") openSubmit();
+    else if (hash === "/webhooks") openWebhooks();
+    else if (hook) openWebhook(decodeURIComponent(hook[1]));
     else openJobs();
   }
   function go(hash) {
@@ -216,6 +220,7 @@
     });
     poller.stop();
     notify("");
+    forgetSecret();
     showSignIn(message);
   }
   $("signin-form").addEventListener("submit", async (event) => {
@@ -1077,6 +1082,311 @@
     setText("submit-error", [`The API refused the job: ${exc.message}`, ...unplaced].join(" — "));
     focusOn(firstBad || $("submit-error"));
   }
+
+  // ---- webhooks -------------------------------------------------------------------------------------------
+  // Add one (the secret is shown once, in the box above the view, and forgotten when the view changes), the
+  // list with each webhook's state, and per webhook: a test event, its recent deliveries (asked again while
+  // one is pending), a new secret (shown once), delete. The event types and the fields' limits are the
+  // API's own: GET /openapi.json's POST /webhooks body.
+  const WEBHOOK_FIELDS = ["url", "events", "description"];
+
+  function webhookSchema(doc) {
+    try {
+      let body = doc.paths["/webhooks"].post.requestBody.content["application/json"].schema;
+      if (body.$ref) body = doc.components.schemas[body.$ref.replace(/^#\/components\/schemas\//, "")];
+      const props = body.properties || {};
+      const events = resolve(props.events, {});
+      return {
+        url: resolve(props.url, {}),
+        description: resolve(props.description, {}),
+        events: events.items && Array.isArray(events.items.enum) ? events.items.enum : [],
+        eventsHint: events.description || "",
+      };
+    } catch (exc) {
+      return { url: {}, description: {}, events: [], eventsHint: "" };
+    }
+  }
+  function eventsSummary(events) {
+    const every = webhookSchema(state.document || {}).events;
+    const given = events || [];
+    return every.length && every.every((type) => given.includes(type)) ? "all" : given.join(", ");
+  }
+  const hookPath = (webhookId, rest) => `/webhooks/${encodeURIComponent(webhookId)}${rest || ""}`;
+  const visibleView = () => VIEWS.find((name) => !$("view-" + name).hidden);
+
+  // ---- webhooks: the secret, shown once -----------------------------------------------------------------
+  function showSecret(title, about, secret, note) {
+    setText("secret-title", title);
+    setText("secret-for", about);
+    $("secret-value").value = secret;
+    setText("secret-note", note);
+    setText("secret-copied", "");
+    $("secret-box").hidden = false;
+    focusOn($("secret-value"));
+  }
+  function forgetSecret() {
+    $("secret-value").value = "";
+    for (const id of ["secret-for", "secret-note", "secret-copied"]) setText(id, "");
+    $("secret-box").hidden = true;
+  }
+  $("secret-copy").addEventListener("click", async () => {
+    const input = $("secret-value");
+    input.focus();
+    input.select();
+    try {
+      await navigator.clipboard.writeText(input.value);
+      setText("secret-copied", "Copied to the clipboard.");
+    } catch (exc) { // no clipboard for this page (an insecure origin, a refused permission): it is selected
+      setText("secret-copied", "This browser did not let the page copy it: it is selected, press Ctrl+C (⌘C).");
+    }
+  });
+  $("secret-done").addEventListener("click", () => {
+    forgetSecret();
+    focusOn(document.querySelector(`#view-${visibleView()} h1`));
+  });
+
+  // ---- webhooks: the list and the form ------------------------------------------------------------------
+  async function openWebhooks() {
+    document.title = "Webhooks · pijobs console";
+    show("webhooks");
+    await fillWebhookForm();
+    await loadWebhooks();
+  }
+
+  async function fillWebhookForm() {
+    const choices = $("webhook-events-choices");
+    if (choices.childElementCount) return;
+    const schema = webhookSchema(await loadDocument());
+    const url = $("webhook-url");
+    if (Array.isArray(schema.url.examples) && schema.url.examples.length) url.placeholder = `e.g. ${schema.url.examples[0]}`;
+    setText("webhook-url-hint", [schema.url.description, bounds(schema.url)].filter(Boolean).join(" · "));
+    setText("webhook-description-hint", ["a note for yourself", bounds(schema.description)].filter(Boolean).join(" · "));
+    setText("webhook-events-hint", schema.eventsHint);
+    choices.replaceChildren(...schema.events.map((type) => {
+      const id = "webhook-event-" + type.replace(/[^A-Za-z0-9_-]/g, "-");
+      return el("label", { for: id }, el("input", { id, type: "checkbox", name: "events", value: type, checked: true }), type);
+    }));
+  }
+
+  async function loadWebhooks() {
+    const view = $("view-webhooks");
+    let page;
+    try {
+      page = await api("GET", "/webhooks");
+    } catch (exc) {
+      if (exc.status !== 403) setText("webhooks-error", `Could not load the webhooks: ${exc.message}`);
+      return;
+    }
+    if (view.hidden) return;
+    setText("webhooks-error", "");
+    const hooks = page.webhooks || [];
+    $("webhooks-body").replaceChildren(...hooks.map(webhookRow));
+    $("webhooks-empty").hidden = hooks.length > 0;
+  }
+
+  function webhookRow(hook) {
+    const link = el("a", { href: "#" + hookPath(hook.webhook_id), className: "mono", "data-webhook-id": hook.webhook_id, text: hook.url });
+    const about = hook.description ? [el("br"), el("span", { className: "muted", text: hook.description })] : [];
+    return el("tr", { "data-webhook-id": hook.webhook_id, "data-state": hook.state },
+      el("td", { "data-label": "URL", className: "url" }, link, ...about),
+      el("td", { "data-label": "State" }, el("span", { className: `badge ${hook.state}`, text: hook.state })),
+      el("td", { "data-label": "Events", text: eventsSummary(hook.events) }),
+      el("td", { "data-label": "Created" }, el("time", { datetime: hook.created_at, text: formatTime(hook.created_at) })));
+  }
+
+  const webhookInput = (name) => $(name === "events" ? "webhook-events" : `webhook-${name}`);
+  function showWebhookProblem(name, problem) { // the control to focus
+    const error = $(`webhook-${name}-error`);
+    error.textContent = error.textContent ? `${error.textContent}; ${problem}` : problem;
+    webhookInput(name).setAttribute("aria-invalid", "true");
+    return name === "events" ? $("webhook-events-choices").querySelector("input") : webhookInput(name);
+  }
+  function clearWebhookProblems() {
+    for (const name of WEBHOOK_FIELDS) {
+      setText(`webhook-${name}-error`, "");
+      webhookInput(name).removeAttribute("aria-invalid");
+    }
+    setText("webhook-form-error", "");
+  }
+  // The API's `details` name the field (`url` for an address webhooks may not call, `events.0`, ...).
+  function showWebhookServerErrors(exc) {
+    const unplaced = [];
+    let firstBad = null;
+    for (const detail of exc.details) {
+      const name = WEBHOOK_FIELDS.find((f) => detail.field === f || detail.field.startsWith(f + "."));
+      if (name) firstBad = firstBad || showWebhookProblem(name, detail.problem);
+      else unplaced.push(`${detail.field}: ${detail.problem}`);
+    }
+    setText("webhook-form-error", [`The API refused the webhook: ${exc.message}`, ...unplaced].join(" — "));
+    focusOn(firstBad || $("webhook-form-error"));
+  }
+
+  $("webhook-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearWebhookProblems();
+    const url = $("webhook-url").value.trim();
+    const boxes = Array.from($("webhook-events-choices").querySelectorAll("input[type=checkbox]"));
+    const events = boxes.filter((box) => box.checked).map((box) => box.value);
+    const description = $("webhook-description").value.trim();
+    let firstBad = null;
+    if (!url) firstBad = showWebhookProblem("url", "Field required");
+    if (boxes.length && !events.length) firstBad = firstBad || showWebhookProblem("events", "choose at least one event type");
+    if (firstBad) {
+      setText("webhook-form-error", "Some fields need a change (marked above).");
+      focusOn(firstBad);
+      return;
+    }
+    const body = { url };
+    if (boxes.length) body.events = events; // none offered (no API document): the API's default, all
+    if (description) body.description = description;
+    const button = $("webhook-add");
+    button.disabled = true;
+    try {
+      const made = await api("POST", "/webhooks", body);
+      $("webhook-form").reset();
+      await loadWebhooks();
+      showSecret("Signing secret", `of the webhook to ${made.url}`, made.secret, "");
+    } catch (exc) {
+      if (exc.status !== 403) showWebhookServerErrors(exc);
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  // ---- webhooks: one, its deliveries and actions --------------------------------------------------------
+  let currentHook = null;
+  let shownDeliveries = "";
+  const HOOK_ACTIONS = ["webhook-test", "webhook-rotate", "webhook-delete"];
+
+  async function openWebhook(webhookId) {
+    document.title = "Webhook · pijobs console";
+    currentHook = null;
+    shownDeliveries = "";
+    for (const id of ["webhook-title", "webhook-state", "webhook-id", "webhook-about", "webhook-problem", "webhook-error"]) setText(id, "");
+    $("webhook-state").className = "badge";
+    $("webhook-facts").replaceChildren();
+    $("deliveries-body").replaceChildren();
+    $("deliveries-empty").hidden = true;
+    for (const id of HOOK_ACTIONS) $(id).disabled = true;
+    show("webhook");
+    let hook;
+    try {
+      hook = await api("GET", hookPath(webhookId));
+    } catch (exc) {
+      if (exc.status !== 403) setText("webhook-error", exc.status === 404 ? "No such webhook (or not one of yours)." : `Could not load the webhook: ${exc.message}`);
+      return;
+    }
+    if ($("view-webhook").hidden) return;
+    await loadDocument(); // the event types, to say "all"
+    currentHook = hook;
+    renderWebhook(hook);
+    for (const id of HOOK_ACTIONS) $(id).disabled = false;
+    poller.start(() => loadDeliveries(hook.webhook_id));
+    await loadDeliveries(hook.webhook_id);
+    if (!$("view-webhook").hidden) focusOn($("webhook-title"));
+  }
+
+  function renderWebhook(hook) {
+    setText("webhook-title", hook.url);
+    setText("webhook-state", hook.state);
+    $("webhook-state").className = `badge ${hook.state}`;
+    setText("webhook-id", hook.webhook_id);
+    setText("webhook-about", hook.description || "");
+    let problem = "";
+    if (hook.state === "disabled") problem = `Disabled: ${hook.disabled_reason || "the receiver answered 410 Gone"}. Nothing more is sent to it.`;
+    else if (hook.state === "failing") problem = `Failing since ${formatTime(hook.failing_since)}: a delivery used up its retries (the next one delivered clears it).`;
+    setText("webhook-problem", problem);
+    $("webhook-facts").replaceChildren(
+      el("dt", { text: "events" }), el("dd", { text: eventsSummary(hook.events) }),
+      el("dt", { text: "created" }), el("dd", { text: formatTime(hook.created_at) }));
+  }
+
+  async function loadDeliveries(webhookId) {
+    if ($("view-webhook").hidden) return;
+    let page;
+    try {
+      page = await api("GET", hookPath(webhookId, "/deliveries"));
+    } catch (exc) {
+      if (exc.status === 403) return;
+      setText("webhook-error", exc.status === 404 ? "This webhook is gone." : `Could not load the deliveries: ${exc.message}`);
+      if (exc.status !== 404) poller.next(true, false);
+      return;
+    }
+    if ($("view-webhook").hidden || !currentHook || currentHook.webhook_id !== webhookId) return;
+    const deliveries = page.deliveries || [];
+    const signature = deliveries.map((d) => `${d.event_id}:${d.state}:${d.attempts}`).join(",");
+    const changed = signature !== shownDeliveries;
+    if (changed && signature) { // a delivery's outcome can change the webhook's state (failing, disabled)
+      try { currentHook = await api("GET", hookPath(webhookId)); renderWebhook(currentHook); } catch (exc) { /* shown next time */ }
+    }
+    shownDeliveries = signature;
+    $("deliveries-body").replaceChildren(...deliveries.map(deliveryRow));
+    $("deliveries-empty").hidden = deliveries.length > 0;
+    poller.next(deliveries.some((d) => d.state === "pending"), changed);
+  }
+
+  function deliveryRow(d) {
+    const job = d.job_id ? [el("a", { href: `#/jobs/${encodeURIComponent(d.job_id)}`, className: "mono", text: d.job_id.slice(0, 12) })] : [];
+    if (d.job_id && d.job_attempt) job.push(el("br"), el("span", { className: "muted", text: `attempt ${d.job_attempt}` }));
+    const at = d.last_attempt_at || d.created_at;
+    const answer = d.response_status ? String(d.response_status) : d.error || ""; // the status, else why none came
+    return el("tr", { "data-event-id": d.event_id, "data-state": d.state },
+      el("td", { "data-label": "Event", className: "event mono", text: d.event_id }),
+      el("td", { "data-label": "Type", className: "type", text: d.type }),
+      el("td", { "data-label": "State" }, el("span", { className: `badge ${d.state}`, text: d.state })),
+      el("td", { "data-label": "Job" }, ...(job.length ? job : ["—"])),
+      el("td", { "data-label": "Tries", className: "tries", text: String(d.attempts) }),
+      el("td", { "data-label": "Time" }, el("time", { datetime: at, text: formatTime(at) })),
+      el("td", { "data-label": "Answer", className: "answer", title: d.error, text: answer }),
+      el("td", { "data-label": "Duration", className: "duration", text: typeof d.duration_ms === "number" ? `${d.duration_ms} ms` : "" }),
+      el("td", { "data-label": "Next retry", className: "next", text: d.next_attempt_at ? formatTime(d.next_attempt_at) : "" }));
+  }
+
+  $("webhook-test").addEventListener("click", async () => {
+    const hook = currentHook;
+    if (!hook) return;
+    const button = $("webhook-test");
+    button.disabled = true;
+    try {
+      const queued = await api("POST", hookPath(hook.webhook_id, "/test"));
+      notify(`Test event ${queued.event_id} sent: its delivery shows below.`);
+    } catch (exc) {
+      if (exc.status !== 403) setText("webhook-error", `Could not send a test event: ${exc.message}`);
+    } finally {
+      button.disabled = false;
+    }
+    poller.start(() => loadDeliveries(hook.webhook_id));
+    await loadDeliveries(hook.webhook_id);
+  });
+
+  $("webhook-rotate").addEventListener("click", async () => {
+    const hook = currentHook;
+    if (!hook) return;
+    setText("webhook-error", "");
+    try {
+      const rotated = await api("POST", hookPath(hook.webhook_id, "/rotate-secret"));
+      showSecret("New signing secret", `of the webhook to ${hook.url}`, rotated.secret,
+        `The previous secret also signs until ${formatTime(rotated.previous_until)}: give your receiver this one before then.`);
+    } catch (exc) {
+      if (exc.status !== 403) setText("webhook-error", `Could not rotate the secret: ${exc.message}`);
+    }
+  });
+
+  const deleteDialog = $("confirm-delete");
+  $("webhook-delete").addEventListener("click", () => { if (currentHook) deleteDialog.showModal(); });
+  $("confirm-delete-no").addEventListener("click", () => deleteDialog.close("keep"));
+  $("confirm-delete-yes").addEventListener("click", async () => {
+    deleteDialog.close("delete");
+    const hook = currentHook;
+    if (!hook) return;
+    try {
+      await api("DELETE", hookPath(hook.webhook_id));
+      notify(`The webhook to ${hook.url} was deleted.`, { untilNextView: true });
+      go("#/webhooks");
+    } catch (exc) {
+      if (exc.status !== 403) setText("webhook-error", `Could not delete the webhook: ${exc.message}`);
+    }
+  });
 
   window.addEventListener("hashchange", route);
   route();

@@ -17,6 +17,7 @@ from pijobs.cli.render import Output
 from pijobs.errors import OperationError
 from pijobs.local.logs import default_log_dir, job_logs
 from pijobs.local.persist import default_data_dir
+from pijobs.shared.capacity import MAX_LIVE_JOBS
 from pijobs.shared.fairshare import HALF_THE_SLOTS
 
 
@@ -73,7 +74,10 @@ def version() -> str:
 def _local_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="port of the local API (default: a free one)")
     parser.add_argument(
-        "--max-active-stacks", type=number_in(1), default=4, help="MaxActiveStacks (default 4)"
+        "--max-active-stacks",
+        type=number_in(1, MAX_LIVE_JOBS),
+        default=4,
+        help=f"MaxActiveStacks (default 4; 1..{MAX_LIVE_JOBS})",
     )
     parser.add_argument(
         "--max-active-stacks-per-owner",

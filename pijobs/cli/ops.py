@@ -48,8 +48,8 @@ def register(subparsers: Any, output: argparse.ArgumentParser) -> None:
     change = actions.add_parser("set", parents=[common], help="change MaxActiveStacks and the mapping")
     change.add_argument(
         "--max-active-stacks",
-        type=number_in(ops.MAX_ACTIVE_STACKS_MIN, None),
-        help="live stacks at most (>= 1)",
+        type=number_in(ops.MAX_ACTIVE_STACKS_MIN, ops.MAX_LIVE_JOBS),
+        help=f"live stacks at most ({ops.MAX_ACTIVE_STACKS_MIN}..{ops.MAX_LIVE_JOBS})",
     )
     change.add_argument(
         "--maximum-concurrency",

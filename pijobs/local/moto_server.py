@@ -3,8 +3,16 @@
 moto's backends mutate plain Python dicts without locks, and its threaded server handles each request in its
 own thread. Two conditional writes that race can therefore both pass their condition, and two ``CreateStack``
 calls with the same name can both create a stack. AWS makes each such call atomic; the middleware below does
-the same by serialising DynamoDB and CloudFormation requests behind one lock. SQS is never serialised: its
-long polls would hold the lock for seconds.
+the same by serialising DynamoDB requests behind one lock and CloudFormation requests behind another (a
+``CreateStack`` can take a second in moto: DynamoDB does not wait for it). SQS is never serialised: its long
+polls would hold the lock for seconds. Nor are DynamoDB Streams reads: they only read a shard's record list,
+which writes only append to.
+
+moto also keeps every model object it ever made in a list per class (for its dashboard): every item
+written, every item a transaction saved for its rollback and, before pijobs.local.moto_transactions, a
+copy of the whole table per transaction (the server grew past 5 GB with 10,000 jobs parked). After each
+serialised request the middleware empties DynamoDB's lists (``forget_model_copies``); the tables
+themselves keep what they hold.
 
 The middleware also tells observers about each SQS, EC2 and CloudFormation request and each presigned S3 POST
 once moto has answered it (service, action, parameters), so the stand-ins wake on the calls that concern
@@ -31,6 +39,8 @@ _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _SERIALISED_SERVICES = frozenset({"cloudformation", "dynamodb"})
 _OBSERVED_SERVICES = frozenset({"cloudformation", "ec2", "sqs"})
 _SQS_TARGET = "AmazonSQS."
+# moto's services whose model objects it need not list (S3's lists let its reset close the files of keys).
+_UNLISTED_SERVICES = ("dynamodb", "dynamodbstreams")
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 #: Called after moto answered a request: (service, action, parameters), e.g. ("sqs", "SendMessage", {...}).
@@ -43,11 +53,27 @@ def signed_service(environ: dict[str, Any]) -> str:
     return match.group(1) if match else ""
 
 
-def is_serialised(environ: dict[str, Any]) -> bool:
-    """True for requests AWS executes atomically and moto does not: DynamoDB and CloudFormation."""
-    if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
-        return True
-    return signed_service(environ) in _SERIALISED_SERVICES
+def serialised_service(environ: dict[str, Any]) -> str | None:
+    """The service of a request AWS executes atomically and moto does not (DynamoDB, CloudFormation): the
+    requests of one such service run one at a time. None for the others (DynamoDB Streams included: it is
+    signed as ``dynamodb`` but only reads)."""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target.startswith("DynamoDB_"):
+        return "dynamodb"
+    if target.startswith("DynamoDBStreams_"):
+        return None
+    service = signed_service(environ)
+    return service if service in _SERIALISED_SERVICES else None
+
+
+def forget_model_copies() -> None:
+    """Empty the lists in which moto keeps every DynamoDB model object it made (copies of whole tables
+    among them); the backends' own state is untouched."""
+    from moto.core.model_instances import model_data
+
+    for service in _UNLISTED_SERVICES:
+        for model in model_data.get(service, {}).values():
+            model.instances_tracked = []  # type: ignore[attr-defined]
 
 
 def is_presigned_post(environ: dict[str, Any]) -> bool:
@@ -100,12 +126,13 @@ def _drain(result: Iterable[bytes]) -> list[bytes]:
 
 
 class SerialisingMiddleware:
-    """Runs DynamoDB and CloudFormation requests one at a time; everything else passes straight through.
-    Observers hear of SQS, EC2 and CloudFormation requests after moto answered them."""
+    """Runs DynamoDB requests one at a time, and CloudFormation requests one at a time; everything else
+    passes straight through. Observers hear of SQS, EC2 and CloudFormation requests after moto answered
+    them."""
 
     def __init__(self, app: WsgiApp) -> None:
         self._app = app
-        self._lock = threading.Lock()
+        self._locks = {service: threading.Lock() for service in _SERIALISED_SERVICES}
         self._observers: list[RequestObserver] = []
 
     def observe(self, observer: RequestObserver) -> None:
@@ -113,9 +140,11 @@ class SerialisingMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = observed_request(environ) if self._observers else None
-        if is_serialised(environ):
-            with self._lock:
+        serialised = serialised_service(environ)
+        if serialised is not None:
+            with self._locks[serialised]:
                 response = _drain(self._app(environ, start_response))
+                forget_model_copies()
         elif request is not None:
             response = _drain(self._app(environ, start_response))
         else:
@@ -141,6 +170,10 @@ class _QuietRequestHandler(WSGIRequestHandler):
 
 def _create_app() -> SerialisingMiddleware:
     from moto.server import DomainDispatcherApplication, create_backend_app  # heavy import, done late
+
+    from pijobs.local import moto_transactions  # lazy: imports moto, heavy, only when a server starts
+
+    moto_transactions.install()
 
     return SerialisingMiddleware(DomainDispatcherApplication(create_backend_app))
 

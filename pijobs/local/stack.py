@@ -22,6 +22,7 @@ import boto3
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodbstreams.models import dynamodbstreams_backends
+from moto.events.models import events_backends
 
 from pijobs.api_handler import handler as api_lambda
 from pijobs.api_handler import notifier
@@ -77,13 +78,18 @@ LOCAL_TIMINGS = {
     # on this machine allowed (http and https to 127.0.0.1). Both settable with extra_env.
     "PIJOBS_WEBHOOK_RETRY_SCHEDULE": "1,2,4,8,15,30,60,120,300",
     "PIJOBS_WEBHOOK_ALLOW_LOOPBACK": "true",
-    # No EventBridge here: moto's server answers PutEvents with a 500 (the operators' events are tested
-    # against moto in process, tests/integration/test_webhooks.py).
-    "PIJOBS_EVENT_BUS": "",
+    # Operators' events go to the default bus, as on AWS: route them with a rule (e.g. to an SQS queue).
+    "PIJOBS_EVENT_BUS": "default",
 }
 
 
 UPLOADS_VISIBILITY_S = 60
+
+
+def _matches_no_event(*_: Any, **__: Any) -> None:
+    """A scheduled rule's answer to an event: nothing (see ``_scheduled_rules_see_no_events``)."""
+
+
 # A worker gets nothing of this process's environment that names AWS or pijobs: no credentials, no
 # endpoint, no table; only what its instance's UserData exports (the runner adds it) and these timings.
 _WORKER_ENV_EXCLUDED = ("AWS_", "PIJOBS_", "BOTO")
@@ -255,6 +261,7 @@ class LocalStack:
             self._set_env({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self._moto.url})
             self.outputs = self._deploy_primary()
             self._disable_moto_event_source_mappings()
+            self._scheduled_rules_see_no_events()
             self._shorten_visibility_timeout()
             self._send_upload_events()
             self._set_env(self._handler_env())
@@ -398,6 +405,16 @@ class LocalStack:
         # stream mapping reads the stream instead).
         table = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].get_table(self.outputs["TableName"])
         table.lambda_event_source_mappings.clear()
+
+    @staticmethod
+    def _scheduled_rules_see_no_events() -> None:
+        """On AWS a rule with a schedule matches no event. moto's matches every PutEvents (the rule has no
+        pattern) and then fails on its Lambda target, which it cannot run: the notifier's state-change events
+        got a 500. Here the reaper's schedule rule ignores events (the schedule stand-in fires the reaper)."""
+        for bus in events_backends[DEFAULT_ACCOUNT_ID][REGION].event_buses.values():
+            for rule in bus.rules.values():
+                if rule.scheduled_expression:
+                    rule.send_to_targets = _matches_no_event  # type: ignore[method-assign]
 
     @staticmethod
     def _results_bucket_declared() -> dict[str, Any]:

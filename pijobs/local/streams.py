@@ -7,9 +7,11 @@ first failed one, as Lambda does for a stream) up to ``max_retries`` times befor
 line (the template's on-failure queue). moto keeps a stream's records in memory and runs no mapping of its
 own here (the local stack detaches moto's, which would need Docker).
 
-Each poll asks for a new iterator after the last sequence number read: moto replaces a table (and its
-stream's shard) with a copy whenever a transaction is cancelled, which leaves older iterators reading a shard
-nobody writes to any more. ``forget`` drops the iterators moto keeps for each call (it never expires them).
+Each poll asks for a new iterator after the last sequence number read: moto's own transactions replace a
+table (and its stream's shard) with a copy whenever one is cancelled, which leaves older iterators reading a
+shard nobody writes to any more (pijobs.local.moto_transactions keeps the table, but a new iterator costs
+little and holds whatever moto does). ``forget`` drops the iterators moto keeps for each call (it never
+expires them).
 """
 
 from __future__ import annotations

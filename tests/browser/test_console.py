@@ -291,7 +291,7 @@ def test_a_phone_sized_screen_needs_no_sideways_scrolling(console: Console, key:
     console.sign_in(key)
     expect(page.locator("#jobs-body tr")).to_have_count(1)
 
-    for view in ("#/jobs", "#/submit"):
+    for view in ("#/jobs", "#/submit", "#/webhooks"):
         page.evaluate("h => { location.hash = h; }", view)
         page.wait_for_timeout(300)
         assert page.evaluate("document.documentElement.scrollWidth") <= 360, view

@@ -111,6 +111,45 @@ def test_a_jobs_life_arrives_signed_at_the_webhook_and_at_its_callback_url(
         api.delete(f"{local_stack.api_url}/webhooks/{hook['webhook_id']}")
 
 
+def test_operators_route_every_state_change_from_eventbridge_with_a_rule(
+    local_stack: LocalStack, api: requests.Session
+) -> None:
+    """An operator's rule on the default bus (here to an SQS queue) gets one event per status change."""
+    sqs, events = local_stack.client("sqs"), local_stack.client("events")
+    queue_url = sqs.create_queue(QueueName="operator-job-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    pattern = {"source": ["pijobs"], "detail-type": ["pijobs Job State Change"]}
+    events.put_rule(Name="operator-job-events", EventPattern=json.dumps(pattern))
+    events.put_targets(Rule="operator-job-events", Targets=[{"Id": "queue", "Arn": queue_arn}])
+    try:
+        job_id = api.post(f"{local_stack.api_url}/jobs", json={"digits": 100}).json()["job_id"]
+        seen: dict[str, dict[str, Any]] = {}
+
+        def succeeded() -> bool:
+            for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
+                "Messages", []
+            ):
+                event = json.loads(message["Body"])
+                if event["detail"]["job_id"] == job_id:
+                    seen[event["detail"]["status"]] = event
+            return "SUCCEEDED" in seen
+
+        wait_for(succeeded, "the job's SUCCEEDED event on the operator's queue")
+        assert {"PROVISIONING", "RUNNING", "SUCCEEDED"} <= set(seen)
+        done = seen["SUCCEEDED"]
+        assert (done["source"], done["detail-type"]) == ("pijobs", "pijobs Job State Change")
+        detail = done["detail"]
+        assert (detail["function"], detail["previous_status"], detail["attempt"]) == ("pi", "RUNNING", 1)
+        assert detail["result"]["sha256"] and detail["result"]["bytes"] > 100
+        assert "url" not in json.dumps(detail).lower()  # no download link for operators either
+    finally:
+        events.remove_targets(Rule="operator-job-events", Ids=["queue"])
+        events.delete_rule(Name="operator-job-events")
+        sqs.delete_queue(QueueUrl=queue_url)
+
+
 def test_a_receiver_failing_its_first_three_answers_gets_every_event(
     local_stack: LocalStack, api: requests.Session, receiver: Receiver
 ) -> None:

@@ -189,6 +189,15 @@ def test_through_the_api_a_bad_query_or_an_unknown_upload_is_a_422(cloud: Cloud)
     assert status == 422
     assert [d["field"] for d in body["error"]["details"]] == ["params.query"]
 
+    # DuckDB reads a PIVOT without the values of its column as two statements, which the worker refuses
+    pivot = "SELECT * FROM (PIVOT t ON x USING sum(y))"
+    status, body, _ = cloud.api(
+        "POST", "/jobs", {"function": "sql", "params": {"query": pivot, "inputs": inputs}}
+    )
+    assert status == 422
+    assert [d["field"] for d in body["error"]["details"]] == ["params.query"]
+    assert "PIVOT t ON x IN (" in body["error"]["details"][0]["problem"]
+
     status, body, _ = cloud.api(
         "POST", "/jobs", {"function": "sql", "params": {"query": QUERY, "inputs": inputs}}
     )

@@ -140,6 +140,27 @@ def test_server_serves_on_loopback_and_stops(aws: ClientFactory) -> None:
         requests.get(url + "/moto-api/data.json", timeout=2)
 
 
+def test_the_server_does_not_keep_every_item_moto_made(aws: ClientFactory) -> None:
+    """moto lists every object it makes (each item written, each copy a transaction saves): the server must
+    not grow by them."""
+    from moto.dynamodb.models.dynamo_type import Item
+
+    ddb, name = aws("dynamodb"), f"copies-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for n in range(20):
+        ddb.transact_write_items(
+            TransactItems=[{"Put": {"TableName": name, "Item": {"pk": {"S": f"item{n}"}}}}]
+        )
+
+    assert len(Item.instances_tracked) <= 2  # type: ignore[attr-defined]
+    assert ddb.scan(TableName=name, Select="COUNT")["Count"] == 20
+
+
 # --- gateway ------------------------------------------------------------------------------------------------
 
 
@@ -533,7 +554,7 @@ def frequent_thread_switches() -> Iterator[None]:
     sys.setswitchinterval(previous)
 
 
-def test_middleware_serialises_dynamodb_and_cloudformation_but_not_sqs() -> None:
+def test_middleware_serialises_dynamodb_and_cloudformation_each_apart_but_not_sqs_or_streams() -> None:
     concurrency = Concurrency()
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -549,14 +570,28 @@ def test_middleware_serialises_dynamodb_and_cloudformation_but_not_sqs() -> None
         "dynamodb": {"HTTP_X_AMZ_TARGET": "DynamoDB_20120810.UpdateItem"},
         "cloudformation": {"HTTP_AUTHORIZATION": scope.format("cloudformation")},
         "sqs": {"HTTP_X_AMZ_TARGET": "AmazonSQS.ReceiveMessage", "HTTP_AUTHORIZATION": scope.format("sqs")},
+        "streams": {
+            "HTTP_X_AMZ_TARGET": "DynamoDBStreams_20120810.GetRecords",
+            "HTTP_AUTHORIZATION": scope.format("dynamodb"),
+        },
     }
     peaks = {}
     for kind, environ in requests_by_kind.items():
         concurrency.peak = 0
         run_together(5, lambda _, environ=environ: middleware(environ, lambda *a: None) == [b"ok"])
         peaks[kind] = concurrency.peak
+    concurrency.peak = 0
+    mixed = [requests_by_kind["dynamodb"], requests_by_kind["cloudformation"]]
+    run_together(2, lambda i: middleware(mixed[i], lambda *a: None) == [b"ok"])
+    peaks["dynamodb beside cloudformation"] = concurrency.peak
 
-    assert peaks == {"dynamodb": 1, "cloudformation": 1, "sqs": 5}
+    assert peaks == {
+        "dynamodb": 1,
+        "cloudformation": 1,
+        "sqs": 5,
+        "streams": 5,
+        "dynamodb beside cloudformation": 2,  # a slow CreateStack does not hold up the jobs table
+    }
 
 
 def run_together(count: int, action: Callable[[int], bool]) -> list[bool]:
@@ -631,6 +666,88 @@ def test_create_stack_with_one_name_creates_one_stack(
     assert [s["StackName"] for s in summaries].count(name) == 1
     resources = aws("cloudformation").describe_stack_resources(StackName=name)["StackResources"]
     assert len(resources) == 1
+
+
+def _stream_table(aws: ClientFactory) -> tuple[Any, str, Callable[[], list[dict[str, Any]]]]:
+    """A table with a stream and an item ``a`` (n = 1); a function reading its stream from the start."""
+    ddb, streams = aws("dynamodb"), aws("dynamodbstreams")
+    table = f"t-{uuid.uuid4().hex[:8]}"
+    arn = ddb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+    )["TableDescription"]["LatestStreamArn"]
+    ddb.put_item(TableName=table, Item={"pk": {"S": "a"}, "n": {"N": "1"}})
+
+    def records() -> list[dict[str, Any]]:
+        shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+        iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+        return list(streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"])
+
+    return ddb, table, records
+
+
+def _items(ddb: Any, table: str) -> dict[str, dict[str, Any]]:
+    return {item["pk"]["S"]: item for item in ddb.scan(TableName=table, ConsistentRead=True)["Items"]}
+
+
+def test_a_cancelled_transaction_leaves_the_table_and_its_stream_as_they_were(aws: ClientFactory) -> None:
+    ddb, table, records = _stream_table(aws)
+    before, seen = _items(ddb, table), len(records())
+    with pytest.raises(ClientError) as refused:
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": table, "Item": {"pk": {"S": "b"}, "n": {"N": "2"}}}},
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": {"pk": {"S": "a"}},
+                        "UpdateExpression": "SET n = n + :one",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}},
+                    }
+                },
+                {"ConditionCheck": {"TableName": table, "Key": {"pk": {"S": "c"}},
+                                    "ConditionExpression": "attribute_exists(pk)"}},
+            ]
+        )  # fmt: skip
+
+    error = refused.value.response["Error"]
+    assert error["Code"] == "TransactionCanceledException"
+    assert "[None, None, ConditionalCheckFailed]" in error["Message"]
+    assert _items(ddb, table) == before  # no b, a's n still 1, no c
+    assert len(records()) == seen  # no record of the writes that were undone
+
+
+def test_a_transaction_naming_one_item_twice_writes_nothing(aws: ClientFactory) -> None:
+    ddb, table, records = _stream_table(aws)
+    before, seen = _items(ddb, table), len(records())
+    with pytest.raises(ClientError) as refused:
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": table, "Item": {"pk": {"S": "b"}}}},
+                {"Put": {"TableName": table, "Item": {"pk": {"S": "a"}, "n": {"N": "7"}}}},
+                {"Delete": {"TableName": table, "Key": {"pk": {"S": "a"}}}},
+            ]
+        )
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert (_items(ddb, table), len(records())) == (before, seen)
+
+
+def test_a_transaction_that_passes_writes_every_item_and_its_records(aws: ClientFactory) -> None:
+    ddb, table, records = _stream_table(aws)
+    seen = len(records())
+    ddb.transact_write_items(
+        TransactItems=[
+            {"Put": {"TableName": table, "Item": {"pk": {"S": "b"}, "n": {"N": "2"}},
+                     "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Update": {"TableName": table, "Key": {"pk": {"S": "a"}}, "UpdateExpression": "SET n = :five",
+                        "ExpressionAttributeValues": {":five": {"N": "5"}}}},
+        ]
+    )  # fmt: skip
+    assert {k: v["n"]["N"] for k, v in _items(ddb, table).items()} == {"a": "5", "b": "2"}
+    assert [r["eventName"] for r in records()[seen:]] == ["INSERT", "MODIFY"]
 
 
 def _long_polling() -> bool:

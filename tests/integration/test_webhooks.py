@@ -179,6 +179,27 @@ def test_a_key_sees_only_its_own_webhooks_and_gets_only_its_own_jobs_events(
     }
 
 
+def test_one_batch_of_two_keys_events_goes_each_to_its_own_keys_webhooks(
+    cloud: Cloud, hooks: Hooks, receiver: Receiver
+) -> None:
+    """The notifier reads each owner's webhooks once a batch: a batch holding both keys' events still
+    sends each job's event only to its owner's webhook."""
+    add_hook(cloud, receiver.url + "?a", key_id="key-a")
+    add_hook(cloud, receiver.url + "?b", key_id="key-b")
+    jobs = {}
+    for key in ("key-a", "key-b", "key-a"):
+        status, body, _ = cloud.api("POST", "/jobs", {"digits": 50}, key_id=key)
+        assert status == 202, body
+        jobs[body["job_id"]] = key
+        assert cloud.api("DELETE", f"/jobs/{body['job_id']}", key_id=key)[0] == 202
+    hooks.pump()  # one notifier batch with the three cancellations
+
+    got = sorted(
+        (headers["x-path"], json.loads(body)["data"]["job_id"]) for headers, body in receiver.requests
+    )
+    assert got == sorted((f"/hook?{key[-1]}", job_id) for job_id, key in jobs.items())
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
@@ -249,6 +270,22 @@ def test_after_the_last_attempt_the_webhook_shows_as_failing_and_the_delivery_st
     assert (delivery["state"], delivery["attempts"], delivery["next_attempt_at"]) == ("failed", 4, None)
     (listed,) = cloud.api("GET", "/webhooks")[1]["webhooks"]
     assert listed["state"] == "failing" and listed["failing_since"]
+
+
+def test_a_failing_webhook_is_active_again_after_its_next_delivery(
+    cloud: Cloud, hooks: Hooks, receiver: Receiver
+) -> None:
+    hook = add_hook(cloud, receiver.url)
+    receiver.answers = [500] * 4
+    cloud.api("DELETE", f"/jobs/{cloud.submit()}")
+    hooks.pump()
+    assert cloud.api("GET", f"/webhooks/{hook['webhook_id']}")[1]["state"] == "failing"
+
+    cloud.api("DELETE", f"/jobs/{cloud.submit()}")  # the receiver answers 200 now
+    hooks.pump()
+
+    shown = cloud.api("GET", f"/webhooks/{hook['webhook_id']}")[1]
+    assert (shown["state"], shown.get("failing_since")) == ("active", None)
 
 
 def test_410_disables_the_webhook(cloud: Cloud, hooks: Hooks, receiver: Receiver) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from bench import pipeline as bench
 from bench.pipeline import FairnessRun, Job, TreeRun
+from pijobs.shared.capacity import MAX_LIVE_JOBS, capacity_item, item_size
 
 
 def job(
@@ -124,13 +125,16 @@ def test_the_fairness_rows_have_p95_slowdown_jains_index_and_refusals() -> None:
 
 
 def test_item_size_follows_dynamodbs_rules_and_the_capacity_item_grows_per_holder() -> None:
-    assert bench.dynamodb_item_size({"pk": {"S": "abc"}, "n": {"N": "1234"}}) == 2 + 3 + 1 + 3
-    assert bench.dynamodb_item_size({"m": {"M": {"k": {"S": "vv"}}}}) == 1 + 3 + (1 + 2 + 1)
-    item = {
-        "pk": {"S": "capacity#global"},
-        "holders": {"M": {"a" * 32: {"S": "o" * 10}}},
-        "owners": {"M": {}},
-    }
+    assert item_size({"pk": {"S": "abc"}, "n": {"N": "1234"}}) == 2 + 3 + 1 + 3
+    assert item_size({"m": {"M": {"k": {"S": "vv"}}}}) == 1 + 3 + (1 + 2 + 1)
 
-    one, many = (bench.dynamodb_item_size(bench.grown_capacity_item(item, n, n)) for n in (1_000, 2_000))
+    one, many = (item_size(capacity_item(n, tenants=n)) for n in (1_000, 2_000))
     assert many - one == pytest.approx(1_000 * (32 + 10 + 1) + 1_000 * (10 + 2 + 1), rel=0.01)
+
+
+def test_the_scale_rows_show_the_capacity_item_at_the_most_live_jobs_allowed() -> None:
+    figures = bench.capacity_sizes(tenants=1_000)
+
+    assert figures["capacity item: most live jobs allowed (MaxActiveStacks' MaxValue)"] == MAX_LIVE_JOBS
+    assert figures[f"capacity item bytes at {MAX_LIVE_JOBS:,} live jobs, one tenant each"] < 400 * 1024
+    assert MAX_LIVE_JOBS < figures["capacity item: live jobs (one tenant each) at DynamoDB's 400 KB"] < 8_000

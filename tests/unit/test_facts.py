@@ -18,6 +18,15 @@ import yaml
 from pijobs import deploy, job_template
 from pijobs.api_handler.routes import ALL_OPERATIONS, OPERATIONS, WORKER_OPERATIONS, openapi_document
 from pijobs.local.cfn import load_template, resources_of_type
+from pijobs.shared.capacity import (
+    API_KEY_ID_CHARS,
+    ITEM_BUDGET,
+    ITEM_LIMIT_BYTES,
+    MAX_LIVE_JOBS,
+    CapacityCounter,
+    capacity_item,
+    item_size,
+)
 from pijobs.shared.channel import TOKEN_PATTERN
 from pijobs.shared.functions import (
     DEADLINE_RANGE,
@@ -38,6 +47,7 @@ from pijobs.shared.settings import (
     VerifierSettings,
     WebhookSettings,
 )
+from pijobs.shared.webhooks import ALL_EVENT_TYPES
 
 REPO = Path(__file__).resolve().parents[2]
 PRIMARY = load_template(REPO / "infra" / "primary.yaml")
@@ -89,6 +99,24 @@ def test_a_job_templates_parameters_are_the_platforms_bounds(
     assert volume["VolumeSize"] == function.root_volume_gib
 
 
+def test_no_allowed_maxactivestacks_grows_the_capacity_item_past_dynamodbs_limit() -> None:
+    """One item holds every live job (job id -> owner, owner -> count): at the most live jobs any setting
+    allows, each of its own tenant (the largest the item gets), it stays within its budget of 400 KB."""
+    parameter = PRIMARY["Parameters"]["MaxActiveStacks"]
+    assert parameter["MaxValue"] == MAX_LIVE_JOBS
+    bounds = {m.le for m in DispatcherSettings.model_fields["max_active_stacks"].metadata if hasattr(m, "le")}
+    assert bounds == {MAX_LIVE_JOBS}
+    with pytest.raises(ValueError, match="at most"):
+        CapacityCounter(None, "t", default_limit=1).set_limit(MAX_LIVE_JOBS + 1)
+
+    largest = item_size(capacity_item(MAX_LIVE_JOBS, tenants=MAX_LIVE_JOBS))
+    assert largest <= ITEM_BUDGET * ITEM_LIMIT_BYTES
+    # and owners twice as long as API Gateway's key ids still fit under the limit itself
+    assert item_size(
+        capacity_item(MAX_LIVE_JOBS, tenants=MAX_LIVE_JOBS, owner_chars=2 * API_KEY_ID_CHARS)
+    ) < (ITEM_LIMIT_BYTES)
+
+
 def test_the_worker_python_is_the_one_its_artifact_is_built_for() -> None:
     assert deploy.WORKER_PYTHON == job_template.WORKER_PYTHON
     assert f"python{deploy.WORKER_PYTHON} -m pijobs.worker" in job_template.USER_DATA
@@ -133,6 +161,13 @@ def test_the_consoles_job_links_match_a_job_id() -> None:
     script = (REPO / "api_handler" / "static" / "console.js").read_text()
     links = re.findall(r"/\^\\/jobs\\/\(([^)]*)\)\$/", script)
     assert links == [_unanchored(ID_PATTERN)]
+
+
+def test_the_console_takes_the_webhook_event_types_from_the_api() -> None:
+    """The Webhooks page offers the event types of the API's document, so it names none of them itself."""
+    static = REPO / "api_handler" / "static"
+    page = (static / "console.js").read_text() + (static / "console.html").read_text()
+    assert [t for t in ALL_EVENT_TYPES if t in page] == []
 
 
 class _TaggedLoader(yaml.SafeLoader):

@@ -117,6 +117,20 @@ GAPS = [
     "WITH a AS (SELECT 1) DELETE FROM t",
     "WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a",
 ]
+# A PIVOT statement without the values of its columns: DuckDB reads a CREATE TYPE of the values found, then
+# the SELECT (found after the check above: they passed at submit and failed on the worker).
+PIVOTS_WITHOUT_VALUES = [
+    "SELECT * FROM (PIVOT t ON x USING sum(y))",
+    "SELECT * FROM (pivot_wider t on x using sum(y)) AS p",
+    "SELECT * FROM (PIVOT t ON x IN (1, 2), z USING sum(y))",
+    "SELECT * FROM (PIVOT t ON x IN (SELECT x FROM t) USING sum(y))",
+    "SELECT * FROM (PIVOT (SELECT * FROM t) ON x || z)",
+    "SELECT * FROM t JOIN (PIVOT t ON x USING sum(y)) p ON true",
+    "SELECT (PIVOT t ON x USING sum(y))",
+    "WITH p AS (PIVOT t ON x USING sum(y)) SELECT * FROM p",
+    "SELECT * FROM (PIVOT t JOIN u USING (a) ON x USING sum(y))",
+]
+GAPS += PIVOTS_WITHOUT_VALUES
 
 
 @pytest.mark.parametrize("query", GAPS)
@@ -140,6 +154,15 @@ def test_what_duckdb_reads_as_more_or_other_than_one_select_is_refused_at_submit
         "SELECT 1 /* a /* nested */ comment; */",
         'SELECT query, "current_setting" FROM t',
         "SELECT 'duckdb_settings()' AS text",
+        "SELECT * FROM (PIVOT t ON x IN (1, 2), z IN ('a') USING sum(y) GROUP BY w ORDER BY w LIMIT 5)",
+        "SELECT * FROM (PIVOT_WIDER (SELECT * FROM t) ON x IN (1))",
+        "SELECT * FROM (PIVOT t JOIN u ON t.a = u.a ON x IN (1) USING sum(y))",
+        "SELECT * FROM (PIVOT t USING sum(y) GROUP BY z)",
+        "SELECT * FROM t PIVOT (sum(y) FOR x IN (1, 2))",
+        "SELECT * FROM (UNPIVOT t ON a, b INTO NAME k VALUE v)",
+        "SELECT * FROM (PIVOT_LONGER t ON a, b INTO NAME k VALUE v)",
+        "SELECT * FROM t UNPIVOT (v FOR k IN (a, b))",
+        "SELECT 'PIVOT t ON x' AS text",
     ],
 )
 def test_queries_that_read_like_one_select_are_accepted(query: str) -> None:
@@ -167,11 +190,13 @@ FRAGMENTS = [
     '"',
 ]
 FRAGMENTS += ["$$", "WITH a AS (SELECT 1) ", "DELETE FROM t", "INSERT INTO t SELECT 1", "(", ")", ",", "x"]
+FRAGMENTS += ["PIVOT t", "PIVOT_WIDER t", "UNPIVOT t", " ON x", " IN (1)", " IN (SELECT 1)", " USING sum(y)"]
+FRAGMENTS += [" JOIN u", " ON true", " USING (a)", " GROUP BY z", " INTO NAME k VALUE v", " FOR x"]
 
 
 @settings(max_examples=2000, deadline=None)
 @given(
-    head=st.sampled_from(["SELECT ", "WITH a AS (", "WITH a AS (SELECT 1) ", "("]),
+    head=st.sampled_from(["SELECT ", "WITH a AS (", "WITH a AS (SELECT 1) ", "(", "SELECT * FROM ("]),
     parts=st.lists(st.sampled_from(FRAGMENTS), max_size=12),
 )
 def test_what_the_check_accepts_duckdb_reads_as_one_select(head: str, parts: list[str]) -> None:

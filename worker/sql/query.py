@@ -7,6 +7,10 @@ identifiers and comments (also nested ones, and a ``--`` comment that a carriage
 DuckDB's lexer reads them, so a ';' or a keyword inside them counts for nothing. A query may not name the
 engine's catalog or settings (``duckdb_settings()``, ``current_setting()``, ``sqlite_master``,
 ``information_schema``, ``query()``...): they show the worker's paths and limits, not the customer's data.
+A ``PIVOT`` (or ``PIVOT_WIDER``) statement inside the query must list the values of each ``ON`` column
+(``ON x IN ('a', 'b')``): without them, DuckDB reads it as two statements, a ``CREATE TYPE`` of the values
+found and the SELECT, which the worker refuses. (``UNPIVOT`` and the ``t PIVOT (... FOR x IN ...)`` form
+always need no such statement.)
 
 This is the refusal at submit; the worker runs the same check, then DuckDB's own parser (exactly one
 SELECT), and the engine's configuration (external access off, locked) is what keeps a query to its inputs.
@@ -65,6 +69,10 @@ DENIED_CALLS = frozenset(
         "json_execute_serialized_sql",
     }
 )
+# PIVOT statement forms; the words that end a PIVOT's ON clause; what starts a query in parentheses.
+PIVOT_WORDS = ("pivot", "pivot_wider")
+_PIVOT_CLAUSE_END = ("using", "group", "order", "limit")
+_SUBQUERY_START = ("select", "with", "from", "values", "table", "pivot", "pivot_wider", "unpivot", "(")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*|\S")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
@@ -91,6 +99,11 @@ def check_query_shape(query: str) -> str:
     denied = _engine_names(code, quoted)
     if denied:
         raise QueryShapeError(f"may read only its inputs, not the engine's settings or catalog ({denied})")
+    if _pivot_without_values(code):
+        raise QueryShapeError(
+            "must list the values of each PIVOT column, as in PIVOT t ON x IN ('a', 'b') USING sum(y) "
+            "(without them the engine needs a statement of its own to find them)"
+        )
     return (query[: semicolon[1]] if semicolon is not None else query).strip()
 
 
@@ -119,6 +132,67 @@ def _statement_after_ctes(code: str) -> str | None:
         if depth == 0 and token != ")":
             previous = token
     return None
+
+
+def _pivot_without_values(code: str) -> bool:
+    """Whether a PIVOT statement in ``code`` has an ON column without a list of values (``IN (...)``)."""
+    tokens = [m.group().lower() for m in _TOKEN.finditer(code)]
+    for at, token in enumerate(tokens):
+        if token not in PIVOT_WORDS:
+            continue
+        if tokens[at + 1 : at + 2] == ["("] and "for" in _level(tokens, at + 2):
+            continue  # t PIVOT (sum(y) FOR x IN (...)): the grammar itself wants the values
+        clause = _on_clause(_level(tokens, at + 1, spans=True))
+        if clause is not None and not all(_lists_values(item) for item in _split(clause)):
+            return True
+    return False
+
+
+def _level(tokens: list[str], start: int, *, spans: bool = False) -> list[str]:
+    """The tokens from ``start`` to the end of their parenthesis (or of the text), those inside nested
+    parentheses left out, or with ``spans``, kept (each nested group then counts as a part of its token)."""
+    out: list[str] = []
+    depth = 0
+    for token in tokens[start:]:
+        if token == ")":
+            depth -= 1
+            if depth < 0:
+                break
+        if depth == 0 or spans:
+            out.append(token if depth == 0 else f" {token}")  # a nested token is marked by a space
+        if token == "(":
+            depth += 1
+    return out
+
+
+def _on_clause(level: list[str]) -> list[str] | None:
+    """A PIVOT's ON columns (nested tokens marked), or None without ON. The pivot's ON is the last one
+    before the first USING, GROUP, ORDER or LIMIT that follows an ON: a JOIN in the pivoted source may have
+    an ON of its own before it."""
+    ons = [i for i, token in enumerate(level) if token == "on"]
+    if not ons:
+        return None
+    end = next((i for i in range(ons[0], len(level)) if level[i] in _PIVOT_CLAUSE_END), len(level))
+    start = max(i for i in ons if i < end)
+    return level[start + 1 : end]
+
+
+def _split(clause: list[str]) -> list[list[str]]:
+    items: list[list[str]] = [[]]
+    for token in clause:
+        if token == ",":
+            items.append([])
+        else:
+            items[-1].append(token)
+    return items
+
+
+def _lists_values(item: list[str]) -> bool:
+    """``x IN (v, ...)``: an IN at the item's own level, then a parenthesis that does not open a query."""
+    for i, token in enumerate(item[:-2]):
+        if token == "in" and item[i + 1] == "(":
+            return item[i + 2].lstrip(" ") not in _SUBQUERY_START
+    return False
 
 
 def _engine_names(code: str, quoted: list[tuple[str, int]]) -> str:
