@@ -1,0 +1,127 @@
+"""The reaper's sweep at its edges: each deadline and timeout taken whole, a race lost without harm, the
+stacks of earlier attempts removed (the behaviours the mutation run of dispatcher/reaper.py found untested,
+docs/mutation.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+
+import pytest
+
+import pijobs.dispatcher.reaper
+from pijobs.shared.compute import CloudFormationBackend, Health, Infrastructure
+from pijobs.shared.models import isoformat
+from pijobs.shared.status import JobStatus
+from tests.integration.conftest import Cloud
+from tests.integration.test_reaper import _running, reap
+
+
+@pytest.fixture(autouse=True)
+def _fresh_reaper(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIJOBS_RETRY_BASE_SECONDS", "0")
+    pijobs.dispatcher.reaper.services.cache_clear()
+
+
+def _at(stamp: str, seconds: float) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) + timedelta(seconds=seconds)
+
+
+def test_a_job_has_its_whole_deadline_and_times_out_only_past_it(cloud: Cloud) -> None:
+    job_id = _running(cloud)
+    started = cloud.job(job_id)
+    assert started.started_at is not None and started.deadline_seconds is not None
+    end = _at(started.started_at, started.deadline_seconds)
+    cloud.store.update_fields(job_id, JobStatus.RUNNING, heartbeat_at=isoformat(end))  # the worker is alive
+    job = cloud.job(job_id)
+    stack = Infrastructure(job_id, job.attempts, f"pijob-{job_id}-1", Health.LIVE)
+    services = pijobs.dispatcher.reaper.services()
+
+    assert pijobs.dispatcher.reaper.check_job(services, job, stack, end) is None
+    later = end + timedelta(milliseconds=1)
+    assert pijobs.dispatcher.reaper.check_job(services, job, stack, later) == "timed_out"
+
+
+def test_a_stack_left_by_an_earlier_attempt_is_deleted_and_the_current_one_kept(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt's stack outlived its attempt (its deletion failed): the retry's stack stays, the
+    earlier one goes, and the job keeps its one slot."""
+    job_id = _running(cloud)
+
+    def refused(self: CloudFormationBackend, job_id: str, attempt: int | None) -> None:
+        raise RuntimeError("DeleteStack refused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CloudFormationBackend, "destroy", refused)
+        assert reap(minutes_later=4)["actions"] == {job_id: "retried"}
+    assert cloud.dispatch(cloud.receive()) == []
+    assert sorted(s["StackName"] for s in cloud.live_stacks()) == [f"pijob-{job_id}-1", f"pijob-{job_id}-2"]
+
+    assert reap()["actions"] == {f"pijob-{job_id}-1": "orphan_deleted"}
+
+    assert [s["StackName"] for s in cloud.live_stacks()] == [f"pijob-{job_id}-2"]
+    assert cloud.job(job_id).status is JobStatus.PROVISIONING
+    assert cloud.capacity().state()["holders"] == {job_id}  # type: ignore[index]
+
+
+def test_a_worker_that_keeps_sending_heartbeats_is_not_taken_for_lost(cloud: Cloud) -> None:
+    """Silence counts from the last heartbeat, not from the start: a long job that reports stays alive."""
+    job_id = _running(cloud)
+    started = cloud.job(job_id)
+    assert started.started_at is not None
+    now = _at(started.started_at, 250)  # past the heartbeat timeout (180 s) since the start, not the deadline
+    cloud.store.update_fields(job_id, JobStatus.RUNNING, heartbeat_at=isoformat(now - timedelta(seconds=10)))
+    job = cloud.job(job_id)
+    stack = Infrastructure(job_id, job.attempts, f"pijob-{job_id}-1", Health.LIVE)
+    services = pijobs.dispatcher.reaper.services()
+
+    assert pijobs.dispatcher.reaper.check_job(services, job, stack, now) is None
+
+
+def test_a_job_dispatched_while_the_reaper_resends_it_is_not_sent_again(cloud: Cloud) -> None:
+    """The reaper read the job as queued too long; it was dispatched before the reaper's write: no copy of
+    its message is sent, and the sweep goes on."""
+    job_id = _running(cloud)
+    assert reap(minutes_later=4)["actions"] == {job_id: "retried"}
+    stale = cloud.job(job_id)
+    assert stale.status is JobStatus.QUEUED and stale.wait_tag is None
+    assert cloud.dispatch(cloud.receive()) == []  # the retry's message arrives first
+    assert cloud.job(job_id).status is JobStatus.PROVISIONING
+    services = pijobs.dispatcher.reaper.services()
+
+    assert pijobs.dispatcher.reaper.check_job(services, stale, None, _at(stale.updated_at, 3600)) is None
+
+    assert cloud.receive(wait_seconds=1) == []
+    assert cloud.job(job_id).status is JobStatus.PROVISIONING
+
+
+class RecordingCompute:
+    """A compute backend that only notes what it was asked to destroy."""
+
+    def __init__(self) -> None:
+        self.destroyed: list[tuple[str, int | None]] = []
+
+    def destroy(self, job_id: str, attempt: int | None) -> None:
+        self.destroyed.append((job_id, attempt))
+
+
+def test_an_orphan_stack_gives_back_the_slot_of_an_unknown_job_never_of_a_live_one(cloud: Cloud) -> None:
+    job_id = _running(cloud)
+    counter = cloud.capacity()
+    counter.set_limit(5)
+    unknown = "f" * 32
+    counter.acquire(unknown)  # a slot held for a job with no record
+    compute = RecordingCompute()
+    services = dataclasses.replace(pijobs.dispatcher.reaper.services(), compute=compute)  # type: ignore[arg-type]
+    orphans = [
+        Infrastructure(unknown, 1, f"pijob-{unknown}-1", Health.LIVE),
+        Infrastructure(job_id, None, f"pijob-{job_id}", Health.LIVE),  # the live job's, of no attempt
+    ]
+
+    actions = pijobs.dispatcher.reaper.delete_orphan_stacks(services, orphans, {job_id: cloud.job(job_id)})
+
+    assert actions == {f"pijob-{unknown}-1": "orphan_deleted", f"pijob-{job_id}": "orphan_deleted"}
+    assert compute.destroyed == [(unknown, 1), (job_id, None)]
+    state = counter.state()
+    assert state is not None and state["holders"] == {job_id} and state["active"] == 1
