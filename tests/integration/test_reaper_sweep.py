@@ -8,6 +8,7 @@ import dataclasses
 from datetime import datetime, timedelta
 
 import pytest
+from structlog.testing import capture_logs
 
 import pijobs.dispatcher.reaper
 from pijobs.shared.compute import CloudFormationBackend, Health, Infrastructure
@@ -125,3 +126,17 @@ def test_an_orphan_stack_gives_back_the_slot_of_an_unknown_job_never_of_a_live_o
     assert compute.destroyed == [(unknown, 1), (job_id, None)]
     state = counter.state()
     assert state is not None and state["holders"] == {job_id} and state["active"] == 1
+
+
+def test_a_recount_that_changes_the_count_says_so_in_the_log(cloud: Cloud) -> None:
+    live = _running(cloud)
+    counter = cloud.capacity()
+    counter.set_limit(5)
+    counter.acquire("f" * 32)  # a slot whose release was lost
+
+    with capture_logs() as logs:
+        pijobs.dispatcher.reaper.recount(pijobs.dispatcher.reaper.services(), [cloud.job(live)])
+        pijobs.dispatcher.reaper.recount(pijobs.dispatcher.reaper.services(), [cloud.job(live)])  # nothing
+
+    recounted = [entry for entry in logs if entry["event"] == "capacity_recounted"]
+    assert [(e["log_level"], e["was"], e["now"]) for e in recounted] == [("warning", 2, 1)]
