@@ -5,14 +5,17 @@ docs/mutation.md)."""
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 from datetime import datetime, timedelta
 
 import pytest
 from structlog.testing import capture_logs
 
 import pijobs.dispatcher.reaper
+from pijobs.shared import metrics
 from pijobs.shared.compute import CloudFormationBackend, Health, Infrastructure
-from pijobs.shared.models import isoformat
+from pijobs.shared.models import isoformat, utcnow
 from pijobs.shared.status import JobStatus
 from tests.integration.conftest import Cloud
 from tests.integration.test_reaper import _running, reap
@@ -140,3 +143,68 @@ def test_a_recount_that_changes_the_count_says_so_in_the_log(cloud: Cloud) -> No
 
     recounted = [entry for entry in logs if entry["event"] == "capacity_recounted"]
     assert [(e["log_level"], e["was"], e["now"]) for e in recounted] == [("warning", 2, 1)]
+
+
+def test_a_worker_is_lost_only_past_the_heartbeat_timeout(cloud: Cloud) -> None:
+    job_id = _running(cloud)
+    heartbeat = isoformat(utcnow())
+    cloud.store.update_fields(job_id, JobStatus.RUNNING, heartbeat_at=heartbeat)
+    job = cloud.job(job_id)
+    stack = Infrastructure(job_id, job.attempts, f"pijob-{job_id}-1", Health.LIVE)
+    services = pijobs.dispatcher.reaper.services()
+    timeout = services.settings.heartbeat_timeout_seconds
+
+    assert pijobs.dispatcher.reaper.check_job(services, job, stack, _at(heartbeat, timeout)) is None
+    later = _at(heartbeat, timeout + 0.001)
+    assert pijobs.dispatcher.reaper.check_job(services, job, stack, later) == "retried"
+    assert cloud.job(job_id).error.code == "worker_lost"  # type: ignore[union-attr]
+
+
+def test_a_provisioning_job_has_its_whole_provisioning_time(cloud: Cloud) -> None:
+    job_id = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.PROVISIONING and job.dispatched_at is not None
+    stack = Infrastructure(job_id, job.attempts, f"pijob-{job_id}-1", Health.LIVE)
+    services = pijobs.dispatcher.reaper.services()
+    timeout = services.settings.provisioning_timeout_seconds
+
+    assert pijobs.dispatcher.reaper.check_job(services, job, stack, _at(job.dispatched_at, timeout)) is None
+    later = _at(job.dispatched_at, timeout + 0.001)
+    assert pijobs.dispatcher.reaper.check_job(services, job, stack, later) == "retried"
+    assert cloud.job(job_id).error.code == "provisioning_timeout"  # type: ignore[union-attr]
+
+
+def test_a_queued_job_without_a_message_for_too_long_is_sent_again_once(cloud: Cloud) -> None:
+    """A retried job waits for its message, not in the index: when that message is lost, the reaper sends
+    another once requeue_after_seconds passed since the last one, not before."""
+    job_id = _running(cloud)
+    assert reap(minutes_later=4)["actions"] == {job_id: "retried"}
+    for lost in cloud.receive():  # the retry's message is lost with its consumer
+        cloud.sqs.delete_message(QueueUrl=cloud.queue_url, ReceiptHandle=lost["receiptHandle"])
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.QUEUED and job.wait_tag is None
+    last = max(stamp for stamp in (job.updated_at, job.message_at) if stamp)
+    services = pijobs.dispatcher.reaper.services()
+    wait = services.settings.requeue_after_seconds
+
+    assert pijobs.dispatcher.reaper.check_job(services, job, None, _at(last, wait)) is None
+    assert cloud.receive(wait_seconds=1) == []
+    assert pijobs.dispatcher.reaper.check_job(services, job, None, _at(last, wait + 1)) == "requeued"
+
+    (message,) = cloud.receive(wait_seconds=2)
+    assert json.loads(message["body"])["job_id"] == job_id
+    assert cloud.dispatch([message]) == []
+    assert cloud.job(job_id).status is JobStatus.PROVISIONING
+
+
+def test_a_sweep_before_any_slot_was_taken_reports_none_active(cloud: Cloud) -> None:
+    services = pijobs.dispatcher.reaper.services()
+    assert services.capacity.state() is None  # a new installation: no job was ever admitted
+    out = io.StringIO()
+
+    pijobs.dispatcher.reaper.reap(services, utcnow(), metrics_to=out)
+
+    (gauges,) = [json.loads(line) for line in out.getvalue().splitlines() if metrics.ACTIVE_STACKS in line]
+    assert gauges[metrics.ACTIVE_STACKS] == 0
+    assert gauges[metrics.MAX_ACTIVE_STACKS] == services.settings.max_active_stacks
