@@ -80,7 +80,7 @@ MODULES: dict[str, list[str]] = {
     ],
     "shared/uploads.py": [f"{UNIT}/test_uploads.py", f"{INTEGRATION}/test_uploads.py"],
     "dispatcher/verifier.py": [f"{INTEGRATION}/test_uploads.py"],
-    "dispatcher/reaper.py": [f"{INTEGRATION}/test_reaper.py"],
+    "dispatcher/reaper.py": [f"{INTEGRATION}/test_reaper.py", f"{INTEGRATION}/test_reaper_sweep.py"],
     "shared/capacity.py": [
         f"{INTEGRATION}/test_capacity_counter.py",
         f"{INTEGRATION}/test_capacity.py",
