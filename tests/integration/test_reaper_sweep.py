@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 import pijobs.dispatcher.reaper
 from pijobs.shared import metrics
 from pijobs.shared.compute import CloudFormationBackend, Health, Infrastructure
-from pijobs.shared.models import isoformat, utcnow
+from pijobs.shared.models import JobRecord, isoformat, utcnow
 from pijobs.shared.status import JobStatus
 from tests.integration.conftest import Cloud
 from tests.integration.test_reaper import _running, reap
@@ -119,6 +119,7 @@ def test_an_orphan_stack_gives_back_the_slot_of_an_unknown_job_never_of_a_live_o
     compute = RecordingCompute()
     services = dataclasses.replace(pijobs.dispatcher.reaper.services(), compute=compute)  # type: ignore[arg-type]
     orphans = [
+        Infrastructure(job_id, 1, f"pijob-{job_id}-1", Health.LIVE),  # the live job's own: kept
         Infrastructure(unknown, 1, f"pijob-{unknown}-1", Health.LIVE),
         Infrastructure(job_id, None, f"pijob-{job_id}", Health.LIVE),  # the live job's, of no attempt
     ]
@@ -208,3 +209,78 @@ def test_a_sweep_before_any_slot_was_taken_reports_none_active(cloud: Cloud) -> 
     (gauges,) = [json.loads(line) for line in out.getvalue().splitlines() if metrics.ACTIVE_STACKS in line]
     assert gauges[metrics.ACTIVE_STACKS] == 0
     assert gauges[metrics.MAX_ACTIVE_STACKS] == services.settings.max_active_stacks
+
+
+def test_a_stack_is_called_vanished_only_past_the_grace_period(cloud: Cloud) -> None:
+    job_id = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    job = cloud.job(job_id)
+    assert job.dispatched_at is not None
+    services = pijobs.dispatcher.reaper.services()
+    grace = services.settings.vanished_grace_seconds
+
+    assert pijobs.dispatcher.reaper.check_job(services, job, None, _at(job.dispatched_at, grace)) is None
+    later = _at(job.dispatched_at, grace + 0.001)
+    assert pijobs.dispatcher.reaper.check_job(services, job, None, later) == "retried"
+    assert cloud.job(job_id).error.code == "stack_vanished"  # type: ignore[union-attr]
+
+
+def test_a_job_the_reaper_cannot_handle_does_not_stop_the_sweep(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cloud.capacity().set_limit(4)  # both of one tenant's jobs admitted (its cap is half the slots)
+    broken, healthy = _running(cloud), _running(cloud)
+    retry = pijobs.dispatcher.reaper.retry_or_fail
+
+    def retry_or_fail(services: object, job: JobRecord, **why: str) -> JobStatus:
+        if job.job_id == broken:
+            raise RuntimeError("the store refused")
+        return retry(services, job, **why)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pijobs.dispatcher.reaper, "retry_or_fail", retry_or_fail)
+
+    with capture_logs() as logs:
+        assert reap(minutes_later=4)["actions"] == {broken: "error", healthy: "retried"}
+
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["reap_job_failed"]
+    assert cloud.job(healthy).status is JobStatus.QUEUED
+    assert cloud.job(broken).status is JobStatus.RUNNING  # the next sweep tries again
+
+
+def test_a_recount_whose_write_loses_to_a_new_slot_changes_nothing_and_says_nothing(cloud: Cloud) -> None:
+    """A slot taken between the recount's read and its write: the write is refused (the next sweep
+    recounts), and no capacity_recounted line claims a change that did not happen."""
+    live = _running(cloud)
+    counter = cloud.capacity()
+    counter.set_limit(5)
+    counter.acquire("f" * 32)  # a slot whose release was lost
+    services = pijobs.dispatcher.reaper.services()
+
+    class SlotTakenMeanwhile:
+        def __getattr__(self, name: str) -> object:
+            return getattr(services.capacity, name)
+
+        def recount(self, holders: dict[str, str], *, expected_active: int | None = None) -> bool:
+            counter.acquire("e" * 32)
+            return services.capacity.recount(holders, expected_active=expected_active)
+
+    racing = dataclasses.replace(services, capacity=SlotTakenMeanwhile())  # type: ignore[arg-type]
+
+    with capture_logs() as logs:
+        pijobs.dispatcher.reaper.recount(racing, [cloud.job(live)])
+
+    assert [e for e in logs if e["event"] == "capacity_recounted"] == []
+    state = counter.state()
+    assert state is not None and state["active"] == 3  # the write was refused; the next sweep recounts
+
+
+def test_each_sweep_reports_the_jobs_waiting_for_a_slot(cloud: Cloud) -> None:
+    cloud.capacity().set_limit(1)
+    cloud.submit(), cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []  # one admitted, one parked
+    out = io.StringIO()
+
+    pijobs.dispatcher.reaper.reap(pijobs.dispatcher.reaper.services(), utcnow(), metrics_to=out)
+
+    (gauges,) = [json.loads(line) for line in out.getvalue().splitlines() if metrics.WAITING_JOBS in line]
+    assert gauges[metrics.WAITING_JOBS] == 1 and gauges[metrics.ACTIVE_STACKS] == 1
