@@ -221,8 +221,11 @@ def test_a_stack_is_called_vanished_only_past_the_grace_period(cloud: Cloud) -> 
 
     assert pijobs.dispatcher.reaper.check_job(services, job, None, _at(job.dispatched_at, grace)) is None
     later = _at(job.dispatched_at, grace + 0.001)
-    assert pijobs.dispatcher.reaper.check_job(services, job, None, later) == "retried"
+    with capture_logs() as logs:
+        assert pijobs.dispatcher.reaper.check_job(services, job, None, later) == "retried"
     assert cloud.job(job_id).error.code == "stack_vanished"  # type: ignore[union-attr]
+    (retrying,) = [e for e in logs if e["event"] == "job_retrying"]  # the operator's why, in the log only
+    assert retrying["code"] == "stack_vanished" and retrying["reason"] == "the job's stack disappeared"
 
 
 def test_a_job_the_reaper_cannot_handle_does_not_stop_the_sweep(
@@ -284,3 +287,49 @@ def test_each_sweep_reports_the_jobs_waiting_for_a_slot(cloud: Cloud) -> None:
 
     (gauges,) = [json.loads(line) for line in out.getvalue().splitlines() if metrics.WAITING_JOBS in line]
     assert gauges[metrics.WAITING_JOBS] == 1 and gauges[metrics.ACTIVE_STACKS] == 1
+
+
+def test_a_job_that_finished_as_it_timed_out_keeps_its_result(cloud: Cloud) -> None:
+    """The reaper read the job as running past its deadline; it succeeded before the reaper's write: the
+    success stands and the sweep reports the lost race."""
+    job_id = _running(cloud)
+    stale = cloud.job(job_id)
+    assert stale.started_at is not None and stale.deadline_seconds is not None
+    cloud.store.transition(job_id, JobStatus.RUNNING, JobStatus.SUCCEEDED)
+    services = pijobs.dispatcher.reaper.services()
+    later = _at(stale.started_at, stale.deadline_seconds + 60)
+
+    assert pijobs.dispatcher.reaper.check_job(services, stale, None, later) == "lost_race"
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.SUCCEEDED and job.error is None
+
+
+def test_a_sweep_that_changed_something_logs_at_info_and_a_routine_one_below_it(cloud: Cloud) -> None:
+    """At the default level the log shows the sweeps that did something, not the clock."""
+    job_id = _running(cloud)
+
+    with capture_logs() as logs:
+        reap(minutes_later=1)  # healthy
+        reap(minutes_later=4)  # the worker is lost: retried
+
+    swept = [(e["log_level"], e["actions"]) for e in logs if e["event"] == "reaper_swept"]
+    assert swept == [("info", 1)]
+    assert cloud.job(job_id).status is JobStatus.QUEUED
+
+
+def test_a_first_sweep_counts_the_jobs_finished_in_the_last_minute_not_before(cloud: Cloud) -> None:
+    job_id = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    assert cloud.run_worker(job_id) == 0
+    finished = cloud.job(job_id).finished_at
+    assert finished is not None
+    services = pijobs.dispatcher.reaper.services()
+    lag = services.settings.metrics_lag_seconds
+    out = io.StringIO()
+
+    # the window of a first sweep: the minute before (now - lag); the job finished 30 s before it opened
+    pijobs.dispatcher.reaper.reap(services, _at(finished, lag + 60 + 30), metrics_to=out)
+
+    documents = [json.loads(line) for line in out.getvalue().splitlines()]
+    (succeeded,) = [d["JobsSucceeded"] for d in documents if "JobsSucceeded" in d]
+    assert succeeded == 0
