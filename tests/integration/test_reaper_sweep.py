@@ -333,3 +333,38 @@ def test_a_first_sweep_counts_the_jobs_finished_in_the_last_minute_not_before(cl
     documents = [json.loads(line) for line in out.getvalue().splitlines()]
     (succeeded,) = [d["JobsSucceeded"] for d in documents if "JobsSucceeded" in d]
     assert succeeded == 0
+
+
+def test_a_retry_s_provisioning_is_not_timed_out_by_the_first_attempt_s_start(cloud: Cloud) -> None:
+    """The deadline counts from the start of the running attempt: a second attempt still provisioning is not
+    past it because the first attempt started long ago."""
+    job_id = _running(cloud)
+    assert reap(minutes_later=4)["actions"] == {job_id: "retried"}
+    assert cloud.dispatch(cloud.receive()) == []
+    job = cloud.job(job_id)
+    assert job.status is JobStatus.PROVISIONING and job.attempts == 2
+    assert job.started_at is not None and job.deadline_seconds is not None  # the first attempt's start
+    stack = Infrastructure(job_id, 2, f"pijob-{job_id}-2", Health.LIVE)
+    now = _at(job.started_at, job.deadline_seconds + 60)
+    services = pijobs.dispatcher.reaper.services()
+    assert job.dispatched_at is not None
+    since_dispatch = (now - _at(job.dispatched_at, 0)).total_seconds()
+    assert since_dispatch < services.settings.provisioning_timeout_seconds  # and the provisioning in time
+
+    assert pijobs.dispatcher.reaper.check_job(services, job, stack, now) is None
+    assert cloud.job(job_id).status is JobStatus.PROVISIONING
+
+
+def test_a_running_job_is_never_taken_for_a_provisioning_that_took_too_long(cloud: Cloud) -> None:
+    """A job with a deadline longer than the provisioning timeout runs on, heartbeat after heartbeat."""
+    job_id = _running(cloud)
+    services = pijobs.dispatcher.reaper.services()
+    dispatched = cloud.job(job_id).dispatched_at
+    assert dispatched is not None
+    now = _at(dispatched, services.settings.provisioning_timeout_seconds + 60)
+    cloud.store.update_fields(job_id, JobStatus.RUNNING, heartbeat_at=isoformat(now))
+    job = cloud.job(job_id).model_copy(update={"deadline_seconds": 4 * 3600})  # a long job's deadline
+    stack = Infrastructure(job_id, job.attempts, f"pijob-{job_id}-1", Health.LIVE)
+
+    assert pijobs.dispatcher.reaper.check_job(services, job, stack, now) is None
+    assert cloud.job(job_id).status is JobStatus.RUNNING
