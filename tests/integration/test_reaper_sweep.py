@@ -368,3 +368,17 @@ def test_a_running_job_is_never_taken_for_a_provisioning_that_took_too_long(clou
 
     assert pijobs.dispatcher.reaper.check_job(services, job, stack, now) is None
     assert cloud.job(job_id).status is JobStatus.RUNNING
+
+
+def test_a_stack_that_vanishes_just_after_a_slow_provisioning_is_noticed_at_once(cloud: Cloud) -> None:
+    """The grace covers a stack's creation, counted from the dispatch: a job that took minutes to start and
+    whose stack is then gone is not given the grace again from its start."""
+    job_id = _running(cloud)
+    job = cloud.job(job_id)
+    assert job.started_at is not None and job.updated_at is not None
+    slow = job.model_copy(update={"dispatched_at": isoformat(_at(job.started_at, -300))})  # 5 min to start
+    services = pijobs.dispatcher.reaper.services()
+    now = _at(job.updated_at, services.settings.vanished_grace_seconds / 2)
+
+    assert pijobs.dispatcher.reaper.check_job(services, slow, None, now) == "retried"
+    assert cloud.job(job_id).error.code == "stack_vanished"  # type: ignore[union-attr]
