@@ -56,18 +56,26 @@ SECONDS_PER_JOB = 5  # a slow machine's pace at 2 slots (a tenant's cap): the wa
 
 @dataclass
 class Inbox:
-    """What a receiver got: each delivery, and whether it verified."""
+    """What a receiver got: each delivery, and whether it verified; the jobs whose end arrived and the
+    verified event ids, kept as deliveries arrive (the waits read them ten times a second)."""
 
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    ended_jobs: set[str] = field(default_factory=set)
+    verified: set[str] = field(default_factory=set)
 
     def add(self, item: Received) -> None:
         with self.lock:
             self.received.append(item)
+            if item.verified:
+                self.verified.add(item.message_id)
+                data = (item.payload or {}).get("data") or {}
+                if data.get("status") in TERMINAL:
+                    self.ended_jobs.add(str(data.get("job_id")))
 
     def verified_ids(self) -> set[str]:
         with self.lock:
-            return {r.message_id for r in self.received if r.verified}
+            return set(self.verified)
 
     def unverified(self) -> int:
         with self.lock:
@@ -77,12 +85,7 @@ class Inbox:
 def ended(inbox: Inbox, job_ids: list[str]) -> bool:
     """Every job's end (SUCCEEDED, FAILED, ...) arrived: its last event is in the lifecycle's outbox."""
     with inbox.lock:
-        done = {
-            r.payload["data"]["job_id"]
-            for r in inbox.received
-            if r.verified and r.payload and r.payload["data"].get("status") in TERMINAL
-        }
-    return set(job_ids) <= done
+        return set(job_ids) <= inbox.ended_jobs
 
 
 def outbox_ids(ddb: Any, table: str, job_ids: list[str]) -> set[str]:
