@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import signal
 import socket
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -165,13 +167,24 @@ def delivery_times(stack: LocalStack) -> dict[str, float]:
     }
 
 
+@contextlib.contextmanager
+def webhook(stack: LocalStack, api: requests.Session, url: str) -> Iterator[str]:
+    """A webhook to ``url`` (its secret) for the run, removed after it: moto's tables outlive a stack in
+    this process, and the next run's jobs (the same key) would also go to this run's closed receiver."""
+    made = api.post(f"{stack.api_url}/webhooks", json={"url": url}).json()
+    try:
+        yield str(made["secret"])
+    finally:
+        api.delete(f"{stack.api_url}/webhooks/{made['webhook_id']}")
+
+
 def healthy(jobs: int, digits: int) -> dict[str, Any]:
     inbox = Inbox()
     with LocalStack(LocalConfig(max_active_stacks=4, log_level="WARNING")) as stack:
         api = session(stack)
         secrets: list[str] = []
-        with Listener(secrets, inbox.add) as listener:
-            secrets.append(api.post(f"{stack.api_url}/webhooks", json={"url": listener.url}).json()["secret"])
+        with Listener(secrets, inbox.add) as listener, webhook(stack, api, listener.url) as secret:
+            secrets.append(secret)
             job_ids = submit(stack, api, jobs, digits)
             ids = every_event((stack.client("dynamodb"), stack.outputs["TableName"]), inbox, job_ids)
             wait_until(lambda: ids <= inbox.verified_ids(), "every event of the healthy run")
@@ -211,8 +224,11 @@ def failing(jobs: int, digits: int) -> dict[str, Any]:
     with LocalStack(LocalConfig(max_active_stacks=4, log_level="WARNING")) as stack:
         api = session(stack)
         secrets: list[str] = []
-        with Listener(secrets, inbox.add, answer=answer) as listener:
-            secrets.append(api.post(f"{stack.api_url}/webhooks", json={"url": listener.url}).json()["secret"])
+        with (
+            Listener(secrets, inbox.add, answer=answer) as listener,
+            webhook(stack, api, listener.url) as secret,
+        ):
+            secrets.append(secret)
             started = time.monotonic()
             job_ids = submit(stack, api, jobs, digits)
             ids = every_event((stack.client("dynamodb"), stack.outputs["TableName"]), inbox, job_ids)
