@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import signal
 import socket
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,18 +58,26 @@ SECONDS_PER_JOB = 5  # a slow machine's pace at 2 slots (a tenant's cap): the wa
 
 @dataclass
 class Inbox:
-    """What a receiver got: each delivery, and whether it verified."""
+    """What a receiver got: each delivery, and whether it verified; the jobs whose end arrived and the
+    verified event ids, kept as deliveries arrive (the waits read them ten times a second)."""
 
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    ended_jobs: set[str] = field(default_factory=set)
+    verified: set[str] = field(default_factory=set)
 
     def add(self, item: Received) -> None:
         with self.lock:
             self.received.append(item)
+            if item.verified:
+                self.verified.add(item.message_id)
+                data = (item.payload or {}).get("data") or {}
+                if data.get("status") in TERMINAL:
+                    self.ended_jobs.add(str(data.get("job_id")))
 
     def verified_ids(self) -> set[str]:
         with self.lock:
-            return {r.message_id for r in self.received if r.verified}
+            return set(self.verified)
 
     def unverified(self) -> int:
         with self.lock:
@@ -77,12 +87,7 @@ class Inbox:
 def ended(inbox: Inbox, job_ids: list[str]) -> bool:
     """Every job's end (SUCCEEDED, FAILED, ...) arrived: its last event is in the lifecycle's outbox."""
     with inbox.lock:
-        done = {
-            r.payload["data"]["job_id"]
-            for r in inbox.received
-            if r.verified and r.payload and r.payload["data"].get("status") in TERMINAL
-        }
-    return set(job_ids) <= done
+        return set(job_ids) <= inbox.ended_jobs
 
 
 def outbox_ids(ddb: Any, table: str, job_ids: list[str]) -> set[str]:
@@ -162,13 +167,24 @@ def delivery_times(stack: LocalStack) -> dict[str, float]:
     }
 
 
+@contextlib.contextmanager
+def webhook(stack: LocalStack, api: requests.Session, url: str) -> Iterator[str]:
+    """A webhook to ``url`` (its secret) for the run, removed after it: moto's tables outlive a stack in
+    this process, and the next run's jobs (the same key) would also go to this run's closed receiver."""
+    made = api.post(f"{stack.api_url}/webhooks", json={"url": url}).json()
+    try:
+        yield str(made["secret"])
+    finally:
+        api.delete(f"{stack.api_url}/webhooks/{made['webhook_id']}")
+
+
 def healthy(jobs: int, digits: int) -> dict[str, Any]:
     inbox = Inbox()
     with LocalStack(LocalConfig(max_active_stacks=4, log_level="WARNING")) as stack:
         api = session(stack)
         secrets: list[str] = []
-        with Listener(secrets, inbox.add) as listener:
-            secrets.append(api.post(f"{stack.api_url}/webhooks", json={"url": listener.url}).json()["secret"])
+        with Listener(secrets, inbox.add) as listener, webhook(stack, api, listener.url) as secret:
+            secrets.append(secret)
             job_ids = submit(stack, api, jobs, digits)
             ids = every_event((stack.client("dynamodb"), stack.outputs["TableName"]), inbox, job_ids)
             wait_until(lambda: ids <= inbox.verified_ids(), "every event of the healthy run")
@@ -208,8 +224,11 @@ def failing(jobs: int, digits: int) -> dict[str, Any]:
     with LocalStack(LocalConfig(max_active_stacks=4, log_level="WARNING")) as stack:
         api = session(stack)
         secrets: list[str] = []
-        with Listener(secrets, inbox.add, answer=answer) as listener:
-            secrets.append(api.post(f"{stack.api_url}/webhooks", json={"url": listener.url}).json()["secret"])
+        with (
+            Listener(secrets, inbox.add, answer=answer) as listener,
+            webhook(stack, api, listener.url) as secret,
+        ):
+            secrets.append(secret)
             started = time.monotonic()
             job_ids = submit(stack, api, jobs, digits)
             ids = every_event((stack.client("dynamodb"), stack.outputs["TableName"]), inbox, job_ids)

@@ -21,6 +21,7 @@ them instead of polling.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -174,8 +175,21 @@ def _create_app() -> SerialisingMiddleware:
     from pijobs.local import moto_transactions  # lazy: imports moto, heavy, only when a server starts
 
     moto_transactions.install()
+    _list_moto_modules_once()
 
     return SerialisingMiddleware(DomainDispatcherApplication(create_backend_app))
+
+
+def _list_moto_modules_once() -> None:
+    """moto's server finds the backend of each request under one lock of its own, and on the way lists
+    its package's folders (some 200 ``isdir`` calls) to compare with the request's host: every request,
+    the jobs table's included, waited on that listing. The folders do not change while it runs: list them
+    once."""
+    from moto import backends
+
+    if not isinstance(backends.list_of_moto_modules, functools.partial):
+        modules = tuple(backends.list_of_moto_modules())
+        backends.list_of_moto_modules = functools.partial(iter, modules)
 
 
 class LocalMotoServer:

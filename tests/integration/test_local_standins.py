@@ -668,6 +668,23 @@ def test_create_stack_with_one_name_creates_one_stack(
     assert len(resources) == 1
 
 
+def test_the_server_finds_each_requests_backend_without_listing_motos_folders(
+    aws: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto listed its package's folders for every request, under its own lock; listed once at the start,
+    a request reads no folder."""
+
+    ddb, sqs = aws("dynamodb"), aws("sqs")  # botocore lists its own data folders for a new client
+    ddb.list_tables(), sqs.list_queues()  # and moto for a service's first request (it loads its backend)
+
+    def listing(path: str) -> list[str]:
+        raise AssertionError(f"a request listed {path}")
+
+    monkeypatch.setattr(os, "listdir", listing)
+    assert "TableNames" in ddb.list_tables()
+    sqs.list_queues()
+
+
 def _stream_table(aws: ClientFactory) -> tuple[Any, str, Callable[[], list[dict[str, Any]]]]:
     """A table with a stream and an item ``a`` (n = 1); a function reading its stream from the start."""
     ddb, streams = aws("dynamodb"), aws("dynamodbstreams")

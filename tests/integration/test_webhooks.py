@@ -200,6 +200,45 @@ def test_one_batch_of_two_keys_events_goes_each_to_its_own_keys_webhooks(
     assert got == sorted((f"/hook?{key[-1]}", job_id) for job_id, key in jobs.items())
 
 
+def test_a_job_whose_fan_out_fails_is_answered_for_a_retry_and_the_others_are_delivered(
+    cloud: Cloud, hooks: Hooks, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs of one batch are fanned out side by side: one job's failure (DynamoDB refusing its delivery)
+    names only its record for the retry; the other jobs' events are delivered."""
+    add_hook(cloud, receiver.url)
+    unlucky, lucky = cloud.submit(), cloud.submit()
+    for job_id in (unlucky, lucky):
+        cloud.api("DELETE", f"/jobs/{job_id}")
+    records = hooks.streams.get_records(ShardIterator=hooks.iterator)["Records"]
+    add_delivery = notifier.WebhookStore.add_delivery
+
+    def refuse_unlucky(store: Any, delivery: Any) -> bool:
+        if delivery.job_id == unlucky:
+            raise RuntimeError("ProvisionedThroughputExceededException")
+        return bool(add_delivery(store, delivery))
+
+    monkeypatch.setattr(notifier.WebhookStore, "add_delivery", refuse_unlucky)
+    answer = notifier.notifier_handler({"Records": records}, None)
+    hooks.send()
+
+    failed = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
+    unlucky_records = {
+        r["dynamodb"]["SequenceNumber"]
+        for r in records
+        if (notifier.stream_event(r) or {}).get("job_id") == unlucky
+    }
+    assert failed == unlucky_records
+    assert [json.loads(body)["data"]["job_id"] for _, body in receiver.requests] == [lucky]
+
+    monkeypatch.setattr(notifier.WebhookStore, "add_delivery", add_delivery)
+    retried = [r for r in records if r["dynamodb"]["SequenceNumber"] in failed]
+    assert notifier.notifier_handler({"Records": retried}, None) == {"batchItemFailures": []}
+    hooks.send()
+    assert sorted(json.loads(body)["data"]["job_id"] for _, body in receiver.requests) == sorted(
+        [lucky, unlucky]
+    )
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
