@@ -236,18 +236,22 @@ def notifier_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     carries its status and time); one job's events stay in the stream's order."""
     configure_logging()
     known: OwnersHooks = {}
-    by_job: dict[str, list[dict[str, Any]]] = {}
+    by_job: dict[str, list[tuple[dict[str, Any], dict[str, Any] | Exception | None]]] = {}
     for record in event.get("Records", []):
-        found = _event_or_none(record)
-        key = str(found["job_id"]) if found else ""
-        by_job.setdefault(key, []).append(record)
+        try:
+            found: dict[str, Any] | Exception | None = stream_event(record)
+        except Exception as exc:  # answered for a retry in its own group, below
+            found = exc
+        key = str(found["job_id"]) if isinstance(found, dict) else ""
+        by_job.setdefault(key, []).append((record, found))
 
-    def fan_out_in_order(records: list[dict[str, Any]]) -> list[str]:
+    def fan_out_in_order(group: list[tuple[dict[str, Any], dict[str, Any] | Exception | None]]) -> list[str]:
         failed = []
-        for record in records:
+        for record, found in group:
             clear_context()
             try:
-                found = stream_event(record)
+                if isinstance(found, Exception):
+                    raise found
                 if found is not None:
                     fan_out(services(), found, known)
             except Exception:
@@ -262,13 +266,6 @@ def notifier_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         with ThreadPoolExecutor(max_workers=min(FAN_OUT_THREADS, len(groups))) as pool:
             failed = [n for numbers in pool.map(fan_out_in_order, groups) for n in numbers]
     return {"batchItemFailures": [{"itemIdentifier": n} for n in failed]}
-
-
-def _event_or_none(record: dict[str, Any]) -> dict[str, Any] | None:
-    try:
-        return stream_event(record)
-    except Exception:
-        return None  # fanned out (and failed, answered for a retry) in its own group
 
 
 # ---- the sender ----------------------------------------------------------------------------------------
