@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pijobs.shared.capacity import CAPACITY_KEY, NO_OWNER, CapacityCounter
+from pijobs.shared.capacity import CAPACITY_KEY, MAX_LIVE_JOBS, NO_OWNER, CapacityCounter, LimitTooHighError
 from tests.integration.conftest import Cloud
 from tests.integration.replica import LaggingReplica
 
@@ -30,6 +30,14 @@ def test_the_operator_s_limit_is_at_least_one(cloud: Cloud) -> None:
     with pytest.raises(ValueError):
         counter.set_limit(0)
     assert counter.state()["limit"] == 1  # type: ignore[index]
+
+
+def test_the_operator_s_limit_may_be_the_most_live_jobs_the_item_holds_and_no_more(cloud: Cloud) -> None:
+    counter = cloud.capacity()
+    counter.set_limit(MAX_LIVE_JOBS)
+    with pytest.raises(LimitTooHighError):
+        counter.set_limit(MAX_LIVE_JOBS + 1)
+    assert counter.state()["limit"] == MAX_LIVE_JOBS  # type: ignore[index]
 
 
 def test_the_recount_writes_only_while_the_count_is_the_one_read(cloud: Cloud) -> None:
