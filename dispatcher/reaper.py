@@ -204,7 +204,7 @@ def recount(services: ReaperServices, live: list[JobRecord]) -> None:
         return
     indexed = {j.job_id: j.owner for j in live if j.status.is_live}
     holders: dict[str, str] = {k: v for k, v in indexed.items() if k in state["owner_of"]}
-    for job_id in set(indexed) ^ set(state["owner_of"]):
+    for job_id in sorted(set(indexed) ^ set(state["owner_of"])):  # one order, whatever the hash seed
         try:
             job = services.store.get(job_id)
         except errors.NoSuchJobError:

@@ -19,6 +19,7 @@ from typing import Any
 import pydantic
 import pytest
 import requests
+from structlog.testing import capture_logs
 
 from pijobs.shared.inputs import PinnedInput, UploadRecord, UploadStatus, pin_inputs, upload_key
 from pijobs.shared.models import JobMessage, JobRecord, isoformat, new_job_id, utcnow
@@ -158,6 +159,32 @@ def test_an_input_pinned_outside_its_owners_prefix_is_never_presigned(cloud: Clo
     assert job.status is JobStatus.FAILED and job.error is not None and job.error.code == "input_unavailable"
     assert "secret,data" not in str(job.model_dump()) and cloud.live_stacks() == []
     assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_every_input_pinned_outside_its_owners_prefix_is_refused_and_logged_and_only_those(
+    cloud: Cloud,
+) -> None:
+    """A record whose pins were changed after submit: start answers a link for each input still under the
+    owner's prefix, none for the others, and the operator's log names each of those."""
+    own = put_upload(cloud, "key-a", CSV)
+    theirs = [put_upload(cloud, "key-b", b"secret,data\n1,2\n") for _ in range(2)]
+    pinned = pin_inputs({"b": own.upload_id}, {own.upload_id: own}, owner="key-a")
+    for name, upload in zip(("a", "c"), theirs, strict=True):
+        pinned[name] = PinnedInput(
+            upload_id=upload.upload_id, key=upload.key, bytes=upload.bytes, sha256=upload.sha256
+        )
+    job_id = submit_sql(cloud, "key-a", pinned)
+    assert cloud.dispatch(cloud.receive()) == []
+
+    with capture_logs() as logs:
+        status, started = cloud.worker_call(job_id, "start", token=cloud.worker_token(job_id))
+
+    assert status == 200 and sorted(started["inputs"]) == ["b"]
+    assert path_of(started["inputs"]["b"]["url"]).endswith(f"/{own.key}")
+    refused = [e["input"] for e in logs if e["event"] == "input_not_owned"]
+    assert refused == ["a", "c"] and all(
+        e["log_level"] == "error" for e in logs if e["event"] == "input_not_owned"
+    )
 
 
 def test_a_refused_input_link_gives_the_attempt_back_for_fresh_links(cloud: Cloud) -> None:

@@ -332,6 +332,21 @@ def test_the_recount_keeps_a_live_holder_the_index_has_not_shown_yet(cloud: Clou
     assert state["owners"] == {cloud.job(live).owner: 1}
 
 
+def test_the_recount_drops_a_holder_without_a_record_and_still_reads_the_others(cloud: Cloud) -> None:
+    """A slot held by an id that has no job record (taken by hand, its record deleted) is given back; the
+    holders read after it are still read, so a live job the index has not shown yet keeps its slot."""
+    cloud.capacity().set_limit(4)
+    live = _running(cloud)
+    unknown = "0" * len(live)  # read before every other id
+    cloud.capacity().acquire(unknown, owner="key-x")
+
+    pijobs.dispatcher.reaper.recount(pijobs.dispatcher.reaper.services(), [])  # the index shows neither
+
+    state = cloud.capacity().state()
+    assert state is not None and state["holders"] == {live} and state["active"] == 1
+    assert state["owners"] == {cloud.job(live).owner: 1}
+
+
 class FailingCompute:
     """A compute backend whose destroy fails (the stack's deletion was refused)."""
 

@@ -82,6 +82,9 @@ MODULES: dict[str, list[str]] = {
     "dispatcher/verifier.py": [f"{INTEGRATION}/test_uploads.py"],
     "dispatcher/reaper.py": [f"{INTEGRATION}/test_reaper.py", f"{INTEGRATION}/test_reaper_sweep.py"],
     "shared/capacity.py": [
+        f"{UNIT}/test_capacity_item.py",
+        f"{UNIT}/test_facts.py",  # (the item's size at MaxActiveStacks' ceiling)
+        f"{UNIT}/test_bench_pipeline.py",
         f"{INTEGRATION}/test_capacity_counter.py",
         f"{INTEGRATION}/test_capacity.py",
         f"{INTEGRATION}/test_reaper.py",
@@ -477,12 +480,20 @@ def recheck(module: str, leave_out: list[str]) -> list[str]:
         for number, survivor in enumerate(json.loads((OUT / f"{name}.json").read_text())["survivors"]):
             copy = Path(tmp) / "source.py"
             copy.write_text(original)
-            diff = survivor["diff"].replace("--- mutation diff ---\n", "")
+            diff = survivor["diff"].replace("--- mutation diff ---\n", "") + "\n"  # (stored without its last)
             patch = ["patch", "--quiet", "--no-backup-if-mismatch", str(copy)]
-            subprocess.run(patch, input=diff, text=True, check=True, capture_output=True)
+            applied = subprocess.run(patch, input=diff, text=True, capture_output=True).returncode == 0
             changed = next(x for x in diff.splitlines() if x.startswith("+") and not x.startswith("+++"))
-            label = f"{module}:{survivor['line']} {survivor['operator']}: {changed[1:].strip()}"
-            mutants.append(Mutant(f"survivor-{number}", survivor["line"], copy.read_text(), label))
+            if not applied:  # the code it changed is gone or rewritten since the run
+                print(f"GONE     {module}:{survivor['line']} (in the run) {survivor['operator']}", flush=True)
+                continue
+            mutated = copy.read_text()
+            # The line as the file is now (patch finds the diff's place when lines moved since the run).
+            pairs = zip(original.splitlines(), mutated.splitlines(), strict=False)  # (a removed decorator)
+            line = next((n for n, (a, b) in enumerate(pairs, 1) if a != b), survivor["line"])
+            was = f" (line {survivor['line']} in the run)" if line != survivor["line"] else ""
+            label = f"{module}:{line}{was} {survivor['operator']}: {changed[1:].strip()}"
+            mutants.append(Mutant(f"survivor-{number}", line, mutated, label))
     lines = []
     for mutant, verdict, _ in sorted(run_all(module, mutants, selection), key=lambda r: r[0].line):
         lines.append(f"{verdict:8} {mutant.label}")
