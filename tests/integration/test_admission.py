@@ -4,12 +4,18 @@ messages, and tenants without a cap of their own."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
+from typing import Any
 
 import pytest
 
 import pijobs.dispatcher.handler
-from pijobs.dispatcher.admission import keep_ticking, park
+from pijobs.dispatcher.admission import admit_waiting, keep_ticking, on_tick, park
+from pijobs.shared.capacity import CapacityCounter
+from pijobs.shared.fairshare import INDEX_SHARDS, shard_of
+from pijobs.shared.models import JobMessage
 from pijobs.shared.tenants import TenantStore
 from tests.integration.conftest import Cloud
 
@@ -83,3 +89,140 @@ def test_a_job_cancelled_before_its_message_is_handled_is_not_parked(cloud: Clou
 
     assert park(pijobs.dispatcher.handler.services().admission, as_read) is None
     assert cloud.job(job_id).status.value == "CANCELLED"
+
+
+def _submit_as(cloud: Cloud, owner: str) -> str:
+    status, body, _ = cloud.api("POST", "/jobs", {"digits": 30}, key_id=owner)
+    assert status == 202, body
+    return str(body["job_id"])
+
+
+@pytest.mark.parametrize("cloud", [{"PIJOBS_MAX_ACTIVE_STACKS_PER_OWNER": "0"}], indirect=True)
+def test_a_tenant_at_its_cap_whose_jobs_fill_the_first_read_does_not_hold_up_the_others(cloud: Cloud) -> None:
+    """Each index partition's first page holds only A's jobs (the lowest tags), and A may run one: the call
+    reads again without A and gives the other free slot to B, but never admits more than its budget."""
+    cloud.capacity().set_limit(10)
+    TenantStore(cloud.ddb, cloud.table).set_policy("key-a", max_active=1, weight=100.0)  # tags 0.01 apart
+    a_jobs: list[str] = []
+    while min(sum(shard_of(j) == shard for j in a_jobs) for shard in range(INDEX_SHARDS)) < 2:
+        a_jobs.append(_submit_as(cloud, "key-a"))  # until two of A's fill each partition's first page
+    b_jobs = [_submit_as(cloud, "key-b") for _ in range(3)]  # tags 1, 2, 3: after all of A's
+    admission = pijobs.dispatcher.handler.services().admission
+
+    admitted = admit_waiting(admission, budget=2)
+
+    assert admitted == [a_jobs[0], b_jobs[0]]  # A's first, then, A at its cap, B's first (and no more)
+    assert cloud.capacity().state()["owners"] == {"key-a": 1, "key-b": 1}  # type: ignore[index]
+
+
+def test_a_job_cancelled_after_it_was_parked_is_not_admitted_and_the_call_ends(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher parks a job, then admits: a cancel in between leaves a pick that is gone. The call
+    admits nothing and returns (it does not read the same picks again and again)."""
+    reads = 0
+    ensure = CapacityCounter.ensure
+
+    def counted(self: CapacityCounter) -> Any:
+        nonlocal reads
+        reads += 1
+        assert reads < 20, "admission reads the capacity item again and again: the call does not end"
+        return ensure(self)
+
+    job_id = cloud.submit()
+    admission = pijobs.dispatcher.handler.services().admission
+    waiting = park(admission, cloud.job(job_id))
+    assert waiting is not None
+    assert cloud.api("DELETE", f"/jobs/{job_id}")[0] == 202
+    monkeypatch.setattr(CapacityCounter, "ensure", counted)
+
+    assert admit_waiting(admission, known=(waiting,)) == []
+
+    assert cloud.job(job_id).status.value == "CANCELLED"
+    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+@pytest.mark.parametrize("cloud", [{"PIJOBS_MAX_ACTIVE_STACKS_PER_OWNER": "0"}], indirect=True)
+def test_one_dispatcher_call_creates_at_most_twenty_stacks_and_the_next_tick_the_rest(cloud: Cloud) -> None:
+    cloud.capacity().set_limit(30)
+    jobs = [cloud.submit() for _ in range(22)]  # parked at submit; their messages are not delivered
+    provisioned: list[str] = []
+    admission = dataclasses.replace(
+        pijobs.dispatcher.handler.services().admission, provision=lambda job: provisioned.append(job.job_id)
+    )
+
+    assert len(on_tick(admission, JobMessage(tick=time.time()))) == 20
+    assert len(provisioned) == 20 and set(provisioned) <= set(jobs)
+    assert cloud.capacity().state()["active"] == 20  # type: ignore[index]
+    rest = [job_id for job_id in jobs if job_id not in provisioned]
+    assert on_tick(admission, JobMessage(tick=time.time())) == rest  # the next tick admits the other two
+
+
+def test_a_slot_taken_by_a_concurrent_call_first_leaves_the_job_waiting(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two calls read one free slot; the other's transaction lands first: this call's is refused, and its
+    job keeps its place (no error, no retry of the message)."""
+    cloud.capacity(limit=1).set_limit(1)
+    job_id = cloud.submit()
+    tag = cloud.job(job_id).wait_tag
+    acquire_item = CapacityCounter.acquire_item
+
+    def other_call_first(self: CapacityCounter, *args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(CapacityCounter, "acquire_item", acquire_item)
+        self.acquire("other-call-s-job", owner="key-b")
+        return acquire_item(self, *args, **kwargs)
+
+    monkeypatch.setattr(CapacityCounter, "acquire_item", other_call_first)
+
+    assert admit_waiting(pijobs.dispatcher.handler.services().admission) == []
+
+    assert cloud.job(job_id).status.value == "QUEUED" and cloud.job(job_id).wait_tag == tag
+    assert cloud.capacity().state()["holders"] == {"other-call-s-job"}  # type: ignore[index]
+
+
+@pytest.mark.parametrize("cloud", [{"PIJOBS_ADMISSION_TICK_SECONDS": "10"}], indirect=True)
+def test_with_a_tick_longer_than_six_seconds_a_pending_tick_is_lost_after_ten_ticks(cloud: Cloud) -> None:
+    cloud.capacity(limit=1).set_limit(1)
+    cloud.submit(), cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    due = cloud.capacity().state()["tick_at"]  # type: ignore[index]
+    admission = pijobs.dispatcher.handler.services().admission
+
+    assert keep_ticking(admission, now=due + 95) is False  # more than a minute, less than ten ticks
+    assert keep_ticking(admission, now=due + 105) is True
+    assert cloud.capacity().state()["tick_at"] == due + 115  # type: ignore[index]
+
+
+def test_a_tick_that_leaves_jobs_waiting_sends_the_next_one_a_tick_later(cloud: Cloud) -> None:
+    cloud.capacity(limit=1).set_limit(1)
+    cloud.submit(), cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []  # the first runs, the second waits: a tick is on its way
+    admission = pijobs.dispatcher.handler.services().admission
+    pending = cloud.capacity().state()["tick_at"]  # type: ignore[index]
+    before = time.time()
+
+    assert on_tick(admission, JobMessage(tick=pending)) == []  # no slot freed meanwhile
+
+    due = cloud.capacity().state()["tick_at"]  # type: ignore[index]
+    assert before + admission.tick_seconds <= due <= time.time() + admission.tick_seconds
+    sent = [json.loads(message["body"]).get("tick") for message in cloud.receive(wait_seconds=2)]
+    assert due in sent
+
+
+def test_when_two_deliveries_of_one_message_race_the_loser_answers_the_place_the_winner_took(
+    cloud: Cloud,
+) -> None:
+    """SQS may hand one message to two dispatcher calls at once: both read the job before it was parked,
+    one parks it, the other's parking is refused and it answers the job as it now waits."""
+    cloud.capacity(limit=1).set_limit(1)
+    cloud.submit()
+    job_id = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    parked = cloud.job(job_id)
+    as_read = parked.model_copy(update={"wait_tag": None})  # read before the other call parked it
+
+    again = park(pijobs.dispatcher.handler.services().admission, as_read)
+
+    assert again is not None and again.tag == parked.wait_tag and again.job_id == job_id
+    assert cloud.job(job_id).wait_tag == parked.wait_tag
