@@ -13,9 +13,11 @@ import pytest
 
 import pijobs.dispatcher.handler
 from pijobs.dispatcher.admission import admit_waiting, keep_ticking, on_tick, park
+from pijobs.dispatcher.service import retry_or_fail
 from pijobs.shared.capacity import CapacityCounter
 from pijobs.shared.fairshare import INDEX_SHARDS, shard_of
 from pijobs.shared.models import JobMessage
+from pijobs.shared.store import JobStore
 from pijobs.shared.tenants import TenantStore
 from tests.integration.conftest import Cloud
 
@@ -158,27 +160,36 @@ def test_one_dispatcher_call_creates_at_most_twenty_stacks_and_the_next_tick_the
     assert on_tick(admission, JobMessage(tick=time.time())) == rest  # the next tick admits the other two
 
 
-def test_a_slot_taken_by_a_concurrent_call_first_leaves_the_job_waiting(
+@pytest.mark.parametrize("cloud", [{"PIJOBS_MAX_ACTIVE_STACKS_PER_OWNER": "0"}], indirect=True)
+def test_slots_taken_by_a_concurrent_call_first_leave_the_jobs_waiting_after_one_refused_write(
     cloud: Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two calls read one free slot; the other's transaction lands first: this call's is refused, and its
-    job keeps its place (no error, no retry of the message)."""
-    cloud.capacity(limit=1).set_limit(1)
-    job_id = cloud.submit()
-    tag = cloud.job(job_id).wait_tag
+    """Two calls read the same two free slots; the other's transactions land first: this call's first is
+    refused, and it stops there (the slots are gone: one refused write, not one per job it picked). Its
+    jobs keep their places; no error, so the message is not retried."""
+    cloud.capacity(limit=2).set_limit(2)
+    jobs = [cloud.submit(), cloud.submit()]
+    tags = [cloud.job(job_id).wait_tag for job_id in jobs]
     acquire_item = CapacityCounter.acquire_item
+    requests: list[str] = []
 
-    def other_call_first(self: CapacityCounter, *args: Any, **kwargs: Any) -> Any:
-        monkeypatch.setattr(CapacityCounter, "acquire_item", acquire_item)
-        self.acquire("other-call-s-job", owner="key-b")
-        return acquire_item(self, *args, **kwargs)
+    def other_call_first(self: CapacityCounter, job_id: str, *args: Any, **kwargs: Any) -> Any:
+        if not requests:
+            monkeypatch.setattr(CapacityCounter, "acquire_item", acquire_item)
+            self.acquire("other-call-s-job-1", owner="key-b")
+            self.acquire("other-call-s-job-2", owner="key-b")
+            monkeypatch.setattr(CapacityCounter, "acquire_item", other_call_first)
+        requests.append(job_id)
+        return acquire_item(self, job_id, *args, **kwargs)
 
     monkeypatch.setattr(CapacityCounter, "acquire_item", other_call_first)
 
     assert admit_waiting(pijobs.dispatcher.handler.services().admission) == []
 
-    assert cloud.job(job_id).status.value == "QUEUED" and cloud.job(job_id).wait_tag == tag
-    assert cloud.capacity().state()["holders"] == {"other-call-s-job"}  # type: ignore[index]
+    assert requests == jobs[:1]
+    assert [(cloud.job(j).status.value, cloud.job(j).wait_tag) for j in jobs] == [("QUEUED", t) for t in tags]
+    holders = {"other-call-s-job-1", "other-call-s-job-2"}
+    assert cloud.capacity().state()["holders"] == holders  # type: ignore[index]
 
 
 @pytest.mark.parametrize("cloud", [{"PIJOBS_ADMISSION_TICK_SECONDS": "10"}], indirect=True)
@@ -226,3 +237,36 @@ def test_when_two_deliveries_of_one_message_race_the_loser_answers_the_place_the
 
     assert again is not None and again.tag == parked.wait_tag and again.job_id == job_id
     assert cloud.job(job_id).wait_tag == parked.wait_tag
+
+
+def test_a_stale_delivery_does_not_park_a_job_that_was_sent_round_again_meanwhile(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job sent round again waits, without a place, for its retry's message, which parks it. Two
+    deliveries of that message race: while this call parks, the other has parked and admitted the job,
+    whose stack then failed (sent round again once more). This call's parking is refused and it must not
+    take the job as waiting: it has no place, and its next message parks it."""
+    cloud.capacity(limit=2).set_limit(2)
+    job_id = cloud.submit()
+    services = pijobs.dispatcher.handler.services()
+    admission = services.admission
+    assert admit_waiting(admission) == [job_id]
+    retry_or_fail(services, cloud.job(job_id), code="stack_create_failed", reason="a test's failure")
+    as_read = cloud.job(job_id)  # the retry, as this call reads it: QUEUED, no place yet
+    assert as_read.status.value == "QUEUED" and as_read.wait_tag is None
+    store_park = JobStore.park
+
+    def the_other_call_first(self: JobStore, *args: Any, **kwargs: Any) -> bool:
+        monkeypatch.setattr(JobStore, "park", store_park)
+        assert park(admission, cloud.job(job_id)) is not None and admit_waiting(admission) == [job_id]
+        parked = store_park(self, *args, **kwargs)  # this call's write, after the other's admission
+        retry_or_fail(services, cloud.job(job_id), code="stack_create_failed", reason="a test's failure")
+        return parked
+
+    monkeypatch.setattr(JobStore, "park", the_other_call_first)
+
+    assert park(admission, as_read) is None
+
+    job = cloud.job(job_id)
+    assert job.status.value == "QUEUED" and job.wait_tag is None and job.attempts == 2
+    assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
