@@ -270,3 +270,37 @@ def test_a_stale_delivery_does_not_park_a_job_that_was_sent_round_again_meanwhil
     job = cloud.job(job_id)
     assert job.status.value == "QUEUED" and job.wait_tag is None and job.attempts == 2
     assert cloud.capacity().state()["active"] == 0  # type: ignore[index]
+
+
+def test_while_every_slot_is_taken_a_message_reads_no_waiting_job_and_writes_no_slot(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At capacity (the usual state under load), each message only parks its job and keeps the tick going:
+    no query of the waiting index, no refused slot transaction, one read of the capacity item."""
+    cloud.capacity(limit=1).set_limit(1)
+    first = cloud.submit()
+    assert cloud.dispatch(cloud.receive()) == []
+    assert cloud.job(first).status.value == "PROVISIONING"
+    second = cloud.submit()
+    calls: list[str] = []
+    for cls, name in (
+        (JobStore, "waiting_jobs"),
+        (CapacityCounter, "acquire_item"),
+        (CapacityCounter, "ensure"),
+    ):
+        monkeypatch.setattr(cls, name, _counted(getattr(cls, name), name, calls))
+
+    assert cloud.dispatch(cloud.receive()) == []
+
+    assert cloud.job(second).status.value == "QUEUED" and cloud.job(second).wait_tag is not None
+    assert [call for call in calls if call != "ensure"] == []
+    assert cloud.capacity().state()["tick_at"] is not None  # type: ignore[index]
+
+
+def _counted(method: Any, name: str, calls: list[str]) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        assert len(calls) < 20, f"{calls[:5]}...: the call does not end"
+        return method(*args, **kwargs)
+
+    return call
