@@ -113,7 +113,9 @@ def test_a_tenant_at_its_cap_whose_jobs_fill_the_first_read_does_not_hold_up_the
 
     admitted = admit_waiting(admission, budget=2)
 
-    assert admitted == [a_jobs[0], b_jobs[0]]  # A's first, then, A at its cap, B's first (and no more)
+    # A's first, then (A at its cap) one of B's, and no more. (Which of B's: each partition's read skips A's
+    # jobs a bounded number of times, so B's lowest tag may sit behind more of A's than that.)
+    assert len(admitted) == 2 and admitted[0] == a_jobs[0] and admitted[1] in b_jobs
     assert cloud.capacity().state()["owners"] == {"key-a": 1, "key-b": 1}  # type: ignore[index]
 
 
