@@ -12,7 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from pijobs.shared.functions import NAME_PATTERN
 from pijobs.shared.ids import ID_PATTERN
-from pijobs.shared.inputs import SHA256_PATTERN, UPLOAD_ID_PATTERN, UploadStatus
+from pijobs.shared.inputs import MIN_UPLOAD_BYTES, SHA256_PATTERN, UPLOAD_ID_PATTERN, UploadStatus
 from pijobs.shared.models import AttemptInfo, ErrorInfo
 from pijobs.shared.status import JobStatus
 
@@ -122,7 +122,9 @@ class CreateUploadRequest(Model):
     filename: str = Field(
         pattern=FILENAME_PATTERN, description="the file's name (a label, no '/')", examples=["scores.csv"]
     )
-    bytes: int = Field(strict=True, ge=1, description="the file's exact size in bytes", examples=[1048576])
+    bytes: int = Field(
+        strict=True, ge=MIN_UPLOAD_BYTES, description="the file's exact size in bytes", examples=[1048576]
+    )
     sha256: str = Field(
         pattern=r"^[0-9a-fA-F]{64}$",
         description="the file's SHA-256, in hex",

@@ -29,6 +29,7 @@ INPUT_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
 UPLOAD_ID_PATTERN = ID_PATTERN
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"  # an API key's id
+MIN_UPLOAD_BYTES = 1  # an upload's declared size, and so every record and pin of one, is at least this
 
 InputName = Annotated[str, StringConstraints(pattern=INPUT_NAME_PATTERN)]
 UploadId = Annotated[str, StringConstraints(pattern=UPLOAD_ID_PATTERN)]
@@ -79,7 +80,7 @@ class UploadRecord(BaseModel):
     owner: str
     status: UploadStatus
     key: str
-    bytes: int = Field(ge=0)
+    bytes: int = Field(ge=MIN_UPLOAD_BYTES)
     sha256: str = Field(pattern=SHA256_PATTERN)
     filename: str = ""
     created_at: str | None = None  # (every upload the API makes has one: the uploads index needs it)
@@ -98,7 +99,7 @@ class PinnedInput(BaseModel):
 
     upload_id: str = Field(pattern=UPLOAD_ID_PATTERN)
     key: str = Field(min_length=1, max_length=1024)
-    bytes: int = Field(ge=0)
+    bytes: int = Field(ge=MIN_UPLOAD_BYTES)
     sha256: str = Field(pattern=SHA256_PATTERN)
 
 

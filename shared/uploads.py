@@ -30,7 +30,6 @@ UPLOADS_INDEX = "uploads-index"
 UPLOADER = "uploader"  # the owner's attribute on an upload item (see the module's docstring)
 UPLOAD_TOKEN_KEYS = ("pk", UPLOADER, "created_at")
 LIST_READS = 10
-GIB = 1 << 30
 
 # Which state may follow which: a decision is final, but an AVAILABLE object found changed is REJECTED.
 UPLOAD_TRANSITIONS: dict[UploadStatus, frozenset[UploadStatus]] = {

@@ -16,6 +16,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import pydantic
+import pytest
 import requests
 
 from pijobs.shared.inputs import PinnedInput, UploadRecord, UploadStatus, pin_inputs, upload_key
@@ -204,3 +206,40 @@ def test_through_the_api_a_bad_query_or_an_unknown_upload_is_a_422(cloud: Cloud)
     assert status == 422, body
     assert [d["field"] for d in body["error"]["details"]] == ["params.inputs.t"]
     assert cloud.receive() == []  # nothing queued
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("key", {"S": ""}),  # no object
+        ("key", {"S": "uploads/key-a/" + "a" * 1011}),  # 1,025 characters: longer than any S3 key
+        ("bytes", {"N": "0"}),  # no upload is empty
+    ],
+)
+def test_a_job_whose_pinned_input_was_tampered_with_in_the_table_is_refused_when_read(
+    cloud: Cloud, field: str, value: dict[str, str]
+) -> None:
+    # Given a job pinned as the API pins, whose pin was then changed in the table behind its back
+    upload = put_upload(cloud, "key-a", CSV)
+    job_id = submit_sql(
+        cloud, "key-a", pin_inputs({"t": upload.upload_id}, {upload.upload_id: upload}, owner="key-a")
+    )
+    cloud.ddb.update_item(
+        TableName=cloud.table,
+        Key={"pk": {"S": f"job#{job_id}"}},
+        UpdateExpression="SET #inputs.#t.#field = :value",
+        ExpressionAttributeNames={"#inputs": "inputs", "#t": "t", "#field": field},
+        ExpressionAttributeValues={":value": value},
+    )
+
+    # Then the record is not read as a job: the store refuses it, and the API answers an internal error
+    # that shows nothing of it
+    with pytest.raises(pydantic.ValidationError, match=f"inputs.t.{field}"):
+        cloud.store.get(job_id)
+    status, body, _ = cloud.api("GET", f"/jobs/{job_id}")
+    assert status == 500 and body["error"] == {
+        "code": "internal_error",
+        "message": "internal error",
+        "details": [],
+        "request_id": body["error"]["request_id"],
+    }

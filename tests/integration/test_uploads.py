@@ -418,3 +418,77 @@ def test_a_job_submitted_right_after_its_upload_was_verified_pins_it(
     assert verify(cloud, created) is Verdict.AVAILABLE
     status, body = sql_job(cloud, created["upload_id"])
     assert status == 202, body
+
+
+def tamper(cloud: Cloud, item_key: str, **values: Any) -> None:
+    """Changes attributes of an item in the table behind the API's back (a record corrupted or tampered
+    with), each value as DynamoDB stores it (``{"N": "0"}``, ``{"S": ...}``)."""
+    names = {f"#{name}": name for name in values}
+    cloud.ddb.update_item(
+        TableName=cloud.table,
+        Key={"pk": {"S": item_key}},
+        UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in values),
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues={f":{name}": value for name, value in values.items()},
+    )
+
+
+def test_a_one_byte_file_is_an_upload_a_job_can_pin(cloud: Cloud) -> None:
+    created = declare(cloud, b"x")
+    send(created, b"x")
+
+    assert verify(cloud, created) is Verdict.AVAILABLE
+    assert upload(cloud, created["upload_id"])["bytes"] == 1
+    status, body = sql_job(cloud, created["upload_id"])
+    assert status == 202, body
+    assert cloud.job(body["job_id"]).inputs["t"].bytes == 1  # type: ignore[index]
+
+
+def test_an_upload_record_whose_size_was_tampered_with_in_the_table_is_refused_when_read(
+    cloud: Cloud,
+) -> None:
+    # Given a verified upload whose record's size was then set to 0 in the table (no declaration can say 0)
+    created = declare(cloud)
+    send(created, CSV)
+    assert verify(cloud, created) is Verdict.AVAILABLE
+    tamper(cloud, f"upload#{created['upload_id']}", bytes={"N": "0"})
+    key = created["fields"]["key"]
+    event = {
+        "Records": [
+            {
+                "eventName": "ObjectCreated:Post",
+                "s3": {"bucket": {"name": cloud.bucket}, "object": {"key": key}},
+            }
+        ]
+    }
+
+    # Then no reader takes the record: the API answers an internal error that shows nothing of it, a job
+    # naming it is not queued, and the verifier decides nothing (the event is given back to the queue)
+    status, body, _ = cloud.api("GET", f"/uploads/{created['upload_id']}")
+    assert status == 500 and body["error"]["code"] == "internal_error", body
+    assert created["upload_id"] not in json.dumps(body) and cloud.bucket not in json.dumps(body)
+    status, body = sql_job(cloud, created["upload_id"])
+    assert status == 500 and body["error"]["code"] == "internal_error", body
+    assert cloud.receive() == []
+    answer = pijobs.dispatcher.verifier.lambda_handler(
+        {"Records": [{"messageId": "m", "body": json.dumps(event)}]}, None
+    )
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m"}]}
+    assert object_exists(cloud, key)
+    raw = cloud.ddb.get_item(TableName=cloud.table, Key={"pk": {"S": f"upload#{created['upload_id']}"}})
+    assert raw["Item"]["status"] == {"S": "AVAILABLE"} and raw["Item"]["bytes"] == {"N": "0"}
+
+
+def test_the_verifier_takes_only_the_object_its_upload_record_names(cloud: Cloud) -> None:
+    # Given alice's declared upload, whose record was then changed to name another key under her prefix
+    created = declare(cloud)
+    send(created, CSV)
+    tamper(cloud, f"upload#{created['upload_id']}", key={"S": upload_key("key-a", "c" * 32)})
+
+    # When the event for the object she sent reaches the verifier
+    verdict = verify(cloud, created)
+
+    # Then that object is no upload's: deleted, and the record decides nothing (it stays PENDING)
+    assert verdict is Verdict.DELETED
+    assert UploadStore(cloud.ddb, cloud.table).get(created["upload_id"]).status is UploadStatus.PENDING  # type: ignore[union-attr]
+    assert not object_exists(cloud, created["fields"]["key"])
