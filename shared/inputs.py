@@ -30,6 +30,8 @@ UPLOAD_ID_PATTERN = ID_PATTERN
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"  # an API key's id
 MIN_UPLOAD_BYTES = 1  # an upload's declared size, and so every record and pin of one, is at least this
+# an upload's object key, uploads/<owner>/<upload id>: the only kind of key a job's input may name
+UPLOAD_KEY_PATTERN = f"^{re.escape(UPLOADS_PREFIX)}{OWNER_PATTERN[1:-1]}/{UPLOAD_ID_PATTERN[1:-1]}$"
 
 InputName = Annotated[str, StringConstraints(pattern=INPUT_NAME_PATTERN)]
 UploadId = Annotated[str, StringConstraints(pattern=UPLOAD_ID_PATTERN)]
@@ -98,7 +100,7 @@ class PinnedInput(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     upload_id: str = Field(pattern=UPLOAD_ID_PATTERN)
-    key: str = Field(min_length=1, max_length=1024)
+    key: str = Field(pattern=UPLOAD_KEY_PATTERN)
     bytes: int = Field(ge=MIN_UPLOAD_BYTES)
     sha256: str = Field(pattern=SHA256_PATTERN)
 

@@ -240,6 +240,8 @@ def test_through_the_api_a_bad_query_or_an_unknown_upload_is_a_422(cloud: Cloud)
     [
         ("key", {"S": ""}),  # no object
         ("key", {"S": "uploads/key-a/" + "a" * 1011}),  # 1,025 characters: longer than any S3 key
+        ("key", {"S": "results/key-a/" + "a" * 32}),  # not an upload (another job's result, say)
+        ("key", {"S": f"uploads/key-a/{'a' * 32}/../{'b' * 32}"}),  # a path out of the upload
         ("bytes", {"N": "0"}),  # no upload is empty
     ],
 )
