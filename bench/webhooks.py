@@ -83,6 +83,23 @@ class Inbox:
         with self.lock:
             return sum(1 for r in self.received if not r.verified)
 
+    def unverified_lines(self) -> list[str]:
+        """One line per delivery that did not verify: its id, the age of its timestamp on arrival, how many
+        signatures it carried, its length, and whether the event verified on another attempt."""
+        with self.lock:
+            refused = [r for r in self.received if not r.verified]
+            return [_unverified_line(r, r.message_id in self.verified) for r in refused]
+
+
+def _unverified_line(r: Received, verified_later: bool) -> str:
+    stamp = r.headers.get("webhook-timestamp", "")
+    age = f"{r.received_at - int(stamp):.0f} s" if stamp.isdigit() else "none"
+    signatures = len(r.headers.get("webhook-signature", "").split())
+    length = r.headers.get("content-length", "-")
+    return f" {r.message_id or '-'}: timestamp age {age}, {signatures} signature(s), {length} bytes, " + (
+        "verified on another attempt" if verified_later else "never verified"
+    )
+
 
 def ended(inbox: Inbox, job_ids: list[str]) -> bool:
     """Every job's end (SUCCEEDED, FAILED, ...) arrived: its last event is in the lifecycle's outbox."""
@@ -190,7 +207,7 @@ def healthy(jobs: int, digits: int) -> dict[str, Any]:
             wait_until(lambda: ids <= inbox.verified_ids(), "every event of the healthy run")
             time.sleep(2)  # duplicates, if any, arrive now
             made = delivery_times(stack)
-    firsts = {}
+    firsts: dict[str, tuple[float, float]] = {}
     for r in inbox.received:
         if r.verified and r.payload and r.message_id in ids:
             firsts.setdefault(r.message_id, (_at(r.payload["data"]["updated_at"]), r.received_at))
@@ -210,6 +227,7 @@ def healthy(jobs: int, digits: int) -> dict[str, Any]:
         "per_event": sum(counts[i] for i in ids) / len(ids),
         "lost": len(ids - inbox.verified_ids()),
         "unverified": inbox.unverified(),
+        "unverified_lines": inbox.unverified_lines(),
     }
 
 
@@ -239,6 +257,7 @@ def failing(jobs: int, digits: int) -> dict[str, Any]:
         "attempts_per_event": sum(tries[i] for i in ids) / len(ids),
         "lost": sum(1 for i in ids if tries[i] < 4),
         "unverified": inbox.unverified(),
+        "unverified_lines": inbox.unverified_lines(),
         "seconds": elapsed,
     }
 
@@ -312,8 +331,15 @@ def restart(jobs: int, digits: int, folder: Path) -> dict[str, Any]:
         "events": len(ids),
         "lost": len(ids - inbox.verified_ids()),
         "unverified": inbox.unverified(),
+        "unverified_lines": inbox.unverified_lines(),
         "seconds_after_restart": elapsed,
     }
+
+
+def report_unverified(figures: dict[str, Any]) -> None:
+    """Each delivery that did not verify, on stderr: what a signing fault or a cut request would show."""
+    for line in figures["unverified_lines"]:
+        print("did not verify:" + line, file=sys.stderr, flush=True)
 
 
 def pair(figures: dict[str, Any], part: str) -> str:
@@ -342,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     if "healthy" in only:
         first = healthy(args.jobs, args.digits)
         unverified += first["unverified"]
+        report_unverified(first)
         show([
             ("healthy: events", first["events"], ""),
             ("healthy: latency p50 (s)", f"{first['p50_s']:.3f}", ""),
@@ -355,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     if "failing" in only:
         second = failing(args.failing_jobs, args.digits)
         unverified += second["unverified"]
+        report_unverified(second)
         show([
             ("failing x3: events", second["events"], ""),
             ("failing x3: attempts per event", f"{second['attempts_per_event']:.2f}", "4"),
@@ -365,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as folder:
             third = restart(args.restart_jobs, args.digits, Path(folder))
         unverified += third["unverified"]
+        report_unverified(third)
         show([
             ("restart: events", third["events"], ""),
             ("restart: events lost", third["lost"], "0"),

@@ -172,9 +172,10 @@ class _QuietRequestHandler(WSGIRequestHandler):
 def _create_app() -> SerialisingMiddleware:
     from moto.server import DomainDispatcherApplication, create_backend_app  # heavy import, done late
 
-    from pijobs.local import moto_transactions  # lazy: imports moto, heavy, only when a server starts
+    from pijobs.local import moto_dynamodb, moto_transactions  # lazy: import moto, only when a server starts
 
     moto_transactions.install()
+    moto_dynamodb.install()
     _list_moto_modules_once()
 
     return SerialisingMiddleware(DomainDispatcherApplication(create_backend_app))
