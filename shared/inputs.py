@@ -30,8 +30,14 @@ UPLOAD_ID_PATTERN = ID_PATTERN
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"  # an API key's id
 MIN_UPLOAD_BYTES = 1  # an upload's declared size, and so every record and pin of one, is at least this
+
+
+def _inner(pattern: str) -> str:
+    return pattern.removeprefix("^").removesuffix("$")
+
+
 # an upload's object key, uploads/<owner>/<upload id>: the only kind of key a job's input may name
-UPLOAD_KEY_PATTERN = f"^{re.escape(UPLOADS_PREFIX)}{OWNER_PATTERN[1:-1]}/{UPLOAD_ID_PATTERN[1:-1]}$"
+UPLOAD_KEY_PATTERN = f"^{re.escape(UPLOADS_PREFIX)}{_inner(OWNER_PATTERN)}/{_inner(UPLOAD_ID_PATTERN)}$"
 
 InputName = Annotated[str, StringConstraints(pattern=INPUT_NAME_PATTERN)]
 UploadId = Annotated[str, StringConstraints(pattern=UPLOAD_ID_PATTERN)]
