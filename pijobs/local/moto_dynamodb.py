@@ -90,7 +90,9 @@ def _plain(value: Any) -> Any:
     """``value`` in JSON's own types all the way down, its None members left out as the serializer leaves
     them out of a structure; raises _NotPlain at anything else (bytes, a time)."""
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items() if item is not None and isinstance(key, str)}
+        if not all(isinstance(key, str) for key in value):
+            raise _NotPlain
+        return {key: _plain(item) for key, item in value.items() if item is not None}
     if isinstance(value, list):
         return [_plain(item) for item in value]
     if isinstance(value, _JSON_SCALARS):

@@ -417,6 +417,14 @@ class LocalStack:
                     rule.send_to_targets = _matches_no_event  # type: ignore[method-assign]
 
     @staticmethod
+    def _notifier_mapping_declared() -> dict[str, Any]:
+        """The notifier's stream mapping as the template declares it (batch size, retries, lanes)."""
+        mappings = resources_of_type(
+            load_template(template_path(PRIMARY_TEMPLATE)), "AWS::Lambda::EventSourceMapping"
+        )
+        return mappings["NotifierEventSourceMapping"]
+
+    @staticmethod
     def _results_bucket_declared() -> dict[str, Any]:
 
         buckets = resources_of_type(load_template(template_path(PRIMARY_TEMPLATE)), "AWS::S3::Bucket")
@@ -548,11 +556,15 @@ class LocalStack:
             "LatestStreamArn"
         ]
         streams_backend = dynamodbstreams_backends[DEFAULT_ACCOUNT_ID][REGION]
+        declared = self._notifier_mapping_declared()
         self._notifier = LocalStreamMapping(
             lambda: self.client("dynamodbstreams"),
             stream_arn,
             notifier.notifier_handler,
             prefix=EVENT_PREFIX,
+            batch_size=int(declared["BatchSize"]),
+            max_retries=int(declared["MaximumRetryAttempts"]),
+            parallelization=int(declared["ParallelizationFactor"]),
             forget=lambda iterator: streams_backend.shard_iterators.pop(iterator, None),
         ).start()
 

@@ -7,6 +7,10 @@ first failed one, as Lambda does for a stream) up to ``max_retries`` times befor
 line (the template's on-failure queue). moto keeps a stream's records in memory and runs no mapping of its
 own here (the local stack detaches moto's, which would need Docker).
 
+``parallelization`` is the mapping's ``ParallelizationFactor``: that many batches of one shard are handled
+at once, each record going to the batch lane of its partition key (the item's keys), so one key's records
+stay in order and a slow batch holds up only the keys of its lane. The poller reads ahead while they work.
+
 Each poll asks for a new iterator after the last sequence number read: moto's own transactions replace a
 table (and its stream's shard) with a copy whenever one is cancelled, which leaves older iterators reading a
 shard nobody writes to any more (pijobs.local.moto_transactions keeps the table, but a new iterator costs
@@ -16,7 +20,10 @@ expires them).
 
 from __future__ import annotations
 
+import json
+import queue
 import threading
+import zlib
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -29,6 +36,7 @@ from pijobs.shared.logs import clear_context
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[dict[str, Any], Any], Any]
+Lane = queue.SimpleQueue[dict[str, Any]]  # the records of one batch lane, in stream order
 
 _POLL_S = 0.05
 _RETRY_S = 1.0
@@ -49,8 +57,9 @@ class LocalStreamMapping:
         handler: Handler,
         *,
         prefix: str,
-        batch_size: int = 50,
-        max_retries: int = 10,
+        batch_size: int,
+        max_retries: int,
+        parallelization: int,
         function_name: str = "notifier",
         forget: Callable[[str], object] = lambda iterator: None,
     ) -> None:
@@ -63,19 +72,29 @@ class LocalStreamMapping:
         self._max_retries = max_retries
         self._function_name = function_name
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._shard: str | None = None
+        self._lanes: list[queue.SimpleQueue[dict[str, Any]]] = [
+            queue.SimpleQueue() for _ in range(parallelization)
+        ]
+        self._read_ahead = 2 * batch_size * parallelization
+        self._counting = threading.Lock()
         self.handled = 0
 
     def start(self) -> LocalStreamMapping:
-        self._thread = threading.Thread(target=self._run, name=f"stream-{self._function_name}", daemon=True)
-        self._thread.start()
+        name = f"stream-{self._function_name}"
+        self._threads = [threading.Thread(target=self._run, name=name, daemon=True)] + [
+            threading.Thread(target=self._work, args=(lane,), name=f"{name}-{n}", daemon=True)
+            for n, lane in enumerate(self._lanes)
+        ]
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(_STOP_JOIN_TIMEOUT_S)
+        for thread in self._threads:
+            thread.join(_STOP_JOIN_TIMEOUT_S)
 
     def __enter__(self) -> LocalStreamMapping:
         return self
@@ -86,28 +105,47 @@ class LocalStreamMapping:
         self.stop()
 
     def _run(self) -> None:
+        """The shard's poller: reads records in order and hands each to its key's lane."""
         streams = self._client_factory()
         last: str | None = None
-        pending: list[dict[str, Any]] = []
         while not self._stop.is_set():
             try:
-                if len(pending) < self._batch_size:
-                    iterator = self._iterator(streams, last)
-                    response = streams.get_records(ShardIterator=iterator, Limit=1000)
-                    self._forget(iterator)
-                    self._forget(response.get("NextShardIterator", ""))
-                    records = response.get("Records", [])
-                    if records:
-                        last = max((r["dynamodb"]["SequenceNumber"] for r in records), key=int)
-                    pending.extend(r for r in records if passes(r, self._prefix))
-                if not pending:
-                    self._stop.wait(_POLL_S)
+                if sum(lane.qsize() for lane in self._lanes) >= self._read_ahead:
+                    self._stop.wait(_POLL_S)  # the lanes are behind: let them catch up
                     continue
-                batch, pending = pending[: self._batch_size], pending[self._batch_size :]
-                pending = self._deliver(batch) + pending
+                iterator = self._iterator(streams, last)
+                response = streams.get_records(ShardIterator=iterator, Limit=1000)
+                self._forget(iterator)
+                self._forget(response.get("NextShardIterator", ""))
+                records = response.get("Records", [])
+                if records:
+                    last = max((r["dynamodb"]["SequenceNumber"] for r in records), key=int)
+                for record in records:
+                    if passes(record, self._prefix):
+                        self._lane_of(record).put(record)
+                if not records:
+                    self._stop.wait(_POLL_S)
             except Exception:
                 log.exception("stream_poll_failed", function=self._function_name)
                 self._stop.wait(_RETRY_S)
+
+    def _lane_of(self, record: dict[str, Any]) -> Lane:
+        keys = json.dumps((record.get("dynamodb") or {}).get("Keys") or {}, sort_keys=True)
+        return self._lanes[zlib.crc32(keys.encode()) % len(self._lanes)]
+
+    def _work(self, lane: Lane) -> None:
+        """One lane: its records in batches of at most ``batch_size``, one batch at a time."""
+        while not self._stop.is_set():
+            try:
+                batch = [lane.get(timeout=_POLL_S)]
+            except queue.Empty:
+                continue
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(lane.get_nowait())
+                except queue.Empty:
+                    break
+            self._deliver(batch)
 
     def _iterator(self, streams: Any, after: str | None) -> str:
         if self._shard is None:
@@ -131,7 +169,8 @@ class LocalStreamMapping:
                 failed = {batch[0]["dynamodb"].get("SequenceNumber")}
             numbers = [r["dynamodb"].get("SequenceNumber") for r in batch]
             first = next((i for i, n in enumerate(numbers) if n in failed), None)
-            self.handled += len(batch) if first is None else first
+            with self._counting:
+                self.handled += len(batch) if first is None else first
             if first is None:
                 return []
             batch = batch[first:]
