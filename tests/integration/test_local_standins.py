@@ -686,10 +686,10 @@ def test_the_server_finds_each_requests_backend_without_listing_motos_folders(
     sqs.list_queues()
 
 
-def _stream_table(aws: ClientFactory) -> tuple[Any, str, Callable[[], list[dict[str, Any]]]]:
-    """A table with a stream and an item ``a`` (n = 1); a function reading its stream from the start."""
-    ddb, streams = aws("dynamodb"), aws("dynamodbstreams")
-    table = f"t-{uuid.uuid4().hex[:8]}"
+def _event_stream(aws: ClientFactory) -> tuple[Any, str, str]:
+    """A new table keyed by ``pk`` with a stream of new images: its client, name and stream ARN."""
+    ddb = aws("dynamodb")
+    table = f"s-{uuid.uuid4().hex[:8]}"
     arn = ddb.create_table(
         TableName=table,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
@@ -697,6 +697,13 @@ def _stream_table(aws: ClientFactory) -> tuple[Any, str, Callable[[], list[dict[
         BillingMode="PAY_PER_REQUEST",
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
     )["TableDescription"]["LatestStreamArn"]
+    return ddb, table, arn
+
+
+def _stream_table(aws: ClientFactory) -> tuple[Any, str, Callable[[], list[dict[str, Any]]]]:
+    """A table with a stream and an item ``a`` (n = 1); a function reading its stream from the start."""
+    ddb, table, arn = _event_stream(aws)
+    streams = aws("dynamodbstreams")
     ddb.put_item(TableName=table, Item={"pk": {"S": "a"}, "n": {"N": "1"}})
 
     def records() -> list[dict[str, Any]]:
@@ -1378,19 +1385,6 @@ def test_item_operations_answer_as_moto_s_serializer_wrote_them(
     assert by_moto_s_serializer == [
         "CreateTable", "GetItem", "Scan", "BatchGetItem", "TransactWriteItems", "BatchWriteItem"
     ]  # fmt: skip
-
-
-def _event_stream(aws: ClientFactory) -> tuple[Any, str, str]:
-    ddb = aws("dynamodb")
-    table = f"s-{uuid.uuid4().hex[:8]}"
-    arn = ddb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
-    )["TableDescription"]["LatestStreamArn"]
-    return ddb, table, arn
 
 
 def _written(record: dict[str, Any]) -> tuple[str, int]:
