@@ -172,10 +172,15 @@ class _QuietRequestHandler(WSGIRequestHandler):
 def _create_app() -> SerialisingMiddleware:
     from moto.server import DomainDispatcherApplication, create_backend_app  # heavy import, done late
 
-    from pijobs.local import moto_dynamodb, moto_transactions  # lazy: import moto, only when a server starts
+    from pijobs.local import (  # lazy: import moto, only when a server starts
+        moto_dynamodb,
+        moto_sqs,
+        moto_transactions,
+    )
 
     moto_transactions.install()
     moto_dynamodb.install()
+    moto_sqs.install()
     _list_moto_modules_once()
 
     return SerialisingMiddleware(DomainDispatcherApplication(create_backend_app))

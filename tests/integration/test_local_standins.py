@@ -1259,6 +1259,53 @@ def test_a_query_compares_only_its_matches_not_the_whole_table(
     assert on_index < 700, on_index
 
 
+def test_an_index_query_compares_only_the_items_of_its_key(
+    aws: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto compared every item's index key with the query's (``DynamoType`` objects, each comparison
+    recomputing both values): an index query now hands it only the items whose key strings match."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    ddb, table = _indexed_table(aws)
+    compared = itertools.count()
+    differs = DynamoType.__ne__
+    monkeypatch.setattr(
+        DynamoType, "__ne__", lambda self, other: next(compared) is None or differs(self, other)
+    )
+    before = next(compared)
+    found = ddb.query(
+        TableName=table,
+        IndexName="by-owner",
+        KeyConditionExpression="#o = :o",
+        ExpressionAttributeNames={"#o": "owner"},
+        ExpressionAttributeValues={":o": {"S": "o1"}},
+    )["Items"]
+    key_comparisons = next(compared) - before - 1
+    assert found and {item["owner"]["S"] for item in found} == {"o1"}
+    assert key_comparisons <= len(found), key_comparisons  # not one per item of the table's 300
+
+
+def test_a_message_past_its_queues_retention_period_is_not_received(aws: ClientFactory) -> None:
+    """moto's check, which pijobs.local.moto_sqs makes without building every attribute of the queue."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sqs.models import sqs_backends
+
+    sqs = aws("sqs")
+    name = f"retained-{uuid.uuid4().hex[:8]}"
+    url = sqs.create_queue(QueueName=name, Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="old")
+    (old,) = sqs_backends[DEFAULT_ACCOUNT_ID][REGION].get_queue(name)._messages
+    old.sent_timestamp -= 61_000  # sent 61 s ago, as the queue's clock sees it
+    sqs.send_message(QueueUrl=url, MessageBody="new")
+
+    bodies = [  # moto ends a receive at an expired message: the next one goes on
+        message["Body"]
+        for _ in range(2)
+        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    ]
+    assert bodies == ["new"]
+
+
 def _every_kind_of_value(n: int) -> dict[str, Any]:
     return {
         "pk": {"S": "every"},
