@@ -211,20 +211,22 @@ class LocalEventSourceMapping:
         return self
 
     def notify(self, delay_s: float = 0.0) -> None:
-        """A message is (or, after ``delay_s``, will be) visible in the queue: woken pollers receive it."""
+        """A message is (or, after ``delay_s``, will be) visible in the queue: one sleeping poller receives
+        it (waking them all made each send cost one receive per poller, all but one of them empty)."""
         with self._wake:
             if delay_s > 0:
                 heapq.heappush(self._due, time.monotonic() + delay_s + _WAKE_MARGIN_S)
             else:
                 self._wakes += 1
-            self._wake.notify_all()
+            self._wake.notify()
 
     def stop(self) -> None:
         supervisor = self._supervisor
         if supervisor is None:
             return
         self._stop.set()
-        self.notify()
+        with self._wake:
+            self._wake.notify_all()
         supervisor.join(timeout=_STOP_JOIN_TIMEOUT_S)
         deadline = time.monotonic() + _STOP_JOIN_TIMEOUT_S
         for poller in self._pollers:

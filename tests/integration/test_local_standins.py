@@ -1149,6 +1149,44 @@ def test_woken_esm_receives_on_notify_and_not_before_a_delay_or_visibility_timeo
     assert delayed[1] - sent >= 3.0
 
 
+def test_a_send_wakes_one_sleeping_poller_not_all_of_them() -> None:
+    """Four pollers asleep on an empty queue: one message costs the poller it woke two receives (the
+    message, then an empty look before it sleeps again); the other three stay asleep."""
+    from pijobs.local.stack import visible_after
+
+    handled: list[str] = []
+    with LocalMotoServer() as server:
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=server.url,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        queue_url = sqs.create_queue(QueueName="one-wake")["QueueUrl"]
+        receives = Calls("ReceiveMessage")
+        receives.watch(sqs)
+
+        def handler(event: dict[str, Any], context: Any) -> None:
+            handled.extend(record["body"] for record in event["Records"])
+
+        esm = LocalEventSourceMapping(
+            lambda: sqs, queue_url, handler, batch_size=10, maximum_concurrency=4, woken=True, recheck_s=60
+        )
+        server.observe(
+            lambda _service, action, params: [esm.notify(d) for d in visible_after(action, params)]
+        )
+        with esm:
+            wait_for(lambda: receives.count >= 4, timeout_s=15)  # each poller found it empty: all asleep
+            time.sleep(0.2)
+            before = receives.count
+            sqs.send_message(QueueUrl=queue_url, MessageBody="one")
+            wait_for(lambda: esm.stats.records_deleted == 1, timeout_s=10)
+            time.sleep(0.5)
+            assert receives.count - before == 2
+    assert handled == ["one"]
+
+
 def _pk(n: int) -> str:
     return f"p{n * 11 % 30:02d}"  # partitions first written out of order, as random ids are
 
