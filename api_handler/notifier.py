@@ -17,11 +17,12 @@ import json
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer
 
@@ -227,6 +228,18 @@ def stream_event(record: dict[str, Any]) -> dict[str, Any] | None:
 
 
 FAN_OUT_THREADS = 8  # jobs fanned out at once within a batch (each a few round trips to DynamoDB and SQS)
+SEND_THREADS = 10  # a batch's deliveries attempted at once (the sender's mapping hands over 10 at most)
+
+Item = TypeVar("Item")
+Outcome = TypeVar("Outcome")
+
+
+def side_by_side(work: Callable[[Item], Outcome], items: list[Item], threads: int) -> list[Outcome]:
+    """``work`` done on each item, at most ``threads`` at once; the outcomes in the items' order."""
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
+        return list(pool.map(work, items))
 
 
 def notifier_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -259,12 +272,8 @@ def notifier_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 failed.append(str((record.get("dynamodb") or {}).get("SequenceNumber", "")))
         return failed
 
-    groups = list(by_job.values())
-    if len(groups) <= 1:
-        failed = [n for group in groups for n in fan_out_in_order(group)]
-    else:
-        with ThreadPoolExecutor(max_workers=min(FAN_OUT_THREADS, len(groups))) as pool:
-            failed = [n for numbers in pool.map(fan_out_in_order, groups) for n in numbers]
+    outcomes = side_by_side(fan_out_in_order, list(by_job.values()), FAN_OUT_THREADS)
+    failed = [number for numbers in outcomes for number in numbers]
     return {"batchItemFailures": [{"itemIdentifier": n} for n in failed]}
 
 
@@ -400,16 +409,21 @@ def _after(services: WebhookServices, delivery: Delivery, hook: Webhook | None, 
 
 
 def sender_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """The webhooks queue's batch: one attempt per record; a record that raised is retried by SQS."""
+    """The webhooks queue's batch: one attempt per record, side by side (each may wait the whole delivery
+    timeout on its receiver: one after another, two slow receivers would outlast the function's timeout
+    and hold up the batch's other deliveries); a record that raised is retried by SQS."""
     configure_logging()
-    failures = []
-    for record in event.get("Records", []):
+
+    def attempt_record(record: dict[str, Any]) -> dict[str, str] | None:
         try:
             attempt(services(), str(json.loads(record["body"])["delivery"]))
+            return None
         except Exception:
             log.exception("webhook_delivery_failed")
-            failures.append({"itemIdentifier": record.get("messageId", "")})
-    return {"batchItemFailures": failures}
+            return {"itemIdentifier": str(record.get("messageId", ""))}
+
+    outcomes = side_by_side(attempt_record, list(event.get("Records", [])), SEND_THREADS)
+    return {"batchItemFailures": [failure for failure in outcomes if failure is not None]}
 
 
 def epoch_iso(seconds: float | None) -> str | None:

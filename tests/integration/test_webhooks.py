@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -27,6 +27,7 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.answers: list[int] = []
+        self.before_answer: Callable[[], None] = lambda: None
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,6 +35,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 receiver.requests.append(({**headers, "x-path": self.path}, body))
+                receiver.before_answer()
                 status = receiver.answers.pop(0) if receiver.answers else 200
                 self.send_response(status)
                 self.send_header("content-length", "0")
@@ -152,6 +154,37 @@ def test_a_cancelled_jobs_event_arrives_signed_and_verifiable(
     (delivery,) = cloud.api("GET", f"/webhooks/{hook['webhook_id']}/deliveries")[1]["deliveries"]
     assert delivery["state"] == "delivered" and delivery["response_status"] == 200
     assert delivery["type"] == "job.cancelled" and delivery["job_id"] == job_id
+
+
+def test_a_batchs_deliveries_are_attempted_side_by_side(
+    cloud: Cloud, hooks: Hooks, receiver: Receiver
+) -> None:
+    """Each receiver holds its answer until the other one has its request: attempted one after another,
+    the first would wait for nothing (and a batch of slow receivers would outlast the sender's timeout)."""
+    other = Receiver()
+    other.thread.start()
+    both, met = threading.Barrier(2, timeout=5), []
+
+    def hold() -> None:
+        try:
+            both.wait()
+            met.append(True)
+        except threading.BrokenBarrierError:
+            met.append(False)
+
+    try:
+        receiver.before_answer = other.before_answer = hold
+        first, second = add_hook(cloud, receiver.url), add_hook(cloud, other.url)
+        assert cloud.api("DELETE", f"/jobs/{cloud.submit()}")[0] == 202
+        hooks.pump()
+        assert met == [True, True]
+        assert [e["type"] for e in receiver.events(first["secret"]) + other.events(second["secret"])] == [
+            "job.cancelled",
+            "job.cancelled",
+        ]
+    finally:
+        other.server.shutdown()
+        other.server.server_close()
 
 
 def test_a_key_sees_only_its_own_webhooks_and_gets_only_its_own_jobs_events(
