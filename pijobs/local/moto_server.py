@@ -14,9 +14,9 @@ copy of the whole table per transaction (the server grew past 5 GB with 10,000 j
 serialised request the middleware empties DynamoDB's lists (``forget_model_copies``); the tables
 themselves keep what they hold.
 
-The middleware also tells observers about each SQS, EC2 and CloudFormation request and each presigned S3 POST
-once moto has answered it (service, action, parameters), so the stand-ins wake on the calls that concern
-them instead of polling.
+The middleware also tells observers about each SQS, EC2 and CloudFormation request, each DynamoDB request (its
+action only: its body is not parsed) and each presigned S3 POST once moto has answered it (service, action,
+parameters), so the stand-ins wake on the calls that concern them instead of polling.
 """
 
 from __future__ import annotations
@@ -40,11 +40,13 @@ _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _SERIALISED_SERVICES = frozenset({"cloudformation", "dynamodb"})
 _OBSERVED_SERVICES = frozenset({"cloudformation", "ec2", "sqs"})
 _SQS_TARGET = "AmazonSQS."
+_DYNAMODB_TARGET = "DynamoDB_"  # DynamoDB_20120810.PutItem; DynamoDB Streams' is DynamoDBStreams_...
 # moto's services whose model objects it need not list (S3's lists let its reset close the files of keys).
 _UNLISTED_SERVICES = ("dynamodb", "dynamodbstreams")
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-#: Called after moto answered a request: (service, action, parameters), e.g. ("sqs", "SendMessage", {...}).
+#: Called after moto answered a request: (service, action, parameters), e.g. ("sqs", "SendMessage", {...})
+#: or ("dynamodb", "TransactWriteItems", {}) (a DynamoDB request's parameters are not read).
 RequestObserver = Callable[[str, str, dict[str, Any]], None]
 
 
@@ -87,8 +89,8 @@ def is_presigned_post(environ: dict[str, Any]) -> bool:
 
 
 def observed_request(environ: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
-    """(service, action, parameters) of an SQS, EC2 or CloudFormation request or of a presigned S3 POST,
-    None for the others.
+    """(service, action, parameters) of an SQS, EC2 or CloudFormation request, of a DynamoDB request (no
+    parameters) or of a presigned S3 POST, None for the others.
 
     Reads the body (SQS's JSON protocol or the query protocol's form) and puts it back for moto.
     """
@@ -96,6 +98,8 @@ def observed_request(environ: dict[str, Any]) -> tuple[str, str, dict[str, Any]]
     service = "sqs" if target.startswith(_SQS_TARGET) else signed_service(environ)
     if is_presigned_post(environ):
         return "s3", "PostObject", {}  # a file, maybe large: its body is moto's alone to read
+    if target.startswith(_DYNAMODB_TARGET):
+        return "dynamodb", target.partition(".")[2], {}
     if service not in _OBSERVED_SERVICES:
         return None
     try:
@@ -128,8 +132,8 @@ def _drain(result: Iterable[bytes]) -> list[bytes]:
 
 class SerialisingMiddleware:
     """Runs DynamoDB requests one at a time, and CloudFormation requests one at a time; everything else
-    passes straight through. Observers hear of SQS, EC2 and CloudFormation requests after moto answered
-    them."""
+    passes straight through. Observers hear of SQS, EC2, CloudFormation and DynamoDB requests after moto
+    answered them."""
 
     def __init__(self, app: WsgiApp) -> None:
         self._app = app
@@ -221,7 +225,7 @@ class LocalMotoServer:
         return int(self._server.server_port)
 
     def observe(self, observer: RequestObserver) -> None:
-        """Call ``observer`` after each SQS, EC2 and CloudFormation request this server answered."""
+        """Call ``observer`` after each request of ``observed_request``'s this server answered."""
         if self._app is None:
             raise RuntimeError("LocalMotoServer is not started")
         self._app.observe(observer)

@@ -64,6 +64,9 @@ LOCAL_CREDENTIALS = {
 RUNNER_WAKING_ACTIONS = frozenset(
     {"CreateStack", "DeleteStack", "UpdateStack", "RunInstances", "TerminateInstances", "StopInstances"}
 )
+MAPPING = "AWS::Lambda::EventSourceMapping"
+# The lifecycle writes its state-change events (what the notifier's stream mapping passes) in transactions.
+STREAM_WAKING_ACTIONS = frozenset({"TransactWriteItems"})
 
 # A laptop's time scale: seconds where AWS needs minutes (instances boot in moto at once).
 LOCAL_TIMINGS = {
@@ -417,18 +420,12 @@ class LocalStack:
                     rule.send_to_targets = _matches_no_event  # type: ignore[method-assign]
 
     @staticmethod
-    def _notifier_mapping_declared() -> dict[str, Any]:
-        """The notifier's stream mapping as the template declares it (batch size, retries, lanes)."""
-        mappings = resources_of_type(
-            load_template(template_path(PRIMARY_TEMPLATE)), "AWS::Lambda::EventSourceMapping"
-        )
-        return mappings["NotifierEventSourceMapping"]
+    def _declared(kind: str, name: str) -> dict[str, Any]:
+        """The properties the template declares for its resource ``name`` of type ``kind``."""
+        return resources_of_type(load_template(template_path(PRIMARY_TEMPLATE)), kind)[name]
 
-    @staticmethod
-    def _results_bucket_declared() -> dict[str, Any]:
-
-        buckets = resources_of_type(load_template(template_path(PRIMARY_TEMPLATE)), "AWS::S3::Bucket")
-        return buckets["ResultsBucket"]
+    def _results_bucket_declared(self) -> dict[str, Any]:
+        return self._declared("AWS::S3::Bucket", "ResultsBucket")
 
     def _send_upload_events(self) -> None:
         """moto's CloudFormation skips a bucket's NotificationConfiguration: set the template's own with a
@@ -542,21 +539,22 @@ class LocalStack:
         self._set_env({"PIJOBS_PUBLIC_API_URL": self._gateway.url})
         notifier.services.cache_clear()
         self._requeue_pending_deliveries()
+        sender = self._declared(MAPPING, "SenderEventSourceMapping")
         self._sender_esm = LocalEventSourceMapping(
             lambda: self.client("sqs"),
             self.outputs["WebhooksQueueUrl"],
             notifier.sender_handler,
-            batch_size=1,
-            maximum_concurrency=4,
+            batch_size=int(sender["BatchSize"]),
+            maximum_concurrency=int(sender["ScalingConfig"]["MaximumConcurrency"]),
             function_name="webhook-sender",
-            timeout_s=30.0,
+            timeout_s=float(self._declared("AWS::Lambda::Function", "WebhookSenderFunction")["Timeout"]),
             woken=True,
         ).start()
         stream_arn = self.client("dynamodb").describe_table(TableName=self.outputs["TableName"])["Table"][
             "LatestStreamArn"
         ]
         streams_backend = dynamodbstreams_backends[DEFAULT_ACCOUNT_ID][REGION]
-        declared = self._notifier_mapping_declared()
+        declared = self._declared(MAPPING, "NotifierEventSourceMapping")
         self._notifier = LocalStreamMapping(
             lambda: self.client("dynamodbstreams"),
             stream_arn,
@@ -566,6 +564,7 @@ class LocalStack:
             max_retries=int(declared["MaximumRetryAttempts"]),
             parallelization=int(declared["ParallelizationFactor"]),
             forget=lambda iterator: streams_backend.shard_iterators.pop(iterator, None),
+            woken=True,
         ).start()
 
     def _requeue_pending_deliveries(self) -> None:
@@ -595,9 +594,11 @@ class LocalStack:
 
     def _on_aws_request(self, service: str, action: str, params: dict[str, Any]) -> None:
         """What moto just answered: wake the stand-in it concerns."""
-        runner, esm, verifier = self._runner, self._esm, self._verifier_esm
+        runner, esm, verifier, stream = self._runner, self._esm, self._verifier_esm, self._notifier
         if runner is not None and action in RUNNER_WAKING_ACTIONS:
             runner.wake()
+        if stream is not None and service == "dynamodb" and action in STREAM_WAKING_ACTIONS:
+            stream.notify()
         if service == "sqs":
             for delay in visible_after(action, params):
                 for mapping in (esm, self._sender_esm):  # a wake for the other queue costs one empty look

@@ -11,11 +11,16 @@ own here (the local stack detaches moto's, which would need Docker).
 at once, each record going to the batch lane of its partition key (the item's keys), so one key's records
 stay in order and a slow batch holds up only the keys of its lane. The poller reads ahead while they work.
 
-Each poll asks for a new iterator after the last sequence number read: moto's own transactions replace a
-table (and its stream's shard) with a copy whenever one is cancelled, which leaves older iterators reading a
-shard nobody writes to any more (pijobs.local.moto_transactions keeps the table, but a new iterator costs
-little and holds whatever moto does). ``forget`` drops the iterators moto keeps for each call (it never
-expires them).
+The poller follows each read's ``NextShardIterator``, and asks for a new iterator after the last sequence
+number read once the one it follows is a second old (or a read failed): moto's own transactions replace a
+table (and its stream's shard) with a copy whenever one is cancelled, which would leave an old iterator
+reading a shard nobody writes to any more (pijobs.local.moto_transactions keeps the table; the renewal bounds
+whatever moto does to a second). ``forget`` drops the iterators moto keeps for each call (it never expires
+them).
+
+With ``woken=True`` an empty read does not poll again every 50 ms: the poller sleeps until ``notify()`` (the
+local stack calls it for each DynamoDB transaction moto answered: the lifecycle writes its events in them),
+or a second at most. It reads at most every 20 ms, however many transactions wake it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from types import TracebackType
@@ -39,6 +45,9 @@ Handler = Callable[[dict[str, Any], Any], Any]
 Lane = queue.SimpleQueue[dict[str, Any]]  # the records of one batch lane, in stream order
 
 _POLL_S = 0.05
+_WOKEN_RECHECK_S = 1.0  # a woken poller reads anyway this often (what no notify announced)
+_MIN_READ_GAP_S = 0.02  # wakes come with every transaction: at most one read per gap
+_ITERATOR_AGE_S = 1.0  # then a new iterator after the last record read (see above)
 _RETRY_S = 1.0
 _STOP_JOIN_TIMEOUT_S = 10.0
 
@@ -62,8 +71,11 @@ class LocalStreamMapping:
         parallelization: int,
         function_name: str = "notifier",
         forget: Callable[[str], object] = lambda iterator: None,
+        woken: bool = False,
     ) -> None:
         self._forget = forget
+        self._idle_s = _WOKEN_RECHECK_S if woken else _POLL_S
+        self._wake = threading.Event()
         self._client_factory = client_factory
         self._arn = stream_arn
         self._handler = handler
@@ -93,6 +105,7 @@ class LocalStreamMapping:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         for thread in self._threads:
             thread.join(_STOP_JOIN_TIMEOUT_S)
 
@@ -104,19 +117,29 @@ class LocalStreamMapping:
     ) -> None:
         self.stop()
 
+    def notify(self) -> None:
+        """Something may have been written to the stream: read it now (``woken`` pollers)."""
+        self._wake.set()
+
     def _run(self) -> None:
         """The shard's poller: reads records in order and hands each to its key's lane."""
         streams = self._client_factory()
         last: str | None = None
+        iterator, renew_at, read_at = "", 0.0, 0.0
         while not self._stop.is_set():
             try:
                 if sum(lane.qsize() for lane in self._lanes) >= self._read_ahead:
                     self._stop.wait(_POLL_S)  # the lanes are behind: let them catch up
                     continue
-                iterator = self._iterator(streams, last)
+                self._stop.wait(max(0.0, read_at + _MIN_READ_GAP_S - time.monotonic()))
+                self._wake.clear()  # before the read: a write after it wakes the next one
+                read_at = time.monotonic()
+                if not iterator or read_at >= renew_at:
+                    self._forget(iterator)
+                    iterator, renew_at = self._iterator(streams, last), read_at + _ITERATOR_AGE_S
                 response = streams.get_records(ShardIterator=iterator, Limit=1000)
                 self._forget(iterator)
-                self._forget(response.get("NextShardIterator", ""))
+                iterator = str(response.get("NextShardIterator") or "")
                 records = response.get("Records", [])
                 if records:
                     last = max((r["dynamodb"]["SequenceNumber"] for r in records), key=int)
@@ -124,10 +147,13 @@ class LocalStreamMapping:
                     if passes(record, self._prefix):
                         self._lane_of(record).put(record)
                 if not records:
-                    self._stop.wait(_POLL_S)
+                    self._wake.wait(self._idle_s)
             except Exception:
                 log.exception("stream_poll_failed", function=self._function_name)
+                self._forget(iterator)
+                iterator = ""  # a new one after the last record read
                 self._stop.wait(_RETRY_S)
+        self._forget(iterator)
 
     def _lane_of(self, record: dict[str, Any]) -> Lane:
         keys = json.dumps((record.get("dynamodb") or {}).get("Keys") or {}, sort_keys=True)

@@ -25,10 +25,12 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from structlog.testing import capture_logs
 
+from pijobs.local import streams
 from pijobs.local.esm import EsmSettings, LocalEventSourceMapping, failed_ids, settings_from
 from pijobs.local.gateway import LocalGateway
 from pijobs.local.moto_server import LocalMotoServer, SerialisingMiddleware
 from pijobs.local.runner import InstanceRunner
+from pijobs.local.stack import STREAM_WAKING_ACTIONS
 from pijobs.local.streams import LocalStreamMapping
 
 REGION = "us-east-1"
@@ -1035,7 +1037,7 @@ def test_runner_reaps_a_killed_worker_and_stop_kills_the_rest(
         assert wait_for(lambda record=record: not is_alive(record["child"]), timeout_s=5)
 
 
-def test_server_tells_observers_of_sqs_ec2_and_cloudformation_calls_after_answering_them() -> None:
+def test_server_tells_observers_of_sqs_ec2_and_dynamodb_calls_after_answering_them() -> None:
     heard: list[tuple[str, str, dict[str, Any]]] = []
     with LocalMotoServer() as server:
         server.observe(lambda service, action, params: heard.append((service, action, params)))
@@ -1053,12 +1055,19 @@ def test_server_tells_observers_of_sqs_ec2_and_cloudformation_calls_after_answer
         queue_url = sqs.create_queue(QueueName="observed")["QueueUrl"]
         sqs.send_message(QueueUrl=queue_url, MessageBody="x", DelaySeconds=1)
         client("ec2").run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)
-        client("dynamodb").list_tables()  # not observed
+        client("dynamodb").list_tables()  # by its action only
+        client("s3").list_buckets()  # not observed
 
     actions = [(service, action) for service, action, _ in heard]
-    assert actions == [("sqs", "CreateQueue"), ("sqs", "SendMessage"), ("ec2", "RunInstances")]
+    assert actions == [
+        ("sqs", "CreateQueue"),
+        ("sqs", "SendMessage"),
+        ("ec2", "RunInstances"),
+        ("dynamodb", "ListTables"),
+    ]
     assert heard[1][2]["DelaySeconds"] == 1 and heard[1][2]["QueueUrl"] == queue_url
     assert heard[2][2]["ImageId"] == "ami-12c6146b"
+    assert heard[3][2] == {}
 
 
 def test_runner_woken_forks_the_real_worker_from_a_warm_interpreter(
@@ -1546,3 +1555,48 @@ def test_a_stream_record_the_handler_fails_is_retried_with_those_after_it(aws: C
         wait_for(lambda: mapping.handled == 3, timeout_s=10)
     # one lane: the stream's order, then b and what came after it again, as Lambda retries a stream batch
     assert seen == ["ev#a", "ev#b", "ev#c", "ev#b", "ev#c"]
+
+
+def test_a_woken_stream_mapping_reads_when_moto_answers_a_transaction(
+    aws: ClientFactory, moto_server: LocalMotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Woken, as the local stack runs the notifier's: after an empty read the poller sleeps until moto has
+    answered a transaction (the lifecycle writes its events in them), and it follows the stream past the
+    renewal of its iterator: each record once, in order."""
+    monkeypatch.setattr(streams, "_WOKEN_RECHECK_S", 60.0)  # here nothing but a wake makes it look again
+    ddb, table, arn = _event_stream(aws)
+    handled: list[str] = []
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        handled.extend(_written(record)[0] for record in event["Records"])
+        return {"batchItemFailures": []}
+
+    def transaction(key: str) -> None:
+        item = {"pk": {"S": key}, "n": {"N": "0"}}
+        ddb.transact_write_items(TransactItems=[{"Put": {"TableName": table, "Item": item}}])
+
+    mapping = LocalStreamMapping(
+        lambda: aws("dynamodbstreams"),
+        arn,
+        handler,
+        prefix="ev#",
+        batch_size=10,
+        max_retries=0,
+        parallelization=1,
+        woken=True,
+    )
+    moto_server.observe(
+        lambda service, action, params: (
+            mapping.notify() if service == "dynamodb" and action in STREAM_WAKING_ACTIONS else None
+        )
+    )
+    ddb.put_item(TableName=table, Item={"pk": {"S": "ev#before"}, "n": {"N": "0"}})
+    with mapping.start():
+        wait_for(lambda: handled == ["ev#before"], timeout_s=10)  # the first read, from the trim horizon
+        transaction("ev#woken")
+        wait_for(lambda: handled == ["ev#before", "ev#woken"], timeout_s=10)
+        time.sleep(streams._ITERATOR_AGE_S + 0.2)
+        transaction("ev#renewed")
+        wait_for(lambda: handled == ["ev#before", "ev#woken", "ev#renewed"], timeout_s=10)
+        time.sleep(0.3)
+    assert handled == ["ev#before", "ev#woken", "ev#renewed"]

@@ -162,3 +162,23 @@ def test_a_presigned_post_is_observed_without_reading_its_body() -> None:
     assert observed_request(environ) == ("s3", "PostObject", {})
     assert not is_presigned_post({**environ, "HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=x"})
     assert not is_presigned_post({**environ, "REQUEST_METHOD": "PUT"})
+
+
+def test_a_dynamodb_request_is_observed_by_its_action_without_reading_its_body() -> None:
+    class Unreadable:
+        def read(self, *args: object) -> bytes:
+            raise AssertionError("a DynamoDB request's body is moto's alone to read")
+
+    signed = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/dynamodb/aws4_request, Signature=x"
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "HTTP_AUTHORIZATION": signed,
+        "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.TransactWriteItems",
+        "CONTENT_TYPE": "application/x-amz-json-1.0",
+        "CONTENT_LENGTH": "100",
+        "wsgi.input": Unreadable(),
+    }
+
+    assert observed_request(environ) == ("dynamodb", "TransactWriteItems", {})
+    streams_read = {**environ, "HTTP_X_AMZ_TARGET": "DynamoDBStreams_20120810.GetRecords"}
+    assert observed_request(streams_read) is None  # signed as dynamodb, but it only reads
