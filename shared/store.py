@@ -33,6 +33,11 @@ DONE_SHARD = "done_shard"
 METRICS_WATERMARK_KEY = {"pk": {"S": "metrics#finished"}}  # how far the reaper has counted finished jobs
 LIST_READS = 10  # queries one page of a filtered list may take
 FILTER_VALUES_MAX = 100  # DynamoDB's IN takes at most 100 operands
+# Each read of a waiting-index partition whose jobs the filter left out evaluates this many times more items
+# than the read before it, up to a page of WAITING_PAGE_MAX: a capped tenant's backlog ahead in tag order
+# then hides no other tenant's job behind it short of some 5,000 of its jobs in one partition.
+WAITING_READ_GROWTH = 4
+WAITING_PAGE_MAX = 1000
 
 
 _SERIALIZER = TypeSerializer()
@@ -151,7 +156,9 @@ class JobStore:
 
     def waiting_jobs(self, *, per_shard: int, skip_owners: frozenset[str] = frozenset()) -> list[WaitingJob]:
         """The parked jobs with the lowest tags, up to ``per_shard`` from each index partition, in tag order;
-        ``skip_owners``' jobs are left out (tenants at their own cap)."""
+        ``skip_owners``' jobs are left out (tenants at their own cap). DynamoDB's ``Limit`` counts the items
+        a read evaluates, before the filter: while the filter leaves them out, each read looks further
+        (WAITING_READ_GROWTH)."""
         found: list[WaitingJob] = []
         for shard in range(INDEX_SHARDS):
             query: dict[str, Any] = {
@@ -168,8 +175,9 @@ class JobStore:
                 query["ExpressionAttributeNames"]["#owner"] = "owner"
                 query["ExpressionAttributeValues"].update(owners)
             shard_jobs: list[WaitingJob] = []
-            for _ in range(LIST_READS):
-                response = self._ddb.query(**query, Limit=per_shard)
+            for read in range(LIST_READS):
+                limit = min(WAITING_PAGE_MAX, per_shard * WAITING_READ_GROWTH**read)
+                response = self._ddb.query(**query, Limit=limit)
                 for item in response.get("Items", []):
                     job = _python_item(item)
                     if job["owner"] not in skip_owners:

@@ -10,7 +10,10 @@ import pytest
 import pijobs.dispatcher.handler
 import pijobs.dispatcher.reaper
 from pijobs.shared import aws
+from pijobs.shared.fairshare import shard_of
+from pijobs.shared.models import job_key
 from pijobs.shared.status import JobStatus
+from pijobs.shared.store import WAIT_TAG
 from pijobs.shared.tenants import TenantStore
 from tests.integration.conftest import Cloud, run_racing
 
@@ -95,6 +98,28 @@ def test_a_tenant_at_its_cap_waits_while_others_use_the_free_slots(cloud: Cloud)
     ticks = cloud.receive(wait_seconds=3)
     assert cloud.dispatch(ticks) == []
     assert len(_admitted(cloud, a_jobs)) == 2
+
+
+def test_a_capped_tenants_long_queue_ahead_hides_no_other_tenants_job(cloud: Cloud) -> None:
+    """A capped tenant's jobs ahead in tag order are filtered out of the waiting index's reads after they
+    were read: when they outnumbered what the reads looked at (ten reads of ``per_shard`` items), the other
+    tenant's job behind them was not found, and a free slot stayed idle while it waited."""
+    (late,) = _submit(cloud, "key-b", 1)
+    flood: list[str] = []
+    while sum(shard_of(job_id) == shard_of(late) for job_id in flood) < 30:
+        flood += _submit(cloud, "key-a", 10)
+    for tag, job_id in enumerate([*flood, late], start=1):  # the flood's tags first, then the late job's
+        cloud.ddb.update_item(
+            TableName=cloud.table,
+            Key={"pk": {"S": job_key(job_id)}},
+            UpdateExpression="SET #tag = :tag",
+            ExpressionAttributeNames={"#tag": WAIT_TAG},
+            ExpressionAttributeValues={":tag": {"N": str(tag)}},
+        )
+
+    found = cloud.store.waiting_jobs(per_shard=1, skip_owners=frozenset({"key-a"}))
+
+    assert [job.job_id for job in found] == [late]
 
 
 def test_a_heavier_weight_gets_the_larger_share(cloud: Cloud) -> None:
