@@ -225,7 +225,7 @@ class LocalMotoServer:
         return int(self._server.server_port)
 
     def observe(self, observer: RequestObserver) -> None:
-        """Call ``observer`` after each request of ``observed_request``'s this server answered."""
+        """Call ``observer`` after each request this server answered that ``observed_request`` describes."""
         if self._app is None:
             raise RuntimeError("LocalMotoServer is not started")
         self._app.observe(observer)
