@@ -116,6 +116,8 @@ KEPT_OPERATORS = (
     r"core/(NumberReplacer|ZeroIterationForLoop|ExceptionReplacer|RemoveDecorator)$",
 )
 JOBS = 2  # mutants at once (each a forked child)
+# What pytest prints, exiting with USAGE_ERROR, when a conftest.py raised on import (whatever it raised).
+BROKEN_CONFTEST = "while loading conftest"
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "--no-header"]
 
 
@@ -412,12 +414,15 @@ def run_all(module: str, mutants: list[Mutant], selection: Selection) -> Iterato
                 continue
             mutant, _, log = running.pop(pid)
             code = os.waitstatus_to_exitcode(status)
-            output = Path(log).read_text(errors="replace")[-2000:] if os.path.exists(log) else ""
-            if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED):
+            text = Path(log).read_text(errors="replace") if os.path.exists(log) else ""
+            output = text[-2000:]
+            if code == pytest.ExitCode.USAGE_ERROR and BROKEN_CONFTEST in text:
+                yield mutant, "KILLED", output  # a conftest imports the module: the mutant broke loading it
+            elif code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED):
                 sys.exit(
                     f"{module}: the tests chosen for a mutant at line {mutant.line} did not run:\n{output}"
                 )
-            if code == 0:
+            elif code == 0:
                 yield mutant, "SURVIVED", output
             else:
                 yield mutant, "KILLED", output if code > 0 else f"time-out or signal {-code}"
