@@ -3,6 +3,7 @@ and the server's serialisation of DynamoDB and CloudFormation requests."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import json
@@ -1111,13 +1112,15 @@ def test_runner_woken_forks_the_real_worker_from_a_warm_interpreter(
     assert job_id in log_file.read_text()
 
 
-def test_woken_esm_receives_on_notify_and_not_before_a_delay_or_visibility_timeout_ends() -> None:
-    """With the recheck a minute away, each message can only come through the wake its case calls for (a
-    notify, a delay's end, a visibility timeout's end), and the batches show in which order they came."""
+@contextlib.contextmanager
+def _woken_queue(
+    name: str, handler: Callable[..., Any], *, concurrency: int, **attributes: str
+) -> Iterator[tuple[Any, str, Calls, LocalEventSourceMapping]]:
+    """A moto server of the test's own (its observers go with it), a queue on it, the count of the receives,
+    and a woken mapping on the queue (its recheck a minute away) that each send and visibility change moto
+    answers notifies, as the local stack wires it: (client, queue URL, receives, the running mapping)."""
     from pijobs.local.stack import visible_after
 
-    received: dict[str, list[tuple[int, float]]] = {}  # body -> (batch number, when) per delivery
-    batches = itertools.count()
     with LocalMotoServer() as server:
         sqs = boto3.client(
             "sqs",
@@ -1126,34 +1129,49 @@ def test_woken_esm_receives_on_notify_and_not_before_a_delay_or_visibility_timeo
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
-        queue_url = sqs.create_queue(QueueName="woken", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+        queue_url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
         receives = Calls("ReceiveMessage")
         receives.watch(sqs)
-
-        def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-            batch = next(batches)
-            failures = []
-            for record in event["Records"]:
-                received.setdefault(record["body"], []).append((batch, time.monotonic()))
-                if record["body"] == "fails-once" and record["attributes"]["ApproximateReceiveCount"] == "1":
-                    failures.append({"itemIdentifier": record["messageId"]})
-            return {"batchItemFailures": failures}
-
         esm = LocalEventSourceMapping(
-            lambda: sqs, queue_url, handler, batch_size=10, maximum_concurrency=2, woken=True, recheck_s=60
+            lambda: sqs,
+            queue_url,
+            handler,
+            batch_size=10,
+            maximum_concurrency=concurrency,
+            woken=True,
+            recheck_s=60,
         )
-        # As the local stack wires it: each send and visibility change moto answers notifies the mapping.
         server.observe(
             lambda _service, action, params: [esm.notify(d) for d in visible_after(action, params)]
         )
         with esm:
-            wait_for(lambda: receives.count >= 2, timeout_s=15)  # both pollers found it empty: asleep
-            sent = time.monotonic()
-            sqs.send_message(QueueUrl=queue_url, MessageBody="now")
-            sqs.send_message(QueueUrl=queue_url, MessageBody="fails-once")
-            sqs.send_message(QueueUrl=queue_url, MessageBody="delayed", DelaySeconds=3)
-            wait_for(lambda: len(received.get("fails-once", [])) == 2 and "delayed" in received, timeout_s=15)
-            wait_for(lambda: esm.stats.records_deleted == 3, timeout_s=5)
+            yield sqs, queue_url, receives, esm
+
+
+def test_woken_esm_receives_on_notify_and_not_before_a_delay_or_visibility_timeout_ends() -> None:
+    """With the recheck a minute away, each message can only come through the wake its case calls for (a
+    notify, a delay's end, a visibility timeout's end), and the batches show in which order they came."""
+    received: dict[str, list[tuple[int, float]]] = {}  # body -> (batch number, when) per delivery
+    batches = itertools.count()
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        batch = next(batches)
+        failures = []
+        for record in event["Records"]:
+            received.setdefault(record["body"], []).append((batch, time.monotonic()))
+            if record["body"] == "fails-once" and record["attributes"]["ApproximateReceiveCount"] == "1":
+                failures.append({"itemIdentifier": record["messageId"]})
+        return {"batchItemFailures": failures}
+
+    queue = _woken_queue("woken", handler, concurrency=2, VisibilityTimeout="1")
+    with queue as (sqs, queue_url, receives, esm):
+        wait_for(lambda: receives.count >= 2, timeout_s=15)  # both pollers found it empty: asleep
+        sent = time.monotonic()
+        sqs.send_message(QueueUrl=queue_url, MessageBody="now")
+        sqs.send_message(QueueUrl=queue_url, MessageBody="fails-once")
+        sqs.send_message(QueueUrl=queue_url, MessageBody="delayed", DelaySeconds=3)
+        wait_for(lambda: len(received.get("fails-once", [])) == 2 and "delayed" in received, timeout_s=15)
+        wait_for(lambda: esm.stats.records_deleted == 3, timeout_s=5)
 
     (now,), (delayed,), (failed, again) = received["now"], received["delayed"], received["fails-once"]
     # The send woke a poller: "now" came long before the delayed message was due (not with it, at its wake).
@@ -1168,38 +1186,19 @@ def test_woken_esm_receives_on_notify_and_not_before_a_delay_or_visibility_timeo
 def test_a_send_wakes_one_sleeping_poller_not_all_of_them() -> None:
     """Four pollers asleep on an empty queue: one message costs the poller it woke two receives (the
     message, then an empty look before it sleeps again); the other three stay asleep."""
-    from pijobs.local.stack import visible_after
-
     handled: list[str] = []
-    with LocalMotoServer() as server:
-        sqs = boto3.client(
-            "sqs",
-            endpoint_url=server.url,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        queue_url = sqs.create_queue(QueueName="one-wake")["QueueUrl"]
-        receives = Calls("ReceiveMessage")
-        receives.watch(sqs)
 
-        def handler(event: dict[str, Any], context: Any) -> None:
-            handled.extend(record["body"] for record in event["Records"])
+    def handler(event: dict[str, Any], context: Any) -> None:
+        handled.extend(record["body"] for record in event["Records"])
 
-        esm = LocalEventSourceMapping(
-            lambda: sqs, queue_url, handler, batch_size=10, maximum_concurrency=4, woken=True, recheck_s=60
-        )
-        server.observe(
-            lambda _service, action, params: [esm.notify(d) for d in visible_after(action, params)]
-        )
-        with esm:
-            wait_for(lambda: receives.count >= 4, timeout_s=15)  # each poller found it empty: all asleep
-            time.sleep(0.2)
-            before = receives.count
-            sqs.send_message(QueueUrl=queue_url, MessageBody="one")
-            wait_for(lambda: esm.stats.records_deleted == 1, timeout_s=10)
-            time.sleep(0.5)
-            assert receives.count - before == 2
+    with _woken_queue("one-wake", handler, concurrency=4) as (sqs, queue_url, receives, esm):
+        wait_for(lambda: receives.count >= 4, timeout_s=15)  # each poller found it empty: all asleep
+        time.sleep(0.2)
+        before = receives.count
+        sqs.send_message(QueueUrl=queue_url, MessageBody="one")
+        wait_for(lambda: esm.stats.records_deleted == 1, timeout_s=10)
+        time.sleep(0.5)
+        assert receives.count - before == 2
     assert handled == ["one"]
 
 
