@@ -5,6 +5,7 @@ instance runner). The handlers are the same functions Lambda runs; only ``AWS_EN
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -87,6 +88,12 @@ LOCAL_TIMINGS = {
 
 
 UPLOADS_VISIBILITY_S = 60
+
+
+@functools.cache
+def _primary_template() -> dict[str, Any]:
+    """infra/primary.yaml, read once: the stand-ins take several of its settings at each start."""
+    return load_template(template_path(PRIMARY_TEMPLATE))
 
 
 def _matches_no_event(*_: Any, **__: Any) -> None:
@@ -422,7 +429,7 @@ class LocalStack:
     @staticmethod
     def _declared(kind: str, name: str) -> dict[str, Any]:
         """The properties the template declares for its resource ``name`` of type ``kind``."""
-        return resources_of_type(load_template(template_path(PRIMARY_TEMPLATE)), kind)[name]
+        return resources_of_type(_primary_template(), kind)[name]
 
     def _results_bucket_declared(self) -> dict[str, Any]:
         return self._declared("AWS::S3::Bucket", "ResultsBucket")
