@@ -88,6 +88,7 @@ LOCAL_TIMINGS = {
 
 
 UPLOADS_VISIBILITY_S = 60
+LOCAL_VERIFIERS = 2  # uploads verified at once on the embedded stack (each reads its whole file)
 
 
 @functools.cache
@@ -513,16 +514,14 @@ class LocalStack:
             settings_provider=lambda: esm_settings(lam, mapping_id),  # `pijobs ops set` applies live
             woken=True,
         ).start()
-        self._verifier_esm = LocalEventSourceMapping(
-            lambda: self.client("sqs"),
-            self.outputs["UploadsQueueUrl"],
+        self._verifier_esm = self._declared_queue_mapping(
+            "VerifierEventSourceMapping",
+            "VerifierFunction",
+            "UploadsQueueUrl",
             verifier_lambda.lambda_handler,
-            batch_size=1,
-            maximum_concurrency=2,
             function_name="verifier",
-            timeout_s=900.0,
-            woken=True,
-        ).start()
+            most_at_once=LOCAL_VERIFIERS,
+        )
         self._start_webhooks()
         self._reaper = LocalSchedule(
             reaper_lambda.lambda_handler, interval=self.config.reaper_interval, name="reaper"
@@ -546,17 +545,13 @@ class LocalStack:
         self._set_env({"PIJOBS_PUBLIC_API_URL": self._gateway.url})
         notifier.services.cache_clear()
         self._requeue_pending_deliveries()
-        sender = self._declared(MAPPING, "SenderEventSourceMapping")
-        self._sender_esm = LocalEventSourceMapping(
-            lambda: self.client("sqs"),
-            self.outputs["WebhooksQueueUrl"],
+        self._sender_esm = self._declared_queue_mapping(
+            "SenderEventSourceMapping",
+            "WebhookSenderFunction",
+            "WebhooksQueueUrl",
             notifier.sender_handler,
-            batch_size=int(sender["BatchSize"]),
-            maximum_concurrency=int(sender["ScalingConfig"]["MaximumConcurrency"]),
             function_name="webhook-sender",
-            timeout_s=float(self._declared("AWS::Lambda::Function", "WebhookSenderFunction")["Timeout"]),
-            woken=True,
-        ).start()
+        )
         stream_arn = self.client("dynamodb").describe_table(TableName=self.outputs["TableName"])["Table"][
             "LatestStreamArn"
         ]
@@ -571,6 +566,31 @@ class LocalStack:
             max_retries=int(declared["MaximumRetryAttempts"]),
             parallelization=int(declared["ParallelizationFactor"]),
             forget=lambda iterator: streams_backend.shard_iterators.pop(iterator, None),
+            woken=True,
+        ).start()
+
+    def _declared_queue_mapping(
+        self,
+        mapping: str,
+        function: str,
+        queue_output: str,
+        handler: Any,
+        *,
+        function_name: str,
+        most_at_once: int | None = None,
+    ) -> Any:
+        """A started stand-in for the template's SQS event source ``mapping`` of ``function``: its batch
+        size, concurrency (at most ``most_at_once`` where given) and the function's timeout."""
+        declared = self._declared(MAPPING, mapping)
+        concurrency = int(declared["ScalingConfig"]["MaximumConcurrency"])
+        return LocalEventSourceMapping(
+            lambda: self.client("sqs"),
+            self.outputs[queue_output],
+            handler,
+            batch_size=int(declared["BatchSize"]),
+            maximum_concurrency=min(concurrency, most_at_once or concurrency),
+            function_name=function_name,
+            timeout_s=float(self._declared("AWS::Lambda::Function", function)["Timeout"]),
             woken=True,
         ).start()
 
