@@ -13,7 +13,7 @@ import socket
 import sys
 import urllib.parse
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -557,6 +557,8 @@ class LocalStack:
         ]
         streams_backend = dynamodbstreams_backends[DEFAULT_ACCOUNT_ID][REGION]
         declared = self._declared(MAPPING, "NotifierEventSourceMapping")
+        deployed = self.client("lambda").list_event_source_mappings(EventSourceArn=stream_arn)
+        mapping = deployed["EventSourceMappings"][0]  # the one the template made, its !GetAtt resolved
         self._notifier = LocalStreamMapping(
             lambda: self.client("dynamodbstreams"),
             stream_arn,
@@ -565,9 +567,17 @@ class LocalStack:
             batch_size=int(declared["BatchSize"]),
             max_retries=int(declared["MaximumRetryAttempts"]),
             parallelization=int(declared["ParallelizationFactor"]),
+            function_arn=mapping["FunctionArn"],
             forget=lambda iterator: streams_backend.shard_iterators.pop(iterator, None),
+            on_failure=self._sender_to(mapping["DestinationConfig"]["OnFailure"]["Destination"]),
             woken=True,
         ).start()
+
+    def _sender_to(self, queue_arn: str) -> Callable[[dict[str, Any]], object]:
+        """What a stream mapping does with a batch it gave up on: its on-failure queue gets the record."""
+        sqs = self.client("sqs")
+        queue_url = sqs.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[-1])["QueueUrl"]
+        return lambda record: sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(record))
 
     def _declared_queue_mapping(
         self,

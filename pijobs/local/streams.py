@@ -3,9 +3,11 @@
 Like Lambda's: one poller per shard reads records in order from the trim horizon, keeps those the mapping's
 filter lets through (the template's pattern: INSERTs of items whose ``pk`` starts with a prefix), hands them
 to the handler in batches, and retries the records the handler answered in ``batchItemFailures`` (from the
-first failed one, as Lambda does for a stream) up to ``max_retries`` times before it drops them with a log
-line (the template's on-failure queue). moto keeps a stream's records in memory and runs no mapping of its
-own here (the local stack detaches moto's, which would need Docker).
+first failed one, as Lambda does for a stream) up to ``max_retries`` times. Then, as Lambda does, it hands
+``on_failure`` a description of what it gave up on (Lambda's invocation record for an on-failure
+destination: the shard, the first and last sequence numbers, the batch's size) and goes on with the next
+records; the local stack sends it to the template's on-failure queue. moto keeps a stream's records in
+memory and runs no mapping of its own here (the local stack detaches moto's, which would need Docker).
 
 ``parallelization`` is the mapping's ``ParallelizationFactor``: that many batches of one shard are handled
 at once, each record going to the batch lane of its partition key (the item's keys), so one key's records
@@ -25,10 +27,12 @@ or a second at most. It reads at most every 20 ms, however many transactions wak
 
 from __future__ import annotations
 
+import datetime
 import json
 import queue
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable
 from types import TracebackType
@@ -70,9 +74,12 @@ class LocalStreamMapping:
         max_retries: int,
         parallelization: int,
         function_name: str = "notifier",
+        function_arn: str = "",
         forget: Callable[[str], object] = lambda iterator: None,
+        on_failure: Callable[[dict[str, Any]], object] = lambda record: None,
         woken: bool = False,
     ) -> None:
+        self._on_failure = on_failure
         self._forget = forget
         self._idle_s = _WOKEN_RECHECK_S if woken else _POLL_S
         self._wake = threading.Event()
@@ -83,6 +90,7 @@ class LocalStreamMapping:
         self._batch_size = batch_size
         self._max_retries = max_retries
         self._function_name = function_name
+        self._function_arn = function_arn or function_name
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._shard: str | None = None
@@ -184,15 +192,18 @@ class LocalStreamMapping:
         return str(found["ShardIterator"])
 
     def _deliver(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Hand ``batch`` over, retrying what failed; what is left after the retries is dropped."""
+        """Hand ``batch`` over, retrying what failed; what is left after the retries is ``on_failure``'s."""
+        raised = False
         for attempt in range(self._max_retries + 1):
             clear_context()
             try:
                 answer = self._handler({"Records": batch}, LambdaContext(self._function_name))
                 failed = {f.get("itemIdentifier") for f in (answer or {}).get("batchItemFailures", [])}
+                raised = False
             except Exception:
                 log.exception("stream_handler_failed", function=self._function_name)
                 failed = {batch[0]["dynamodb"].get("SequenceNumber")}
+                raised = True
             numbers = [r["dynamodb"].get("SequenceNumber") for r in batch]
             first = next((i for i, n in enumerate(numbers) if n in failed), None)
             with self._counting:
@@ -202,5 +213,46 @@ class LocalStreamMapping:
             batch = batch[first:]
             if self._stop.wait(_RETRY_S * (attempt + 1)):
                 return batch
-        log.error("stream_records_dropped", function=self._function_name, records=len(batch))
+        log.error("stream_records_discarded", function=self._function_name, records=len(batch))
+        try:
+            self._on_failure(self._discarded(batch, raised))
+        except Exception:
+            log.exception("stream_on_failure_failed", function=self._function_name, records=len(batch))
         return []
+
+    def _discarded(self, batch: list[dict[str, Any]], raised: bool) -> dict[str, Any]:
+        """Lambda's invocation record for a stream batch it gave up on: where the records are, not them."""
+        numbers = [record["dynamodb"]["SequenceNumber"] for record in batch]
+        arrivals = [_iso(record["dynamodb"].get("ApproximateCreationDateTime")) for record in batch]
+        response: dict[str, Any] = {"statusCode": 200, "executedVersion": "$LATEST"}
+        if raised:
+            response["functionError"] = "Unhandled"
+        return {
+            "requestContext": {
+                "requestId": str(uuid.uuid4()),
+                "functionArn": self._function_arn,
+                "condition": "RetryAttemptsExhausted",
+                "approximateInvokeCount": self._max_retries + 1,
+            },
+            "responseContext": response,
+            "version": "1.0",
+            "timestamp": _iso(time.time()),
+            "DDBStreamBatchInfo": {
+                "shardId": self._shard,
+                "startSequenceNumber": min(numbers, key=int),
+                "endSequenceNumber": max(numbers, key=int),
+                "approximateArrivalOfFirstRecord": arrivals[0],
+                "approximateArrivalOfLastRecord": arrivals[-1],
+                "batchSize": len(batch),
+                "streamArn": self._arn,
+            },
+        }
+
+
+def _iso(when: Any) -> str | None:
+    """A stream record's time (a datetime from boto3, seconds otherwise) as Lambda writes it."""
+    if when is None:
+        return None
+    if not isinstance(when, datetime.datetime):
+        when = datetime.datetime.fromtimestamp(float(when), tz=datetime.timezone.utc)
+    return when.astimezone(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1563,6 +1563,54 @@ def test_a_stream_record_the_handler_fails_is_retried_with_those_after_it(aws: C
     assert seen == ["ev#a", "ev#b", "ev#c", "ev#b", "ev#c"]
 
 
+def test_a_stream_record_that_keeps_failing_is_described_to_the_on_failure_destination_and_the_rest_go_on(
+    aws: ClientFactory,
+) -> None:
+    """As Lambda does with the template's on-failure queue: after the retries the batch's place in the
+    stream (not the records) goes to ``on_failure``, and the records after it are handled."""
+    ddb, table, arn = _event_stream(aws)
+    calls: list[str] = []
+    poisoned: list[str] = []
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        for record in event["Records"]:
+            key, _ = _written(record)
+            calls.append(key)
+            if key == "ev#bad":
+                poisoned.append(record["dynamodb"]["SequenceNumber"])
+                raise RuntimeError("this record breaks the handler")
+        return {"batchItemFailures": []}
+
+    for key in ("ev#bad", "ev#next"):
+        ddb.put_item(TableName=table, Item={"pk": {"S": key}, "n": {"N": "0"}})
+    discarded: list[dict[str, Any]] = []
+    function_arn = "arn:aws:lambda:us-east-1:123456789012:function:notifier"
+    mapping = LocalStreamMapping(
+        lambda: aws("dynamodbstreams"),
+        arn,
+        handler,
+        prefix="ev#",
+        batch_size=1,
+        max_retries=1,
+        parallelization=1,  # one lane: the next record waits behind the poisoned one
+        function_arn=function_arn,
+        on_failure=discarded.append,
+    )
+    with mapping.start():
+        wait_for(lambda: "ev#next" in calls, timeout_s=15)
+    assert calls == ["ev#bad", "ev#bad", "ev#next"]  # tried, retried once, given up; then the next
+    [record] = discarded
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 2
+    assert record["requestContext"]["functionArn"] == function_arn
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    info = record["DDBStreamBatchInfo"]
+    assert info["startSequenceNumber"] == info["endSequenceNumber"] == poisoned[0]
+    assert info["batchSize"] == 1 and info["streamArn"] == arn and info["shardId"]
+    assert info["approximateArrivalOfFirstRecord"].endswith("Z")
+    assert "Records" not in json.dumps(record) and "ev#bad" not in json.dumps(record)  # where, not what
+
+
 def test_a_woken_stream_mapping_reads_when_moto_answers_a_transaction(
     aws: ClientFactory, moto_server: LocalMotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
