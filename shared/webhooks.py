@@ -195,6 +195,9 @@ def _address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address, pol
         address = mapped
     if address.is_loopback:
         return None if policy.allow_loopback_http else "a loopback address"
+    if isinstance(address, ipaddress.IPv6Address) and (address.sixtofour or address.teredo):
+        # the IPv4 address inside is another host's; Python 3.10-3.12 call all of 2002::/16 global
+        return "a 6to4 or Teredo tunnel address"
     checks = (
         ("is_link_local", "a link-local address"),
         ("is_multicast", "a multicast address"),

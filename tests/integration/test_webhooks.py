@@ -281,6 +281,8 @@ def test_a_job_whose_fan_out_fails_is_answered_for_a_retry_and_the_others_are_de
         ("https://10.0.0.8/x", "private"),
         ("https://192.168.1.1/x", "private"),
         ("https://[::ffff:10.0.0.1]/x", "private"),
+        ("https://[2002:a9fe:a9fe::1]/x", "tunnel"),  # 6to4 of 169.254.169.254
+        ("https://[2001:0:4136:e378:8000:63bf:5601:56fe]/x", "tunnel"),  # Teredo
         ("https://224.0.0.1/x", "multicast"),
         ("https://240.0.0.1/x", "reserved"),
         ("https://0.0.0.0/x", "address"),
