@@ -556,24 +556,24 @@ class LocalStack:
             "LatestStreamArn"
         ]
         streams_backend = dynamodbstreams_backends[DEFAULT_ACCOUNT_ID][REGION]
-        declared = self._declared(MAPPING, "NotifierEventSourceMapping")
+        # the notifier's mapping as the template made it in moto (its !GetAtt resolved to the DLQ's ARN)
         deployed = self.client("lambda").list_event_source_mappings(EventSourceArn=stream_arn)
-        mapping = deployed["EventSourceMappings"][0]  # the one the template made, its !GetAtt resolved
+        mapping = deployed["EventSourceMappings"][0]
         self._notifier = LocalStreamMapping(
             lambda: self.client("dynamodbstreams"),
             stream_arn,
             notifier.notifier_handler,
             prefix=EVENT_PREFIX,
-            batch_size=int(declared["BatchSize"]),
-            max_retries=int(declared["MaximumRetryAttempts"]),
-            parallelization=int(declared["ParallelizationFactor"]),
+            batch_size=int(mapping["BatchSize"]),
+            max_retries=int(mapping["MaximumRetryAttempts"]),
+            parallelization=int(mapping["ParallelizationFactor"]),
             function_arn=mapping["FunctionArn"],
             forget=lambda iterator: streams_backend.shard_iterators.pop(iterator, None),
-            on_failure=self._sender_to(mapping["DestinationConfig"]["OnFailure"]["Destination"]),
+            on_failure=self._send_to_queue(mapping["DestinationConfig"]["OnFailure"]["Destination"]),
             woken=True,
         ).start()
 
-    def _sender_to(self, queue_arn: str) -> Callable[[dict[str, Any]], object]:
+    def _send_to_queue(self, queue_arn: str) -> Callable[[dict[str, Any]], object]:
         """What a stream mapping does with a batch it gave up on: its on-failure queue gets the record."""
         sqs = self.client("sqs")
         queue_url = sqs.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[-1])["QueueUrl"]

@@ -27,7 +27,6 @@ or a second at most. It reads at most every 20 ms, however many transactions wak
 
 from __future__ import annotations
 
-import datetime
 import json
 import queue
 import threading
@@ -42,6 +41,7 @@ import structlog
 
 from pijobs.local.lambda_context import LambdaContext
 from pijobs.shared.logs import clear_context
+from pijobs.shared.models import isoformat, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -223,7 +223,7 @@ class LocalStreamMapping:
     def _discarded(self, batch: list[dict[str, Any]], raised: bool) -> dict[str, Any]:
         """Lambda's invocation record for a stream batch it gave up on: where the records are, not them."""
         numbers = [record["dynamodb"]["SequenceNumber"] for record in batch]
-        arrivals = [_iso(record["dynamodb"].get("ApproximateCreationDateTime")) for record in batch]
+        arrivals = [record["dynamodb"].get("ApproximateCreationDateTime") for record in batch]
         response: dict[str, Any] = {"statusCode": 200, "executedVersion": "$LATEST"}
         if raised:
             response["functionError"] = "Unhandled"
@@ -236,23 +236,14 @@ class LocalStreamMapping:
             },
             "responseContext": response,
             "version": "1.0",
-            "timestamp": _iso(time.time()),
+            "timestamp": isoformat(utcnow()),
             "DDBStreamBatchInfo": {
                 "shardId": self._shard,
                 "startSequenceNumber": min(numbers, key=int),
                 "endSequenceNumber": max(numbers, key=int),
-                "approximateArrivalOfFirstRecord": arrivals[0],
-                "approximateArrivalOfLastRecord": arrivals[-1],
+                "approximateArrivalOfFirstRecord": arrivals[0] and isoformat(arrivals[0]),
+                "approximateArrivalOfLastRecord": arrivals[-1] and isoformat(arrivals[-1]),
                 "batchSize": len(batch),
                 "streamArn": self._arn,
             },
         }
-
-
-def _iso(when: Any) -> str | None:
-    """A stream record's time (a datetime from boto3, seconds otherwise) as Lambda writes it."""
-    if when is None:
-        return None
-    if not isinstance(when, datetime.datetime):
-        when = datetime.datetime.fromtimestamp(float(when), tz=datetime.timezone.utc)
-    return when.astimezone(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
