@@ -1487,6 +1487,11 @@ def test_item_operations_answer_as_moto_s_serializer_wrote_them(
     ]  # fmt: skip
 
 
+def _stream_mapping(aws: ClientFactory, arn: str, handler: Any, **settings: Any) -> LocalStreamMapping:
+    """A stream mapping on ``arn`` for the ``ev#`` items, as the tests set it."""
+    return LocalStreamMapping(lambda: aws("dynamodbstreams"), arn, handler, prefix="ev#", **settings)
+
+
 def _written(record: dict[str, Any]) -> tuple[str, int]:
     image = record["dynamodb"]["NewImage"]
     return image["pk"]["S"], int(image["n"]["N"])
@@ -1507,11 +1512,10 @@ def test_a_slow_stream_batch_holds_up_only_its_own_lane(aws: ClientFactory) -> N
         return {"batchItemFailures": []}
 
     keys = ["ev#slow", *(f"ev#{n:02d}" for n in range(16))]
-    mapping = LocalStreamMapping(
-        lambda: aws("dynamodbstreams"),
+    mapping = _stream_mapping(
+        aws,
         arn,
         handler,
-        prefix="ev#",
         batch_size=2,
         max_retries=1,
         parallelization=4,
@@ -1548,11 +1552,10 @@ def test_a_stream_record_the_handler_fails_is_retried_with_those_after_it(aws: C
 
     for key in ("ev#a", "ev#b", "ev#c"):
         ddb.put_item(TableName=table, Item={"pk": {"S": key}, "n": {"N": "0"}})
-    mapping = LocalStreamMapping(
-        lambda: aws("dynamodbstreams"),
+    mapping = _stream_mapping(
+        aws,
         arn,
         handler,
-        prefix="ev#",
         batch_size=10,
         max_retries=2,
         parallelization=1,
@@ -1585,11 +1588,10 @@ def test_a_stream_record_that_keeps_failing_is_described_to_the_on_failure_desti
         ddb.put_item(TableName=table, Item={"pk": {"S": key}, "n": {"N": "0"}})
     discarded: list[dict[str, Any]] = []
     function_arn = "arn:aws:lambda:us-east-1:123456789012:function:notifier"
-    mapping = LocalStreamMapping(
-        lambda: aws("dynamodbstreams"),
+    mapping = _stream_mapping(
+        aws,
         arn,
         handler,
-        prefix="ev#",
         batch_size=1,
         max_retries=1,
         parallelization=1,  # one lane: the next record waits behind the poisoned one
@@ -1629,11 +1631,10 @@ def test_a_woken_stream_mapping_reads_when_moto_answers_a_transaction(
         item = {"pk": {"S": key}, "n": {"N": "0"}}
         ddb.transact_write_items(TransactItems=[{"Put": {"TableName": table, "Item": item}}])
 
-    mapping = LocalStreamMapping(
-        lambda: aws("dynamodbstreams"),
+    mapping = _stream_mapping(
+        aws,
         arn,
         handler,
-        prefix="ev#",
         batch_size=10,
         max_retries=0,
         parallelization=1,
